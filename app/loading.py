@@ -1,0 +1,89 @@
+"""`load_model(spec)`: one entry point for bundled models, local checkpoint folders and hub ids.
+
+Weights load through transformers, which reads safetensors (and torch files only with
+`weights_only=True`); remote code never runs unless `trust_remote_code=True` is passed on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .hooks import LoadedModel, ModelSpecError
+from .models import bundled_names, load_bundled
+
+BUNDLED_PREFIX = "bundled:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def load_model(
+    spec: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load `bundled:NAME`, a local checkpoint folder (with config.json) or a hub id, ready to record."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError("empty model spec; pass bundled:NAME, a checkpoint folder or a hub id")
+    if spec.startswith(BUNDLED_PREFIX):
+        name = spec[len(BUNDLED_PREFIX) :]
+        try:
+            model, tokenizer = load_bundled(name)
+        except KeyError:
+            raise ModelSpecError(
+                f"unknown bundled model {name!r}; bundled models: {', '.join(bundled_names())}"
+            ) from None
+        return _place(LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source="bundled"), dtype, device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise ModelSpecError(f"{spec} is not a checkpoint folder (no config.json in it)")
+        loaded = _from_pretrained(str(path), trust_remote_code, revision, local=True)
+        loaded.info["path"] = str(path.resolve())
+        return _place(loaded, dtype, device)
+    if not _HUB_ID.match(spec) or ".." in spec:
+        raise ModelSpecError(f"unknown model {spec!r}: not a bundled model, an existing folder or a hub id")
+    return _place(_from_pretrained(spec, trust_remote_code, revision, local=False), dtype, device)
+
+
+def _from_pretrained(where: str, trust_remote_code: bool, revision: str | None, *, local: bool) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if local else " (no network or cache? pass a local checkpoint folder)"
+        raise ModelSpecError(f"cannot load model config for {where!r}: {reason}{hint}") from None
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(where, config=config, **kwargs)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(f"cannot load weights of {where!r}: {reason}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None  # token-id inputs still work; text inputs will say a tokenizer is needed
+    source = "local" if local else "hub"
+    return LoadedModel(model=model.eval(), tokenizer=tokenizer, spec=where, source=source,
+                       info={"revision": revision or getattr(config, "_commit_hash", None)})
+
+
+def _place(loaded: LoadedModel, dtype: str | torch.dtype | None, device: str | None) -> LoadedModel:
+    if dtype is not None:
+        resolved = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if not isinstance(resolved, torch.dtype):
+            raise ModelSpecError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        loaded.model = loaded.model.to(resolved)
+    if device is not None:
+        loaded.model = loaded.model.to(device)
+    return loaded

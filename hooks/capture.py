@@ -1,0 +1,116 @@
+"""Run a model once and collect every router call's raw output.
+
+Two engines with identical results (tested): nnsight's `tracer.cache` — the default, because the same
+trace can later run through nnsight's remote execution — and plain forward hooks, which skip nnsight's
+fixed per-trace cost (about 0.5–1 ms) when many tiny batches are recorded. Both return, per router path,
+the outputs of every call in execution order, detached and on the CPU: for a forward pass that is
+`call_count` entries, for generation `call_count` entries per step (step 0 = the prompt).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+Engine = Literal["nnsight", "hooks"]
+ENGINES: tuple[Engine, ...] = ("nnsight", "hooks")
+
+
+@dataclass
+class Captured:
+    """Raw router outputs of one batch, plus the generated ids when the batch generated."""
+
+    outputs: dict[str, list[Any]]
+    sequences: torch.Tensor | None = None
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, tuple | list):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+class Capturer:
+    """Holds the model (and its nnsight wrappers, built once) and captures router outputs per batch."""
+
+    def __init__(self, model: torch.nn.Module, paths: list[str], engine: Engine, tokenizer: Any = None) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        self.model = model
+        self.paths = paths
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self._traced: Any = None
+        self._generator: Any = None
+
+    def forward(self, inputs: dict[str, Any]) -> Captured:
+        """One forward pass on keyword inputs (`input_ids`, `attention_mask`, ...)."""
+        if self.engine == "hooks":
+            return self._with_hooks(lambda: self.model(**inputs))
+        from nnsight import NNsight
+
+        if self._traced is None:
+            self._traced = NNsight(self.model)
+        traced = self._traced
+        with torch.no_grad(), traced.trace(**inputs) as tracer:
+            cache = tracer.cache(modules=[traced.get(p) for p in self.paths])
+        return Captured(outputs=self._from_cache(cache, traced))
+
+    def generate(self, inputs: dict[str, Any], **generate_kwargs: Any) -> Captured:
+        """Greedy or sampled generation; router outputs for the prompt (step 0) and each new token."""
+        if self.engine == "hooks":
+            result: dict[str, torch.Tensor] = {}
+
+            def run() -> None:
+                result["sequences"] = self.model.generate(**inputs, **generate_kwargs)
+
+            captured = self._with_hooks(run)
+            captured.sequences = result["sequences"].cpu()
+            return captured
+        from nnsight import TransformersModel
+
+        if self._generator is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._generator = TransformersModel(self.model, tokenizer=self.tokenizer)
+        wrapped = self._generator
+        with torch.no_grad(), wrapped.generate(dict(inputs), **generate_kwargs) as tracer:
+            cache = tracer.cache(modules=[wrapped.get(p) for p in self.paths])
+            sequences = tracer.result.save()
+        return Captured(outputs=self._from_cache(cache, wrapped), sequences=torch.as_tensor(sequences).cpu())
+
+    def _from_cache(self, cache: Any, root: Any) -> dict[str, list[Any]]:
+        outputs: dict[str, list[Any]] = {}
+        for path in self.paths:
+            key = f"{root.get(path).path}"
+            if key not in cache:
+                continue
+            view = cache[key]
+            values = view.output
+            outputs[path] = list(values) if len(view) > 1 else [values]
+        return outputs
+
+    def _with_hooks(self, run: Callable[[], Any]) -> Captured:
+        names = dict(self.model.named_modules())
+        outputs: dict[str, list[Any]] = {p: [] for p in self.paths}
+
+        def hook(path: str) -> Callable[..., None]:
+            def keep(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+                outputs[path].append(_to_cpu(output))
+
+            return keep
+
+        handles = [names[p].register_forward_hook(hook(p)) for p in self.paths]
+        try:
+            with torch.no_grad():
+                run()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return Captured(outputs={p: v for p, v in outputs.items() if v})

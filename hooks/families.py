@@ -1,0 +1,48 @@
+"""Declarative facts about each transformers MoE family that its router's output does not say itself.
+
+transformers 5 already tells *where* each family's router is (`_can_record_outputs["router_logits"]`) and
+the router's output tells *what* it chose (see `normalise.py`). What is left is small and lives here, in
+one tested table: how the router scores experts (softmax or sigmoid, which fixes the distribution we
+report entropy and margin on) and, for routers that return logits only, how the family turns them into
+gate weights. Add a row when a new family needs one; families absent here default to softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Scoring = Literal["softmax", "sigmoid"]
+SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FamilyInfo:
+    """What RouteScope needs to know about a family beyond its router's output."""
+
+    scoring: Scoring = "softmax"
+    """Function that turns router logits into expert scores; the recorded `probs` are these scores
+    normalised to sum to 1 (softmax scores already do)."""
+    weights_from_logits: Literal["softmax_topk", "softmax_topk_pnorm", None] = None
+    """For routers that return logits only: how the family forms gate weights from them."""
+    note: str = ""
+
+
+FAMILIES: dict[str, FamilyInfo] = {
+    "deepseek_v3": FamilyInfo(scoring="sigmoid", note="chooses on sigmoid + bias within groups; weights unbiased"),
+    "glm4_moe": FamilyInfo(scoring="sigmoid"),
+    "glm4_moe_lite": FamilyInfo(scoring="sigmoid"),
+    "dots1": FamilyInfo(scoring="sigmoid"),
+    "solar_open": FamilyInfo(scoring="sigmoid"),
+    "exaone_moe": FamilyInfo(scoring="sigmoid"),
+    "minimax_m2": FamilyInfo(scoring="sigmoid"),
+    "afmoe": FamilyInfo(scoring="sigmoid"),
+    "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
+    "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
+    "dbrx": FamilyInfo(weights_from_logits="softmax_topk_pnorm", note="router returns logits only"),
+}
+
+
+def family_info(model_type: str | None) -> FamilyInfo:
+    """The table row for a `config.model_type`, or the softmax default."""
+    return FAMILIES.get(model_type or "", FamilyInfo())

@@ -1,0 +1,26 @@
+"""A model together with what recording needs beside it: its tokenizer and where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to record. `routescope.load_model` builds one; wrap your own object the same way."""
+
+    model: torch.nn.Module
+    tokenizer: Any = None
+    """A transformers tokenizer; needed for text inputs, token text and generation."""
+    spec: str = ""
+    """What the user asked for: `bundled:NAME`, a folder, a hub id, or empty for an in-memory model."""
+    source: str = "object"
+    """`bundled`, `local`, `hub` or `object`."""
+    routers: Sequence[str] | Mapping[str, Any] | None = None
+    """Routers to record when the model does not declare them (see docs/routers.md)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Extra manifest facts (revision, path, ...)."""

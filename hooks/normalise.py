@@ -1,0 +1,138 @@
+"""Turn whatever a router returned into one normalised decision per token.
+
+Families disagree on what a router returns (a `(logits, weights, indices)` triple; Llama4's
+`(scores, logits)`; DBRX's bare logits; Switch's `(one-hot dispatch mask, max prob, logits)` with
+capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
+dry run and `normalise` decodes every later call the same way. The result always holds what the model
+actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
+the logits, plus the distribution it chose from, for entropy and margin.
+
+Shapes at this boundary: T = tokens of one router call (batch × sequence, flattened row-major),
+E = experts, k = experts per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .errors import NoRoutersError
+from .families import Scoring
+
+Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot"]
+CONVENTIONS: tuple[Convention, ...] = ("triple", "scores_logits", "logits", "capacity_onehot")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One router call, normalised. All tensors are on the CPU."""
+
+    expert: torch.Tensor
+    """[T, k] int64: experts the tokens were dispatched to (for dropped tokens: the expert they wanted)."""
+    weight: torch.Tensor
+    """[T, k] float32: gate weights the model applied (0 where a token was dropped)."""
+    dropped: torch.Tensor
+    """[T, k] bool: the token was refused by a capacity limit and skipped the expert."""
+    probs: torch.Tensor
+    """[T, E] float32: the distribution the router chose from (its scores normalised to sum to 1)."""
+
+
+@dataclass(frozen=True)
+class DecodeRule:
+    """How to decode one router's output: its convention plus the family facts it needs."""
+
+    convention: Convention
+    scoring: Scoring = "softmax"
+    top_k: int | None = None
+    """Only for `logits`: experts per token."""
+    pnorm: float | None = None
+    """Only for `logits`: p of the p-norm that renormalises the top-k weights (DBRX); None = no renorm."""
+
+
+def _is_int(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and not t.is_floating_point()
+
+
+def _is_float(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_floating_point()
+
+
+def detect_convention(output: Any, where: str) -> Convention:
+    """Recognise a router output convention from one output value."""
+    if _is_float(output):
+        return "logits"
+    if isinstance(output, tuple | list):
+        parts = list(output)
+        if len(parts) == 3 and _is_float(parts[0]) and _is_float(parts[1]) and _is_int(parts[2]):
+            return "triple"
+        if len(parts) == 3 and _is_int(parts[0]) and _is_float(parts[2]) and parts[0].shape == parts[2].shape:
+            return "capacity_onehot"
+        if len(parts) == 2 and _is_float(parts[0]) and _is_float(parts[1]) and parts[0].shape == parts[1].shape:
+            return "scores_logits"
+    kinds = type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
+    raise NoRoutersError(
+        f"router {where} returns {kinds}, a convention RouteScope does not know; declare a decoder for it "
+        "(see docs/routers.md)"
+    )
+
+
+def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
+    """The router's expert scores as a distribution: softmax, or sigmoid scores normalised to sum 1."""
+    logits = logits.float()
+    if scoring == "sigmoid":
+        scores = logits.sigmoid()
+        return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+    return torch.softmax(logits, dim=-1)
+
+
+def normalise(output: Any, rule: DecodeRule) -> Decoded:
+    """Decode one router call into dispatched experts, applied weights, drop flags and probabilities."""
+    if rule.convention == "triple":
+        logits, weights, indices = output
+        n_experts = logits.shape[-1]
+        expert = indices.reshape(-1, indices.shape[-1]).long()
+        weight = weights.reshape(expert.shape).float()
+        probs = scores_to_probs(logits.reshape(-1, n_experts), rule.scoring)
+        dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "scores_logits":
+        scores, logits = output
+        n_experts = logits.shape[-1]
+        scores, logits = scores.reshape(-1, n_experts), logits.reshape(-1, n_experts)
+        # Llama4 dispatches to topk(logits) and weights each chosen expert by its score.
+        k = rule.top_k or int((scores[:1] > 0).sum().item())
+        expert = torch.topk(logits, k, dim=-1).indices
+        weight = scores.gather(1, expert).float()
+        probs = scores_to_probs(logits, rule.scoring)
+        dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "logits":
+        if rule.top_k is None:
+            raise NoRoutersError("a router that returns logits only needs top_k; declare it (docs/routers.md)")
+        logits = output.reshape(-1, output.shape[-1])
+        probs = scores_to_probs(logits, rule.scoring)
+        top = torch.topk(probs, rule.top_k, dim=-1)
+        expert, weight = top.indices, top.values
+        if rule.pnorm is not None:
+            weight = weight / torch.linalg.vector_norm(weight, ord=rule.pnorm, dim=-1, keepdim=True)
+        dropped = torch.zeros_like(expert, dtype=torch.bool)
+    else:  # capacity_onehot: (dispatch one-hot [.., E], max prob [.., 1], logits [.., E])
+        mask, max_prob, logits = output
+        n_experts = logits.shape[-1]
+        mask, logits = mask.reshape(-1, n_experts), logits.reshape(-1, n_experts)
+        probs = scores_to_probs(logits, rule.scoring)
+        expert = probs.argmax(dim=-1, keepdim=True)
+        dropped = mask.sum(dim=-1, keepdim=True) == 0
+        # The model scales the dispatched expert's output by the max prob; a dropped token skips the expert.
+        weight = torch.where(dropped, torch.zeros(()), max_prob.reshape(-1, 1).float())
+    return Decoded(expert=expert.cpu(), weight=weight.float().cpu(), dropped=dropped.cpu(), probs=probs.cpu())
+
+
+def decision_stats(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token entropy (nats), top-1 − top-2 margin and max probability of a [T, E] distribution."""
+    p = probs.float()
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1)
+    if p.shape[-1] >= 2:
+        top2 = torch.topk(p, 2, dim=-1).values
+        return entropy, top2[:, 0] - top2[:, 1], top2[:, 0]
+    return entropy, p[:, 0], p[:, 0]

@@ -1,0 +1,223 @@
+"""Find every router in a model and describe it once, in the manifest's terms.
+
+Discovery, in order of trust:
+1. routers the user declares (`routers=["model.layers.0.mlp.gate", ...]` or a dict of path → `DecodeRule`);
+2. transformers' own declaration: every `PreTrainedModel` class lists its router class and the index of
+   the logits in its output (`_can_record_outputs["router_logits"]`);
+3. a heuristic for plain `torch.nn.Module`s: a child called `gate`/`router`/`gating`/`wg` whose parent
+   also holds `experts`.
+A dry run on two tokens then fixes what only execution shows: the order in which routers run, how many
+times each runs per forward pass (shared-layer models), the output convention, the number of experts
+and k. Router ids follow execution order; `layer` is the first integer in the module path (the model's
+own numbering), so dense layers are simply absent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import NoRoutersError
+from .families import family_info
+from .normalise import DecodeRule, detect_convention, normalise
+
+HEURISTIC_NAMES = ("gate", "router", "gating", "wg")
+SHARED_EXPERT_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
+_INT = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterSpec:
+    """One router as the manifest lists it."""
+
+    id: int
+    """Position in execution order; the `router` column of the fact tables."""
+    path: str
+    """Module path as in `model.named_modules()`."""
+    layer: int
+    """First integer in the path (the model's own layer number), else the router's id."""
+    call_count: int
+    """Times the router runs in one forward pass (> 1 for layers shared across depth)."""
+    kind: str
+    """`attention` for mixture-of-attention routers, else `ffn`."""
+    stack: str
+    """`encoder` or `decoder` (decoder-only models: `decoder`)."""
+    n_experts: int
+    top_k: int
+    shared_experts: list[str] = field(default_factory=list)
+    """Module paths of always-on shared experts beside this router."""
+    router_class: str = ""
+    convention: str = "triple"
+    scoring: str = "softmax"
+    pnorm: float | None = None
+
+    @property
+    def rule(self) -> DecodeRule:
+        return DecodeRule(convention=self.convention, scoring=self.scoring, top_k=self.top_k, pnorm=self.pnorm)  # type: ignore[arg-type]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def layer_of(path: str) -> int | None:
+    """The first integer component of a module path (`model.layers.3.mlp.gate` → 3)."""
+    for part in path.split("."):
+        if _INT.match(part):
+            return int(part)
+    return None
+
+
+def _router_classes(model: torch.nn.Module) -> list[type]:
+    recorders = getattr(type(model), "_can_record_outputs", None) or {}
+    found: list[type] = []
+    for key in ("router_logits", "encoder_router_logits", "decoder_router_logits"):
+        entry = recorders.get(key)
+        for recorder in entry if isinstance(entry, list | tuple) else [entry]:
+            target = getattr(recorder, "target_class", recorder)
+            if isinstance(target, type) and target not in found:
+                found.append(target)
+    for module in model.modules():  # a wrapper (e.g. *ForCausalLM) may inherit no declaration; ask its parts
+        if module is not model and isinstance(module, torch.nn.Module) and hasattr(type(module), "_can_record_outputs"):
+            for cls in _router_classes_shallow(module):
+                if cls not in found:
+                    found.append(cls)
+    return found
+
+
+def _router_classes_shallow(module: torch.nn.Module) -> list[type]:
+    recorders = getattr(type(module), "_can_record_outputs", None) or {}
+    entry = recorders.get("router_logits")
+    targets = entry if isinstance(entry, list | tuple) else [entry]
+    return [t for t in (getattr(r, "target_class", r) for r in targets) if isinstance(t, type)]
+
+
+def candidate_paths(model: torch.nn.Module, declared: Sequence[str] | Mapping[str, Any] | None = None) -> list[str]:
+    """Module paths of the routers, before the dry run (declared, then transformers', then heuristic)."""
+    names = dict(model.named_modules())
+    if declared:
+        missing = [p for p in declared if p not in names]
+        if missing:
+            raise NoRoutersError(f"declared router path(s) not in the model: {', '.join(missing)}")
+        return list(declared)
+    classes = tuple(_router_classes(model))
+    if classes:
+        found = [path for path, module in names.items() if isinstance(module, classes)]
+        if found:
+            return found
+    found = []
+    for path, module in names.items():
+        parent_path, _, leaf = path.rpartition(".")
+        parent = names.get(parent_path) if parent_path else model
+        if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):
+            found.append(path)
+    if not found:
+        raise NoRoutersError(
+            f"no routers found in {type(model).__name__}: searched transformers' router_logits declaration "
+            f"and modules named {'/'.join(HEURISTIC_NAMES)} beside `experts`; declare them with routers=[...]"
+        )
+    return found
+
+
+def _shared_experts(model_names: dict[str, torch.nn.Module], path: str) -> list[str]:
+    parts = path.split(".")
+    found = []
+    for depth in (1, 2):  # siblings of the router, and siblings of its MoE block
+        if len(parts) <= depth:
+            continue
+        base = ".".join(parts[:-depth])
+        for name in SHARED_EXPERT_NAMES:
+            candidate = f"{base}.{name}" if base else name
+            if candidate in model_names:
+                found.append(candidate)
+    return found
+
+
+def _top_k_hint(module: torch.nn.Module, parent: torch.nn.Module | None, config: Any) -> int | None:
+    for owner in (module, parent, config):
+        for attr in ("top_k", "num_experts_per_tok", "moe_top_k"):
+            value = getattr(owner, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def _pnorm_hint(parent: torch.nn.Module | None) -> float | None:
+    value = getattr(parent, "moe_normalize_expert_weights", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def dry_run(model: torch.nn.Module, paths: list[str], run_forward: Callable[[], Any]) -> dict[str, list[Any]]:
+    """Run one tiny forward pass with plain hooks; return each router's outputs in execution order."""
+    names = dict(model.named_modules())
+    seen: dict[str, list[Any]] = {}
+
+    def hook(path: str) -> Callable[..., None]:
+        def record(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+            seen.setdefault(path, []).append(output)
+
+        return record
+
+    handles = [names[p].register_forward_hook(hook(p)) for p in paths]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def describe_routers(
+    model: torch.nn.Module,
+    run_forward: Callable[[], Any],
+    declared: Sequence[str] | Mapping[str, Any] | None = None,
+) -> list[RouterSpec]:
+    """Discover the routers and describe each with a dry run (`run_forward` runs a tiny input)."""
+    paths = candidate_paths(model, declared)
+    outputs = dry_run(model, paths, run_forward)
+    silent = [p for p in paths if p not in outputs]
+    ran = sorted((p for p in paths if p in outputs), key=list(outputs).index)
+    if not ran:
+        raise NoRoutersError(f"none of the routers ran in a forward pass: {', '.join(silent)}")
+    names = dict(model.named_modules())
+    config = getattr(model, "config", None)
+    info = family_info(getattr(config, "model_type", None))
+    declared_rules = declared if isinstance(declared, Mapping) else {}
+    specs = []
+    for index, path in enumerate(ran):
+        module = names[path]
+        parent = names.get(path.rpartition(".")[0]) if "." in path else model
+        first = outputs[path][0]
+        rule = declared_rules.get(path)
+        if rule is None:
+            convention = detect_convention(first, path)
+            rule = DecodeRule(
+                convention=convention,
+                scoring=info.scoring,
+                top_k=_top_k_hint(module, parent, config),
+                pnorm=_pnorm_hint(parent) if convention == "logits" else None,
+            )
+        decoded = normalise(first, rule)
+        lowered = path.lower()
+        specs.append(
+            RouterSpec(
+                id=index,
+                path=path,
+                layer=layer_of(path) if layer_of(path) is not None else index,  # type: ignore[arg-type]
+                call_count=len(outputs[path]),
+                kind="attention" if ("attn" in lowered or "attention" in lowered) else "ffn",
+                stack="encoder" if "encoder" in lowered else "decoder",
+                n_experts=int(decoded.probs.shape[-1]),
+                top_k=int(decoded.expert.shape[-1]),
+                shared_experts=_shared_experts(names, path),
+                router_class=type(module).__name__,
+                convention=rule.convention,
+                scoring=rule.scoring,
+                pnorm=rule.pnorm,
+            )
+        )
+    return specs

@@ -1,0 +1,126 @@
+"""The run store's schema: the one place that says what a run's tables hold.
+
+A run is a star: two fact tables (`assignments`, one row per chosen expert; `decisions`, one row per
+token × router × step × call) and dimension tables (`samples`, `tokens`, `steps`, and the manifest's
+router list). Integer widths are explicit so that files stay small and DuckDB, pandas and Spark agree on
+types. Writers validate every batch against these schemas; readers check the schema version and the
+columns before handing a table out. `docs/format.md` documents the same content for users.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a table or manifest field changes meaning; readers refuse newer versions."""
+
+MANIFEST_FILE = "manifest.json"
+
+SAMPLES_CORE = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("n_generated", pa.int32(), nullable=False),
+        pa.field("generated", pa.string()),
+    ]
+)
+"""Per input sequence. User label columns (`domain`, ...) are appended as strings."""
+
+TOKENS = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("token", pa.string()),
+        pa.field("generated", pa.bool_(), nullable=False),
+        pa.field("stack", pa.string(), nullable=False),
+    ]
+)
+"""Per (sample, stack, position). Positions count from the first real token (padding never appears);
+`stack` is `decoder` for decoder-only models and tells encoder from decoder tokens otherwise."""
+
+ASSIGNMENTS = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("router", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("call", pa.int16(), nullable=False),
+        pa.field("rank", pa.int16(), nullable=False),
+        pa.field("expert", pa.int32(), nullable=False),
+        pa.field("weight", pa.float32(), nullable=False),
+        pa.field("dropped", pa.bool_(), nullable=False),
+    ]
+)
+"""One row per chosen expert; the k rows of one decision are adjacent and ordered by rank."""
+
+DECISIONS = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("router", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("call", pa.int16(), nullable=False),
+        pa.field("entropy", pa.float32(), nullable=False),
+        pa.field("margin", pa.float32(), nullable=False),
+        pa.field("max_prob", pa.float32(), nullable=False),
+    ]
+)
+"""One row per routing decision; `probs` (list<float32>, length n_experts) is appended when asked."""
+
+PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
+
+STEPS = pa.schema(
+    [
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("timestep", pa.float64()),
+        pa.field("sigma", pa.float64()),
+    ]
+)
+"""Per generation / denoising step: the scheduler's timestep and noise level where defined."""
+
+CORE_TABLES: dict[str, pa.Schema] = {
+    "samples": SAMPLES_CORE,
+    "tokens": TOKENS,
+    "assignments": ASSIGNMENTS,
+    "decisions": DECISIONS,
+    "steps": STEPS,
+}
+
+RESERVED_COLUMNS = frozenset(
+    name for schema in CORE_TABLES.values() for name in schema.names
+) | {PROBS_FIELD.name}
+"""Names a user label column may not take: it would shadow a core column in joins."""
+
+MANIFEST_REQUIRED = (
+    "schema_version",
+    "name",
+    "status",
+    "model",
+    "routers",
+    "tables",
+    "created",
+)
+
+ROUTER_FIELDS = ("id", "path", "layer", "call_count", "kind", "stack", "n_experts", "top_k", "shared_experts")
+
+
+def samples_schema(label_columns: list[str]) -> pa.Schema:
+    """The samples schema with the run's label columns (strings) appended."""
+    schema = SAMPLES_CORE
+    for column in label_columns:
+        schema = schema.append(pa.field(column, pa.string()))
+    return schema
+
+
+def decisions_schema(with_probs: bool) -> pa.Schema:
+    """The decisions schema, with the full `probs` list column when the run recorded it."""
+    return DECISIONS.append(PROBS_FIELD) if with_probs else DECISIONS
+
+
+def table_file(table: str) -> str:
+    """File name of a table inside a run folder."""
+    return f"{table}.parquet"

@@ -1,0 +1,112 @@
+"""Build the Arrow record batches of a run from normalised router calls (vectorised, no Python loops)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .normalise import Decoded, decision_stats
+from .routers import RouterSpec
+from .schema import ASSIGNMENTS, DECISIONS, PROBS_FIELD, TOKENS
+from .units import Layout
+
+
+def router_call_tables(
+    decoded: Decoded, layout: Layout, spec: RouterSpec, *, step: int, call: int, with_probs: bool
+) -> tuple[pa.Table, pa.Table]:
+    """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token)."""
+    if decoded.expert.shape[0] != layout.rows:
+        raise RuntimeError(
+            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
+            "declare its output layout (docs/routers.md)"
+        )
+    keep = layout.real
+    sample = layout.sample[keep].numpy().astype(np.int32)
+    position = layout.position[keep].numpy().astype(np.int32)
+    expert = decoded.expert[keep].numpy()
+    n, k = expert.shape
+    full = np.full
+    assignments = pa.table(
+        {
+            "sample": np.repeat(sample, k),
+            "position": np.repeat(position, k),
+            "step": full(n * k, step, np.int32),
+            "router": full(n * k, spec.id, np.int16),
+            "layer": full(n * k, spec.layer, np.int16),
+            "call": full(n * k, call, np.int16),
+            "rank": np.tile(np.arange(k, dtype=np.int16), n),
+            "expert": expert.reshape(-1).astype(np.int32),
+            "weight": decoded.weight[keep].numpy().reshape(-1).astype(np.float32),
+            "dropped": decoded.dropped[keep].numpy().reshape(-1),
+        },
+        schema=ASSIGNMENTS,
+    )
+    probs = decoded.probs[keep]
+    entropy, margin, max_prob = (t.numpy().astype(np.float32) for t in decision_stats(probs))
+    columns = {
+        "sample": sample,
+        "position": position,
+        "step": full(n, step, np.int32),
+        "router": full(n, spec.id, np.int16),
+        "layer": full(n, spec.layer, np.int16),
+        "call": full(n, call, np.int16),
+        "entropy": entropy,
+        "margin": margin,
+        "max_prob": max_prob,
+    }
+    schema = DECISIONS
+    if with_probs:
+        flat = pa.array(probs.numpy().astype(np.float32).reshape(-1))
+        columns["probs"] = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * probs.shape[1]), flat)
+        schema = DECISIONS.append(PROBS_FIELD)
+    return assignments, pa.table(columns, schema=schema)
+
+
+def token_table(
+    sample: int,
+    positions: Sequence[int],
+    ids: Sequence[int],
+    text_of: Callable[[int], str | None],
+    *,
+    generated: bool,
+    stack: str,
+) -> pa.Table:
+    """Rows of the tokens table for some positions of one sample."""
+    n = len(ids)
+    return pa.table(
+        {
+            "sample": np.full(n, sample, np.int32),
+            "position": np.asarray(positions, dtype=np.int32),
+            "token_id": np.asarray(ids, dtype=np.int32),
+            "token": [text_of(int(t)) for t in ids],
+            "generated": np.full(n, generated, bool),
+            "stack": [stack] * n,
+        },
+        schema=TOKENS,
+    )
+
+
+class TokenTexts:
+    """Decode each token id once (a run repeats the same ids many times)."""
+
+    def __init__(self, tokenizer: object | None) -> None:
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str | None] = {}
+
+    def __call__(self, token_id: int) -> str | None:
+        if token_id not in self._cache:
+            decode = getattr(self.tokenizer, "decode", None)
+            self._cache[token_id] = decode([token_id]) if decode is not None else None
+        return self._cache[token_id]
+
+
+def alive_mask(new_tokens: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
+    """[B, N] bool: whether the new token at each step was produced before (or is) the first EOS."""
+    if not eos_ids or new_tokens.numel() == 0:
+        return torch.ones_like(new_tokens, dtype=torch.bool)
+    is_eos = torch.isin(new_tokens, torch.tensor(list(eos_ids), dtype=new_tokens.dtype))
+    ended_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return ended_before == 0

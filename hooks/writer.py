@@ -1,0 +1,169 @@
+"""Streaming writer for one run: row groups appended per batch, published atomically at the end.
+
+A recording writes into `STORE/.incomplete/NAME/` (created with an exclusive `mkdir`, so two processes
+cannot record the same name at once), appending one Parquet row group per batch so that memory stays
+bounded by the batch. `publish()` closes the files, checks row counts, writes the final manifest
+(status "complete") through a temporary file and `os.replace`, then renames the folder to `STORE/NAME`.
+Anything that stops the process before that rename leaves earlier runs untouched and this run listed as
+incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, RunExistsError, StoreError
+from .schema import MANIFEST_FILE, RESERVED_COLUMNS, SCHEMA_VERSION, table_file
+from .store import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, owner_alive
+
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON next to `path`, fsync, then atomically replace `path`."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def check_label_columns(columns: list[str]) -> None:
+    """Refuse label columns that would shadow a core column."""
+    clash = sorted(set(columns) & RESERVED_COLUMNS)
+    if clash:
+        raise InputError(f"label column(s) {', '.join(clash)} collide with core columns; rename them")
+
+
+class RunWriter:
+    """Writes one run. Use as a context manager: an exception leaves the run marked incomplete."""
+
+    def __init__(
+        self, store: Store, name: str, *, schemas: dict[str, pa.Schema], manifest: dict[str, Any], overwrite: bool
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.final_path = store.run_path(name)
+        self.overwrite = overwrite
+        if self.final_path.exists() and not overwrite:
+            raise RunExistsError(f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite")
+        self.schemas = schemas
+        self.rows = dict.fromkeys(schemas, 0)
+        self.manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "status": "incomplete",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tables": sorted(schemas),
+            **manifest,
+        }
+        self.path = self._claim(store.incomplete_path(name))
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
+
+    def _claim(self, path: Path) -> Path:
+        try:
+            self.store.path.mkdir(parents=True, exist_ok=True)
+            (self.store.path / INCOMPLETE_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store folder {self.store.path}: {exc.strerror}") from None
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if owner_alive(path):
+                raise RunExistsError(
+                    f"run {self.name!r} is being recorded by another process right now; pick another name"
+                ) from None
+            if not self.overwrite:
+                raise RunExistsError(
+                    f"an interrupted recording of {self.name!r} exists; pass --overwrite to replace it "
+                    f"or remove it with `routescope runs --store {self.store.path} --clean`"
+                ) from None
+            shutil.rmtree(path)
+            path.mkdir()
+        write_json_atomic(path / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+        return path
+
+    def write(self, table: str, batch: pa.Table) -> None:
+        """Append one row group to `table`, cast to (and so validated against) the table's schema."""
+        if batch.num_rows == 0:
+            return
+        schema = self.schemas[table]
+        batch = batch.select(schema.names).cast(schema)
+        writer = self._writers.get(table)
+        if writer is None:
+            writer = pq.ParquetWriter(self.path / table_file(table), schema, **_PARQUET_OPTIONS)
+            self._writers[table] = writer
+        writer.write_table(batch, row_group_size=max(batch.num_rows, 1))
+        self.rows[table] += batch.num_rows
+
+    def _close_files(self) -> None:
+        for table, schema in self.schemas.items():
+            writer = self._writers.pop(table, None)
+            if writer is None:  # a table with no rows still gets a valid, empty file
+                writer = pq.ParquetWriter(self.path / table_file(table), schema, **_PARQUET_OPTIONS)
+            writer.close()
+
+    def publish(self, extra: dict[str, Any] | None = None) -> Path:
+        """Finish the files, mark the manifest complete and move the run into place."""
+        self._close_files()
+        self.manifest.update(extra or {})
+        self.manifest.update(
+            status="complete",
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            rows=dict(self.rows),
+        )
+        (self.path / OWNER_FILE).unlink(missing_ok=True)
+        write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
+        _fsync_dir(self.path)
+        if self.final_path.exists():
+            if not self.overwrite:
+                raise RunExistsError(f"run {self.name!r} appeared in {self.store.path} while recording; kept both")
+            trash = self.store.path / TRASH_DIR / f"{self.name}.{uuid.uuid4().hex}"
+            trash.parent.mkdir(exist_ok=True)
+            self.final_path.rename(trash)
+            self.path.rename(self.final_path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            self.path.rename(self.final_path)
+        _fsync_dir(self.store.path)
+        return self.final_path
+
+    def abandon(self) -> None:
+        """Close open files and leave the run under `.incomplete/` (status stays "incomplete")."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        self._writers.clear()
+        (self.path / OWNER_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abandon()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
