@@ -3,9 +3,10 @@
 RouteScope's tests need one real model per supported MoE family, not mocks: every family's router returns
 something different (a triple, Switch's ``(mask, probs, logits)``), chooses experts differently (DeepSeek-V3
 with a correction bias and group limits, GPT-OSS with a biased linear, Switch with a capacity that drops
-tokens), and some put dense layers between the sparse ones.  This module builds each family from a config in
-well under a second, with nothing from the hub, and states the exact router module paths by hand so that
-golden tests compare what RouteScope *finds* against what we *know* is there.
+tokens), and some put dense layers between the sparse ones.  This module builds each family from a config,
+with nothing from the hub (~1 s for the first build in a process, which imports transformers' modeling
+code, then ~10 ms each), and states the exact router paths by hand so that golden tests compare what
+RouteScope *finds* against what we *know* is there.
 
 Shared choices: hidden 32, 2-3 layers, 8 experts (Switch 4), top-2 (Switch top-1), vocab 300 with
 ``0=<pad>, 1=<s>, 2=</s>``; ``byte_tokenizer()`` uses the same special ids and only 260 tokens.
