@@ -6,7 +6,10 @@ Weights load through transformers, which reads safetensors (and torch files only
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +54,42 @@ def load_model(
     return _place(_from_pretrained(spec, trust_remote_code, revision, local=False), dtype, device)
 
 
-def _from_pretrained(where: str, trust_remote_code: bool, revision: str | None, *, local: bool) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Keep transformers' and the hub client's retry chatter off stderr; failures become one-line errors."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
+
+def _from_pretrained(where: str, trust_remote_code: bool, revision: str | None, *, local: bool) -> LoadedModel:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
+    with _quiet_hub():
+        return _load_parts(where, kwargs, local)
+
+
+def _load_parts(where: str, kwargs: dict[str, Any], local: bool) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if local else " (no network or cache? pass a local checkpoint folder)"
+        reason = _first_line(exc)
+        hint = "" if local else "; no network or cache? pass a local checkpoint folder or bundled:NAME"
         raise ModelSpecError(f"cannot load model config for {where!r}: {reason}{hint}") from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(where, config=config, **kwargs)
     except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         raise ModelSpecError(f"cannot load weights of {where!r}: {reason}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
@@ -75,7 +97,13 @@ def _from_pretrained(where: str, trust_remote_code: bool, revision: str | None, 
         tokenizer = None  # token-id inputs still work; text inputs will say a tokenizer is needed
     source = "local" if local else "hub"
     return LoadedModel(model=model.eval(), tokenizer=tokenizer, spec=where, source=source,
-                       info={"revision": revision or getattr(config, "_commit_hash", None)})
+                       info={"revision": kwargs.get("revision") or getattr(config, "_commit_hash", None)})
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _place(loaded: LoadedModel, dtype: str | torch.dtype | None, device: str | None) -> LoadedModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import routescope
 from routescope.hooks import LoadedModel, Store
 
 torch.set_num_threads(2)
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may reach a model hub at test time (subprocesses inherit it)
 
 
 @pytest.fixture(scope="session")
