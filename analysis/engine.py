@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
-
 from routescope.hooks import Run
 
 ROUTER_COLUMNS = ("id", "path", "layer", "kind", "stack", "n_experts", "top_k", "call_count")
@@ -26,8 +25,12 @@ def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     for table in run.manifest["tables"]:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_quote(str(run.table_path(table)))})")
-    routers = pd.DataFrame([{c: r.get(c) for c in ROUTER_COLUMNS} for r in run.routers], columns=list(ROUTER_COLUMNS))
+        con.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_quote(str(run.table_path(table)))})"
+        )
+    routers = pd.DataFrame(
+        [{c: r.get(c) for c in ROUTER_COLUMNS} for r in run.routers], columns=list(ROUTER_COLUMNS)
+    )
     con.register("routers_frame", routers)
     con.execute("CREATE TABLE routers AS SELECT * FROM routers_frame")
     con.unregister("routers_frame")

@@ -1,9 +1,9 @@
 """RouteScope: record, analyse and browse the routing decisions of mixture-of-experts models.
 
-    import routescope
-    lm = routescope.load_model("bundled:tiny-mixtral")
-    run = routescope.record(lm, ["def f(x):", "The cat sat."], store="runs", name="demo")
-    run.assignments().head()
+import routescope
+lm = routescope.load_model("bundled:tiny-mixtral")
+run = routescope.record(lm, ["def f(x):", "The cat sat."], store="runs", name="demo")
+run.assignments().head()
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--file", help="inputs: .txt (one per line) or .jsonl (see --text-column)")
     rec.add_argument("--text-column", default="text", help="text column of a .jsonl file (default: text)")
     rec.add_argument("--label-column", action="append", default=[], help="label column of a .jsonl file")
+    rec.add_argument(
+        "--target-column", help="decoder target column of a .jsonl file (encoder–decoder models)"
+    )
     rec.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
     rec.add_argument("--max-new-tokens", type=int, default=0, help="generate N tokens and record them too")
     rec.add_argument("--batch-size", type=int, default=8)
@@ -65,19 +68,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .loading import load_model
     from .hooks import record
+    from .loading import load_model
 
-    inputs = read_inputs(args.text, args.file, args.label_column, args.text_column)
+    inputs = read_inputs(args.text, args.file, args.label_column, args.text_column, args.target_column)
     store = Store(args.store)
     if store.exists(args.name) and not args.overwrite:  # fail before loading a large model
         from .hooks import RunExistsError
 
-        raise RunExistsError(f"run {args.name!r} already exists in {store.path}; pick another name or pass --overwrite")
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device)
-    run = record(model, inputs.texts, store=store, name=args.name, labels=inputs.labels or None, probs=args.probs,
-                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                 engine=args.engine, overwrite=args.overwrite, seed=args.seed)
+        raise RunExistsError(
+            f"run {args.name!r} already exists in {store.path}; pick another name or pass --overwrite"
+        )
+    model = load_model(
+        args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
+    )
+    run = record(
+        model,
+        inputs.texts,
+        store=store,
+        name=args.name,
+        labels=inputs.labels or None,
+        probs=args.probs,
+        targets=inputs.targets,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        engine=args.engine,
+        overwrite=args.overwrite,
+        seed=args.seed,
+    )
     _out(f"recorded run {run.name!r} in {store.path}")
     show_run(store, run.name)
     return 0
@@ -91,11 +110,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for name in store.runs():
         run = store.open(name)
         rows = run.manifest.get("rows", {})
-        _out(f"{name}\tcomplete\t{run.manifest['model'].get('spec') or run.manifest['model'].get('class')}\t"
-             f"{rows.get('tokens', 0)} tokens\t{rows.get('assignments', 0)} assignments")
+        _out(
+            f"{name}\tcomplete\t{run.manifest['model'].get('spec') or run.manifest['model'].get('class')}\t"
+            f"{rows.get('tokens', 0)} tokens\t{rows.get('assignments', 0)} assignments"
+        )
     for name in store.incomplete():
-        _out(f"{name}\tincomplete\t(interrupted or still recording; re-record it or run "
-             f"`routescope runs --store {store.path} --clean`)")
+        _out(
+            f"{name}\tincomplete\t(interrupted or still recording; re-record it or run "
+            f"`routescope runs --store {store.path} --clean`)"
+        )
     for name in store.damaged():
         _out(f"{name}\tdamaged\t(unreadable manifest; delete the folder {store.path / name})")
     if not (store.runs() or store.incomplete() or store.damaged()):
@@ -108,11 +131,15 @@ def show_run(store: Store, name: str) -> None:
 
     run = store.open(name)
     m = run.manifest
-    rows = m.get("rows", {})
+    rows, model = m.get("rows", {}), m["model"]
     _out(f"run       {run.name}  ({m['status']}, schema v{m['schema_version']}, created {m['created']})")
-    _out(f"model     {m['model'].get('spec') or '-'}  [{m['model'].get('class')}, family {m['model'].get('family')}]")
-    _out(f"samples   {rows.get('samples', 0)}   tokens {rows.get('tokens', 0)}   "
-         f"assignments {rows.get('assignments', 0)}   decisions {rows.get('decisions', 0)}")
+    _out(
+        f"model     {model.get('spec') or '-'}  [{model.get('class')}, family {model.get('family')}]"
+    )
+    _out(
+        f"samples   {rows.get('samples', 0)}   tokens {rows.get('tokens', 0)}   "
+        f"assignments {rows.get('assignments', 0)}   decisions {rows.get('decisions', 0)}"
+    )
     if run.label_columns:
         _out(f"labels    {', '.join(run.label_columns)}")
     table = router_summary(run)
@@ -132,8 +159,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .loading import load_model
 
     model = load_model("bundled:tiny-mixtral")
-    run = record(model, list(DEMO_TEXTS), store=args.store, name="demo", labels={"domain": list(DEMO_LABELS)},
-                 max_new_tokens=8, overwrite=True)
+    run = record(
+        model,
+        list(DEMO_TEXTS),
+        store=args.store,
+        name="demo",
+        labels={"domain": list(DEMO_LABELS)},
+        max_new_tokens=8,
+        overwrite=True,
+    )
     _out(f"recorded run 'demo' in {args.store} (bundled:tiny-mixtral, untrained; see README for real models)")
     show_run(Store(args.store), run.name)
     return 0
@@ -150,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"routescope: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("routescope: interrupted; any partial run is kept as incomplete (see `routescope runs`)\n")
+        sys.stderr.write(
+            "routescope: interrupted; any partial run is kept as incomplete (see `routescope runs`)\n"
+        )
         return 130
 
 

@@ -41,7 +41,9 @@ def load_model(
             raise ModelSpecError(
                 f"unknown bundled model {name!r}; bundled models: {', '.join(bundled_names())}"
             ) from None
-        return _place(LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source="bundled"), dtype, device)
+        return _place(
+            LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source="bundled"), dtype, device
+        )
     path = Path(spec).expanduser()
     if path.exists():
         if not (path.is_dir() and (path / "config.json").is_file()):
@@ -68,7 +70,9 @@ def _quiet_hub() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _from_pretrained(where: str, trust_remote_code: bool, revision: str | None, *, local: bool) -> LoadedModel:
+def _from_pretrained(
+    where: str, trust_remote_code: bool, revision: str | None, *, local: bool
+) -> LoadedModel:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
@@ -96,8 +100,13 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool) -> LoadedModel:
     except (OSError, ValueError, TypeError):
         tokenizer = None  # token-id inputs still work; text inputs will say a tokenizer is needed
     source = "local" if local else "hub"
-    return LoadedModel(model=model.eval(), tokenizer=tokenizer, spec=where, source=source,
-                       info={"revision": kwargs.get("revision") or getattr(config, "_commit_hash", None)})
+    return LoadedModel(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        spec=where,
+        source=source,
+        info={"revision": kwargs.get("revision") or getattr(config, "_commit_hash", None)},
+    )
 
 
 def _first_line(exc: Exception) -> str:

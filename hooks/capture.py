@@ -39,7 +39,9 @@ def _to_cpu(value: Any) -> Any:
 class Capturer:
     """Holds the model (and its nnsight wrappers, built once) and captures router outputs per batch."""
 
-    def __init__(self, model: torch.nn.Module, paths: list[str], engine: Engine, tokenizer: Any = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, paths: list[str], engine: Engine, tokenizer: Any = None
+    ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.model = model

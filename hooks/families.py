@@ -29,7 +29,9 @@ class FamilyInfo:
 
 
 FAMILIES: dict[str, FamilyInfo] = {
-    "deepseek_v3": FamilyInfo(scoring="sigmoid", note="chooses on sigmoid + bias within groups; weights unbiased"),
+    "deepseek_v3": FamilyInfo(
+        scoring="sigmoid", note="chooses on sigmoid + bias within groups; weights unbiased"
+    ),
     "glm4_moe": FamilyInfo(scoring="sigmoid"),
     "glm4_moe_lite": FamilyInfo(scoring="sigmoid"),
     "dots1": FamilyInfo(scoring="sigmoid"),

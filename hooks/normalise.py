@@ -69,9 +69,16 @@ def detect_convention(output: Any, where: str) -> Convention:
             return "triple"
         if len(parts) == 3 and _is_int(parts[0]) and _is_float(parts[2]) and parts[0].shape == parts[2].shape:
             return "capacity_onehot"
-        if len(parts) == 2 and _is_float(parts[0]) and _is_float(parts[1]) and parts[0].shape == parts[1].shape:
+        if (
+            len(parts) == 2
+            and _is_float(parts[0])
+            and _is_float(parts[1])
+            and parts[0].shape == parts[1].shape
+        ):
             return "scores_logits"
-    kinds = type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
+    kinds = (
+        type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
+    )
     raise NoRoutersError(
         f"router {where} returns {kinds}, a convention RouteScope does not know; declare a decoder for it "
         "(see docs/routers.md)"
@@ -108,7 +115,9 @@ def normalise(output: Any, rule: DecodeRule) -> Decoded:
         dropped = torch.zeros_like(expert, dtype=torch.bool)
     elif rule.convention == "logits":
         if rule.top_k is None:
-            raise NoRoutersError("a router that returns logits only needs top_k; declare it (docs/routers.md)")
+            raise NoRoutersError(
+                "a router that returns logits only needs top_k; declare it (docs/routers.md)"
+            )
         logits = output.reshape(-1, output.shape[-1])
         probs = scores_to_probs(logits, rule.scoring)
         top = torch.topk(probs, rule.top_k, dim=-1)

@@ -26,13 +26,15 @@ from .routers import RouterSpec, describe_routers
 from .schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 from .store import Run, Store, check_run_name
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
-from .units import Layout, Padded, batches, make_units, pad, prompt_layout, step_layout
+from .units import Layout, Padded, Unit, batches, make_units, pad, prompt_layout, step_layout
 from .writer import RunWriter, check_label_columns
 
 DEFAULT_CHUNK = 2048
 
 
-def _tokenise(inputs: Sequence[str | torch.Tensor | Sequence[int]], tokenizer: Any) -> tuple[list[list[int]], list]:
+def _tokenise(
+    inputs: Sequence[str | torch.Tensor | Sequence[int]], tokenizer: Any
+) -> tuple[list[list[int]], list]:
     if isinstance(inputs, str | torch.Tensor) or not isinstance(inputs, Sequence) or len(inputs) == 0:
         raise InputError("inputs must be a non-empty list of strings or token-id sequences")
     ids: list[list[int]] = []
@@ -65,6 +67,36 @@ def _labels(labels: Mapping[str, Sequence[Any]] | None, n: int) -> dict[str, lis
     return out
 
 
+def _targets(
+    targets: Sequence[str | Sequence[int]] | None,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    n: int,
+    max_new_tokens: int,
+    units: list[Unit],
+) -> dict[int, list[int]]:
+    """Tokenised decoder targets per sample (encoder–decoder models, forward recording only)."""
+    if targets is None:
+        return {}
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise InputError("targets are for encoder–decoder models; this model has no decoder stack")
+    if max_new_tokens:
+        raise InputError("give either targets or max_new_tokens, not both")
+    if len(targets) != n:
+        raise InputError(f"{len(targets)} targets for {n} inputs; give one target per input")
+    if len(units) != n:
+        raise InputError("an input is longer than the chunk size; targets need unchunked inputs")
+    out = {}
+    for sample, target in enumerate(targets):
+        if isinstance(target, str):
+            if tokenizer is None:
+                raise InputError("text targets need a tokenizer")
+            out[sample] = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+        else:
+            out[sample] = [int(t) for t in target]
+    return out
+
+
 def _context_length(model: torch.nn.Module) -> int:
     config = getattr(model, "config", None)
     for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
@@ -87,8 +119,16 @@ def _package_versions() -> dict[str, str]:
 class _Session:
     """State of one recording: model, routers, writer and the per-batch decoding."""
 
-    def __init__(self, subject: LoadedModel, specs: list[RouterSpec], writer: RunWriter, *, engine: Engine,
-                 with_probs: bool, generate_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        subject: LoadedModel,
+        specs: list[RouterSpec],
+        writer: RunWriter,
+        *,
+        engine: Engine,
+        with_probs: bool,
+        generate_kwargs: dict[str, Any],
+    ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
         self.specs = specs
@@ -100,81 +140,100 @@ class _Session:
         config = getattr(self.model, "config", None)
         self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         self.decoder_start = int(getattr(config, "decoder_start_token_id", None) or 0)
-        self.pad_id = int(getattr(self.tokenizer, "pad_token_id", None) or getattr(config, "pad_token_id", 0) or 0)
+        self.pad_id = int(
+            getattr(self.tokenizer, "pad_token_id", None) or getattr(config, "pad_token_id", 0) or 0
+        )
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         self.generated: dict[int, list[int]] = {}
+        self.targets: dict[int, list[int]] = {}
 
-    def model_inputs(self, batch: Padded) -> dict[str, Any]:
-        inputs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if self.encoder_decoder:
-            inputs["decoder_input_ids"] = torch.full((batch.input_ids.shape[0], 1), self.decoder_start)
-        return inputs
+    def _decoder_batch(self, batch: Padded, with_targets: bool) -> Padded:
+        """Decoder inputs of an encoder–decoder batch: the start token, then the target tokens if given."""
+        units = [
+            Unit(sample, 0, (self.decoder_start, *(self.targets.get(sample, ()) if with_targets else ())))
+            for sample in batch.samples.tolist()
+        ]
+        return pad(units, self.pad_id, left=False)
 
-    def run_batch(self, units: list[Any]) -> None:
+    def run_batch(self, units: list[Unit]) -> None:
         generating = units[0].generate
         batch = pad(units, self.pad_id, left=generating and not self.encoder_decoder)
+        stack = "encoder" if self.encoder_decoder else "decoder"
         for unit in units:
             positions = range(unit.offset, unit.offset + len(unit.ids))
-            self.writer.write("tokens", token_table(unit.sample, positions, unit.ids, self.text_of,
-                                                    generated=False, stack="encoder" if self.encoder_decoder else "decoder"))
+            self.writer.write(
+                "tokens",
+                token_table(unit.sample, positions, unit.ids, self.text_of, generated=False, stack=stack),
+            )
+        inputs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        decoder = None
+        if self.encoder_decoder:
+            decoder = self._decoder_batch(batch, with_targets=not generating)
+            for row, sample in enumerate(decoder.samples.tolist()):
+                ids = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
+                self.writer.write(
+                    "tokens",
+                    token_table(sample, range(len(ids)), ids, self.text_of, generated=False, stack="decoder"),
+                )
+            if not generating:
+                inputs.update(
+                    decoder_input_ids=decoder.input_ids, decoder_attention_mask=decoder.attention_mask
+                )
         if generating:
-            inputs = self.model_inputs(batch)
-            inputs.pop("decoder_input_ids", None)
             captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
         else:
-            captured = self.capturer.forward(self.model_inputs(batch))
-        self._write_routing(batch, captured)
-
-    def _write_routing(self, batch: Padded, captured: Captured) -> None:
-        new_tokens, alive = self._new_tokens(batch, captured)
+            captured = self.capturer.forward(inputs)
+        alive = self._new_tokens(batch, captured)
         for spec in self.specs:
-            entries = captured.outputs.get(spec.path, [])
-            for index, output in enumerate(entries):
+            for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
-                layout = self._layout(batch, spec, step, alive)
+                source = decoder if (decoder is not None and spec.stack == "decoder") else batch
+                layout = self._layout(source, step, alive)
                 assignments, decisions = router_call_tables(
-                    normalise(output, spec.rule), layout, spec, step=step, call=call, with_probs=self.with_probs
+                    normalise(output, spec.rule),
+                    layout,
+                    spec,
+                    step=step,
+                    call=call,
+                    with_probs=self.with_probs,
                 )
                 self.writer.write("assignments", assignments)
                 self.writer.write("decisions", decisions)
 
-    def _new_tokens(self, batch: Padded, captured: Captured) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _new_tokens(self, batch: Padded, captured: Captured) -> torch.Tensor | None:
+        """Write the generated tokens (up to and including the first EOS); return which steps were real."""
         if captured.sequences is None:
-            if self.encoder_decoder:  # the decoder ran on its start token
-                for row, sample in enumerate(batch.samples.tolist()):
-                    self.writer.write("tokens", token_table(sample, [0], [self.decoder_start], self.text_of,
-                                                            generated=False, stack="decoder"))
-            return None, None
+            return None
         prompt = 1 if self.encoder_decoder else batch.input_ids.shape[1]
         new_tokens = captured.sequences[:, prompt:]
         alive = alive_mask(new_tokens, self.eos_ids)
         for row, sample in enumerate(batch.samples.tolist()):
             kept = new_tokens[row][alive[row]].tolist()
             self.generated[sample] = kept
-            if self.encoder_decoder:
-                self.writer.write("tokens", token_table(sample, [0], [self.decoder_start], self.text_of,
-                                                        generated=False, stack="decoder"))
-                positions, ids = list(range(1, 1 + len(kept))), kept
-            else:
-                start = int(batch.offsets[row] + batch.lengths[row])
-                positions, ids = list(range(start, start + len(kept))), kept
-            self.writer.write("tokens", token_table(sample, positions, ids, self.text_of, generated=True,
-                                                    stack="decoder"))
-        return new_tokens, alive
+            start = 1 if self.encoder_decoder else int(batch.offsets[row] + batch.lengths[row])
+            self.writer.write(
+                "tokens",
+                token_table(
+                    sample,
+                    range(start, start + len(kept)),
+                    kept,
+                    self.text_of,
+                    generated=True,
+                    stack="decoder",
+                ),
+            )
+        return alive
 
-    def _layout(self, batch: Padded, spec: RouterSpec, step: int, alive: torch.Tensor | None) -> Layout:
-        n = batch.input_ids.shape[0]
-        decoder_of_seq2seq = self.encoder_decoder and spec.stack == "decoder"
+    @staticmethod
+    def _layout(source: Padded, step: int, alive: torch.Tensor | None) -> Layout:
+        """Rows of one router call: the whole (padded) input at step 0, one new token per row after."""
         if step == 0:
-            if decoder_of_seq2seq:
-                return step_layout(batch.samples, torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
-            return prompt_layout(batch)
+            return prompt_layout(source)
         assert alive is not None, "a decode step without generated tokens"
+        n = source.input_ids.shape[0]
         real = alive[:, step - 1] if step - 1 < alive.shape[1] else torch.zeros(n, dtype=torch.bool)
-        if decoder_of_seq2seq:
-            return step_layout(batch.samples, torch.full((n,), step), real)
-        return step_layout(batch.samples, batch.offsets + batch.lengths + step - 1, real)
+        return step_layout(source.samples, source.offsets + source.lengths + step - 1, real)
 
 
 def record(
@@ -186,6 +245,7 @@ def record(
     labels: Mapping[str, Sequence[Any]] | None = None,
     probs: bool = False,
     max_new_tokens: int = 0,
+    targets: Sequence[str | Sequence[int]] | None = None,
     batch_size: int = 8,
     chunk_size: int | None = None,
     tokenizer: Any = None,
@@ -201,7 +261,9 @@ def record(
     `inputs` are strings (tokenised with the model's tokenizer) or token-id sequences; `labels` maps a
     column name to one value per input (e.g. `{"domain": [...]}`). `probs=True` also stores each
     decision's full probability vector. `max_new_tokens > 0` generates (greedy unless `generate_kwargs`
-    says otherwise) and records the routing of every new token. Returns the published `Run`.
+    says otherwise) and records the routing of every new token. For encoder–decoder models the inputs
+    feed the encoder and the decoder runs on its start token, followed by `targets` (one per input) when
+    given. Returns the published `Run`.
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
@@ -209,7 +271,9 @@ def record(
     store = store if isinstance(store, Store) else Store(store)
     check_run_name(name)
     if store.exists(name) and not overwrite:
-        raise RunExistsError(f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite")
+        raise RunExistsError(
+            f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
+        )
     if batch_size < 1 or max_new_tokens < 0:
         raise InputError("batch_size must be ≥ 1 and max_new_tokens ≥ 0")
     token_ids, texts = _tokenise(inputs, subject.tokenizer)
@@ -221,6 +285,7 @@ def record(
     if max_new_tokens and max_new_tokens >= chunk:
         raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
     units = make_units(token_ids, chunk - max_new_tokens, generate=max_new_tokens > 0)
+    target_ids = _targets(targets, torch_model, subject.tokenizer, len(token_ids), max_new_tokens, units)
 
     probe = pad(units[:1], 0, left=False)
     probe_inputs = {"input_ids": probe.input_ids[:, :2], "attention_mask": probe.attention_mask[:, :2]}
@@ -246,8 +311,13 @@ def record(
         "routers": [s.to_manifest() for s in specs],
         "labels": list(label_values),
         "seed": seed,
-        "options": {"probs": probs, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                    "chunk_size": chunk, "engine": engine},
+        "options": {
+            "probs": probs,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "chunk_size": chunk,
+            "engine": engine,
+        },
         "packages": _package_versions(),
     }
     schemas = {
@@ -260,14 +330,27 @@ def record(
     gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
     torch.manual_seed(seed)
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
-        session = _Session(subject, specs, writer, engine=engine, with_probs=probs, generate_kwargs=gen_kwargs)
+        session = _Session(
+            subject, specs, writer, engine=engine, with_probs=probs, generate_kwargs=gen_kwargs
+        )
+        session.targets = target_ids
         groups = list(batches(units, batch_size))
-        for group in tqdm(groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2):
+        for group in tqdm(
+            groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2
+        ):
             session.run_batch(group)
         n_steps = max_new_tokens if max_new_tokens else 0
-        writer.write("steps", pa.table({"step": np.arange(n_steps + 1, dtype=np.int32),
-                                        "timestep": pa.nulls(n_steps + 1, pa.float64()),
-                                        "sigma": pa.nulls(n_steps + 1, pa.float64())}, schema=STEPS))
+        writer.write(
+            "steps",
+            pa.table(
+                {
+                    "step": np.arange(n_steps + 1, dtype=np.int32),
+                    "timestep": pa.nulls(n_steps + 1, pa.float64()),
+                    "sigma": pa.nulls(n_steps + 1, pa.float64()),
+                },
+                schema=STEPS,
+            ),
+        )
         decode = getattr(subject.tokenizer, "decode", None)
         generated = [session.generated.get(i, []) for i in range(len(token_ids))]
         samples = {

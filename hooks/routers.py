@@ -57,7 +57,9 @@ class RouterSpec:
 
     @property
     def rule(self) -> DecodeRule:
-        return DecodeRule(convention=self.convention, scoring=self.scoring, top_k=self.top_k, pnorm=self.pnorm)  # type: ignore[arg-type]
+        return DecodeRule(
+            convention=self.convention, scoring=self.scoring, top_k=self.top_k, pnorm=self.pnorm
+        )  # type: ignore[arg-type]
 
     def to_manifest(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +83,11 @@ def _router_classes(model: torch.nn.Module) -> list[type]:
             if isinstance(target, type) and target not in found:
                 found.append(target)
     for module in model.modules():  # a wrapper (e.g. *ForCausalLM) may inherit no declaration; ask its parts
-        if module is not model and isinstance(module, torch.nn.Module) and hasattr(type(module), "_can_record_outputs"):
+        if (
+            module is not model
+            and isinstance(module, torch.nn.Module)
+            and hasattr(type(module), "_can_record_outputs")
+        ):
             for cls in _router_classes_shallow(module):
                 if cls not in found:
                     found.append(cls)
@@ -95,7 +101,9 @@ def _router_classes_shallow(module: torch.nn.Module) -> list[type]:
     return [t for t in (getattr(r, "target_class", r) for r in targets) if isinstance(t, type)]
 
 
-def candidate_paths(model: torch.nn.Module, declared: Sequence[str] | Mapping[str, Any] | None = None) -> list[str]:
+def candidate_paths(
+    model: torch.nn.Module, declared: Sequence[str] | Mapping[str, Any] | None = None
+) -> list[str]:
     """Module paths of the routers, before the dry run (declared, then transformers', then heuristic)."""
     names = dict(model.named_modules())
     if declared:
@@ -109,7 +117,7 @@ def candidate_paths(model: torch.nn.Module, declared: Sequence[str] | Mapping[st
         if found:
             return found
     found = []
-    for path, module in names.items():
+    for path, _module in names.items():
         parent_path, _, leaf = path.rpartition(".")
         parent = names.get(parent_path) if parent_path else model
         if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):

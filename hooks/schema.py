@@ -90,9 +90,9 @@ CORE_TABLES: dict[str, pa.Schema] = {
     "steps": STEPS,
 }
 
-RESERVED_COLUMNS = frozenset(
-    name for schema in CORE_TABLES.values() for name in schema.names
-) | {PROBS_FIELD.name}
+RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in schema.names) | {
+    PROBS_FIELD.name
+}
 """Names a user label column may not take: it would shadow a core column in joins."""
 
 MANIFEST_REQUIRED = (

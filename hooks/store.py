@@ -50,9 +50,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CorruptRunError(f"{path}: manifest missing; the run is damaged, delete or re-record it") from None
+        raise CorruptRunError(
+            f"{path}: manifest missing; the run is damaged, delete or re-record it"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRunError(f"{path}: unreadable manifest ({exc.__class__.__name__}); re-record the run") from None
+        raise CorruptRunError(
+            f"{path}: unreadable manifest ({exc.__class__.__name__}); re-record the run"
+        ) from None
     if not isinstance(manifest, dict):
         raise CorruptRunError(f"{path}: manifest is not a JSON object; re-record the run")
     missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
@@ -86,7 +90,6 @@ def owner_alive(folder: Path) -> bool:
     return owner.get("host") == socket.gethostname() and _pid_alive(int(owner.get("pid", -1)))
 
 
-
 class Run:
     """A complete, published run: its manifest and lazy access to its tables as pandas DataFrames.
 
@@ -116,7 +119,9 @@ class Run:
     def table_path(self, table: str) -> Path:
         """Path of a table's Parquet file (raises if the run has no such table)."""
         if table not in self.manifest["tables"]:
-            raise StoreError(f"run {self.name!r} has no {table!r} table (it has: {', '.join(self.manifest['tables'])})")
+            raise StoreError(
+                f"run {self.name!r} has no {table!r} table (it has: {', '.join(self.manifest['tables'])})"
+            )
         return self.path / table_file(table)
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
@@ -128,11 +133,15 @@ class Run:
             raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
         except (pa.ArrowException, OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise CorruptRunError(f"{path}: not a readable RouteScope table ({reason}); re-record the run") from None
+            raise CorruptRunError(
+                f"{path}: not a readable RouteScope table ({reason}); re-record the run"
+            ) from None
         expected = CORE_TABLES[table].names
         absent = [c for c in expected if c not in data.column_names and (columns is None or c in columns)]
         if absent:
-            raise CorruptRunError(f"{path}: foreign table, columns {', '.join(absent)} missing; re-record the run")
+            raise CorruptRunError(
+                f"{path}: foreign table, columns {', '.join(absent)} missing; re-record the run"
+            )
         expected_rows = self.manifest.get("rows", {}).get(table)
         if columns is None and expected_rows is not None and data.num_rows != expected_rows:
             raise CorruptRunError(
@@ -152,11 +161,13 @@ class Run:
         return self._frame("tokens", columns)
 
     def assignments(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """One row per chosen expert: sample, position, step, router, layer, call, rank, expert, weight, dropped."""
+        """One row per chosen expert: sample, position, step, router, layer, call, rank, expert, weight,
+        dropped."""
         return self._frame("assignments", columns)
 
     def decisions(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """One row per decision: sample, position, step, router, layer, call, entropy, margin, max_prob[, probs]."""
+        """One row per decision: sample, position, step, router, layer, call, entropy, margin, max_prob
+        (and probs when recorded)."""
         return self._frame("decisions", columns)
 
     def steps(self) -> pd.DataFrame:
@@ -173,7 +184,9 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"store path {self.path} is a file, not a folder; pass a folder (it is created if absent)")
+            raise StoreError(
+                f"store path {self.path} is a file, not a folder; pass a folder (it is created if absent)"
+            )
 
     def runs(self) -> list[str]:
         """Names of the complete runs, sorted."""
@@ -224,13 +237,17 @@ class Store:
         """Open a complete run by name."""
         path = self.run_path(name)
         if not path.is_dir():
-            hint = " (an interrupted recording of it exists; re-record it)" if self.incomplete_path(name).exists() else ""
+            hint = (
+                " (an interrupted recording of it exists; re-record it)"
+                if self.incomplete_path(name).exists()
+                else ""
+            )
             available = ", ".join(self.runs()) or "none"
             raise RunNotFoundError(f"no run {name!r} in {self.path}{hint}; runs: {available}")
         return Run(path)
 
     def clean(self) -> list[str]:
-        """Delete interrupted recordings (not ones still being written) and trash; return the names removed."""
+        """Delete interrupted recordings (not ones still being written) and trash; return names removed."""
         removed = [name for name in self.incomplete() if not owner_alive(self.incomplete_path(name))]
         for name in removed:
             shutil.rmtree(self.incomplete_path(name))

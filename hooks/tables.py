@@ -60,7 +60,9 @@ def router_call_tables(
     schema = DECISIONS
     if with_probs:
         flat = pa.array(probs.numpy().astype(np.float32).reshape(-1))
-        columns["probs"] = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * probs.shape[1]), flat)
+        columns["probs"] = pa.ListArray.from_arrays(
+            pa.array(np.arange(n + 1, dtype=np.int32) * probs.shape[1]), flat
+        )
         schema = DECISIONS.append(PROBS_FIELD)
     return assignments, pa.table(columns, schema=schema)
 

@@ -10,6 +10,7 @@ incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,14 +51,22 @@ class RunWriter:
     """Writes one run. Use as a context manager: an exception leaves the run marked incomplete."""
 
     def __init__(
-        self, store: Store, name: str, *, schemas: dict[str, pa.Schema], manifest: dict[str, Any], overwrite: bool
+        self,
+        store: Store,
+        name: str,
+        *,
+        schemas: dict[str, pa.Schema],
+        manifest: dict[str, Any],
+        overwrite: bool,
     ) -> None:
         self.store = store
         self.name = name
         self.final_path = store.run_path(name)
         self.overwrite = overwrite
         if self.final_path.exists() and not overwrite:
-            raise RunExistsError(f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite")
+            raise RunExistsError(
+                f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
+            )
         self.schemas = schemas
         self.rows = dict.fromkeys(schemas, 0)
         self.manifest = {
@@ -129,7 +138,9 @@ class RunWriter:
         _fsync_dir(self.path)
         if self.final_path.exists():
             if not self.overwrite:
-                raise RunExistsError(f"run {self.name!r} appeared in {self.store.path} while recording; kept both")
+                raise RunExistsError(
+                    f"run {self.name!r} appeared in {self.store.path} while recording; kept both"
+                )
             trash = self.store.path / TRASH_DIR / f"{self.name}.{uuid.uuid4().hex}"
             trash.parent.mkdir(exist_ok=True)
             self.final_path.rename(trash)
@@ -143,10 +154,8 @@ class RunWriter:
     def abandon(self) -> None:
         """Close open files and leave the run under `.incomplete/` (status stays "incomplete")."""
         for writer in self._writers.values():
-            try:
+            with contextlib.suppress(OSError, pa.ArrowException):
                 writer.close()
-            except (OSError, pa.ArrowException):
-                pass
         self._writers.clear()
         (self.path / OWNER_FILE).unlink(missing_ok=True)
 

@@ -11,7 +11,9 @@ SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """Vocabulary = 4 specials + the 256 byte symbols (260 ids), no merges."""
-    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *sorted(pre_tokenizers.ByteLevel.alphabet())])}
+    vocab = {
+        token: i for i, token in enumerate([*SPECIAL_TOKENS, *sorted(pre_tokenizers.ByteLevel.alphabet())])
+    }
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-
 import routescope
+import torch
 from routescope.hooks import LoadedModel, Store
 
 torch.set_num_threads(2)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-import routescope
 from routescope.hooks import Store
+
 from tests.tiny_families import byte_tokenizer, tiny_model
 
 CLI = [sys.executable, "-m", "routescope"]
@@ -30,15 +29,32 @@ def test_record_from_a_local_checkpoint_folder_reads_back_with_pandas_and_duckdb
     byte_tokenizer().save_pretrained(checkpoint)
     assert any(p.suffix == ".safetensors" for p in checkpoint.iterdir())
     data = tmp_path / "in.jsonl"
-    data.write_text("\n".join(json.dumps({"text": t, "domain": d}) for t, d in
-                              [("x = 1 + 2", "code"), ("the sun rose", "prose"), ("print(x)", "code")]))
+    data.write_text(
+        "\n".join(
+            json.dumps({"text": t, "domain": d})
+            for t, d in [("x = 1 + 2", "code"), ("the sun rose", "prose"), ("print(x)", "code")]
+        )
+    )
     store = tmp_path / "store"
-    done = run_cli("record", str(checkpoint), "--store", str(store), "--name", "ckpt-run", "--file", str(data),
-                   "--label-column", "domain", "--probs")
+    done = run_cli(
+        "record",
+        str(checkpoint),
+        "--store",
+        str(store),
+        "--name",
+        "ckpt-run",
+        "--file",
+        str(data),
+        "--label-column",
+        "domain",
+        "--probs",
+    )
     assert done.returncode == 0, done.stderr
-    assert "ckpt-run" in done.stdout and "model.layers.1.mlp.gate" in done.stdout
+    assert "ckpt-run" in done.stdout
+    assert "model.layers.1.mlp.gate" in done.stdout
     run = Store(store).open("ckpt-run")
-    assert run.manifest["model"]["family"] == "qwen2_moe" and run.manifest["model"]["source"] == "local"
+    assert run.manifest["model"]["family"] == "qwen2_moe"
+    assert run.manifest["model"]["source"] == "local"
     assert run.samples()["domain"].tolist() == ["code", "prose", "code"]
     per_domain = duckdb.sql(
         f"""SELECT s.domain, count(*) AS n FROM read_parquet('{run.table_path("assignments")}') a
@@ -47,7 +63,8 @@ def test_record_from_a_local_checkpoint_folder_reads_back_with_pandas_and_duckdb
     n_tokens = run.samples().groupby("domain")["n_tokens"].sum()
     assert per_domain == [("code", int(n_tokens["code"]) * 2 * 2), ("prose", int(n_tokens["prose"]) * 2 * 2)]
     shown = run_cli("show", "--store", str(store), "--run", "ckpt-run")
-    assert shown.returncode == 0 and "qwen2_moe" in shown.stdout
+    assert shown.returncode == 0
+    assert "qwen2_moe" in shown.stdout
     listed = run_cli("runs", "--store", str(store))
     assert listed.stdout.startswith("ckpt-run\tcomplete")
 
@@ -68,7 +85,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, args: list[str], mess
     store = tmp_path / "store"
     done = run_cli(*args[:1], "--store", str(store), *args[1:])
     assert done.returncode == 2
-    assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
     assert not store.exists() or Store(store).runs() == []
 
 
@@ -76,17 +95,32 @@ def test_bad_files(tmp_path: Path) -> None:
     store = tmp_path / "store"
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "a", "domain": "x"}\n{"text": "b"}\n')
-    done = run_cli("record", "bundled:tiny-mixtral", "--store", str(store), "--name", "r", "--file", str(rows),
-                   "--label-column", "domain")
-    assert done.returncode == 2 and "rows.jsonl:2: no column 'domain'" in done.stderr
+    done = run_cli(
+        "record",
+        "bundled:tiny-mixtral",
+        "--store",
+        str(store),
+        "--name",
+        "r",
+        "--file",
+        str(rows),
+        "--label-column",
+        "domain",
+    )
+    assert done.returncode == 2
+    assert "rows.jsonl:2: no column 'domain'" in done.stderr
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    done = run_cli("record", "bundled:tiny-mixtral", "--store", str(store), "--name", "r", "--file", str(binary))
-    assert done.returncode == 2 and "not UTF-8" in done.stderr
+    done = run_cli(
+        "record", "bundled:tiny-mixtral", "--store", str(store), "--name", "r", "--file", str(binary)
+    )
+    assert done.returncode == 2
+    assert "not UTF-8" in done.stderr
     as_file = tmp_path / "store-file"
     as_file.write_text("")
     done = run_cli("record", "bundled:tiny-mixtral", "--store", str(as_file), "--name", "r", "--text", "hi")
-    assert done.returncode == 2 and "is a file" in done.stderr
+    assert done.returncode == 2
+    assert "is a file" in done.stderr
     assert not store.exists()
 
 
@@ -95,7 +129,8 @@ def test_existing_name_refused_then_overwritten(tmp_path: Path) -> None:
     base = ["record", "bundled:tiny-mixtral", "--store", str(store), "--name", "r"]
     assert run_cli(*base, "--text", "first").returncode == 0
     again = run_cli(*base, "--text", "second")
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
     assert Store(store).open("r").samples()["text"].tolist() == ["first"]
     assert run_cli(*base, "--text", "second", "--overwrite").returncode == 0
     assert Store(store).open("r").samples()["text"].tolist() == ["second"]
@@ -103,13 +138,32 @@ def test_existing_name_refused_then_overwritten(tmp_path: Path) -> None:
 
 def test_kill_9_mid_recording_leaves_earlier_runs_and_an_incomplete_one(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    assert run_cli("record", "bundled:tiny-mixtral", "--store", str(store), "--name", "kept", "--text", "hi").returncode == 0
+    assert (
+        run_cli(
+            "record", "bundled:tiny-mixtral", "--store", str(store), "--name", "kept", "--text", "hi"
+        ).returncode
+        == 0
+    )
     before = Store(store).open("kept").assignments()
     texts = tmp_path / "many.txt"
     texts.write_text("\n".join(f"line {i} " + "abc " * 200 for i in range(100)))
-    proc = subprocess.Popen([*CLI, "record", "bundled:tiny-mixtral", "--store", str(store), "--name", "killed",
-                             "--file", str(texts), "--batch-size", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "record",
+            "bundled:tiny-mixtral",
+            "--store",
+            str(store),
+            "--name",
+            "killed",
+            "--file",
+            str(texts),
+            "--batch-size",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     partial = store / ".incomplete" / "killed"
     while time.time() < deadline and not (partial / "assignments.parquet").exists():
@@ -118,7 +172,8 @@ def test_kill_9_mid_recording_leaves_earlier_runs_and_an_incomplete_one(tmp_path
     proc.wait()
     assert (partial / "assignments.parquet").exists()
     s = Store(store)
-    assert s.runs() == ["kept"] and s.incomplete() == ["killed"]
+    assert s.runs() == ["kept"]
+    assert s.incomplete() == ["killed"]
     assert s.open("kept").assignments().equals(before)
     listed = run_cli("runs", "--store", str(store))
     assert "killed\tincomplete" in listed.stdout
@@ -142,7 +197,13 @@ def test_one_namespace_only(tmp_path: Path) -> None:
         "import importlib.util, routescope, routescope.hooks, routescope.analysis, routescope.models;"
         "print([m for m in ('hooks', 'analysis', 'app', 'models') if importlib.util.find_spec(m)])"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=False,
-                          env={**os.environ, "PYTHONPATH": ""})
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

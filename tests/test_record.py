@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-
 import routescope
+import torch
 from routescope.hooks import InputError, LoadedModel, NoRoutersError, Store
 from routescope.hooks.normalise import DecodeRule
 
@@ -28,7 +27,7 @@ def test_batching_and_padding_do_not_change_the_record(tiny_lm: LoadedModel, sto
     np.testing.assert_allclose(a["weight"], b["weight"], atol=1e-5)
     # no padding in the record: positions are exactly 0..n-1 per sample
     n_tokens = batched.samples()["n_tokens"].tolist()
-    for sample, n in enumerate(n_tokens):
+    for _sample, n in enumerate(n_tokens):
         positions = batched.decisions().query("sample == @sample and router == 0")["position"].tolist()
         assert sorted(positions) == list(range(n))
 
@@ -75,10 +74,12 @@ def test_generation_records_each_new_token(tiny_lm: LoadedModel, store: Store) -
     prompts = ["Once upon a time", "Hi"]
     run = routescope.record(tiny_lm, prompts, store=store, name="gen", max_new_tokens=4, progress=False)
     tok, model = tiny_lm.tokenizer, tiny_lm.model
-    for sample, prompt in enumerate(prompts):
+    for _sample, prompt in enumerate(prompts):
         ids = torch.tensor([tok(prompt)["input_ids"]])
         with torch.no_grad():
-            expected = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
+            expected = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False, pad_token_id=0)[
+                0, ids.shape[1] :
+            ]
         tokens = run.tokens().query("sample == @sample and generated").sort_values("position")
         assert tokens["token_id"].tolist() == expected.tolist()
         n = ids.shape[1]
@@ -91,20 +92,26 @@ def test_generation_records_each_new_token(tiny_lm: LoadedModel, store: Store) -
     assert run.steps()["step"].tolist() == [0, 1, 2, 3, 4]
 
 
-def test_generated_step_routing_equals_a_forward_on_the_full_sequence(tiny_lm: LoadedModel, store: Store) -> None:
+def test_generated_step_routing_equals_a_forward_on_the_full_sequence(
+    tiny_lm: LoadedModel, store: Store
+) -> None:
     run = routescope.record(tiny_lm, ["Hello there"], store=store, name="g", max_new_tokens=3, progress=False)
     full = run.tokens().sort_values("position")["token_id"].tolist()
     forward = routescope.record(tiny_lm, [full], store=store, name="f", progress=False)
     g = _sorted(run.assignments(), ["router", "position", "rank"])
-    last = len(full) - 1
+    len(full) - 1
     f = _sorted(forward.assignments().query("position < @last"), ["router", "position", "rank"])
     assert g["expert"].tolist() == f["expert"].tolist()
     np.testing.assert_allclose(g["weight"], f["weight"], atol=1e-5)
 
 
 def test_nnsight_and_hooks_engines_agree(tiny_lm: LoadedModel, store: Store) -> None:
-    a = routescope.record(tiny_lm, TEXTS, store=store, name="nn", engine="nnsight", max_new_tokens=2, progress=False)
-    b = routescope.record(tiny_lm, TEXTS, store=store, name="hk", engine="hooks", max_new_tokens=2, progress=False)
+    a = routescope.record(
+        tiny_lm, TEXTS, store=store, name="nn", engine="nnsight", max_new_tokens=2, progress=False
+    )
+    b = routescope.record(
+        tiny_lm, TEXTS, store=store, name="hk", engine="hooks", max_new_tokens=2, progress=False
+    )
     pd.testing.assert_frame_equal(a.assignments(), b.assignments())
     pd.testing.assert_frame_equal(a.decisions(), b.decisions())
     pd.testing.assert_frame_equal(a.tokens(), b.tokens())
@@ -168,8 +175,14 @@ def test_plain_module_found_by_heuristic(store: Store) -> None:
 def test_shared_router_called_per_depth_records_call_index(store: Store) -> None:
     torch.manual_seed(0)
     model = ToyMoE(n_layers=3, shared=True)
-    run = routescope.record(model, [[1, 2, 3, 4]], store=store, name="shared",
-                            routers={"blocks.0.gate": DecodeRule(convention="logits", top_k=2)}, progress=False)
+    run = routescope.record(
+        model,
+        [[1, 2, 3, 4]],
+        store=store,
+        name="shared",
+        routers={"blocks.0.gate": DecodeRule(convention="logits", top_k=2)},
+        progress=False,
+    )
     assert run.routers[0]["call_count"] == 3
     decisions = run.decisions()
     assert sorted(decisions["call"].unique()) == [0, 1, 2]
@@ -182,6 +195,70 @@ def test_shared_router_called_per_depth_records_call_index(store: Store) -> None
 
 def test_model_without_routers_is_a_clear_error(store: Store) -> None:
     with pytest.raises(NoRoutersError, match="no routers found in Sequential"):
-        routescope.record(torch.nn.Sequential(torch.nn.Embedding(10, 4)), [[1, 2]], store=store, name="none",
-                          progress=False)
+        routescope.record(
+            torch.nn.Sequential(torch.nn.Embedding(10, 4)), [[1, 2]], store=store, name="none", progress=False
+        )
     assert not store.path.exists()
+
+
+def test_encoder_decoder_generation_and_targets(store: Store) -> None:
+    from tests.tiny_families import byte_tokenizer, tiny_model
+
+    model, tok = tiny_model("switch_transformers"), byte_tokenizer()
+    start = model.config.decoder_start_token_id
+    run = routescope.record(
+        model,
+        ["hello world", "abc"],
+        tokenizer=tok,
+        store=store,
+        name="s2s-gen",
+        max_new_tokens=3,
+        progress=False,
+    )
+    routers = {r["id"]: r["stack"] for r in run.routers}
+    tokens = run.tokens()
+    decoder_tokens = tokens.query("sample == 0 and stack == 'decoder'").sort_values("position")
+    assert decoder_tokens["position"].tolist() == [0, 1, 2, 3]
+    assert decoder_tokens["token_id"].iloc[0] == start
+    assert decoder_tokens["generated"].tolist()[1:] == [True] * 3
+    with torch.no_grad():
+        expected = model.generate(
+            input_ids=torch.tensor([tok("hello world")["input_ids"]]), max_new_tokens=3, do_sample=False
+        )[0, 1:]
+    assert decoder_tokens["token_id"].tolist()[1:] == expected.tolist()
+    d = run.decisions().assign(stack=lambda f: f["router"].map(routers))
+    assert set(d.query("stack == 'encoder'")["step"]) == {0}
+    assert sorted(d.query("stack == 'decoder' and sample == 0")["position"]) == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]  # 2 routers
+
+    forced = routescope.record(
+        model, ["hello world"], targets=["hi"], tokenizer=tok, store=store, name="s2s-t", progress=False
+    )
+    dec = forced.tokens().query("stack == 'decoder'").sort_values("position")
+    assert dec["token_id"].tolist() == [start, *tok("hi", add_special_tokens=False)["input_ids"]]
+    seen: list = []
+    router = model.decoder.block[1].layer[2].mlp.router
+    handle = router.register_forward_hook(lambda _m, _a, o: seen.append(o))
+    with torch.no_grad():
+        model(
+            input_ids=torch.tensor([tok("hello world")["input_ids"]]),
+            decoder_input_ids=torch.tensor([dec["token_id"].tolist()]),
+        )
+    handle.remove()
+    last = forced.assignments().query("router == 3").sort_values("position")
+    assert last["expert"].tolist() == seen[0][2].argmax(-1).reshape(-1).tolist()
+    with pytest.raises(InputError, match="encoder–decoder"):
+        routescope.record(
+            routescope.load_model("bundled:tiny-mixtral"),
+            ["x"],
+            targets=["y"],
+            store=store,
+            name="bad",
+            progress=False,
+        )

@@ -8,7 +8,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 import routescope
 from routescope.hooks import (
     CorruptRunError,
@@ -30,21 +29,46 @@ def _record(lm: LoadedModel, store: Store, name: str, **kwargs: object) -> route
 
 def test_columns_and_types_are_the_contract(tiny_lm: LoadedModel, store: Store) -> None:
     run = _record(tiny_lm, store, "golden", labels={"domain": ["code", "prose"]})
-    types = {t: {f.name: str(f.type) for f in pq.read_schema(run.table_path(t))} for t in run.manifest["tables"]}
+    types = {
+        t: {f.name: str(f.type) for f in pq.read_schema(run.table_path(t))} for t in run.manifest["tables"]
+    }
     assert types["assignments"] == {
-        "sample": "int32", "position": "int32", "step": "int32", "router": "int16", "layer": "int16",
-        "call": "int16", "rank": "int16", "expert": "int32", "weight": "float", "dropped": "bool",
+        "sample": "int32",
+        "position": "int32",
+        "step": "int32",
+        "router": "int16",
+        "layer": "int16",
+        "call": "int16",
+        "rank": "int16",
+        "expert": "int32",
+        "weight": "float",
+        "dropped": "bool",
     }
     assert types["decisions"] == {
-        "sample": "int32", "position": "int32", "step": "int32", "router": "int16", "layer": "int16",
-        "call": "int16", "entropy": "float", "margin": "float", "max_prob": "float",
+        "sample": "int32",
+        "position": "int32",
+        "step": "int32",
+        "router": "int16",
+        "layer": "int16",
+        "call": "int16",
+        "entropy": "float",
+        "margin": "float",
+        "max_prob": "float",
     }
     assert types["tokens"] == {
-        "sample": "int32", "position": "int32", "token_id": "int32", "token": "string", "generated": "bool",
+        "sample": "int32",
+        "position": "int32",
+        "token_id": "int32",
+        "token": "string",
+        "generated": "bool",
         "stack": "string",
     }
     assert types["samples"] == {
-        "sample": "int32", "text": "string", "n_tokens": "int32", "n_generated": "int32", "generated": "string",
+        "sample": "int32",
+        "text": "string",
+        "n_tokens": "int32",
+        "n_generated": "int32",
+        "generated": "string",
         "domain": "string",
     }
     assert types["steps"] == {"step": "int32", "timestep": "double", "sigma": "double"}
@@ -60,13 +84,21 @@ def test_round_trip_counts_and_manifest(tiny_lm: LoadedModel, store: Store) -> N
     assert len(reopened.decisions()) == sum(n_tokens) * 4  # 4 MoE layers
     assert len(reopened.assignments()) == sum(n_tokens) * 4 * 2  # top-2
     m = reopened.manifest
-    assert m["status"] == "complete" and m["schema_version"] == SCHEMA_VERSION
-    assert m["rows"] == {"samples": 2, "tokens": sum(n_tokens), "assignments": sum(n_tokens) * 8,
-                         "decisions": sum(n_tokens) * 4, "steps": 1}
+    assert m["status"] == "complete"
+    assert m["schema_version"] == SCHEMA_VERSION
+    assert m["rows"] == {
+        "samples": 2,
+        "tokens": sum(n_tokens),
+        "assignments": sum(n_tokens) * 8,
+        "decisions": sum(n_tokens) * 4,
+        "steps": 1,
+    }
     assert [r["path"] for r in m["routers"]] == [f"model.layers.{i}.mlp.gate" for i in range(4)]
-    assert m["model"]["family"] == "mixtral" and m["model"]["spec"] == "bundled:tiny-mixtral"
+    assert m["model"]["family"] == "mixtral"
+    assert m["model"]["spec"] == "bundled:tiny-mixtral"
     assert set(m["packages"]) >= {"torch", "transformers", "nnsight", "routescope"}
-    assert store.runs() == ["rt"] and run.path == reopened.path
+    assert store.runs() == ["rt"]
+    assert run.path == reopened.path
     # tokens text decodes back to the input
     tokens = reopened.tokens().sort_values(["sample", "position"])
     assert "".join(tokens[tokens["sample"] == 1]["token"]) == TEXTS[1]
@@ -85,9 +117,12 @@ def test_existing_run_refused_unless_overwrite(tiny_lm: LoadedModel, store: Stor
     with pytest.raises(RunExistsError):
         routescope.record(tiny_lm, ["other text"], store=store, name="same", progress=False)
     assert Store(store.path).open("same").assignments().equals(before)
-    replaced = routescope.record(tiny_lm, ["other text"], store=store, name="same", overwrite=True, progress=False)
+    replaced = routescope.record(
+        tiny_lm, ["other text"], store=store, name="same", overwrite=True, progress=False
+    )
     assert replaced.samples()["text"].tolist() == ["other text"]
-    assert store.runs() == ["same"] and store.incomplete() == []
+    assert store.runs() == ["same"]
+    assert store.incomplete() == []
 
 
 def test_store_path_that_is_a_file(tmp_path: Path) -> None:
@@ -125,14 +160,15 @@ def test_interrupted_recording_is_incomplete_and_earlier_runs_survive(
     with pytest.raises(RunExistsError, match="interrupted"):
         routescope.record(tiny_lm, TEXTS, store=store, name="partial", progress=False)
     assert Store(store.path).open("earlier").assignments().equals(before)
-    assert store.clean() == ["partial"] and store.incomplete() == []
+    assert store.clean() == ["partial"]
+    assert store.incomplete() == []
 
 
 def test_truncated_parquet_gives_one_line_error(tiny_lm: LoadedModel, store: Store) -> None:
     run = _record(tiny_lm, store, "bad")
     path = run.table_path("assignments")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CorruptRunError, match="assignments.parquet") as info:
+    with pytest.raises(CorruptRunError, match=r"assignments\.parquet") as info:
         store.open("bad").assignments()
     assert "\n" not in str(info.value)
 
@@ -140,7 +176,7 @@ def test_truncated_parquet_gives_one_line_error(tiny_lm: LoadedModel, store: Sto
 def test_foreign_parquet_is_named(tiny_lm: LoadedModel, store: Store) -> None:
     run = _record(tiny_lm, store, "foreign")
     pq.write_table(pa.table({"a": [1, 2]}), run.table_path("decisions"))
-    with pytest.raises(CorruptRunError, match="decisions.parquet.*foreign"):
+    with pytest.raises(CorruptRunError, match=r"decisions\.parquet.*foreign"):
         store.open("foreign").decisions()
 
 
@@ -155,10 +191,12 @@ def test_future_schema_version_and_missing_fields(tiny_lm: LoadedModel, store: S
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CorruptRunError, match="lacks routers"):
         store.open("future")
-    assert store.runs() == [] and store.damaged() == ["future"]
+    assert store.runs() == []
+    assert store.damaged() == ["future"]
 
 
 def test_label_column_colliding_with_core_column(tiny_lm: LoadedModel, store: Store) -> None:
     with pytest.raises(routescope.RouteScopeError, match="collide"):
         _record(tiny_lm, store, "clash", labels={"expert": ["a", "b"]})
-    assert store.runs() == [] and store.incomplete() == []
+    assert store.runs() == []
+    assert store.incomplete() == []
