@@ -51,16 +51,16 @@ class Capturer:
         self._traced: Any = None
         self._generator: Any = None
 
-    def forward(self, inputs: dict[str, Any]) -> Captured:
-        """One forward pass on keyword inputs (`input_ids`, `attention_mask`, ...)."""
+    def forward(self, inputs: dict[str, Any], args: tuple[Any, ...] = ()) -> Captured:
+        """One forward pass on keyword inputs (`input_ids`, `attention_mask`, ...) or positional `args`."""
         if self.engine == "hooks":
-            return self._with_hooks(lambda: self.model(**inputs))
+            return self._with_hooks(lambda: self.model(*args, **inputs))
         from nnsight import NNsight
 
         if self._traced is None:
             self._traced = NNsight(self.model)
         traced = self._traced
-        with torch.no_grad(), traced.trace(**inputs) as tracer:
+        with torch.no_grad(), traced.trace(*args, **inputs) as tracer:
             cache = tracer.cache(modules=[traced.get(p) for p in self.paths])
         return Captured(outputs=self._from_cache(cache, traced))
 

@@ -40,5 +40,9 @@ class NoRoutersError(RouteScopeError):
     """The model has no router RouteScope can find or was told about."""
 
 
+class RouterOutputError(RouteScopeError):
+    """A router returned something that does not fit its (detected or declared) output convention."""
+
+
 class InputError(RouteScopeError):
     """Inputs that cannot be recorded: empty text, a missing label column, an unreadable file."""

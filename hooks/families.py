@@ -3,8 +3,7 @@
 transformers 5 already tells *where* each family's router is (`_can_record_outputs["router_logits"]`) and
 the router's output tells *what* it chose (see `normalise.py`). What is left is small and lives here, in
 one tested table: how the router scores experts (softmax or sigmoid, which fixes the distribution we
-report entropy and margin on) and, for routers that return logits only, how the family turns them into
-gate weights. Add a row when a new family needs one; families absent here default to softmax.
+report entropy and margin on). Add a row when a new family needs one; families absent here default to softmax.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ class FamilyInfo:
     scoring: Scoring = "softmax"
     """Function that turns router logits into expert scores; the recorded `probs` are these scores
     normalised to sum to 1 (softmax scores already do)."""
-    weights_from_logits: Literal["softmax_topk", "softmax_topk_pnorm", None] = None
-    """For routers that return logits only: how the family forms gate weights from them."""
     note: str = ""
 
 
@@ -41,7 +38,7 @@ FAMILIES: dict[str, FamilyInfo] = {
     "afmoe": FamilyInfo(scoring="sigmoid"),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
-    "dbrx": FamilyInfo(weights_from_logits="softmax_topk_pnorm", note="router returns logits only"),
+    "dbrx": FamilyInfo(note="router returns logits only; top-k weights p-normalised by the MoE block"),
 }
 
 

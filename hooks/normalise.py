@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from .errors import NoRoutersError
+from .errors import RouterOutputError
 from .families import Scoring
 
 Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot"]
@@ -48,7 +48,8 @@ class DecodeRule:
     top_k: int | None = None
     """Only for `logits`: experts per token."""
     pnorm: float | None = None
-    """Only for `logits`: p of the p-norm that renormalises the top-k weights (DBRX); None = no renorm."""
+    """Only for `logits`: p of the p-norm that renormalises the top-k weights (1 = weights sum to 1, as
+    Mixtral does; DBRX reads it from `moe_normalize_expert_weights`); None = raw top-k probabilities."""
 
 
 def _is_int(t: Any) -> bool:
@@ -67,7 +68,14 @@ def detect_convention(output: Any, where: str) -> Convention:
         parts = list(output)
         if len(parts) == 3 and _is_float(parts[0]) and _is_float(parts[1]) and _is_int(parts[2]):
             return "triple"
-        if len(parts) == 3 and _is_int(parts[0]) and _is_float(parts[2]) and parts[0].shape == parts[2].shape:
+        if (
+            len(parts) == 3
+            and _is_int(parts[0])
+            and _is_float(parts[1])
+            and _is_float(parts[2])
+            and parts[0].shape == parts[2].shape
+            and parts[1].shape[-1] == 1
+        ):
             return "capacity_onehot"
         if (
             len(parts) == 2
@@ -79,9 +87,9 @@ def detect_convention(output: Any, where: str) -> Convention:
     kinds = (
         type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
     )
-    raise NoRoutersError(
-        f"router {where} returns {kinds}, a convention RouteScope does not know; declare a decoder for it "
-        "(see docs/routers.md)"
+    raise RouterOutputError(
+        f"router {where} returns {kinds}, which matches none of the conventions {', '.join(CONVENTIONS)}; "
+        "declare a module that returns one of them (docs/routers.md)"
     )
 
 
@@ -96,6 +104,16 @@ def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
 
 def normalise(output: Any, rule: DecodeRule) -> Decoded:
     """Decode one router call into dispatched experts, applied weights, drop flags and probabilities."""
+    try:
+        return _decode(output, rule)
+    except (ValueError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+        raise RouterOutputError(
+            f"router output does not fit the {rule.convention!r} convention ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); check the declared DecodeRule (docs/routers.md)"
+        ) from None
+
+
+def _decode(output: Any, rule: DecodeRule) -> Decoded:
     if rule.convention == "triple":
         logits, weights, indices = output
         n_experts = logits.shape[-1]

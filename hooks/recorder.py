@@ -9,6 +9,7 @@ start token (forward) or on the tokens it generates.
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import inspect
 import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -106,6 +107,12 @@ def _context_length(model: torch.nn.Module) -> int:
     return DEFAULT_CHUNK
 
 
+def _tokenizer_name(subject: LoadedModel) -> str | None:
+    if subject.tokenizer is None:
+        return None
+    return getattr(subject.tokenizer, "name_or_path", None) or subject.spec or type(subject.tokenizer).__name__
+
+
 def _package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("routescope", "torch", "transformers", "nnsight", "pyarrow"):
@@ -114,6 +121,25 @@ def _package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+class _ModelCall:
+    """How to call a model's forward: HF models take `input_ids=`/`attention_mask=`; a plain module may
+    take the ids positionally and no mask (then batches hold equal-length inputs only, so no padding)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            params = {}
+        any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        self.by_name = any_kw or "input_ids" in params
+        self.takes_mask = self.by_name and (any_kw or "attention_mask" in params)
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if not self.by_name:
+            return (ids,), {}
+        return (), ({"input_ids": ids, "attention_mask": mask} if self.takes_mask else {"input_ids": ids})
 
 
 class _Session:
@@ -147,14 +173,18 @@ class _Session:
         self.eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         self.generated: dict[int, list[int]] = {}
         self.targets: dict[int, list[int]] = {}
+        self.call = _ModelCall(self.model)
+        self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
 
-    def _decoder_batch(self, batch: Padded, with_targets: bool) -> Padded:
-        """Decoder inputs of an encoder–decoder batch: the start token, then the target tokens if given."""
-        units = [
-            Unit(sample, 0, (self.decoder_start, *(self.targets.get(sample, ()) if with_targets else ())))
-            for sample in batch.samples.tolist()
+    def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:
+        """Decoder inputs of an encoder–decoder batch (the start token, then the targets if given) and which
+        rows to record: one decoder pass per sample — its first chunk, or the chunk that generates."""
+        decoder_units = [
+            Unit(u.sample, 0, (self.decoder_start, *(self.targets.get(u.sample, ()) if with_targets else ())))
+            for u in units
         ]
-        return pad(units, self.pad_id, left=False)
+        keep = torch.tensor([u.generate if self.generating_run else u.offset == 0 for u in units])
+        return pad(decoder_units, self.pad_id, left=False), keep
 
     def run_batch(self, units: list[Unit]) -> None:
         generating = units[0].generate
@@ -166,11 +196,13 @@ class _Session:
                 "tokens",
                 token_table(unit.sample, positions, unit.ids, self.text_of, generated=False, stack=stack),
             )
-        inputs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        decoder = None
+        args, inputs = self.call(batch.input_ids, batch.attention_mask)
+        decoder, keep = None, None
         if self.encoder_decoder:
-            decoder = self._decoder_batch(batch, with_targets=not generating)
+            decoder, keep = self._decoder_batch(units, with_targets=not generating)
             for row, sample in enumerate(decoder.samples.tolist()):
+                if not keep[row]:
+                    continue
                 ids = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
                 self.writer.write(
                     "tokens",
@@ -183,13 +215,13 @@ class _Session:
         if generating:
             captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
         else:
-            captured = self.capturer.forward(inputs)
+            captured = self.capturer.forward(inputs, args)
         alive = self._new_tokens(batch, captured)
         for spec in self.specs:
             for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
-                source = decoder if (decoder is not None and spec.stack == "decoder") else batch
-                layout = self._layout(source, step, alive)
+                on_decoder = decoder is not None and spec.stack == "decoder"
+                layout = self._layout(decoder if on_decoder else batch, step, alive, keep if on_decoder else None)
                 assignments, decisions = router_call_tables(
                     normalise(output, spec.rule),
                     layout,
@@ -226,14 +258,20 @@ class _Session:
         return alive
 
     @staticmethod
-    def _layout(source: Padded, step: int, alive: torch.Tensor | None) -> Layout:
-        """Rows of one router call: the whole (padded) input at step 0, one new token per row after."""
+    def _layout(source: Padded, step: int, alive: torch.Tensor | None, keep: torch.Tensor | None) -> Layout:
+        """Rows of one router call: the whole (padded) input at step 0, one new token per row after;
+        rows of batch entries not to record (`keep` false) count as padding."""
         if step == 0:
-            return prompt_layout(source)
-        assert alive is not None, "a decode step without generated tokens"
-        n = source.input_ids.shape[0]
-        real = alive[:, step - 1] if step - 1 < alive.shape[1] else torch.zeros(n, dtype=torch.bool)
-        return step_layout(source.samples, source.offsets + source.lengths + step - 1, real)
+            layout = prompt_layout(source)
+        else:
+            assert alive is not None, "a decode step without generated tokens"
+            n = source.input_ids.shape[0]
+            real = alive[:, step - 1] if step - 1 < alive.shape[1] else torch.zeros(n, dtype=torch.bool)
+            layout = step_layout(source.samples, source.offsets + source.lengths + step - 1, real)
+        if keep is None:
+            return layout
+        per_row = layout.rows // len(keep)
+        return Layout(layout.sample, layout.position, layout.real & keep.repeat_interleave(per_row))
 
 
 def record(
@@ -284,15 +322,15 @@ def record(
     chunk = chunk_size or _context_length(torch_model)
     if max_new_tokens and max_new_tokens >= chunk:
         raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
-    units = make_units(token_ids, chunk - max_new_tokens, generate=max_new_tokens > 0)
+    units = make_units(token_ids, chunk, generate_room=max_new_tokens)
     target_ids = _targets(targets, torch_model, subject.tokenizer, len(token_ids), max_new_tokens, units)
 
     probe = pad(units[:1], 0, left=False)
-    probe_inputs = {"input_ids": probe.input_ids[:, :2], "attention_mask": probe.attention_mask[:, :2]}
+    probe_args, probe_inputs = _ModelCall(torch_model)(probe.input_ids[:, :2], probe.attention_mask[:, :2])
     if getattr(getattr(torch_model, "config", None), "is_encoder_decoder", False):
         start = int(getattr(torch_model.config, "decoder_start_token_id", None) or 0)
         probe_inputs["decoder_input_ids"] = torch.full((1, 1), start)
-    specs = describe_routers(torch_model, lambda: torch_model(**probe_inputs), routers or subject.routers)
+    specs = describe_routers(torch_model, lambda: torch_model(*probe_args, **probe_inputs), routers or subject.routers)
 
     config = getattr(torch_model, "config", None)
     manifest = {
@@ -307,7 +345,7 @@ def record(
             "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
             **subject.info,
         },
-        "tokenizer": getattr(subject.tokenizer, "name_or_path", None) or type(subject.tokenizer).__name__,
+        "tokenizer": _tokenizer_name(subject),
         "routers": [s.to_manifest() for s in specs],
         "labels": list(label_values),
         "seed": seed,
@@ -334,19 +372,19 @@ def record(
             subject, specs, writer, engine=engine, with_probs=probs, generate_kwargs=gen_kwargs
         )
         session.targets = target_ids
-        groups = list(batches(units, batch_size))
+        groups = list(batches(units, batch_size, same_length=not session.call.takes_mask))
         for group in tqdm(
             groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2
         ):
             session.run_batch(group)
-        n_steps = max_new_tokens if max_new_tokens else 0
+        n_steps = max(max_new_tokens, 1)  # step t < max_new_tokens routes a token; the last one is never fed
         writer.write(
             "steps",
             pa.table(
                 {
-                    "step": np.arange(n_steps + 1, dtype=np.int32),
-                    "timestep": pa.nulls(n_steps + 1, pa.float64()),
-                    "sigma": pa.nulls(n_steps + 1, pa.float64()),
+                    "step": np.arange(n_steps, dtype=np.int32),
+                    "timestep": pa.nulls(n_steps, pa.float64()),
+                    "sigma": pa.nulls(n_steps, pa.float64()),
                 },
                 schema=STEPS,
             ),

@@ -14,6 +14,7 @@ own numbering), so dense layers are simply absent.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from .normalise import DecodeRule, detect_convention, normalise
 HEURISTIC_NAMES = ("gate", "router", "gating", "wg")
 SHARED_EXPERT_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
 _INT = re.compile(r"^\d+$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +193,8 @@ def describe_routers(
     ran = sorted((p for p in paths if p in outputs), key=list(outputs).index)
     if not ran:
         raise NoRoutersError(f"none of the routers ran in a forward pass: {', '.join(silent)}")
+    if silent:
+        log.warning("routers that did not run in the dry forward pass are not recorded: %s", ", ".join(silent))
     names = dict(model.named_modules())
     config = getattr(model, "config", None)
     info = family_info(getattr(config, "model_type", None))

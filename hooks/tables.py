@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .errors import RouterOutputError
 from .normalise import Decoded, decision_stats
 from .routers import RouterSpec
 from .schema import ASSIGNMENTS, DECISIONS, PROBS_FIELD, TOKENS
@@ -19,9 +20,9 @@ def router_call_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token)."""
     if decoded.expert.shape[0] != layout.rows:
-        raise RuntimeError(
-            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
-            "declare its output layout (docs/routers.md)"
+        raise RouterOutputError(
+            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; RouteScope "
+            "needs one row per input token, batch-major (docs/routers.md)"
         )
     keep = layout.real
     sample = layout.sample[keep].numpy().astype(np.int32)

@@ -26,22 +26,32 @@ class Unit:
     generate: bool = False
 
 
-def make_units(token_ids: Sequence[Sequence[int]], chunk_size: int, generate: bool) -> list[Unit]:
-    """Chunk each sample; with generation only the last chunk of a sample generates."""
+def make_units(token_ids: Sequence[Sequence[int]], chunk_size: int, generate_room: int = 0) -> list[Unit]:
+    """Chunk each sample into pieces of at most `chunk_size` tokens.
+
+    With generation (`generate_room` > 0 new tokens), the generating piece is the sample's *last*
+    `chunk_size - generate_room` tokens, so the new tokens see as much context as fits; the tokens before
+    it are chunked from the start and only run forward.
+    """
     units = []
     for sample, ids in enumerate(token_ids):
-        starts = list(range(0, len(ids), chunk_size))
-        for i, start in enumerate(starts):
-            chunk = tuple(int(t) for t in ids[start : start + chunk_size])
-            units.append(Unit(sample, start, chunk, generate=generate and i == len(starts) - 1))
+        ids = [int(t) for t in ids]
+        tail = min(len(ids), chunk_size - generate_room) if generate_room else 0
+        head = len(ids) - tail
+        for start in range(0, head, chunk_size):
+            units.append(Unit(sample, start, tuple(ids[start : min(start + chunk_size, head)])))
+        if generate_room:
+            units.append(Unit(sample, head, tuple(ids[head:]), generate=True))
     return units
 
 
-def batches(units: Sequence[Unit], batch_size: int) -> Iterator[list[Unit]]:
-    """Consecutive batches of units that agree on whether they generate."""
+def batches(units: Sequence[Unit], batch_size: int, same_length: bool = False) -> Iterator[list[Unit]]:
+    """Consecutive batches of units that agree on whether they generate (and on length, when the model
+    cannot take an attention mask)."""
     batch: list[Unit] = []
     for unit in units:
-        if batch and (len(batch) == batch_size or batch[0].generate != unit.generate):
+        differs = batch and (batch[0].generate != unit.generate or (same_length and len(batch[0].ids) != len(unit.ids)))
+        if batch and (len(batch) == batch_size or differs):
             yield batch
             batch = []
         batch.append(unit)

@@ -28,6 +28,8 @@ from .schema import MANIFEST_FILE, RESERVED_COLUMNS, SCHEMA_VERSION, table_file
 from .store import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, owner_alive
 
 _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
+ROW_GROUP_ROWS = 1 << 18
+"""Rows queued per table before a row group is written (≈ 256 k rows: a few MB of memory per table)."""
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -79,6 +81,8 @@ class RunWriter:
         }
         self.path = self._claim(store.incomplete_path(name))
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending_rows: dict[str, int] = {}
         write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
 
     def _claim(self, path: Path) -> Path:
@@ -105,19 +109,32 @@ class RunWriter:
         return path
 
     def write(self, table: str, batch: pa.Table) -> None:
-        """Append one row group to `table`, cast to (and so validated against) the table's schema."""
+        """Queue rows for `table`, cast to (and so validated against) the table's schema; a row group is
+        written once ROW_GROUP_ROWS rows are queued, so memory stays bounded and files hold few groups."""
         if batch.num_rows == 0:
             return
         schema = self.schemas[table]
-        batch = batch.select(schema.names).cast(schema)
+        self._pending.setdefault(table, []).append(batch.select(schema.names).cast(schema))
+        self._pending_rows[table] = self._pending_rows.get(table, 0) + batch.num_rows
+        if self._pending_rows[table] >= ROW_GROUP_ROWS:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        parts = self._pending.pop(table, [])
+        self._pending_rows.pop(table, None)
+        if not parts:
+            return
+        data = pa.concat_tables(parts)
         writer = self._writers.get(table)
         if writer is None:
-            writer = pq.ParquetWriter(self.path / table_file(table), schema, **_PARQUET_OPTIONS)
+            writer = pq.ParquetWriter(self.path / table_file(table), self.schemas[table], **_PARQUET_OPTIONS)
             self._writers[table] = writer
-        writer.write_table(batch, row_group_size=max(batch.num_rows, 1))
-        self.rows[table] += batch.num_rows
+        writer.write_table(data, row_group_size=data.num_rows)
+        self.rows[table] += data.num_rows
 
     def _close_files(self) -> None:
+        for table in list(self._pending):
+            self._flush(table)
         for table, schema in self.schemas.items():
             writer = self._writers.pop(table, None)
             if writer is None:  # a table with no rows still gets a valid, empty file

@@ -27,8 +27,10 @@ def test_batching_and_padding_do_not_change_the_record(tiny_lm: LoadedModel, sto
     np.testing.assert_allclose(a["weight"], b["weight"], atol=1e-5)
     # no padding in the record: positions are exactly 0..n-1 per sample
     n_tokens = batched.samples()["n_tokens"].tolist()
-    for _sample, n in enumerate(n_tokens):
-        positions = batched.decisions().query("sample == @sample and router == 0")["position"].tolist()
+    decisions = batched.decisions()
+    for sample, n in enumerate(n_tokens):
+        mine = decisions[(decisions["sample"] == sample) & (decisions["router"] == 0)]
+        positions = mine["position"].tolist()
         assert sorted(positions) == list(range(n))
 
 
@@ -74,22 +76,26 @@ def test_generation_records_each_new_token(tiny_lm: LoadedModel, store: Store) -
     prompts = ["Once upon a time", "Hi"]
     run = routescope.record(tiny_lm, prompts, store=store, name="gen", max_new_tokens=4, progress=False)
     tok, model = tiny_lm.tokenizer, tiny_lm.model
-    for _sample, prompt in enumerate(prompts):
+    all_tokens, all_decisions = run.tokens(), run.decisions()
+    for sample, prompt in enumerate(prompts):
         ids = torch.tensor([tok(prompt)["input_ids"]])
         with torch.no_grad():
             expected = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False, pad_token_id=0)[
                 0, ids.shape[1] :
             ]
-        tokens = run.tokens().query("sample == @sample and generated").sort_values("position")
+        tokens = all_tokens[(all_tokens["sample"] == sample) & all_tokens["generated"]].sort_values(
+            "position"
+        )
         assert tokens["token_id"].tolist() == expected.tolist()
         n = ids.shape[1]
         assert tokens["position"].tolist() == list(range(n, n + 4))
-        routed = run.decisions().query("sample == @sample and router == 0").sort_values("position")
+        mine = all_decisions[(all_decisions["sample"] == sample) & (all_decisions["router"] == 0)]
+        routed = mine.sort_values("position")
         # step 0 routes the prompt; step t routes the token generated at step t-1 (the last is never routed)
         assert routed["step"].tolist() == [0] * n + [1, 2, 3]
         assert routed["position"].tolist() == list(range(n + 3))
     assert run.samples()["n_generated"].tolist() == [4, 4]
-    assert run.steps()["step"].tolist() == [0, 1, 2, 3, 4]
+    assert run.steps()["step"].tolist() == [0, 1, 2, 3]
 
 
 def test_generated_step_routing_equals_a_forward_on_the_full_sequence(
@@ -99,8 +105,8 @@ def test_generated_step_routing_equals_a_forward_on_the_full_sequence(
     full = run.tokens().sort_values("position")["token_id"].tolist()
     forward = routescope.record(tiny_lm, [full], store=store, name="f", progress=False)
     g = _sorted(run.assignments(), ["router", "position", "rank"])
-    len(full) - 1
-    f = _sorted(forward.assignments().query("position < @last"), ["router", "position", "rank"])
+    assigned = forward.assignments()
+    f = _sorted(assigned[assigned["position"] < len(full) - 1], ["router", "position", "rank"])
     assert g["expert"].tolist() == f["expert"].tolist()
     np.testing.assert_allclose(g["weight"], f["weight"], atol=1e-5)
 
@@ -262,3 +268,97 @@ def test_encoder_decoder_generation_and_targets(store: Store) -> None:
             name="bad",
             progress=False,
         )
+
+
+def test_generation_from_a_long_prompt_keeps_the_most_context(tiny_lm: LoadedModel, store: Store) -> None:
+    text = "0123456789" * 4  # 40 tokens; chunk 16 with 3 new tokens: generate on the last 13 tokens
+    run = routescope.record(
+        tiny_lm, [text], store=store, name="long-gen", chunk_size=16, max_new_tokens=3, progress=False
+    )
+    d = run.decisions()
+    prompt = d[(d["router"] == 0) & (d["step"] == 0)]
+    assert sorted(prompt["position"]) == list(range(40))
+    steps = d[(d["router"] == 0) & (d["step"] > 0)].sort_values("step")
+    assert steps["position"].tolist() == [40, 41]
+    ids = tiny_lm.tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        expected = tiny_lm.model.generate(
+            input_ids=torch.tensor([ids[27:]]), max_new_tokens=3, do_sample=False, pad_token_id=0
+        )[0, 13:]
+    generated = run.tokens().query("generated").sort_values("position")
+    assert generated["token_id"].tolist() == expected.tolist()
+
+
+def test_chunked_encoder_decoder_records_one_decoder_pass(store: Store) -> None:
+    from tests.tiny_families import byte_tokenizer, tiny_model
+
+    model = tiny_model("switch_transformers")
+    run = routescope.record(
+        model,
+        ["abcdefghijklmnopqrst"],
+        tokenizer=byte_tokenizer(),
+        store=store,
+        name="s2s-chunks",
+        chunk_size=8,
+        progress=False,
+    )
+    decoder_ids = [r["id"] for r in run.routers if r["stack"] == "decoder"]
+    d = run.decisions()
+    assert len(d[d["router"].isin(decoder_ids)]) == len(decoder_ids)  # one decoder token, once per router
+    assert len(run.tokens().query("stack == 'decoder'")) == 1
+    assert sorted(d[d["router"] == 0]["position"]) == list(range(20))
+
+
+class PositionalMoE(torch.nn.Module):
+    """Takes token ids positionally and no attention mask, like many research models."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ToyMoE()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.inner(tokens)
+
+
+def test_module_without_mask_gets_unpadded_batches(store: Store) -> None:
+    torch.manual_seed(0)
+    model = PositionalMoE()
+    run = routescope.record(
+        model,
+        [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10, 11]],
+        store=store,
+        name="pos",
+        batch_size=3,
+        progress=False,
+    )
+    alone = routescope.record(model, [[4, 5, 6, 7, 8]], store=store, name="pos1", progress=False)
+    a = run.assignments()
+    mine = _sorted(a[a["sample"] == 1], ["router", "position", "rank"])
+    single = _sorted(alone.assignments(), ["router", "position", "rank"])
+    assert mine["expert"].tolist() == single["expert"].tolist()
+    assert run.routers[0]["path"] == "inner.blocks.0.gate"
+
+
+def test_a_declared_rule_that_does_not_fit_is_a_clear_error(store: Store) -> None:
+    from routescope.hooks.errors import RouterOutputError
+
+    with pytest.raises(RouterOutputError, match="does not fit the 'triple' convention"):
+        routescope.record(
+            ToyMoE(),
+            [[1, 2, 3]],
+            store=store,
+            name="wrong",
+            routers={"blocks.0.gate": DecodeRule(convention="triple")},
+            progress=False,
+        )
+    assert not store.path.exists()
+
+
+def test_files_hold_few_row_groups(tiny_lm: LoadedModel, store: Store) -> None:
+    import pyarrow.parquet as pq
+
+    run = routescope.record(
+        tiny_lm, TEXTS * 4, store=store, name="groups", batch_size=2, max_new_tokens=3, progress=False
+    )
+    for table in ("assignments", "decisions", "tokens"):
+        assert pq.ParquetFile(run.table_path(table)).num_row_groups == 1
