@@ -26,6 +26,8 @@ class Captured:
 
     outputs: dict[str, list[Any]]
     sequences: torch.Tensor | None = None
+    result: Any = None
+    """What the model's forward returned (forward passes only)."""
 
 
 def _to_cpu(value: Any) -> Any:
@@ -54,7 +56,14 @@ class Capturer:
     def forward(self, inputs: dict[str, Any], args: tuple[Any, ...] = ()) -> Captured:
         """One forward pass on keyword inputs (`input_ids`, `attention_mask`, ...) or positional `args`."""
         if self.engine == "hooks":
-            return self._with_hooks(lambda: self.model(*args, **inputs))
+            out: dict[str, Any] = {}
+
+            def run_forward() -> None:
+                out["result"] = self.model(*args, **inputs)
+
+            captured = self._with_hooks(run_forward)
+            captured.result = out["result"]
+            return captured
         from nnsight import NNsight
 
         if self._traced is None:
@@ -62,7 +71,8 @@ class Capturer:
         traced = self._traced
         with torch.no_grad(), traced.trace(*args, **inputs) as tracer:
             cache = tracer.cache(modules=[traced.get(p) for p in self.paths])
-        return Captured(outputs=self._from_cache(cache, traced))
+            result = traced.output.save()
+        return Captured(outputs=self._from_cache(cache, traced), result=result)
 
     def generate(self, inputs: dict[str, Any], **generate_kwargs: Any) -> Captured:
         """Greedy or sampled generation; router outputs for the prompt (step 0) and each new token."""

@@ -109,7 +109,8 @@ def normalise(output: Any, rule: DecodeRule) -> Decoded:
     except (ValueError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
         raise RouterOutputError(
             f"router output does not fit the {rule.convention!r} convention ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); check the declared DecodeRule (docs/routers.md)"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); check the declared DecodeRule "
+            "(docs/routers.md)"
         ) from None
 
 
@@ -133,7 +134,7 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         dropped = torch.zeros_like(expert, dtype=torch.bool)
     elif rule.convention == "logits":
         if rule.top_k is None:
-            raise NoRoutersError(
+            raise RouterOutputError(
                 "a router that returns logits only needs top_k; declare it (docs/routers.md)"
             )
         logits = output.reshape(-1, output.shape[-1])

@@ -8,9 +8,7 @@ start token (forward) or on the tokens it generates.
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import inspect
-import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +20,7 @@ from tqdm.auto import tqdm
 from .capture import Captured, Capturer, Engine
 from .errors import InputError, RunExistsError
 from .loaded import LoadedModel
+from .manifest import model_facts, package_versions, tokenizer_name
 from .normalise import normalise
 from .routers import RouterSpec, describe_routers
 from .schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
@@ -105,22 +104,6 @@ def _context_length(model: torch.nn.Module) -> int:
         if isinstance(value, int) and value > 0:
             return min(value, DEFAULT_CHUNK)
     return DEFAULT_CHUNK
-
-
-def _tokenizer_name(subject: LoadedModel) -> str | None:
-    if subject.tokenizer is None:
-        return None
-    return getattr(subject.tokenizer, "name_or_path", None) or subject.spec or type(subject.tokenizer).__name__
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("routescope", "torch", "transformers", "nnsight", "pyarrow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 class _ModelCall:
@@ -221,7 +204,8 @@ class _Session:
             for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
                 on_decoder = decoder is not None and spec.stack == "decoder"
-                layout = self._layout(decoder if on_decoder else batch, step, alive, keep if on_decoder else None)
+                source, rows_kept = (decoder, keep) if on_decoder else (batch, None)
+                layout = self._layout(source, step, alive, rows_kept)
                 assignments, decisions = router_call_tables(
                     normalise(output, spec.rule),
                     layout,
@@ -330,22 +314,13 @@ def record(
     if getattr(getattr(torch_model, "config", None), "is_encoder_decoder", False):
         start = int(getattr(torch_model.config, "decoder_start_token_id", None) or 0)
         probe_inputs["decoder_input_ids"] = torch.full((1, 1), start)
-    specs = describe_routers(torch_model, lambda: torch_model(*probe_args, **probe_inputs), routers or subject.routers)
+    declared = routers or subject.routers
+    specs = describe_routers(torch_model, lambda: torch_model(*probe_args, **probe_inputs), declared)
 
-    config = getattr(torch_model, "config", None)
     manifest = {
-        "model": {
-            "spec": subject.spec,
-            "source": subject.source,
-            "class": type(torch_model).__name__,
-            "family": getattr(config, "model_type", None),
-            "revision": getattr(config, "_commit_hash", None),
-            "dtype": str(next(torch_model.parameters()).dtype).removeprefix("torch."),
-            "parameters": sum(p.numel() for p in torch_model.parameters()),
-            "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
-            **subject.info,
-        },
-        "tokenizer": _tokenizer_name(subject),
+        "kind": "text",
+        "model": model_facts(subject),
+        "tokenizer": tokenizer_name(subject),
         "routers": [s.to_manifest() for s in specs],
         "labels": list(label_values),
         "seed": seed,
@@ -356,7 +331,7 @@ def record(
             "chunk_size": chunk,
             "engine": engine,
         },
-        "packages": _package_versions(),
+        "packages": package_versions(),
     }
     schemas = {
         "samples": samples_schema(list(label_values)),

@@ -194,7 +194,7 @@ def describe_routers(
     if not ran:
         raise NoRoutersError(f"none of the routers ran in a forward pass: {', '.join(silent)}")
     if silent:
-        log.warning("routers that did not run in the dry forward pass are not recorded: %s", ", ".join(silent))
+        log.warning("routers that did not run in a dry forward pass are not recorded: %s", ", ".join(silent))
     names = dict(model.named_modules())
     config = getattr(model, "config", None)
     info = family_info(getattr(config, "model_type", None))

@@ -35,9 +35,12 @@ TOKENS = pa.schema(
         pa.field("token", pa.string()),
         pa.field("generated", pa.bool_(), nullable=False),
         pa.field("stack", pa.string(), nullable=False),
+        pa.field("row", pa.int32()),
+        pa.field("col", pa.int32()),
     ]
 )
-"""Per (sample, stack, position). Positions count from the first real token (padding never appears);
+"""Per (sample, stack, position). `row`/`col` place image-patch tokens on the patch grid (null for text).
+Positions count from the first real token (padding never appears);
 `stack` is `decoder` for decoder-only models and tells encoder from decoder tokens otherwise."""
 
 ASSIGNMENTS = pa.schema(
@@ -82,12 +85,26 @@ STEPS = pa.schema(
 )
 """Per generation / denoising step: the scheduler's timestep and noise level where defined."""
 
+IMAGES = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("pixels", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+"""Diffusion runs: final images (`images`, step = -1) and optionally each step's predicted clean image
+(`x0`), one row per conditional sample, pixels row-major in [0, 1]."""
+
 CORE_TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES_CORE,
     "tokens": TOKENS,
     "assignments": ASSIGNMENTS,
     "decisions": DECISIONS,
     "steps": STEPS,
+    "images": IMAGES,
+    "x0": IMAGES,
 }
 
 RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in schema.names) | {

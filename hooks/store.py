@@ -21,6 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,8 +175,32 @@ class Run:
         """One row per step: step, timestep, sigma (generation steps have no timestep)."""
         return self._frame("steps", None)
 
+    def images(self) -> np.ndarray:
+        """Diffusion runs: the final generated images, `[n, H, W]` in [0, 1], one per conditional sample,
+        in sample order (aligned with the `cond` rows of `samples()`)."""
+        return _stack_images(self.read_table("images"))
+
+    def x0(self) -> tuple[np.ndarray, np.ndarray]:
+        """Diffusion runs recorded with `save_x0`: `(steps [S], images [S, n, H, W])`, the predicted clean
+        image of every conditional sample at every step."""
+        table = self.read_table("x0").to_pandas().sort_values(["step", "sample"])
+        steps = np.sort(table["step"].unique())
+        per_step = [
+            _stack_images(pa.Table.from_pandas(table[table["step"] == s], preserve_index=False))
+            for s in steps
+        ]
+        return steps, np.stack(per_step) if per_step else np.zeros((0, 0, 0, 0), np.float32)
+
     def __repr__(self) -> str:
         return f"Run({self.name!r}, path={str(self.path)!r})"
+
+
+def _stack_images(table: pa.Table) -> np.ndarray:
+    frame = table.to_pandas().sort_values("sample")
+    if frame.empty:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    height, width = int(frame["height"].iloc[0]), int(frame["width"].iloc[0])
+    return np.stack([np.asarray(p, dtype=np.float32).reshape(height, width) for p in frame["pixels"]])
 
 
 class Store:

@@ -21,8 +21,8 @@ def router_call_tables(
     """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token)."""
     if decoded.expert.shape[0] != layout.rows:
         raise RouterOutputError(
-            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; RouteScope "
-            "needs one row per input token, batch-major (docs/routers.md)"
+            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
+            "RouteScope needs one row per input token, batch-major (docs/routers.md)"
         )
     keep = layout.real
     sample = layout.sample[keep].numpy().astype(np.int32)
@@ -76,6 +76,8 @@ def token_table(
     *,
     generated: bool,
     stack: str,
+    rows: Sequence[int] | None = None,
+    cols: Sequence[int] | None = None,
 ) -> pa.Table:
     """Rows of the tokens table for some positions of one sample."""
     n = len(ids)
@@ -87,6 +89,8 @@ def token_table(
             "token": [text_of(int(t)) for t in ids],
             "generated": np.full(n, generated, bool),
             "stack": [stack] * n,
+            "row": pa.nulls(n, pa.int32()) if rows is None else np.asarray(rows, dtype=np.int32),
+            "col": pa.nulls(n, pa.int32()) if cols is None else np.asarray(cols, dtype=np.int32),
         },
         schema=TOKENS,
     )

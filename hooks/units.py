@@ -50,7 +50,8 @@ def batches(units: Sequence[Unit], batch_size: int, same_length: bool = False) -
     cannot take an attention mask)."""
     batch: list[Unit] = []
     for unit in units:
-        differs = batch and (batch[0].generate != unit.generate or (same_length and len(batch[0].ids) != len(unit.ids)))
+        other_length = same_length and bool(batch) and len(batch[0].ids) != len(unit.ids)
+        differs = bool(batch) and (batch[0].generate != unit.generate or other_length)
         if batch and (len(batch) == batch_size or differs):
             yield batch
             batch = []

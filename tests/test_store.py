@@ -62,6 +62,8 @@ def test_columns_and_types_are_the_contract(tiny_lm: LoadedModel, store: Store) 
         "token": "string",
         "generated": "bool",
         "stack": "string",
+        "row": "int32",
+        "col": "int32",
     }
     assert types["samples"] == {
         "sample": "int32",
