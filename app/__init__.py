@@ -8,9 +8,20 @@ run.assignments().head()
 
 from __future__ import annotations
 
-from .hooks import LoadedModel, RouteScopeError, Run, Store, record
+from .datasets import load_dataset
+from .hooks import LoadedModel, RouteScopeError, Run, Store, record, record_diffusion
 from .loading import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["LoadedModel", "RouteScopeError", "Run", "Store", "__version__", "load_model", "record"]
+__all__ = [
+    "LoadedModel",
+    "RouteScopeError",
+    "Run",
+    "Store",
+    "__version__",
+    "load_dataset",
+    "load_model",
+    "record",
+    "record_diffusion",
+]

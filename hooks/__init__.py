@@ -15,6 +15,7 @@ from .errors import (
 )
 from .loaded import LoadedModel
 from .normalise import DecodeRule
+from .diffusion import record_diffusion
 from .recorder import record
 from .routers import RouterSpec, describe_routers
 from .store import Run, Store
@@ -36,4 +37,5 @@ __all__ = [
     "StoreError",
     "describe_routers",
     "record",
+    "record_diffusion",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,3 +24,7 @@ class LoadedModel:
     """Routers to record when the model does not declare them (see docs/routers.md)."""
     info: dict[str, Any] = field(default_factory=dict)
     """Extra manifest facts (revision, path, ...)."""
+    sampler: Callable[..., torch.Tensor] | None = None
+    """Diffusion models: `sample(model, classes, *, steps, cfg_scale, seed, forward, on_step)` returning
+    `[n, H, W]` images in [0, 1], calling `forward(x, t, y)` once per step on the CFG-doubled batch
+    (conditional rows first). Its presence marks the model as a diffusion model (docs/diffusion.md)."""

@@ -1,0 +1,147 @@
+"""`routescope record` and `routescope demo`: text, datasets and diffusion sampling into a new run."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli_runs import show_run
+from .console import out
+from .hooks import InputError, RunExistsError, Store
+from .inputs import Inputs, read_inputs
+
+DEMO_TEXTS = (
+    "def mean(values):\n    return sum(values) / len(values)",
+    "The committee met on Tuesday and agreed to publish the report in the spring.",
+    '{"id": 17, "name": "routescope", "tags": ["moe", "routing"]}',
+    "12 + 30 = 42; 7 * 6 = 42; 84 / 2 = 42",
+)
+DEMO_LABELS = ("code", "prose", "json", "arithmetic")
+DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
+
+
+def parse_classes(text: str) -> list[int]:
+    """`0-9` → 0..9; `1,3,5-7` → 1, 3, 5, 6, 7."""
+    classes: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            lo, hi = int(first), int(last) if last else int(first)
+            if hi < lo:
+                raise ValueError
+            classes.extend(range(lo, hi + 1))
+    except ValueError:
+        raise InputError(f"--classes {text!r}: use a list and ranges such as 0-9 or 1,3,5-7") from None
+    return classes
+
+
+def add_record_arguments(rec: argparse.ArgumentParser) -> None:
+    rec.add_argument("model", help="bundled:NAME, a local checkpoint folder, or a hub id")
+    rec.add_argument("--store", required=True, help="store folder (created if absent)")
+    rec.add_argument("--name", required=True, help="run name (letters, digits, . _ -)")
+    text = rec.add_argument_group("text models")
+    text.add_argument("--text", action="append", help="an input text (repeatable)")
+    text.add_argument("--file", help="inputs: .txt (one per line) or .jsonl (see --text-column)")
+    text.add_argument("--dataset", help="a bundled dataset, e.g. bundled:domains (labels come along)")
+    text.add_argument("--text-column", default="text", help="text column of a .jsonl file (default: text)")
+    text.add_argument("--label-column", action="append", default=[], help="label column of a .jsonl file")
+    text.add_argument("--target-column", help="decoder target column of a .jsonl file (encoder–decoder)")
+    text.add_argument("--max-new-tokens", type=int, default=0, help="generate N tokens and record them too")
+    text.add_argument("--chunk-size", type=int, default=None, help="split longer inputs (default: context)")
+    diffusion = rec.add_argument_group("diffusion models")
+    diffusion.add_argument("--classes", help="classes to sample, e.g. 0-9 or 1,3,5")
+    diffusion.add_argument("--samples-per-class", type=int, help="images per class (default 1)")
+    diffusion.add_argument("--steps", type=int, help="sampling steps (default 50)")
+    diffusion.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 4.0)")
+    diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
+    rec.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
+    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
+    rec.add_argument("--device", default=None, help="torch device (default: CPU)")
+    rec.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
+
+
+def _text_inputs(args: argparse.Namespace) -> Inputs:
+    if args.dataset:
+        if args.text or args.file:
+            raise InputError("give one of --text, --file and --dataset")
+        from .datasets import load_dataset
+
+        texts, labels = load_dataset(args.dataset)
+        return Inputs(texts=texts, labels=labels)
+    return read_inputs(args.text, args.file, args.label_column, args.text_column, args.target_column)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .hooks import record, record_diffusion
+    from .loading import load_model
+
+    store = Store(args.store)
+    if store.exists(args.name) and not args.overwrite:  # fail before loading a large model
+        raise RunExistsError(
+            f"run {args.name!r} already exists in {store.path}; pick another name or pass --overwrite"
+        )
+    diffusion_options = [o for o in DIFFUSION_ONLY if getattr(args, o) is not None]
+    inputs = _text_inputs(args) if not diffusion_options else None
+    model = load_model(
+        args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
+    )
+    common = {
+        "store": store,
+        "name": args.name,
+        "probs": args.probs,
+        "engine": args.engine,
+        "overwrite": args.overwrite,
+    }
+    if model.sampler is not None:
+        if args.text or args.file or args.dataset:
+            raise InputError(f"{args.model} is a diffusion model: give --classes, not text")
+        run = record_diffusion(
+            model,
+            classes=parse_classes(args.classes or "0"),
+            samples_per_class=args.samples_per_class or 1,
+            steps=args.steps or 50,
+            cfg_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
+            seed=args.seed,
+            save_x0=args.save_x0,
+            batch_size=max(args.batch_size, 1),
+            **common,
+        )
+    else:
+        if inputs is None:
+            raise InputError(f"--{diffusion_options[0].replace('_', '-')} is for diffusion models; give text")
+        run = record(
+            model,
+            inputs.texts,
+            labels=inputs.labels or None,
+            targets=inputs.targets,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            seed=args.seed,
+            **common,
+        )
+    out(f"recorded run {run.name!r} in {store.path}")
+    show_run(store, run.name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .hooks import record
+    from .loading import load_model
+
+    model = load_model("bundled:tiny-mixtral")
+    run = record(
+        model,
+        list(DEMO_TEXTS),
+        store=args.store,
+        name="demo",
+        labels={"domain": list(DEMO_LABELS)},
+        max_new_tokens=8,
+        overwrite=True,
+    )
+    out(f"recorded run 'demo' in {args.store} (bundled:tiny-mixtral, untrained; see README for real models)")
+    show_run(Store(args.store), run.name)
+    return 0
