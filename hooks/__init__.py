@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .diffusion import record_diffusion
 from .errors import (
     CorruptRunError,
     InputError,
@@ -15,7 +16,6 @@ from .errors import (
 )
 from .loaded import LoadedModel
 from .normalise import DecodeRule
-from .diffusion import record_diffusion
 from .recorder import record
 from .routers import RouterSpec, describe_routers
 from .store import Run, Store

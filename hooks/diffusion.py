@@ -190,7 +190,7 @@ def record_diffusion(
         )
     if not classes or samples_per_class < 1 or steps < 1 or batch_size < 1:
         raise InputError("give at least one class, samples_per_class ≥ 1, steps ≥ 1 and batch_size ≥ 1")
-    n_classes = getattr(model.model, "num_classes", None)
+    n_classes = getattr(model.model, "null_class", None)  # the null (unconditional) class id = n_classes
     bad = [
         c for c in classes if not isinstance(c, int) or c < 0 or (n_classes is not None and c >= n_classes)
     ]
