@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+
 from routescope.hooks import Run
 
 ROUTER_COLUMNS = ("id", "path", "layer", "kind", "stack", "n_experts", "top_k", "call_count")

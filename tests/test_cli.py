@@ -12,8 +12,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from routescope.hooks import Store
 
+from routescope.hooks import Store
 from tests.tiny_families import byte_tokenizer, tiny_model
 
 CLI = [sys.executable, "-m", "routescope"]

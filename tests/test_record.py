@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import routescope
 import torch
+
+import routescope
 from routescope.hooks import InputError, LoadedModel, NoRoutersError, Store
 from routescope.hooks.normalise import DecodeRule
 
