@@ -109,20 +109,26 @@ class Capturer:
         return outputs
 
     def _with_hooks(self, run: Callable[[], Any]) -> Captured:
-        names = dict(self.model.named_modules())
-        outputs: dict[str, list[Any]] = {p: [] for p in self.paths}
+        return Captured(outputs=collect_outputs(self.model, self.paths, run))
 
-        def hook(path: str) -> Callable[..., None]:
-            def keep(_module: torch.nn.Module, _args: Any, output: Any) -> None:
-                outputs[path].append(_to_cpu(output))
 
-            return keep
+def collect_outputs(model: torch.nn.Module, paths: list[str], run: Callable[[], Any]) -> dict[str, list[Any]]:
+    """Run `run()` with plain forward hooks on `paths`; return each module's outputs (detached, on the CPU),
+    keyed in the order the modules first ran. Modules that never ran are absent."""
+    names = dict(model.named_modules())
+    outputs: dict[str, list[Any]] = {}
 
-        handles = [names[p].register_forward_hook(hook(p)) for p in self.paths]
-        try:
-            with torch.no_grad():
-                run()
-        finally:
-            for handle in handles:
-                handle.remove()
-        return Captured(outputs={p: v for p, v in outputs.items() if v})
+    def hook(path: str) -> Callable[..., None]:
+        def keep(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+            outputs.setdefault(path, []).append(_to_cpu(output))
+
+        return keep
+
+    handles = [names[p].register_forward_hook(hook(p)) for p in paths]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .capture import collect_outputs
 from .errors import NoRoutersError
 from .families import family_info
 from .normalise import DecodeRule, detect_convention, normalise
@@ -160,27 +161,6 @@ def _pnorm_hint(parent: torch.nn.Module | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def dry_run(model: torch.nn.Module, paths: list[str], run_forward: Callable[[], Any]) -> dict[str, list[Any]]:
-    """Run one tiny forward pass with plain hooks; return each router's outputs in execution order."""
-    names = dict(model.named_modules())
-    seen: dict[str, list[Any]] = {}
-
-    def hook(path: str) -> Callable[..., None]:
-        def record(_module: torch.nn.Module, _args: Any, output: Any) -> None:
-            seen.setdefault(path, []).append(output)
-
-        return record
-
-    handles = [names[p].register_forward_hook(hook(p)) for p in paths]
-    try:
-        with torch.no_grad():
-            run_forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
-
-
 def describe_routers(
     model: torch.nn.Module,
     run_forward: Callable[[], Any],
@@ -188,7 +168,7 @@ def describe_routers(
 ) -> list[RouterSpec]:
     """Discover the routers and describe each with a dry run (`run_forward` runs a tiny input)."""
     paths = candidate_paths(model, declared)
-    outputs = dry_run(model, paths, run_forward)
+    outputs = collect_outputs(model, paths, run_forward)  # a dry run, in execution order
     silent = [p for p in paths if p not in outputs]
     ran = sorted((p for p in paths if p in outputs), key=list(outputs).index)
     if not ran:

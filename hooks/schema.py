@@ -43,14 +43,19 @@ TOKENS = pa.schema(
 Positions count from the first real token (padding never appears);
 `stack` is `decoder` for decoder-only models and tells encoder from decoder tokens otherwise."""
 
+KEY_FIELDS = [
+    pa.field("sample", pa.int32(), nullable=False),
+    pa.field("position", pa.int32(), nullable=False),
+    pa.field("step", pa.int32(), nullable=False),
+    pa.field("router", pa.int16(), nullable=False),
+    pa.field("layer", pa.int16(), nullable=False),
+    pa.field("call", pa.int16(), nullable=False),
+]
+"""Columns that identify one routing decision; both fact tables start with them."""
+
 ASSIGNMENTS = pa.schema(
     [
-        pa.field("sample", pa.int32(), nullable=False),
-        pa.field("position", pa.int32(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("router", pa.int16(), nullable=False),
-        pa.field("layer", pa.int16(), nullable=False),
-        pa.field("call", pa.int16(), nullable=False),
+        *KEY_FIELDS,
         pa.field("rank", pa.int16(), nullable=False),
         pa.field("expert", pa.int32(), nullable=False),
         pa.field("weight", pa.float32(), nullable=False),
@@ -61,12 +66,7 @@ ASSIGNMENTS = pa.schema(
 
 DECISIONS = pa.schema(
     [
-        pa.field("sample", pa.int32(), nullable=False),
-        pa.field("position", pa.int32(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("router", pa.int16(), nullable=False),
-        pa.field("layer", pa.int16(), nullable=False),
-        pa.field("call", pa.int16(), nullable=False),
+        *KEY_FIELDS,
         pa.field("entropy", pa.float32(), nullable=False),
         pa.field("margin", pa.float32(), nullable=False),
         pa.field("max_prob", pa.float32(), nullable=False),
