@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .hooks import LoadedModel, ModelSpecError
-from .models import bundled_names, load_bundled
+from .models import BUNDLED, bundled_names, load_bundled
 
 BUNDLED_PREFIX = "bundled:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -41,9 +41,10 @@ def load_model(
             raise ModelSpecError(
                 f"unknown bundled model {name!r}; bundled models: {', '.join(bundled_names())}"
             ) from None
-        return _place(
-            LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source="bundled"), dtype, device
+        loaded = LoadedModel(
+            model=model, tokenizer=tokenizer, spec=spec, source="bundled", sampler=BUNDLED[name].sampler
         )
+        return _place(loaded, dtype, device)
     path = Path(spec).expanduser()
     if path.exists():
         if not (path.is_dir() and (path / "config.json").is_file()):
