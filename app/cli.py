@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_runs import cmd_runs, cmd_show
+from .cli_train import add_train_arguments, cmd_train
 from .hooks import RouteScopeError
 
 
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="record a small run on the bundled tiny model and summarise it")
     demo.add_argument("--store", default="runs")
+
+    add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))
     return parser
 
 
@@ -45,8 +48,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "train":
+            return cmd_train(args, extra)
         return COMMANDS[args.command](args)
     except RouteScopeError as exc:
         sys.stderr.write(f"routescope: error: {exc}\n")
