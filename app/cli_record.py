@@ -70,7 +70,7 @@ def _text_inputs(args: argparse.Namespace) -> Inputs:
         from .datasets import load_dataset
 
         texts, labels = load_dataset(args.dataset)
-        return Inputs(texts=texts, labels=labels)
+        return Inputs(texts=texts, labels={column: list(values) for column, values in labels.items()})
     return read_inputs(args.text, args.file, args.label_column, args.text_column, args.target_column)
 
 

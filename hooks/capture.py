@@ -80,7 +80,7 @@ class Capturer:
             result: dict[str, torch.Tensor] = {}
 
             def run() -> None:
-                result["sequences"] = self.model.generate(**inputs, **generate_kwargs)
+                result["sequences"] = self.model.generate(**inputs, **generate_kwargs)  # type: ignore[operator]
 
             captured = self._with_hooks(run)
             captured.sequences = result["sequences"].cpu()

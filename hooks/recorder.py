@@ -112,7 +112,7 @@ class _ModelCall:
 
     def __init__(self, model: torch.nn.Module) -> None:
         try:
-            params = inspect.signature(model.forward).parameters
+            params = dict(inspect.signature(model.forward).parameters)
         except (TypeError, ValueError):
             params = {}
         any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -203,9 +203,10 @@ class _Session:
         for spec in self.specs:
             for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
-                on_decoder = decoder is not None and spec.stack == "decoder"
-                source, rows_kept = (decoder, keep) if on_decoder else (batch, None)
-                layout = self._layout(source, step, alive, rows_kept)
+                if decoder is not None and spec.stack == "decoder":
+                    layout = self._layout(decoder, step, alive, keep)
+                else:
+                    layout = self._layout(batch, step, alive, None)
                 assignments, decisions = router_call_tables(
                     normalise(output, spec.rule),
                     layout,

@@ -61,8 +61,11 @@ class RouterSpec:
     @property
     def rule(self) -> DecodeRule:
         return DecodeRule(
-            convention=self.convention, scoring=self.scoring, top_k=self.top_k, pnorm=self.pnorm
-        )  # type: ignore[arg-type]
+            convention=self.convention,  # type: ignore[arg-type]
+            scoring=self.scoring,  # type: ignore[arg-type]
+            top_k=self.top_k,
+            pnorm=self.pnorm,
+        )
 
     def to_manifest(self) -> dict[str, Any]:
         return asdict(self)

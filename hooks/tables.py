@@ -76,8 +76,8 @@ def token_table(
     *,
     generated: bool,
     stack: str,
-    rows: Sequence[int] | None = None,
-    cols: Sequence[int] | None = None,
+    rows: Sequence[int] | np.ndarray | None = None,
+    cols: Sequence[int] | np.ndarray | None = None,
 ) -> pa.Table:
     """Rows of the tokens table for some positions of one sample."""
     n = len(ids)
