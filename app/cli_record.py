@@ -54,7 +54,7 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
     diffusion.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 4.0)")
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     rec.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
-    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
     rec.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
@@ -106,7 +106,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             cfg_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
             seed=args.seed,
             save_x0=args.save_x0,
-            batch_size=max(args.batch_size, 1),
+            batch_size=args.batch_size or 64,
             **common,
         )
     else:
@@ -118,7 +118,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             labels=inputs.labels or None,
             targets=inputs.targets,
             max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or 8,
             chunk_size=args.chunk_size,
             seed=args.seed,
             **common,
