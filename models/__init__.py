@@ -6,6 +6,16 @@ else of RouteScope's.
 
 from __future__ import annotations
 
+from .datasets import BUNDLED_DATASETS, BundledDataset, bundled_dataset_names, load_bundled_dataset
 from .registry import BUNDLED, BundledModel, bundled_names, load_bundled
 
-__all__ = ["BUNDLED", "BundledModel", "bundled_names", "load_bundled"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_DATASETS",
+    "BundledDataset",
+    "BundledModel",
+    "bundled_dataset_names",
+    "bundled_names",
+    "load_bundled",
+    "load_bundled_dataset",
+]

@@ -8,7 +8,22 @@ from typing import Any
 
 import torch
 
+from .moe_lm.load import load_moe_lm
 from .tiny_mixtral import build_tiny_mixtral
+
+
+def build_dit_digits() -> tuple[torch.nn.Module, Any]:
+    """The trained dit-digits DiT-MoE; a diffusion model has no tokenizer."""
+    from .dit_digits import load_dit_digits
+
+    return load_dit_digits(), None
+
+
+def sample_dit_digits(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """dit-digits' DDIM sampler with classifier-free guidance (imported on first use)."""
+    from .dit_digits import sample
+
+    return sample(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -17,12 +32,24 @@ class BundledModel:
 
     build: Callable[[], tuple[torch.nn.Module, Any]]
     description: str
+    sampler: Callable[..., torch.Tensor] | None = None
+    """Diffusion models: the sampler RouteScope drives to record every denoising step."""
 
 
 BUNDLED: dict[str, BundledModel] = {
     "tiny-mixtral": BundledModel(
         build=build_tiny_mixtral,
         description="untrained 4-layer Mixtral (8 experts, top-2, hidden 256), seeded; a smoke-test model",
+    ),
+    "dit-digits": BundledModel(
+        build=build_dit_digits,
+        sampler=sample_dit_digits,
+        description="trained class-conditional DiT-MoE on 8x8 digits (shared + 8 routed experts, top-2)",
+    ),
+    "moe-lm": BundledModel(
+        build=load_moe_lm,
+        description="trained 4-layer Qwen2-MoE (16 routed experts, top-2, + 1 shared expert, hidden 160) "
+        "on 5 domains (prose, code, arithmetic, json, chemistry); see models/moe_lm/README.md",
     ),
 }
 

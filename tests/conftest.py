@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-import routescope
 import torch
+
+import routescope
 from routescope.hooks import LoadedModel, Store
 
 torch.set_num_threads(2)

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import routescope
 import torch
-from routescope.hooks import Run, Store
 
+import routescope
+from routescope.hooks import Run, Store
 from tests.tiny_families import FAMILIES, byte_tokenizer, router_paths, tiny_model
 
 TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens
