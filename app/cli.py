@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--store", required=True)
     show.add_argument("--run", required=True)
 
-    demo = sub.add_parser("demo", help="record a small run on the bundled tiny model and summarise it")
+    demo = sub.add_parser("demo", help="record the bundled models on their bundled inputs and summarise")
     demo.add_argument("--store", default="runs")
 
     add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))

@@ -9,13 +9,6 @@ from .console import out
 from .hooks import InputError, RunExistsError, Store
 from .inputs import Inputs, read_inputs
 
-DEMO_TEXTS = (
-    "def mean(values):\n    return sum(values) / len(values)",
-    "The committee met on Tuesday and agreed to publish the report in the spring.",
-    '{"id": 17, "name": "routescope", "tags": ["moe", "routing"]}',
-    "12 + 30 = 42; 7 * 6 = 42; 84 / 2 = 42",
-)
-DEMO_LABELS = ("code", "prose", "json", "arithmetic")
 DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
 
 
@@ -129,19 +122,29 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .hooks import record
+    """Record the bundled models on their bundled inputs (overwriting earlier demo runs) and summarise."""
+    from .datasets import load_dataset
+    from .hooks import record, record_diffusion
     from .loading import load_model
 
-    model = load_model("bundled:tiny-mixtral")
-    run = record(
-        model,
-        list(DEMO_TEXTS),
+    texts, labels = load_dataset("bundled:domains")
+    lm = record(
+        load_model("bundled:moe-lm"), texts, store=args.store, name="domains", labels=labels, overwrite=True
+    )
+    out(f"recorded run 'domains' in {args.store}: bundled:moe-lm on bundled:domains")
+    show_run(Store(args.store), lm.name)
+    digits = record_diffusion(
+        load_model("bundled:dit-digits"),
+        classes=list(range(10)),
+        samples_per_class=2,
+        steps=25,
+        cfg_scale=4.0,
+        seed=0,
         store=args.store,
-        name="demo",
-        labels={"domain": list(DEMO_LABELS)},
-        max_new_tokens=8,
+        name="digits",
         overwrite=True,
     )
-    out(f"recorded run 'demo' in {args.store} (bundled:tiny-mixtral, untrained; see README for real models)")
-    show_run(Store(args.store), run.name)
+    out("")
+    out(f"recorded run 'digits' in {args.store}: bundled:dit-digits, 2 samples per class, 25 steps")
+    show_run(Store(args.store), digits.name)
     return 0

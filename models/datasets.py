@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .moe_lm.load import load_domains
+
+def _domains() -> tuple[list[str], dict[str, list[str]]]:
+    from .moe_lm.load import load_domains
+
+    return load_domains()
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class BundledDataset:
 
 BUNDLED_DATASETS: dict[str, BundledDataset] = {
     "domains": BundledDataset(
-        load=load_domains,
+        load=_domains,
         description="held-out evaluation set of moe-lm: 5 domains (prose, code, arithmetic, json, "
         "chemistry), labelled `domain`",
     ),

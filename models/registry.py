@@ -1,4 +1,7 @@
-"""The table of bundled models: name → how to build it offline."""
+"""The table of bundled models: name → how to build it offline.
+
+Builders import their model code (and transformers) on first use, so `import routescope` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,19 @@ from typing import Any
 
 import torch
 
-from .moe_lm.load import load_moe_lm
-from .tiny_mixtral import build_tiny_mixtral
+
+def build_tiny_mixtral() -> tuple[torch.nn.Module, Any]:
+    """The untrained seeded tiny Mixtral and its byte tokenizer (transformers is imported on first use)."""
+    from .tiny_mixtral import build_tiny_mixtral as build
+
+    return build()
+
+
+def build_moe_lm() -> tuple[torch.nn.Module, Any]:
+    """The trained moe-lm (Qwen2-MoE) and its tokenizer (transformers is imported on first use)."""
+    from .moe_lm.load import load_moe_lm
+
+    return load_moe_lm()
 
 
 def build_dit_digits() -> tuple[torch.nn.Module, Any]:
@@ -47,7 +61,7 @@ BUNDLED: dict[str, BundledModel] = {
         description="trained class-conditional DiT-MoE on 8x8 digits (shared + 8 routed experts, top-2)",
     ),
     "moe-lm": BundledModel(
-        build=load_moe_lm,
+        build=build_moe_lm,
         description="trained 4-layer Qwen2-MoE (16 routed experts, top-2, + 1 shared expert, hidden 160) "
         "on 5 domains (prose, code, arithmetic, json, chemistry); see models/moe_lm/README.md",
     ),

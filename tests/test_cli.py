@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import routescope
 from routescope.hooks import Store
 from tests.tiny_families import byte_tokenizer, tiny_model
 
@@ -185,7 +186,15 @@ def test_kill_9_mid_recording_leaves_earlier_runs_and_an_incomplete_one(tmp_path
 def test_demo_is_the_readme_main_command(tmp_path: Path) -> None:
     done = run_cli("demo", "--store", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr
-    run = Store(tmp_path / "runs").open("demo")
-    assert run.samples()["domain"].tolist() == ["code", "prose", "json", "arithmetic"]
-    assert run.samples()["n_generated"].tolist() == [8, 8, 8, 8]
+    store = Store(tmp_path / "runs")
+    assert store.runs() == ["digits", "domains"]
+    domains = store.open("domains")
+    _texts, labels = routescope.load_dataset("bundled:domains")
+    assert domains.samples()["domain"].tolist() == labels["domain"]
+    assert set(labels["domain"]) == {"prose", "code", "arithmetic", "json", "chemistry"}
+    assert len(domains.decisions()) == 4 * domains.manifest["rows"]["tokens"]
+    digits = store.open("digits")
+    assert digits.images().shape == (20, 8, 8)
+    assert digits.steps()["step"].tolist() == list(range(25))
     assert "model.layers.3.mlp.gate" in done.stdout
+    assert "blocks.3.moe.gate" in done.stdout
