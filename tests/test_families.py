@@ -31,9 +31,16 @@ from tests.tiny_families import FAMILIES, byte_tokenizer, router_paths, tiny_mod
 
 TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens
 SORT = ["router", "position", "rank"]
-EXPERTS_ATTR = {"mixtral": "num_local_experts", "qwen2_moe": "num_experts", "qwen3_moe": "num_experts",
-                "olmoe": "num_experts", "deepseek_v3": "n_routed_experts", "gpt_oss": "num_local_experts",
-                "switch_transformers": "num_experts", "granitemoe": "num_local_experts"}
+EXPERTS_ATTR = {
+    "mixtral": "num_local_experts",
+    "qwen2_moe": "num_experts",
+    "qwen3_moe": "num_experts",
+    "olmoe": "num_experts",
+    "deepseek_v3": "n_routed_experts",
+    "gpt_oss": "num_local_experts",
+    "switch_transformers": "num_experts",
+    "granitemoe": "num_local_experts",
+}
 SHARED = {"qwen2_moe": "shared_expert", "deepseek_v3": "shared_experts"}
 
 
@@ -95,10 +102,20 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Family
     def get(name: str) -> Family:
         if name not in built:
             model = tiny_model(name)
-            runs = {engine: routescope.record(model, TEXTS, tokenizer=byte_tokenizer(), store=store,
-                                              name=f"{name}-{engine}", probs=True, batch_size=2,
-                                              progress=False, engine=engine)
-                    for engine in ("nnsight", "hooks")}
+            runs = {
+                engine: routescope.record(
+                    model,
+                    TEXTS,
+                    tokenizer=byte_tokenizer(),
+                    store=store,
+                    name=f"{name}-{engine}",
+                    probs=True,
+                    batch_size=2,
+                    progress=False,
+                    engine=engine,
+                )
+                for engine in ("nnsight", "hooks")
+            }
             built[name] = Family(name, model, runs)
             _reference(built[name])
         return built[name]
