@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as metadata
 import platform
 from typing import Any
@@ -9,15 +10,20 @@ from typing import Any
 from .loaded import LoadedModel
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages whose behaviour shapes a recording."""
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
     versions = {"python": platform.python_version()}
     for package in ("routescope", "torch", "transformers", "nnsight", "pyarrow"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    return versions
+    return tuple(versions.items())
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour shapes a recording (looked up once)."""
+    return dict(_versions())
 
 
 def tokenizer_name(subject: LoadedModel) -> str | None:
