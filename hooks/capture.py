@@ -98,14 +98,14 @@ class Capturer:
         return Captured(outputs=self._from_cache(cache, wrapped), sequences=torch.as_tensor(sequences).cpu())
 
     def _from_cache(self, cache: Any, root: Any) -> dict[str, list[Any]]:
+        """Per path, its outputs; keyed in the order the modules first ran (the cache's insertion order)."""
+        keys = {f"{root.get(path).path}": path for path in self.paths}
         outputs: dict[str, list[Any]] = {}
-        for path in self.paths:
-            key = f"{root.get(path).path}"
-            if key not in cache:
-                continue
-            view = cache[key]
-            values = view.output
-            outputs[path] = list(values) if len(view) > 1 else [values]
+        for key in cache.keys():  # noqa: SIM118 — a CacheView, not a dict: no __iter__
+            if key in keys:
+                view = cache[key]
+                values = view.output
+                outputs[keys[key]] = list(values) if len(view) > 1 else [values]
         return outputs
 
     def _with_hooks(self, run: Callable[[], Any]) -> Captured:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from .errors import InputError, RunExistsError
 from .loaded import LoadedModel
 from .manifest import model_facts, package_versions, tokenizer_name
 from .normalise import normalise
-from .routers import RouterSpec, describe_routers
+from .routers import RouterSpec, candidate_paths, describe_from_outputs, describe_routers
 from .schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 from .store import Run, Store, check_run_name
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
@@ -97,6 +98,11 @@ def _targets(
     return out
 
 
+def _probe(unit: Unit) -> Unit:
+    """The first two tokens of a unit, run forward only: a dry run that shows every router's output."""
+    return Unit(unit.sample, unit.offset, unit.ids[:2])
+
+
 def _context_length(model: torch.nn.Module) -> int:
     config = getattr(model, "config", None)
     for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
@@ -125,26 +131,37 @@ class _ModelCall:
         return (), ({"input_ids": ids, "attention_mask": mask} if self.takes_mask else {"input_ids": ids})
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """One batch after the model ran: its padded inputs and what the routers returned."""
+
+    batch: Padded
+    decoder: Padded | None
+    keep: torch.Tensor | None
+    captured: Captured
+
+
 class _Session:
     """State of one recording: model, routers, writer and the per-batch decoding."""
 
     def __init__(
         self,
         subject: LoadedModel,
-        specs: list[RouterSpec],
-        writer: RunWriter,
+        paths: list[str],
         *,
         engine: Engine,
         with_probs: bool,
         generate_kwargs: dict[str, Any],
+        targets: dict[int, list[int]],
     ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
-        self.specs = specs
-        self.writer = writer
+        self.paths = paths
+        self.specs: list[RouterSpec] = []  # set once the routers are described
+        self.writer: RunWriter | None = None  # set once the run is opened
         self.with_probs = with_probs
         self.generate_kwargs = generate_kwargs
-        self.capturer = Capturer(self.model, [s.path for s in specs], engine, subject.tokenizer)
+        self.capturer = Capturer(self.model, paths, engine, subject.tokenizer)
         self.text_of = TokenTexts(subject.tokenizer)
         config = getattr(self.model, "config", None)
         self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
@@ -155,7 +172,7 @@ class _Session:
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         self.generated: dict[int, list[int]] = {}
-        self.targets: dict[int, list[int]] = {}
+        self.targets = targets
         self.call = _ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
 
@@ -169,28 +186,14 @@ class _Session:
         keep = torch.tensor([u.generate if self.generating_run else u.offset == 0 for u in units])
         return pad(decoder_units, self.pad_id, left=False), keep
 
-    def run_batch(self, units: list[Unit]) -> None:
+    def capture(self, units: list[Unit]) -> _Prepared:
+        """Run one batch and keep what its routers returned (nothing is written yet)."""
         generating = units[0].generate
         batch = pad(units, self.pad_id, left=generating and not self.encoder_decoder)
-        stack = "encoder" if self.encoder_decoder else "decoder"
-        for unit in units:
-            positions = range(unit.offset, unit.offset + len(unit.ids))
-            self.writer.write(
-                "tokens",
-                token_table(unit.sample, positions, unit.ids, self.text_of, generated=False, stack=stack),
-            )
         args, inputs = self.call(batch.input_ids, batch.attention_mask)
         decoder, keep = None, None
         if self.encoder_decoder:
             decoder, keep = self._decoder_batch(units, with_targets=not generating)
-            for row, sample in enumerate(decoder.samples.tolist()):
-                if not keep[row]:
-                    continue
-                ids = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
-                self.writer.write(
-                    "tokens",
-                    token_table(sample, range(len(ids)), ids, self.text_of, generated=False, stack="decoder"),
-                )
             if not generating:
                 inputs.update(
                     decoder_input_ids=decoder.input_ids, decoder_attention_mask=decoder.attention_mask
@@ -199,7 +202,31 @@ class _Session:
             captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
         else:
             captured = self.capturer.forward(inputs, args)
-        alive = self._new_tokens(batch, captured)
+        return _Prepared(batch, decoder, keep, captured)
+
+    def write(self, units: list[Unit], prepared: _Prepared) -> None:
+        """Write one captured batch: its tokens, generated tokens and every router call's rows."""
+        writer = self.writer
+        assert writer is not None, "write() before the run was opened"
+        batch, decoder, keep, captured = prepared.batch, prepared.decoder, prepared.keep, prepared.captured
+        stack = "encoder" if self.encoder_decoder else "decoder"
+        for unit in units:
+            positions = range(unit.offset, unit.offset + len(unit.ids))
+            writer.write(
+                "tokens",
+                token_table(unit.sample, positions, unit.ids, self.text_of, generated=False, stack=stack),
+            )
+        if decoder is not None and keep is not None:
+            for row, sample in enumerate(decoder.samples.tolist()):
+                if keep[row]:
+                    ids = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
+                    writer.write(
+                        "tokens",
+                        token_table(
+                            sample, range(len(ids)), ids, self.text_of, generated=False, stack="decoder"
+                        ),
+                    )
+        alive = self._new_tokens(writer, batch, captured)
         for spec in self.specs:
             for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
@@ -215,10 +242,10 @@ class _Session:
                     call=call,
                     with_probs=self.with_probs,
                 )
-                self.writer.write("assignments", assignments)
-                self.writer.write("decisions", decisions)
+                writer.write("assignments", assignments)
+                writer.write("decisions", decisions)
 
-    def _new_tokens(self, batch: Padded, captured: Captured) -> torch.Tensor | None:
+    def _new_tokens(self, writer: RunWriter, batch: Padded, captured: Captured) -> torch.Tensor | None:
         """Write the generated tokens (up to and including the first EOS); return which steps were real."""
         if captured.sequences is None:
             return None
@@ -229,7 +256,7 @@ class _Session:
             kept = new_tokens[row][alive[row]].tolist()
             self.generated[sample] = kept
             start = 1 if self.encoder_decoder else int(batch.offsets[row] + batch.lengths[row])
-            self.writer.write(
+            writer.write(
                 "tokens",
                 token_table(
                     sample,
@@ -310,13 +337,25 @@ def record(
     units = make_units(token_ids, chunk, generate_room=max_new_tokens)
     target_ids = _targets(targets, torch_model, subject.tokenizer, len(token_ids), max_new_tokens, units)
 
-    probe = pad(units[:1], 0, left=False)
-    probe_args, probe_inputs = _ModelCall(torch_model)(probe.input_ids[:, :2], probe.attention_mask[:, :2])
-    if getattr(getattr(torch_model, "config", None), "is_encoder_decoder", False):
-        start = int(getattr(torch_model.config, "decoder_start_token_id", None) or 0)
-        probe_inputs["decoder_input_ids"] = torch.full((1, 1), start)
     declared = routers or subject.routers
-    specs = describe_routers(torch_model, lambda: torch_model(*probe_args, **probe_inputs), declared)
+    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
+    session = _Session(
+        subject,
+        candidate_paths(torch_model, declared),
+        engine=engine,
+        with_probs=probs,
+        generate_kwargs=gen_kwargs,
+        targets=target_ids,
+    )
+    groups = list(batches(units, batch_size, same_length=not session.call.takes_mask))
+    torch.manual_seed(seed)
+    first: _Prepared | None = None
+    if max_new_tokens:  # a dry forward pass on two tokens says what each router returns
+        specs = describe_routers(torch_model, lambda: session.capture([_probe(units[0])]), declared)
+    else:  # a forward pass already says it: describe the routers from the first batch
+        first = session.capture(groups[0])
+        specs = describe_from_outputs(torch_model, session.paths, first.captured.outputs, declared)
+    session.specs = specs
 
     manifest = {
         "kind": "text",
@@ -341,18 +380,11 @@ def record(
         "decisions": decisions_schema(probs),
         "steps": STEPS,
     }
-    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
-    torch.manual_seed(seed)
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
-        session = _Session(
-            subject, specs, writer, engine=engine, with_probs=probs, generate_kwargs=gen_kwargs
-        )
-        session.targets = target_ids
-        groups = list(batches(units, batch_size, same_length=not session.call.takes_mask))
-        for group in tqdm(
-            groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2
-        ):
-            session.run_batch(group)
+        session.writer = writer
+        bar = tqdm(groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2)
+        for index, group in enumerate(bar):
+            session.write(group, first if index == 0 and first is not None else session.capture(group))
         n_steps = max(max_new_tokens, 1)  # step t < max_new_tokens routes a token; the last one is never fed
         writer.write(
             "steps",

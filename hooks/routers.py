@@ -169,9 +169,19 @@ def describe_routers(
     run_forward: Callable[[], Any],
     declared: Sequence[str] | Mapping[str, Any] | None = None,
 ) -> list[RouterSpec]:
-    """Discover the routers and describe each with a dry run (`run_forward` runs a tiny input)."""
+    """Discover the routers and describe each with a dry run (`run_forward` runs one forward pass)."""
     paths = candidate_paths(model, declared)
-    outputs = collect_outputs(model, paths, run_forward)  # a dry run, in execution order
+    return describe_from_outputs(model, paths, collect_outputs(model, paths, run_forward), declared)
+
+
+def describe_from_outputs(
+    model: torch.nn.Module,
+    paths: list[str],
+    outputs: Mapping[str, list[Any]],
+    declared: Sequence[str] | Mapping[str, Any] | None = None,
+) -> list[RouterSpec]:
+    """Describe the routers from the outputs of ONE forward pass, keyed in execution order (a dry run,
+    or the first batch of a forward-only recording, which then needs no dry run)."""
     silent = [p for p in paths if p not in outputs]
     ran = sorted((p for p in paths if p in outputs), key=list(outputs).index)
     if not ran:

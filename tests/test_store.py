@@ -143,15 +143,15 @@ def test_interrupted_recording_is_incomplete_and_earlier_runs_survive(
     from routescope.hooks import recorder
 
     calls = {"n": 0}
-    original = recorder._Session.run_batch
+    original = recorder._Session.capture
 
-    def interrupt_second_batch(self: object, units: list) -> None:
+    def interrupt_second_batch(self: object, units: list) -> object:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        original(self, units)  # type: ignore[arg-type]
+        return original(self, units)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(recorder._Session, "run_batch", interrupt_second_batch)
+    monkeypatch.setattr(recorder._Session, "capture", interrupt_second_batch)
     with pytest.raises(KeyboardInterrupt):
         routescope.record(tiny_lm, TEXTS * 3, store=store, name="partial", batch_size=2, progress=False)
     assert store.runs() == ["earlier"]
