@@ -81,12 +81,15 @@ def token_table(
 ) -> pa.Table:
     """Rows of the tokens table for some positions of one sample."""
     n = len(ids)
+    token_ids = np.asarray(ids, dtype=np.int32)
+    distinct, where = np.unique(token_ids, return_inverse=True)  # decode each distinct id once
+    texts = pa.array([text_of(int(t)) for t in distinct], pa.string()).take(pa.array(where.astype(np.int32)))
     return pa.table(
         {
             "sample": np.full(n, sample, np.int32),
             "position": np.asarray(positions, dtype=np.int32),
-            "token_id": np.asarray(ids, dtype=np.int32),
-            "token": [text_of(int(t)) for t in ids],
+            "token_id": token_ids,
+            "token": texts,
             "generated": np.full(n, generated, bool),
             "stack": [stack] * n,
             "row": pa.nulls(n, pa.int32()) if rows is None else np.asarray(rows, dtype=np.int32),
