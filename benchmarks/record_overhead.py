@@ -1,7 +1,9 @@
 """Wall-time overhead of `routescope.record()` over a bare forward pass of the same model on the same tokens.
 
 Model: the bundled tiny Mixtral (`build_tiny_mixtral()`: 4 layers, hidden 256, 8 experts, top-2), CPU,
-float32, 2 threads. Input: a batch of 8 × 512 random token ids (4..259), one batch.
+float32, 2 threads. Input: a batch of 8 × 512 random token ids (4..259), one batch (`--batches N` records
+N such batches in one call, against N bare forward passes, to show the per-batch cost without the fixed
+per-call cost).
 
 Variants, timed round-robin in one process (the order rotates every round) so that background load on a
 shared machine hits them alike; the table gives the median over the rounds:
@@ -17,12 +19,13 @@ shared machine hits them alike; the table gives the median over the rounds:
 round (less sensitive to slow drifts of machine load). Target: record ÷ bare ≤ 1.10 for both engines.
 This prints measurements; it is not a test and asserts nothing.
 
-    .venv/bin/python benchmarks/record_overhead.py [--rounds N] [--quick] [--no-tokenizer]
+    .venv/bin/python benchmarks/record_overhead.py [--rounds N] [--quick] [--batches N] [--no-tokenizer]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -30,8 +33,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import routescope
 import torch
+
+import routescope
 from routescope.hooks.capture import Capturer
 from routescope.hooks.routers import describe_routers
 from routescope.models.tiny_mixtral import build_tiny_mixtral
@@ -43,10 +47,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke run (indicative verdict)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per batch (default 8)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=1,
+        help="batches per record call (default 1); bare forward runs the same batches one after another",
+    )
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default 512)")
-    parser.add_argument("--no-tokenizer", action="store_true",
-                        help="record without the byte tokenizer (no token texts are decoded)")
+    parser.add_argument(
+        "--no-tokenizer",
+        action="store_true",
+        help="record without the byte tokenizer (no token texts are decoded)",
+    )
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
 
@@ -57,12 +70,11 @@ def main() -> None:
     if args.no_tokenizer:
         tokenizer = None
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(4, 260, (args.batch, args.seq_len), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    token_lists = input_ids.tolist()
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    all_ids = torch.randint(4, 260, (args.batches * args.batch, args.seq_len), generator=generator)
+    token_lists = all_ids.tolist()
+    chunks = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)} for ids in all_ids.split(args.batch)]
 
-    probe = {"input_ids": input_ids[:1, :2], "attention_mask": attention_mask[:1, :2]}
+    probe = {"input_ids": all_ids[:1, :2], "attention_mask": torch.ones_like(all_ids[:1, :2])}
     paths = [spec.path for spec in describe_routers(model, lambda: model(**probe))]
     capturers = {engine: Capturer(model, paths, engine, tokenizer) for engine in ("nnsight", "hooks")}
 
@@ -72,17 +84,29 @@ def main() -> None:
 
         def bare() -> None:
             with torch.no_grad():
-                model(**inputs)
+                for chunk in chunks:
+                    model(**chunk)
 
         def capture(engine: str) -> Callable[[], None]:
             def run() -> None:
-                capturers[engine].forward(dict(inputs))
+                for chunk in chunks:
+                    capturers[engine].forward(dict(chunk))
+
             return run
 
         def record(engine: str) -> Callable[[], None]:
             def run() -> None:
-                routescope.record(model, token_lists, store=store, name=f"{engine}-{next(counter)}",
-                                  engine=engine, batch_size=args.batch, progress=False, tokenizer=tokenizer)
+                routescope.record(
+                    model,
+                    token_lists,
+                    store=store,
+                    name=f"{engine}-{next(counter)}",
+                    engine=engine,
+                    batch_size=args.batch,
+                    progress=False,
+                    tokenizer=tokenizer,
+                )
+
             return run
 
         variants: dict[str, Callable[[], None]] = {
@@ -93,11 +117,12 @@ def main() -> None:
             "record hooks": record("hooks"),
         }
         names = list(variants)
+        load_before = os.getloadavg()[0]
         for fn in variants.values():  # warm-up: lazy imports, nnsight wrapper, allocator, page cache
             fn()
         times: dict[str, list[float]] = {name: [] for name in names}
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 start = time.perf_counter()
                 variants[name]()
@@ -105,8 +130,10 @@ def main() -> None:
 
     bare_times = times["bare forward"]
     bare_median = statistics.median(bare_times)
-    print(f"record overhead: tiny Mixtral, {args.batch}×{args.seq_len} tokens, "
-          f"tokenizer={'no' if tokenizer is None else 'yes'}, torch threads 2, {rounds} rounds (median)")
+    print(
+        f"record overhead: tiny Mixtral, {args.batches} batch(es) of {args.batch}×{args.seq_len} tokens, "
+        f"tokenizer={'no' if tokenizer is None else 'yes'}, torch threads 2, {rounds} rounds (median)"
+    )
     print(f"{'variant':<18}{'median ms':>11}{'min ms':>9}{'ratio':>8}{'paired':>8}")
     ratios = {}
     for name in names:
@@ -115,6 +142,17 @@ def main() -> None:
         paired = statistics.median(t / b for t, b in zip(times[name], bare_times, strict=True))
         fastest = min(times[name])
         print(f"{name:<18}{median * 1e3:>11.1f}{fastest * 1e3:>9.1f}{ratios[name]:>8.3f}{paired:>8.3f}")
+    medians = {name: statistics.median(times[name]) * 1e3 for name in names}
+    for engine in ("nnsight", "hooks"):
+        capture_ms = medians[f"capture {engine}"] - medians["bare forward"]
+        rest_ms = medians[f"record {engine}"] - medians[f"capture {engine}"]
+        print(
+            f"{engine}: capture − bare {capture_ms:+.1f} ms; record − capture (setup, dry run, decoding, "
+            f"writing) {rest_ms:+.1f} ms"
+        )
+    busy = load_before >= 0.5 * (os.cpu_count() or 1)
+    note = ": other work was running, so treat these numbers as unreliable" if busy else ""
+    print(f"1-min load average before the run: {load_before:.2f}{note}")
     for engine in ("nnsight", "hooks"):
         ratio = ratios[f"record {engine}"]
         verdict = "MET" if ratio <= TARGET else "MISSED"
