@@ -15,7 +15,8 @@ import pytest
 
 import routescope
 from routescope.hooks import Store
-from tests.tiny_families import byte_tokenizer, tiny_model
+from routescope.models.tokenizers import byte_tokenizer
+from tests.tiny_families import tiny_model
 
 CLI = [sys.executable, "-m", "routescope"]
 

@@ -27,7 +27,8 @@ import torch
 
 import routescope
 from routescope.hooks import Run, Store
-from tests.tiny_families import FAMILIES, byte_tokenizer, router_paths, tiny_model
+from routescope.models.tokenizers import byte_tokenizer
+from tests.tiny_families import FAMILIES, router_paths, tiny_model
 
 TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens
 SORT = ["router", "position", "rank"]

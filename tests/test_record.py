@@ -209,7 +209,8 @@ def test_model_without_routers_is_a_clear_error(store: Store) -> None:
 
 
 def test_encoder_decoder_generation_and_targets(store: Store) -> None:
-    from tests.tiny_families import byte_tokenizer, tiny_model
+    from routescope.models.tokenizers import byte_tokenizer
+    from tests.tiny_families import tiny_model
 
     model, tok = tiny_model("switch_transformers"), byte_tokenizer()
     start = model.config.decoder_start_token_id
@@ -291,7 +292,8 @@ def test_generation_from_a_long_prompt_keeps_the_most_context(tiny_lm: LoadedMod
 
 
 def test_chunked_encoder_decoder_records_one_decoder_pass(store: Store) -> None:
-    from tests.tiny_families import byte_tokenizer, tiny_model
+    from routescope.models.tokenizers import byte_tokenizer
+    from tests.tiny_families import tiny_model
 
     model = tiny_model("switch_transformers")
     run = routescope.record(

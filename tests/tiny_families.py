@@ -9,7 +9,7 @@ code, then ~10 ms each), and states the exact router paths by hand so that golde
 RouteScope *finds* against what we *know* is there.
 
 Shared choices: hidden 32, 2-3 layers, 8 experts (Switch 4), top-2 (Switch top-1), vocab 300 with
-``0=<pad>, 1=<s>, 2=</s>``; ``byte_tokenizer()`` uses the same special ids and only 260 tokens.
+``0=<pad>, 1=<s>, 2=</s>``; the byte tokenizer (`routescope.models.tokenizers`) uses the same special ids.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 FAMILIES: tuple[str, ...] = (
@@ -32,8 +31,6 @@ FAMILIES: tuple[str, ...] = (
     "granitemoe",
 )
 
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<s>", "</s>", "<unk>")
-"""Special tokens of ``byte_tokenizer()``, ids 0-3; byte ``b`` has id ``4 + b``."""
 
 _COMMON: dict[str, Any] = {
     "vocab_size": 300,
@@ -169,29 +166,3 @@ def router_paths(model_type: str) -> list[str]:
     Hand-written on purpose: golden tests compare router discovery against this list.
     """
     return list(_ROUTER_PATHS[model_type])
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, the alphabet of the ByteLevel pre-tokenizer."""
-    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table: dict[int, str] = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def byte_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """Build a pure byte-level BPE tokenizer: specials at ids 0-3, byte ``b`` at id ``4 + b``, no merges."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    table = _bytes_to_unicode()
-    vocab.update({table[b]: len(SPECIAL_TOKENS) + b for b in range(256)})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
