@@ -210,20 +210,27 @@ class _Session:
         assert writer is not None, "write() before the run was opened"
         batch, decoder, keep, captured = prepared.batch, prepared.decoder, prepared.keep, prepared.captured
         stack = "encoder" if self.encoder_decoder else "decoder"
-        for unit in units:
-            positions = range(unit.offset, unit.offset + len(unit.ids))
-            writer.write(
-                "tokens",
-                token_table(unit.sample, positions, unit.ids, self.text_of, generated=False, stack=stack),
-            )
+        samples = np.concatenate([np.full(len(u.ids), u.sample, np.int32) for u in units])
+        positions = np.concatenate(
+            [np.arange(u.offset, u.offset + len(u.ids), dtype=np.int32) for u in units]
+        )
+        ids = np.concatenate([np.asarray(u.ids, np.int32) for u in units])
+        writer.write(
+            "tokens", token_table(samples, positions, ids, self.text_of, generated=False, stack=stack)
+        )
         if decoder is not None and keep is not None:
             for row, sample in enumerate(decoder.samples.tolist()):
                 if keep[row]:
-                    ids = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
+                    decoded = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
                     writer.write(
                         "tokens",
                         token_table(
-                            sample, range(len(ids)), ids, self.text_of, generated=False, stack="decoder"
+                            sample,
+                            range(len(decoded)),
+                            decoded,
+                            self.text_of,
+                            generated=False,
+                            stack="decoder",
                         ),
                     )
         alive = self._new_tokens(writer, batch, captured)

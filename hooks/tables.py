@@ -69,9 +69,9 @@ def router_call_tables(
 
 
 def token_table(
-    sample: int,
-    positions: Sequence[int],
-    ids: Sequence[int],
+    sample: int | np.ndarray,
+    positions: Sequence[int] | np.ndarray,
+    ids: Sequence[int] | np.ndarray,
     text_of: Callable[[int], str | None],
     *,
     generated: bool,
@@ -79,14 +79,14 @@ def token_table(
     rows: Sequence[int] | np.ndarray | None = None,
     cols: Sequence[int] | np.ndarray | None = None,
 ) -> pa.Table:
-    """Rows of the tokens table for some positions of one sample."""
+    """Rows of the tokens table: some positions of one sample, or of several (`sample` per row)."""
     n = len(ids)
     token_ids = np.asarray(ids, dtype=np.int32)
     distinct, where = np.unique(token_ids, return_inverse=True)  # decode each distinct id once
     texts = pa.array([text_of(int(t)) for t in distinct], pa.string()).take(pa.array(where.astype(np.int32)))
     return pa.table(
         {
-            "sample": np.full(n, sample, np.int32),
+            "sample": np.full(n, sample, np.int32) if np.isscalar(sample) else np.asarray(sample, np.int32),
             "position": np.asarray(positions, dtype=np.int32),
             "token_id": token_ids,
             "token": texts,

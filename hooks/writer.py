@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -157,14 +158,19 @@ class RunWriter:
         self.rows[table] += data.num_rows
 
     def _close_files(self) -> None:
-        for table in list(self._pending):
-            self._flush(table)
-        for table, schema in self.schemas.items():
-            writer = self._writers.pop(table, None)
-            if writer is None:  # a table with no rows still gets a valid, empty file
-                writer = pq.ParquetWriter(self.path / table_file(table), schema, **parquet_options(schema))
-            writer.close()
-            _fsync_file(self.path / table_file(table))  # data is on disk before the manifest says complete
+        """Write what is queued, close and fsync every table — one thread per table, since Parquet encoding
+        and fsync release the GIL and the tables are independent files."""
+        with ThreadPoolExecutor(max_workers=len(self.schemas)) as pool:
+            list(pool.map(self._close_table, list(self.schemas)))
+
+    def _close_table(self, table: str) -> None:
+        self._flush(table)
+        writer = self._writers.pop(table, None)
+        if writer is None:  # a table with no rows still gets a valid, empty file
+            schema = self.schemas[table]
+            writer = pq.ParquetWriter(self.path / table_file(table), schema, **parquet_options(schema))
+        writer.close()
+        _fsync_file(self.path / table_file(table))  # data is on disk before the manifest says complete
 
     def publish(self, extra: dict[str, Any] | None = None) -> Path:
         """Finish the files, mark the manifest complete and move the run into place."""
