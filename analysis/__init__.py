@@ -1,8 +1,27 @@
-"""Analysis room: read runs (DuckDB over Parquet) and return tidy pandas tables."""
+"""Analysis room: read runs (DuckDB over Parquet) and return tidy pandas tables.
+
+Each function takes a `Run` and returns a DataFrame; its docstring states the formula. `ANALYSES` maps
+report kinds to functions for the CLI and the dashboard.
+"""
 
 from __future__ import annotations
 
+from .balance import balance, expert_load
 from .engine import connect
+from .registry import ANALYSES, Analysis
+from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
+from .uncertainty import uncertainty
 
-__all__ = ["connect", "router_summary"]
+__all__ = [
+    "ANALYSES",
+    "Analysis",
+    "balance",
+    "connect",
+    "expert_load",
+    "label_counts",
+    "label_nmi",
+    "router_summary",
+    "specialization",
+    "uncertainty",
+]

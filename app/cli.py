@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
+from .cli_report import add_report_arguments, cmd_report
 from .cli_runs import cmd_runs, cmd_show
 from .cli_train import add_train_arguments, cmd_train
 from .hooks import RouteScopeError
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--store", required=True)
     show.add_argument("--run", required=True)
 
+    add_report_arguments(sub.add_parser("report", help="one analysis of a run as a table, CSV, JSON, ..."))
+
     demo = sub.add_parser("demo", help="record the bundled models on their bundled inputs and summarise")
     demo.add_argument("--store", default="runs")
 
@@ -43,6 +46,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "record": cmd_record,
     "runs": cmd_runs,
     "show": cmd_show,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

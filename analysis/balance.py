@@ -1,0 +1,110 @@
+"""Load balance: how evenly each layer's routed assignments spread over its experts.
+
+Definitions (all on routed, non-dropped assignments; `count_e` = assignments to expert e in the group,
+E = the layer's number of experts, `load_e = count_e / Σ count`):
+- `max_over_mean` = max_e load_e / (1/E): 1 for a perfectly even layer, E when one expert takes all.
+- `cv` = std(count) / mean(count) over the E experts (population std), 0 when even.
+- `norm_entropy` = −Σ load_e ln load_e / ln E: 1 when even, 0 when one expert takes all. This is the
+  entropy of the *load*, not the mean per-token router entropy (see `uncertainty`).
+- `gini` = Σ_i Σ_j |count_i − count_j| / (2 E² mean(count)): 0 when even, (E−1)/E when one takes all.
+- `dead_experts` = experts with no assignment in the group.
+- `aux_loss` (runs recorded with probabilities) = E · Σ_e load_e · P_e, P_e = mean router probability of
+  e over the group's decisions — the Switch/GShard auxiliary loss (Fedus et al. 2021, eq. 4; DiT-MoE uses
+  the same expert-level form). 1 for uniform routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from routescope.hooks import Run
+
+from .frames import check_by, experts_per_group, sql
+
+
+def expert_load(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
+    """`<by>, expert, count, load`: routed assignments per expert, zero-filled, and their share in the group.
+
+    >>> expert_load(run).query("layer == 0").load.sum()  # doctest: +SKIP
+    1.0
+    """
+    columns = check_by(by)
+    keys = ", ".join(columns)
+    counts = sql(
+        run,
+        f"SELECT {keys}, expert, count(*) AS count FROM assignments WHERE NOT dropped "
+        f"GROUP BY {keys}, expert",
+    )
+    sizes = experts_per_group(run, columns)
+    frames = []
+    for group, part in counts.groupby(columns, sort=True):
+        group_key = group if isinstance(group, tuple) else (group,)
+        n_experts = _group_size(sizes, columns, group_key)
+        full = pd.DataFrame({"expert": np.arange(n_experts)})
+        for column, value in zip(columns, group_key, strict=True):
+            full[column] = value
+        full = full.merge(part[["expert", "count"]], on="expert", how="left").fillna({"count": 0})
+        full["count"] = full["count"].astype(np.int64)
+        full["load"] = full["count"] / max(int(full["count"].sum()), 1)
+        frames.append(full[[*columns, "expert", "count", "load"]])
+    if not frames:
+        return pd.DataFrame(columns=[*columns, "expert", "count", "load"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _group_size(sizes: dict[int, int] | int, columns: list[str], key: tuple) -> int:
+    if isinstance(sizes, int):
+        return sizes
+    column = "router" if "router" in columns else "layer"
+    return sizes[int(key[columns.index(column)])]
+
+
+def _gini(counts: np.ndarray) -> float:
+    mean = counts.mean()
+    if mean == 0:
+        return 0.0
+    return float(np.abs(counts[:, None] - counts[None, :]).sum() / (2 * len(counts) ** 2 * mean))
+
+
+def balance(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
+    """`<by>, n_experts, max_over_mean, cv, norm_entropy, gini, dead_experts[, aux_loss]` (see module doc)."""
+    columns = check_by(by)
+    load = expert_load(run, columns)
+    rows = []
+    for group, part in load.groupby(columns, sort=True):
+        counts = part["count"].to_numpy(dtype=float)
+        share = part["load"].to_numpy()
+        n = len(counts)
+        nonzero = share[share > 0]
+        rows.append(
+            {
+                **dict(zip(columns, group if isinstance(group, tuple) else (group,), strict=True)),
+                "n_experts": n,
+                "max_over_mean": float(share.max() * n),
+                "cv": float(counts.std() / counts.mean()) if counts.mean() > 0 else 0.0,
+                "norm_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(n)) if n > 1 else 1.0,
+                "gini": _gini(counts),
+                "dead_experts": int((counts == 0).sum()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if run.manifest.get("options", {}).get("probs") and not table.empty:
+        table = table.merge(_aux_loss(run, columns, load), on=columns, how="left")
+    return table
+
+
+def _aux_loss(run: Run, columns: list[str], load: pd.DataFrame) -> pd.DataFrame:
+    keys = ", ".join(columns)
+    mean_prob = sql(
+        run,
+        f"SELECT {keys}, expert, avg(p) AS mean_prob FROM (SELECT {keys}, "
+        "unnest(range(len(probs))) AS expert, unnest(probs) AS p FROM decisions) GROUP BY ALL",
+    )
+    merged = load.merge(mean_prob, on=[*columns, "expert"], how="left").fillna({"mean_prob": 0.0})
+    merged["term"] = merged["load"] * merged["mean_prob"]
+    aux = merged.groupby(columns, sort=True).agg(term=("term", "sum"), n=("expert", "size")).reset_index()
+    aux["aux_loss"] = aux["term"] * aux["n"]
+    return aux[[*columns, "aux_loss"]]

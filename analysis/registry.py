@@ -1,0 +1,36 @@
+"""The explicit registry of analyses: report kind → function, for the CLI (and later the dashboard).
+
+Each entry says which options it takes, so `routescope report` can refuse an option an analysis does not
+use instead of ignoring it. Registering is a line here, never an import side effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .balance import balance, expert_load
+from .specialization import label_nmi, specialization
+from .summary import router_summary
+from .uncertainty import uncertainty
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One report kind: the function, whether it needs a label (`--by`), and what it answers."""
+
+    function: Callable[..., pd.DataFrame]
+    needs_label: bool
+    description: str
+
+
+ANALYSES: dict[str, Analysis] = {
+    "summary": Analysis(router_summary, False, "per router: decisions, drops, mean entropy and margin"),
+    "load": Analysis(expert_load, False, "assignments and load share per expert and layer"),
+    "balance": Analysis(balance, False, "max/mean, CV, load entropy, Gini, dead experts, aux loss per layer"),
+    "specialization": Analysis(specialization, True, "expert × label counts, share and lift per layer"),
+    "nmi": Analysis(label_nmi, True, "normalised mutual information of label and expert per layer"),
+    "uncertainty": Analysis(uncertainty, False, "mean router entropy, margin and uncertain share per layer"),
+}

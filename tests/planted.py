@@ -1,0 +1,122 @@
+"""Runs with planted routing, written through the real store writer, for analysis tests with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from routescope.hooks import Run, Store
+from routescope.hooks.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.hooks.writer import RunWriter
+
+
+def planted_run(
+    store: Store,
+    name: str,
+    *,
+    experts: dict[int, list[list[int]]],
+    n_experts: int = 4,
+    probs: dict[int, np.ndarray] | None = None,
+    labels: dict[str, list[str]] | None = None,
+) -> Run:
+    """A run of one-token samples: `experts[layer][sample]` lists the experts chosen (rank order) for
+    that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample."""
+    layers = sorted(experts)
+    n_samples = len(experts[layers[0]])
+    k = len(experts[layers[0]][0])
+    label_columns = sorted(labels or {})
+    routers = [
+        {
+            "id": i,
+            "path": f"layers.{layer}.gate",
+            "layer": layer,
+            "call_count": 1,
+            "kind": "ffn",
+            "stack": "decoder",
+            "n_experts": n_experts,
+            "top_k": k,
+            "shared_experts": [],
+        }
+        for i, layer in enumerate(layers)
+    ]
+    schemas = {
+        "samples": samples_schema(label_columns),
+        "tokens": TOKENS,
+        "assignments": ASSIGNMENTS,
+        "decisions": decisions_schema(probs is not None),
+        "steps": STEPS,
+    }
+    manifest = {
+        "model": {"spec": "planted"},
+        "routers": routers,
+        "labels": label_columns,
+        "options": {"probs": probs is not None},
+    }
+    with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=True) as writer:
+        for router, layer in enumerate(layers):
+            chosen = np.asarray(experts[layer])
+            rows = pd.DataFrame(
+                {
+                    "sample": np.repeat(np.arange(n_samples), k),
+                    "position": 0,
+                    "step": 0,
+                    "router": router,
+                    "layer": layer,
+                    "call": 0,
+                    "rank": np.tile(np.arange(k), n_samples),
+                    "expert": chosen.reshape(-1),
+                    "weight": 1.0 / k,
+                    "dropped": False,
+                }
+            )
+            writer.write("assignments", pa.Table.from_pandas(rows, preserve_index=False))
+            p = probs[layer] if probs is not None else np.full((n_samples, n_experts), 1.0 / n_experts)
+            entropy = -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1)
+            top = np.sort(p, axis=1)[:, ::-1]
+            decisions = {
+                "sample": np.arange(n_samples),
+                "position": 0,
+                "step": 0,
+                "router": router,
+                "layer": layer,
+                "call": 0,
+                "entropy": entropy,
+                "margin": top[:, 0] - top[:, 1],
+                "max_prob": top[:, 0],
+            }
+            table = pa.Table.from_pandas(pd.DataFrame(decisions), preserve_index=False)
+            if probs is not None:
+                table = table.append_column("probs", pa.array(list(p.astype(np.float32))))
+            writer.write("decisions", table)
+        writer.write(
+            "tokens",
+            pa.table(
+                {
+                    "sample": np.arange(n_samples),
+                    "position": np.zeros(n_samples),
+                    "token_id": np.arange(n_samples) % 3,
+                    "token": [str(i % 3) for i in range(n_samples)],
+                    "generated": np.zeros(n_samples, bool),
+                    "stack": ["decoder"] * n_samples,
+                    "row": pa.nulls(n_samples, pa.int32()),
+                    "col": pa.nulls(n_samples, pa.int32()),
+                }
+            ),
+        )
+        writer.write(
+            "samples",
+            pa.table(
+                {
+                    "sample": np.arange(n_samples),
+                    "text": ["x"] * n_samples,
+                    "n_tokens": np.ones(n_samples),
+                    "n_generated": np.zeros(n_samples),
+                    "generated": pa.nulls(n_samples, pa.string()),
+                    **{c: (labels or {})[c] for c in label_columns},
+                }
+            ),
+        )
+        writer.write("steps", pa.table({"step": [0], "timestep": [None], "sigma": [None]}))
+        path = writer.publish()
+    return Run(path)

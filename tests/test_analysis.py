@@ -1,0 +1,102 @@
+"""Analyses on runs with planted routing: known loads, experts that take exactly one domain, tied router
+scores — values checked against hand computation and scikit-learn, not only shapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from routescope.analysis import balance, expert_load, label_nmi, specialization, uncertainty
+from routescope.hooks import InputError, Store
+from tests.planted import planted_run
+
+# layer 0: 8 top-1 decisions, experts 0 ×6, 1 ×2 (2 and 3 dead); layer 1: each expert twice
+SKEWED = {0: [[0]] * 6 + [[1]] * 2, 1: [[0], [1], [2], [3]] * 2}
+
+
+def test_load_and_balance_known_answers(store: Store) -> None:
+    run = planted_run(store, "skew", experts=SKEWED)
+    load = expert_load(run)
+    assert load.query("layer == 0")["count"].tolist() == [6, 2, 0, 0]
+    assert load.query("layer == 0")["load"].tolist() == [0.75, 0.25, 0.0, 0.0]
+    b = balance(run).set_index("layer")
+    assert b.loc[0, "max_over_mean"] == pytest.approx(3.0)
+    assert b.loc[0, "cv"] == pytest.approx(np.sqrt(6) / 2)
+    assert b.loc[0, "norm_entropy"] == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(4))
+    assert b.loc[0, "gini"] == pytest.approx(0.625)
+    assert b.loc[0, "dead_experts"] == 2
+    assert b.loc[1, ["max_over_mean", "norm_entropy"]].tolist() == pytest.approx([1.0, 1.0])
+    assert b.loc[1, ["cv", "gini", "dead_experts"]].tolist() == pytest.approx([0.0, 0.0, 0])
+    assert "aux_loss" not in b.columns
+
+
+def test_aux_loss_needs_and_uses_probabilities(store: Store) -> None:
+    uniform = {layer: np.full((8, 4), 0.25) for layer in SKEWED}
+    run = planted_run(store, "aux", experts=SKEWED, probs=uniform)
+    b = balance(run).set_index("layer")
+    assert b["aux_loss"].tolist() == pytest.approx([1.0, 1.0])  # uniform probabilities: E · Σ f · 1/E
+    peaked = {0: np.tile([0.7, 0.1, 0.1, 0.1], (8, 1)), 1: np.full((8, 4), 0.25)}
+    b = balance(planted_run(store, "aux2", experts=SKEWED, probs=peaked)).set_index("layer")
+    assert b.loc[0, "aux_loss"] == pytest.approx(4 * (0.75 * 0.7 + 0.25 * 0.1))
+
+
+def test_expert_that_takes_exactly_one_domain(store: Store) -> None:
+    domains = ["a"] * 4 + ["b"] * 4
+    run = planted_run(store, "dom", experts={0: [[0]] * 4 + [[1]] * 4}, labels={"domain": domains})
+    table = specialization(run, "domain").set_index(["expert", "domain"])
+    assert table.loc[(0, "a"), "share"] == 1.0
+    assert table.loc[(1, "b"), "share"] == 1.0
+    assert table.loc[(0, "a"), "lift"] == pytest.approx(2.0)  # P(a | e0) = 1 against base rate 1/2
+    assert table.loc[(0, "a"), "uniform_lift"] == pytest.approx(4.0)  # share 1 against 1/E
+    assert label_nmi(run, "domain")["nmi"].tolist() == pytest.approx([1.0])
+
+
+def test_nmi_matches_scikit_learn(store: Store) -> None:
+    rng = np.random.default_rng(0)
+    domains = rng.choice(["x", "y", "z"], size=60).tolist()
+    chosen = [[int(rng.integers(0, 4)) if d != "x" else 0] for d in domains]
+    run = planted_run(store, "nmi", experts={3: chosen}, labels={"domain": domains})
+    expected = normalized_mutual_info_score(domains, [c[0] for c in chosen])
+    assert label_nmi(run, "domain")["nmi"].iloc[0] == pytest.approx(expected)
+    with pytest.raises(InputError, match="no label 'topic'"):
+        specialization(run, "topic")
+    with pytest.raises(InputError, match="cannot group by"):
+        balance(run, by=("domain",))
+
+
+def test_tied_router_scores_are_uncertain(store: Store) -> None:
+    probs = {0: np.full((8, 4), 0.25), 1: np.tile([0.97, 0.01, 0.01, 0.01], (8, 1))}
+    run = planted_run(store, "tied", experts=SKEWED, probs=probs)
+    u = uncertainty(run).set_index("layer")
+    assert u.loc[0, "mean_norm_entropy"] == pytest.approx(1.0)
+    assert u.loc[0, "uncertain_share"] == 1.0
+    assert u.loc[0, "mean_margin"] == pytest.approx(0.0)
+    assert u.loc[1, "uncertain_share"] == 0.0
+    assert u.loc[1, "mean_margin"] == pytest.approx(0.96, abs=1e-6)
+
+
+def test_report_cli_formats(store: Store) -> None:
+    planted_run(store, "cli", experts=SKEWED)
+    base = [sys.executable, "-m", "routescope", "report", "--store", str(store.path), "--run", "cli"]
+    done = subprocess.run(
+        [*base, "--kind", "balance", "--format", "json"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    assert [r["dead_experts"] for r in records] == [2, 0]
+    latex = subprocess.run(
+        [*base, "--kind", "load", "--layer", "0", "--format", "latex"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert "\\toprule" in latex
+    assert latex.count("\\\\") == 5
+    bad = subprocess.run([*base, "--kind", "nmi"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert "needs --by" in bad.stderr
