@@ -7,21 +7,27 @@ report kinds to functions for the CLI and the dashboard.
 from __future__ import annotations
 
 from .balance import balance, expert_load
+from .coactivation import coactivation
+from .diffusion import steps
 from .engine import connect
 from .registry import ANALYSES, Analysis
 from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
+from .vocabulary import vocabulary_specialization
 
 __all__ = [
     "ANALYSES",
     "Analysis",
     "balance",
+    "coactivation",
     "connect",
     "expert_load",
     "label_counts",
     "label_nmi",
     "router_summary",
     "specialization",
+    "steps",
     "uncertainty",
+    "vocabulary_specialization",
 ]

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .balance import balance, expert_load
+from .diffusion import steps
 from .specialization import label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
+from .vocabulary import vocabulary_specialization
 
 
 @dataclass(frozen=True)
@@ -33,4 +35,6 @@ ANALYSES: dict[str, Analysis] = {
     "specialization": Analysis(specialization, True, "expert × label counts, share and lift per layer"),
     "nmi": Analysis(label_nmi, True, "normalised mutual information of label and expert per layer"),
     "uncertainty": Analysis(uncertainty, False, "mean router entropy, margin and uncertain share per layer"),
+    "vocabulary": Analysis(vocabulary_specialization, False, "per token id: top-1 expert and its share"),
+    "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
 }

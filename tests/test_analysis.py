@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from routescope.analysis import balance, expert_load, label_nmi, specialization, uncertainty
+from routescope.analysis import (
+    balance,
+    coactivation,
+    expert_load,
+    label_nmi,
+    specialization,
+    uncertainty,
+    vocabulary_specialization,
+)
 from routescope.hooks import InputError, Store
 from tests.planted import planted_run
 
@@ -100,3 +108,32 @@ def test_report_cli_formats(store: Store) -> None:
     bad = subprocess.run([*base, "--kind", "nmi"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert "needs --by" in bad.stderr
+
+
+PAIRS = {0: [[0, 1]] * 3 + [[0, 2]] + [[2, 3]] * 4}
+
+
+def test_coactivation_counts_all_pairs_with_lift(store: Store) -> None:
+    run = planted_run(store, "co", experts=PAIRS)
+    table = coactivation(run, 0).set_index(["expert_a", "expert_b"])
+    assert table.loc[(0, 1), "count"] == 3
+    assert table.loc[(1, 0), "count"] == 3
+    assert table.loc[(0, 1), "p_b_given_a"] == pytest.approx(3 / 4)
+    assert table.loc[(1, 0), "p_b_given_a"] == pytest.approx(1.0)
+    assert table.loc[(0, 1), "lift"] == pytest.approx((3 / 8) / ((4 / 8) * (3 / 8)))
+    assert (1, 2) not in table.index
+    # more than 64 experts takes the self-join path: same answer
+    wide = coactivation(planted_run(store, "co-wide", experts=PAIRS, n_experts=70), 0)
+    assert wide.set_index(["expert_a", "expert_b"])["count"].to_dict() == table["count"].to_dict()
+    with pytest.raises(InputError, match="no router at layer 5"):
+        coactivation(run, 5)
+
+
+def test_vocabulary_specialization_on_top1(store: Store) -> None:
+    run = planted_run(store, "vocab", experts=SKEWED)  # token id = sample % 3
+    v = vocabulary_specialization(run).set_index(["layer", "token_id"])
+    assert v.loc[(0, 0), ["count", "top_expert"]].tolist() == [3, 0]
+    assert v.loc[(0, 0), "share"] == pytest.approx(2 / 3)
+    assert v.loc[(0, 2), "share"] == pytest.approx(1.0)
+    assert v.loc[(1, 0), "share"] == pytest.approx(1 / 3)
+    assert vocabulary_specialization(run, "next").empty  # one-token samples have no next token

@@ -117,3 +117,25 @@ def test_bad_diffusion_inputs(dit: LoadedModel, store: Store, tiny_lm: LoadedMod
     with pytest.raises(ModelSpecError, match="not a diffusion model"):
         routescope.record_diffusion(tiny_lm, classes=[0], store=store, name="x", progress=False)
     assert not store.path.exists()
+
+
+def test_steps_view_counts_every_patch_of_both_branches(dit: LoadedModel, store: Store) -> None:
+    from routescope.analysis import steps
+
+    run = routescope.record_diffusion(
+        dit,
+        classes=[2],
+        samples_per_class=3,
+        steps=3,
+        cfg_scale=4.0,
+        seed=0,
+        store=store,
+        name="steps",
+        progress=False,
+    )
+    table = steps(run)
+    patches = dit.model.patch_grid[0] * dit.model.patch_grid[1]
+    per_step = table.groupby(["layer", "step"])
+    assert (per_step["count"].sum() == 2 * 3 * patches * 2).all()  # 2 branches × 3 samples × patches × top-2
+    np.testing.assert_allclose(per_step["load"].sum(), 1.0)
+    assert sorted(table["step"].unique()) == [0, 1, 2]
