@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .balance import balance, expert_load
+from .coactivation import coactivation
 from .diffusion import steps
 from .specialization import label_nmi, specialization
 from .summary import router_summary
@@ -26,6 +27,8 @@ class Analysis:
     function: Callable[..., pd.DataFrame]
     needs_label: bool
     description: str
+    needs_layer: bool = False
+    """The function takes one layer (`--layer`) instead of reporting every layer."""
 
 
 ANALYSES: dict[str, Analysis] = {
@@ -37,4 +40,7 @@ ANALYSES: dict[str, Analysis] = {
     "uncertainty": Analysis(uncertainty, False, "mean router entropy, margin and uncertain share per layer"),
     "vocabulary": Analysis(vocabulary_specialization, False, "per token id: top-1 expert and its share"),
     "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
+    "coactivation": Analysis(
+        coactivation, False, "pairs of experts chosen together, with lift", needs_layer=True
+    ),
 }

@@ -74,8 +74,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     if args.by and not analysis.needs_label:
         raise InputError(f"--kind {args.kind} takes no --by")
-    table = analysis.function(run, args.by) if analysis.needs_label else analysis.function(run)
-    if args.layer is not None:
+    if analysis.needs_layer:
+        if args.layer is None:
+            raise InputError(f"--kind {args.kind} needs --layer L")
+        table = analysis.function(run, args.layer)
+    else:
+        table = analysis.function(run, args.by) if analysis.needs_label else analysis.function(run)
+    if args.layer is not None and not analysis.needs_layer:
         if "layer" not in table.columns:
             raise InputError(f"--kind {args.kind} has no layer column")
         table = table[table["layer"] == args.layer]
