@@ -66,15 +66,15 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
                 "n"
             ].iloc[0]
         )
-    a, b = np.nonzero(pairs)
-    count = pairs[a, b]
+    rows, cols = np.nonzero(pairs)
+    count = pairs[rows, cols]
     with np.errstate(divide="ignore", invalid="ignore"):
-        p_b_given_a = count / singles[a]
-        lift = (count / decisions) / ((singles[a] / decisions) * (singles[b] / decisions))
+        p_b_given_a = count / singles[rows]
+        lift = (count / decisions) / ((singles[rows] / decisions) * (singles[cols] / decisions))
     return pd.DataFrame(
         {
-            "expert_a": a,
-            "expert_b": b,
+            "expert_a": rows,
+            "expert_b": cols,
             "count": count.astype(np.int64),
             "p_b_given_a": p_b_given_a,
             "lift": lift,
