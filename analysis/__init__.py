@@ -11,6 +11,7 @@ from .coactivation import coactivation
 from .diffusion import steps
 from .engine import connect
 from .registry import ANALYSES, Analysis
+from .sequence import repeat_rate, transitions
 from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
@@ -25,9 +26,11 @@ __all__ = [
     "expert_load",
     "label_counts",
     "label_nmi",
+    "repeat_rate",
     "router_summary",
     "specialization",
     "steps",
+    "transitions",
     "uncertainty",
     "vocabulary_specialization",
 ]

@@ -14,6 +14,7 @@ import pandas as pd
 from .balance import balance, expert_load
 from .coactivation import coactivation
 from .diffusion import steps
+from .sequence import repeat_rate, transitions
 from .specialization import label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
@@ -39,6 +40,8 @@ ANALYSES: dict[str, Analysis] = {
     "nmi": Analysis(label_nmi, True, "normalised mutual information of label and expert per layer"),
     "uncertainty": Analysis(uncertainty, False, "mean router entropy, margin and uncertain share per layer"),
     "vocabulary": Analysis(vocabulary_specialization, False, "per token id: top-1 expert and its share"),
+    "repeat": Analysis(repeat_rate, False, "consecutive tokens with the same top-1 expert, with baselines"),
+    "transitions": Analysis(transitions, False, "top-1 expert at one layer → the next layer's top-1"),
     "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
     "coactivation": Analysis(
         coactivation, False, "pairs of experts chosen together, with lift", needs_layer=True

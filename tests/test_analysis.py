@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
+import routescope
 from routescope.analysis import (
     balance,
     coactivation,
     expert_load,
     label_nmi,
+    repeat_rate,
     specialization,
+    transitions,
     uncertainty,
     vocabulary_specialization,
 )
-from routescope.hooks import InputError, Store
+from routescope.hooks import InputError, LoadedModel, Store
 from tests.planted import planted_run
 
 # layer 0: 8 top-1 decisions, experts 0 ×6, 1 ×2 (2 and 3 dead); layer 1: each expert twice
@@ -137,3 +140,29 @@ def test_vocabulary_specialization_on_top1(store: Store) -> None:
     assert v.loc[(0, 2), "share"] == pytest.approx(1.0)
     assert v.loc[(1, 0), "share"] == pytest.approx(1 / 3)
     assert vocabulary_specialization(run, "next").empty  # one-token samples have no next token
+
+
+def test_repeat_rate_and_transitions_match_pandas(tiny_lm: LoadedModel, store: Store) -> None:
+    run = routescope.record(
+        tiny_lm, ["the cat sat on the mat", "def f(x): return x"], store=store, name="seq", progress=False
+    )
+    top = run.assignments().query("rank == 0")[["sample", "position", "layer", "expert"]]
+    nxt = top.assign(position=top["position"] - 1)
+    pairs = top.merge(nxt, on=["sample", "position", "layer"], suffixes=("", "_next"))
+    expected = pairs.assign(same=pairs["expert"] == pairs["expert_next"]).groupby("layer")["same"].mean()
+    chosen = run.assignments().groupby(["sample", "position", "layer"])["expert"].apply(set).rename("set")
+    pairs = pairs.merge(
+        chosen.reset_index().assign(position=lambda f: f["position"] - 1), on=["sample", "position", "layer"]
+    )
+    in_topk = pairs.apply(lambda row: row["expert"] in row["set"], axis=1).groupby(pairs["layer"]).mean()
+    rates = repeat_rate(run).set_index("layer")
+    np.testing.assert_allclose(rates["top1_repeat"], expected.to_numpy())
+    np.testing.assert_allclose(rates["top1_in_topk"], in_topk.to_numpy())
+    assert rates["baseline_top1"].tolist() == [1 / 8] * 4
+    assert rates["pairs"].tolist() == [len(pairs) // 4] * 4
+
+    wide = top.pivot_table(index=["sample", "position"], columns="layer", values="expert")
+    expected_counts = wide.groupby([0, 1]).size()
+    t = transitions(run).query("layer == 0").set_index(["expert", "next_expert"])["count"]
+    assert t.to_dict() == {(int(a), int(b)): int(n) for (a, b), n in expected_counts.items()}
+    assert transitions(run).groupby(["layer", "expert"])["share"].sum().to_numpy() == pytest.approx(1.0)
