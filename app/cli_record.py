@@ -76,6 +76,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise RunExistsError(
             f"run {args.name!r} already exists in {store.path}; pick another name or pass --overwrite"
         )
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one progress bar (ours) per command, not one per file
     diffusion_options = [o for o in DIFFUSION_ONLY if getattr(args, o) is not None]
     inputs = _text_inputs(args) if not diffusion_options else None
     model = load_model(
