@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2_contingency
 
 from routescope.hooks import Run
 
@@ -72,12 +73,27 @@ def _nmi(counts: np.ndarray) -> float:
 
 
 def label_nmi(run: Run, label: str, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, nmi`: normalised mutual information between `label` and the chosen expert."""
+    """`<by>, nmi, chi2, dof, p_value`: normalised mutual information between `label` and the chosen
+    expert, and Pearson's chi-square test of their independence on the same label × expert counts (no
+    continuity correction; experts and labels never seen in the group are left out)."""
     columns = check_by(by)
     table = label_counts(run, label, columns)
     rows = []
     for group, part in table.groupby(columns, sort=True):
         matrix = part.pivot_table(index=label, columns="expert", values="count", aggfunc="sum", fill_value=0)
         key = group if isinstance(group, tuple) else (group,)
-        rows.append({**dict(zip(columns, key, strict=True)), "nmi": _nmi(matrix.to_numpy(dtype=float))})
-    return pd.DataFrame(rows, columns=[*columns, "nmi"])
+        counts = matrix.to_numpy(dtype=float)
+        if min(counts.shape) > 1:
+            chi2, p_value, dof, _ = chi2_contingency(counts, correction=False)
+        else:
+            chi2, p_value, dof = 0.0, 1.0, 0
+        rows.append(
+            {
+                **dict(zip(columns, key, strict=True)),
+                "nmi": _nmi(counts),
+                "chi2": float(chi2),
+                "dof": int(dof),
+                "p_value": float(p_value),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*columns, "nmi", "chi2", "dof", "p_value"])

@@ -64,7 +64,10 @@ def test_expert_that_takes_exactly_one_domain(store: Store) -> None:
     assert table.loc[(1, "b"), "share"] == 1.0
     assert table.loc[(0, "a"), "lift"] == pytest.approx(2.0)  # P(a | e0) = 1 against base rate 1/2
     assert table.loc[(0, "a"), "uniform_lift"] == pytest.approx(4.0)  # share 1 against 1/E
-    assert label_nmi(run, "domain")["nmi"].tolist() == pytest.approx([1.0])
+    nmi = label_nmi(run, "domain").iloc[0]
+    assert nmi["nmi"] == pytest.approx(1.0)
+    assert nmi["chi2"] == pytest.approx(8.0)  # [[4, 0], [0, 4]]: Σ (O − E)² / E with E = 2 everywhere
+    assert nmi["dof"] == 1
 
 
 def test_nmi_matches_scikit_learn(store: Store) -> None:
