@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from .balance import balance, expert_load
 from .coactivation import coactivation
+from .comparison import agreement
 from .diffusion import steps
 from .engine import connect
+from .phases import denoising_phases, sensitivity, step_similarity
 from .registry import ANALYSES, Analysis
 from .sequence import repeat_rate, transitions
 from .specialization import label_counts, label_nmi, specialization
@@ -20,15 +22,19 @@ from .vocabulary import vocabulary_specialization
 __all__ = [
     "ANALYSES",
     "Analysis",
+    "agreement",
     "balance",
     "coactivation",
     "connect",
+    "denoising_phases",
     "expert_load",
     "label_counts",
     "label_nmi",
     "repeat_rate",
     "router_summary",
+    "sensitivity",
     "specialization",
+    "step_similarity",
     "steps",
     "transitions",
     "uncertainty",

@@ -15,8 +15,9 @@ from routescope.hooks import Run
 ROUTER_COLUMNS = ("id", "path", "layer", "kind", "stack", "n_experts", "top_k", "call_count")
 
 
-def _quote(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
+def quote_path(path: object) -> str:
+    """A file path as a DuckDB string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -26,9 +27,7 @@ def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     for table in run.manifest["tables"]:
-        con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_quote(str(run.table_path(table)))})"
-        )
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({quote_path(run.table_path(table))})")
     routers = pd.DataFrame(
         [{c: r.get(c) for c in ROUTER_COLUMNS} for r in run.routers], columns=list(ROUTER_COLUMNS)
     )

@@ -14,6 +14,7 @@ import pandas as pd
 from .balance import balance, expert_load
 from .coactivation import coactivation
 from .diffusion import steps
+from .phases import denoising_phases, sensitivity, step_similarity
 from .sequence import repeat_rate, transitions
 from .specialization import label_nmi, specialization
 from .summary import router_summary
@@ -42,6 +43,11 @@ ANALYSES: dict[str, Analysis] = {
     "vocabulary": Analysis(vocabulary_specialization, False, "per token id: top-1 expert and its share"),
     "repeat": Analysis(repeat_rate, False, "consecutive tokens with the same top-1 expert, with baselines"),
     "transitions": Analysis(transitions, False, "top-1 expert at one layer → the next layer's top-1"),
+    "similarity": Analysis(step_similarity, False, "Jensen–Shannon divergence of expert load between steps"),
+    "phases": Analysis(denoising_phases, False, "steps clustered into denoising phases by routing"),
+    "sensitivity": Analysis(
+        sensitivity, False, "NMI of the expert with class, position, step, ... per layer"
+    ),
     "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
     "coactivation": Analysis(
         coactivation, False, "pairs of experts chosen together, with lift", needs_layer=True

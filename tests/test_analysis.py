@@ -13,11 +13,13 @@ from sklearn.metrics import normalized_mutual_info_score
 
 import routescope
 from routescope.analysis import (
+    agreement,
     balance,
     coactivation,
     expert_load,
     label_nmi,
     repeat_rate,
+    sensitivity,
     specialization,
     transitions,
     uncertainty,
@@ -169,3 +171,25 @@ def test_repeat_rate_and_transitions_match_pandas(tiny_lm: LoadedModel, store: S
     t = transitions(run).query("layer == 0").set_index(["expert", "next_expert"])["count"]
     assert t.to_dict() == {(int(a), int(b)): int(n) for (a, b), n in expected_counts.items()}
     assert transitions(run).groupby(["layer", "expert"])["share"].sum().to_numpy() == pytest.approx(1.0)
+
+
+def test_agreement_between_two_runs(store: Store) -> None:
+    a = planted_run(store, "ag-a", experts={0: [[0, 1]] * 4})
+    b = planted_run(store, "ag-b", experts={0: [[0, 2]] * 2 + [[1, 0]] * 2})
+    table = agreement(a, b).iloc[0]
+    assert table["decisions"] == 4
+    assert table["top1_agreement"] == pytest.approx(0.5)
+    assert table["topk_overlap"] == pytest.approx(0.75)
+    assert agreement(a, a)["top1_agreement"].tolist() == [1.0]
+
+
+def test_sensitivity_puts_labels_side_by_side(store: Store) -> None:
+    run = planted_run(
+        store,
+        "sens",
+        experts={0: [[0]] * 4 + [[1]] * 4},
+        labels={"domain": ["a"] * 4 + ["b"] * 4, "class": ["x", "y"] * 4},
+    )
+    table = sensitivity(run).set_index("label")["nmi"]
+    assert table["domain"] == pytest.approx(1.0)
+    assert table["class"] == pytest.approx(0.0)

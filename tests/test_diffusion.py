@@ -139,3 +139,29 @@ def test_steps_view_counts_every_patch_of_both_branches(dit: LoadedModel, store:
     assert (per_step["count"].sum() == 2 * 3 * patches * 2).all()  # 2 branches × 3 samples × patches × top-2
     np.testing.assert_allclose(per_step["load"].sum(), 1.0)
     assert sorted(table["step"].unique()) == [0, 1, 2]
+
+
+def test_step_similarity_and_phases(dit: LoadedModel, store: Store) -> None:
+    from routescope.analysis import denoising_phases, step_similarity
+
+    run = routescope.record_diffusion(
+        dit,
+        classes=[1, 4],
+        samples_per_class=2,
+        steps=6,
+        cfg_scale=4.0,
+        seed=0,
+        store=store,
+        name="phases",
+        progress=False,
+    )
+    js = step_similarity(run)
+    matrix = js.query("layer == 0").pivot_table(index="step_a", columns="step_b", values="js").to_numpy()
+    np.testing.assert_allclose(np.diag(matrix), 0.0, atol=1e-12)
+    np.testing.assert_allclose(matrix, matrix.T)
+    assert (matrix >= 0).all()
+    assert (matrix <= np.log(2) + 1e-12).all()
+    phases = denoising_phases(run, n_phases=2).query("layer == 0")
+    assert phases["step"].tolist() == list(range(6))
+    assert phases["phase"].iloc[0] == 0
+    assert set(phases["phase"]) == {0, 1}

@@ -1,0 +1,82 @@
+"""Denoising phases (Switch-DiT): which sampler steps route alike.
+
+`step_similarity(run)`: per layer, the Jensen–Shannon divergence (natural log, in [0, ln 2]) between the
+expert-load distributions of every two steps — Switch-DiT's "denoising path" matrix; steps with similar
+noise levels share routing. `denoising_phases(run, n_phases)` groups steps per layer by average-linkage
+clustering on √JS (a metric), so each step gets a phase label. `sensitivity(run)` puts the NMI of the
+expert with each available label side by side (DiT-MoE: position and step, hardly class).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import AgglomerativeClustering
+
+from routescope.hooks import InputError, Run
+
+from .balance import expert_load
+from .specialization import label_nmi
+
+SENSITIVITY_LABELS = ("class", "branch", "position", "row", "col", "step", "token_id", "domain")
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        mask = x > 0
+        return float((x[mask] * np.log(x[mask] / m[mask])).sum())
+
+    return (kl(p) + kl(q)) / 2
+
+
+def step_similarity(run: Run) -> pd.DataFrame:
+    """`layer, step_a, step_b, js` for every pair of steps (both orders and the diagonal)."""
+    load = expert_load(run, by=("layer", "step"))
+    if load["step"].nunique() < 2:
+        raise InputError(
+            f"run {run.name!r} has a single step; step similarity needs a diffusion or generation run"
+        )
+    rows = []
+    for layer, part in load.groupby("layer"):
+        matrix = part.pivot_table(index="step", columns="expert", values="load", fill_value=0.0)
+        steps = matrix.index.to_numpy()
+        values = matrix.to_numpy()
+        for i, a in enumerate(steps):
+            for j, b in enumerate(steps):
+                rows.append(
+                    {"layer": layer, "step_a": int(a), "step_b": int(b), "js": _js(values[i], values[j])}
+                )
+    return pd.DataFrame(rows)
+
+
+def denoising_phases(run: Run, n_phases: int = 3) -> pd.DataFrame:
+    """`layer, step, phase`: steps clustered by routing similarity (phase 0 holds the first step)."""
+    table = step_similarity(run)
+    out: list[dict[str, int]] = []
+    for layer, part in table.groupby("layer"):
+        matrix = part.pivot_table(index="step_a", columns="step_b", values="js").sort_index()
+        steps = matrix.index.to_numpy()
+        k = min(n_phases, len(steps))
+        labels = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(
+            np.sqrt(np.clip(matrix.to_numpy(), 0, None))
+        )
+        order = {
+            label: rank for rank, label in enumerate(dict.fromkeys(labels))
+        }  # number phases by first step
+        out.extend(
+            {"layer": layer, "step": int(s), "phase": order[lab]}
+            for s, lab in zip(steps, labels, strict=True)
+        )
+    return pd.DataFrame(out)
+
+
+def sensitivity(run: Run) -> pd.DataFrame:
+    """`layer, label, nmi` for every label of SENSITIVITY_LABELS the run has (one table to compare them)."""
+    token_level = ("position", "row", "col", "step") + (
+        ("token_id",) if run.manifest.get("kind") != "diffusion" else ()
+    )
+    available = [label for label in SENSITIVITY_LABELS if label in token_level or label in run.label_columns]
+    frames = [label_nmi(run, label)[["layer", "nmi"]].assign(label=label) for label in available]
+    return pd.concat(frames, ignore_index=True)[["layer", "label", "nmi"]]
