@@ -14,6 +14,7 @@ from .engine import connect
 from .phases import denoising_phases, sensitivity, step_similarity
 from .registry import ANALYSES, Analysis
 from .sequence import repeat_rate, transitions
+from .similarity import expert_similarity, merge_groups
 from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
@@ -28,8 +29,10 @@ __all__ = [
     "connect",
     "denoising_phases",
     "expert_load",
+    "expert_similarity",
     "label_counts",
     "label_nmi",
+    "merge_groups",
     "repeat_rate",
     "router_summary",
     "sensitivity",

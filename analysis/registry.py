@@ -16,6 +16,7 @@ from .coactivation import coactivation
 from .diffusion import steps
 from .phases import denoising_phases, sensitivity, step_similarity
 from .sequence import repeat_rate, transitions
+from .similarity import expert_similarity
 from .specialization import label_nmi, specialization
 from .summary import router_summary
 from .uncertainty import uncertainty
@@ -49,6 +50,9 @@ ANALYSES: dict[str, Analysis] = {
         sensitivity, False, "NMI of the expert with class, position, step, ... per layer"
     ),
     "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
+    "expert-similarity": Analysis(
+        expert_similarity, False, "router-score similarity between experts (needs probs)", needs_layer=True
+    ),
     "coactivation": Analysis(
         coactivation, False, "pairs of experts chosen together, with lift", needs_layer=True
     ),

@@ -17,7 +17,9 @@ from routescope.analysis import (
     balance,
     coactivation,
     expert_load,
+    expert_similarity,
     label_nmi,
+    merge_groups,
     repeat_rate,
     sensitivity,
     specialization,
@@ -193,3 +195,26 @@ def test_sensitivity_puts_labels_side_by_side(store: Store) -> None:
     table = sensitivity(run).set_index("label")["nmi"]
     assert table["domain"] == pytest.approx(1.0)
     assert table["class"] == pytest.approx(0.0)
+
+
+def test_expert_similarity_and_merge_groups(store: Store) -> None:
+    rng = np.random.default_rng(1)
+    pair_scores = rng.random((8, 2))
+    probs = np.repeat(pair_scores, 2, axis=1)  # experts 0 = 1 and 2 = 3, column by column
+    probs /= probs.sum(axis=1, keepdims=True)
+    experts = {0: [[0]] * 5 + [[3]] * 3}
+    run = planted_run(store, "sim", experts=experts, probs={0: probs})
+    sim = expert_similarity(run, 0).set_index(["expert_a", "expert_b"])["similarity"]
+    assert sim[(0, 1)] == pytest.approx(1.0)
+    assert sim[(2, 3)] == pytest.approx(1.0)
+    first, third = probs.astype(np.float32).astype(np.float64)[:, [0, 2]].T  # as stored (float32)
+    cos = first @ third / (np.linalg.norm(first) * np.linalg.norm(third))
+    assert sim[(0, 2)] == pytest.approx((cos + 1) / 2, rel=1e-6)
+    groups = merge_groups(run, 0, 2)
+    assert (
+        groups.loc[0, "group"] == groups.loc[1, "group"] != groups.loc[2, "group"] == groups.loc[3, "group"]
+    )
+    assert groups["usage"].tolist() == pytest.approx([5 / 8, 0, 0, 3 / 8])
+    assert groups.query("keep")["expert"].tolist() == [0, 3]
+    with pytest.raises(InputError, match="without probabilities"):
+        expert_similarity(planted_run(store, "noprobs", experts=experts), 0)
