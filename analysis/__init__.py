@@ -17,6 +17,7 @@ from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
+from .tokens import top_tokens
 from .uncertainty import uncertainty
 from .vocabulary import vocabulary_specialization
 
@@ -39,6 +40,7 @@ __all__ = [
     "specialization",
     "step_similarity",
     "steps",
+    "top_tokens",
     "transitions",
     "uncertainty",
     "vocabulary_specialization",

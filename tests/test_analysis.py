@@ -23,6 +23,7 @@ from routescope.analysis import (
     repeat_rate,
     sensitivity,
     specialization,
+    top_tokens,
     transitions,
     uncertainty,
     vocabulary_specialization,
@@ -218,3 +219,17 @@ def test_expert_similarity_and_merge_groups(store: Store) -> None:
     assert groups.query("keep")["expert"].tolist() == [0, 3]
     with pytest.raises(InputError, match="without probabilities"):
         expert_similarity(planted_run(store, "noprobs", experts=experts), 0)
+
+
+def test_top_tokens_with_example_context(store: Store, tiny_lm: LoadedModel) -> None:
+    run = planted_run(store, "top", experts=SKEWED)  # token id = sample % 3; expert 0 takes samples 0..5
+    table = top_tokens(run, layer=0, expert=0)
+    assert table["token_id"].tolist() == [0, 1, 2]
+    assert table["count"].tolist() == [2, 2, 2]
+    assert table["share"].tolist() == pytest.approx([2 / 3, 2 / 3, 1.0])
+    assert table["example"].tolist() == ["[[0]]", "[[1]]", "[[2]]"]
+    text = routescope.record(tiny_lm, ["abcdefgh"], store=store, name="ctx", progress=False)
+    first = top_tokens(text, layer=0, expert=int(text.assignments()["expert"].iloc[0]), context=2)
+    row = first[first["token"] == "a"].iloc[0] if "a" in set(first["token"]) else first.iloc[0]
+    assert "[[" + row["token"] + "]]" in row["example"]
+    assert len(row["example"].replace("[[", "").replace("]]", "")) <= 5
