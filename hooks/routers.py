@@ -6,10 +6,10 @@ Discovery, in order of trust:
    the logits in its output (`_can_record_outputs["router_logits"]`);
 3. a heuristic for plain `torch.nn.Module`s: a child called `gate`/`router`/`gating`/`wg` whose parent
    also holds `experts`.
-A dry run on two tokens then fixes what only execution shows: the order in which routers run, how many
-times each runs per forward pass (shared-layer models), the output convention, the number of experts
-and k. Router ids follow execution order; `layer` is the first integer in the module path (the model's
-own numbering), so dense layers are simply absent.
+One forward pass (the first batch, or a dry run on two tokens) then fixes what only execution shows:
+the order in which routers run, how many times each runs per forward pass (shared-layer models), the
+output convention, the number of experts and k. Router ids follow execution order; `layer` is the first
+integer in the module path (the model's own numbering), so dense layers are simply absent.
 """
 
 from __future__ import annotations
