@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .cli_app import add_app_arguments, cmd_app
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
 from .cli_runs import cmd_runs, cmd_show
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default="runs")
 
     add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))
+    add_app_arguments(sub.add_parser("app", help="start the dashboard (Streamlit, 127.0.0.1 by default)"))
     return parser
 
 
@@ -48,6 +50,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "report": cmd_report,
     "demo": cmd_demo,
+    "app": cmd_app,
 }
 
 

@@ -80,11 +80,14 @@ class _DiffusionSession:
         patches: int,
         with_probs: bool,
         save_x0: bool,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self.specs, self.writer, self.capturer = specs, writer, capturer
         self.n_cond, self.patches = n_cond, patches
         self.with_probs, self.save_x0 = with_probs, save_x0
         self.steps_written: set[int] = set()
+        self.after_step = after_step
+        """Called after each model call (one sampler step of one chunk) is written."""
 
     def sample_chunk(
         self,
@@ -120,6 +123,8 @@ class _DiffusionSession:
                     self.writer.write("assignments", assignments)
                     self.writer.write("decisions", decisions)
             state["step"] += 1
+            if self.after_step is not None:
+                self.after_step()
             return captured.result
 
         def on_step(info: Any) -> None:
@@ -171,12 +176,14 @@ def record_diffusion(
     routers: Sequence[str] | Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Run:
     """Sample `samples_per_class` images of each class and record every router call at every step.
 
     Samples `0..n-1` are the conditional rows (labels `class`, `branch=cond`, `pair` = own id) and
     `n..2n-1` the unconditional rows of the same trajectories (`branch=uncond`, `pair` = the conditional
     sample's id). Conditional samples are sampled `batch_size` at a time, chunk `i` with seed `seed + i`.
+    `on_progress(done, total)` is called after every sampler step of every chunk (total = steps × chunks).
     """
     if model.sampler is None:
         raise ModelSpecError(
@@ -236,6 +243,13 @@ def record_diffusion(
     }
     if save_x0:
         schemas["x0"] = IMAGES
+    done = [0]
+
+    def step_done() -> None:
+        done[0] += 1
+        assert on_progress is not None
+        on_progress(done[0], steps * len(chunks))
+
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
         session = _DiffusionSession(
             specs,
@@ -245,6 +259,7 @@ def record_diffusion(
             patches=rows * cols,
             with_probs=probs,
             save_x0=save_x0,
+            after_step=step_done if on_progress is not None else None,
         )
         for index, chunk in enumerate(
             tqdm(chunks, desc=f"sampling {name}", unit="batch", disable=not progress or len(chunks) < 2)

@@ -9,7 +9,7 @@ start token (forward) or on the tokens it generates.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,6 +312,7 @@ def record(
     seed: int = 0,
     progress: bool = True,
     generate_kwargs: Mapping[str, Any] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -320,7 +321,8 @@ def record(
     decision's full probability vector. `max_new_tokens > 0` generates (greedy unless `generate_kwargs`
     says otherwise) and records the routing of every new token. For encoder–decoder models the inputs
     feed the encoder and the decoder runs on its start token, followed by `targets` (one per input) when
-    given. Returns the published `Run`.
+    given. `on_progress(done, total)` is called after each batch is written (a dashboard's progress bar;
+    `progress` switches the terminal bar). Returns the published `Run`.
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
@@ -392,6 +394,8 @@ def record(
         bar = tqdm(groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2)
         for index, group in enumerate(bar):
             session.write(group, first if index == 0 and first is not None else session.capture(group))
+            if on_progress is not None:
+                on_progress(index + 1, len(groups))
         n_steps = max(max_new_tokens, 1)  # step t < max_new_tokens routes a token; the last one is never fed
         writer.write(
             "steps",

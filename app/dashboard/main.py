@@ -1,0 +1,31 @@
+"""The dashboard's entry script (`streamlit run main.py`, started by `routescope app`).
+
+It opens the store named by `ROUTESCOPE_STORE`, records the default runs if the store is empty, and hands
+over to `st.navigation`, which runs the chosen page from `pages.PAGES`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from routescope.dashboard.first_start import ensure_runs
+from routescope.dashboard.pages import PAGES
+from routescope.dashboard.widgets import open_store
+
+
+def main() -> None:
+    st.set_page_config(page_title="RouteScope", page_icon=":material/hub:", layout="wide")
+    store = open_store()
+    st.sidebar.text(f"Store: {store.path.resolve()}")
+    navigation = st.navigation(
+        [
+            st.Page(page.path, title=page.title, icon=page.icon, url_path=page.url_path, default=page.default)
+            for page in PAGES
+        ]
+    )
+    ensure_runs(store)
+    navigation.run()
+
+
+if __name__ == "__main__":
+    main()

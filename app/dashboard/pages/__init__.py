@@ -1,0 +1,42 @@
+"""The dashboard's pages: one file each in this folder, listed once in `PAGES`.
+
+Adding a page is its file here plus one `PageFile(...)` line below; `main.py` builds the navigation from
+this list. Page files are Streamlit scripts (run with `__name__ == "__main__"`), each reading widgets,
+asking `cache.table` for a table and drawing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FOLDER = Path(__file__).parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageFile:
+    """One page: its script in this folder, its title, icon and URL path."""
+
+    file: str
+    """Script file name in this folder."""
+    title: str
+    """Title in the navigation menu and the browser tab."""
+    icon: str
+    """A Material icon (`:material/NAME:`) or an emoji."""
+    url_path: str
+    """The page's path in the URL (`/tokens`)."""
+    default: bool = False
+    """The page the app opens on."""
+
+    @property
+    def path(self) -> Path:
+        return FOLDER / self.file
+
+
+PAGES: tuple[PageFile, ...] = (
+    PageFile(file="run.py", title="Run", icon=":material/play_circle:", url_path="run"),
+    PageFile(
+        file="tokens.py", title="Tokens", icon=":material/text_fields:", url_path="tokens", default=True
+    ),
+)
+"""The navigation, in menu order."""

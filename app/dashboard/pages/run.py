@@ -1,0 +1,224 @@
+"""Run page: choose a model and inputs, record a new run with a progress bar, and look at what it made.
+
+Text models: typed text (one input per line), an uploaded .txt/.jsonl file or the bundled domain set;
+the page then shows the inputs and any generated text. The diffusion model: classes, samples per class,
+steps, CFG scale and seed; the page shows the generated digits and x̂₀ at chosen steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from routescope.cli_record import parse_classes
+from routescope.dashboard import cache, state
+from routescope.dashboard.markup import literal
+from routescope.dashboard.pages import PAGES
+from routescope.dashboard.recording import (
+    DiffusionOptions,
+    TextOptions,
+    check_new_run,
+    dataset_inputs,
+    record_images,
+    record_text,
+    typed_inputs,
+    uploaded_inputs,
+)
+from routescope.dashboard.widgets import open_store, pick_run, progress_bar, show_error, show_images
+from routescope.hooks import InputError, ModelSpecError, RouteScopeError, Run, Store
+from routescope.inputs import Inputs
+from routescope.models import BUNDLED, bundled_names
+
+DEFAULT_MODEL = "moe-lm"
+EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"
+INPUT_SOURCES = {"typed": "Typed text", "file": "A file (.txt / .jsonl)", "dataset": "Bundled domain set"}
+TRAJECTORY_POINTS = 6
+
+
+def choose_model() -> tuple[str, bool]:
+    """The model spec and whether it is a diffusion model (only bundled ones bring a sampler)."""
+    source = st.radio(
+        "Model",
+        ["bundled", "other"],
+        format_func={"bundled": "Bundled", "other": "Hub id or local folder"}.__getitem__,
+        horizontal=True,
+        key=state.RUN_MODEL_SOURCE,
+    )
+    if source == "bundled":
+        names = bundled_names()
+        name = st.selectbox(
+            "Bundled model",
+            names,
+            index=names.index(DEFAULT_MODEL),
+            format_func=lambda n: f"{n}: {BUNDLED[n].description}",
+            key=state.RUN_BUNDLED,
+        )
+        return f"bundled:{name}", BUNDLED[str(name)].sampler is not None
+    spec = st.text_input(
+        "Hub id or local checkpoint folder",
+        placeholder="models/moe_lm/weights or an org/name hub id",
+        key=state.RUN_MODEL_SPEC,
+    )
+    return spec.strip(), False
+
+
+def text_inputs() -> tuple[Callable[[], Inputs], TextOptions]:
+    """How to read the inputs (called on Record, so a bad file is reported then) and the text options."""
+    source = st.radio(
+        "Inputs",
+        list(INPUT_SOURCES),
+        format_func=INPUT_SOURCES.__getitem__,
+        horizontal=True,
+        key=state.RUN_INPUT_SOURCE,
+    )
+    read: Callable[[], Inputs]
+    if source == "typed":
+        text = st.text_area("One input per line", value=EXAMPLE_TEXT, height=120, key=state.RUN_TEXT)
+        read = partial(typed_inputs, text)
+    elif source == "file":
+        upload = st.file_uploader("Inputs file", type=["txt", "jsonl"], key=state.RUN_FILE)
+        columns = st.columns(2)
+        text_column = columns[0].text_input(".jsonl text column", value="text", key=state.RUN_TEXT_COLUMN)
+        labels = columns[1].text_input(
+            ".jsonl label columns (comma-separated)", placeholder="domain", key=state.RUN_LABEL_COLUMNS
+        )
+        read = partial(
+            _uploaded, upload, text_column.strip(), [c.strip() for c in labels.split(",") if c.strip()]
+        )
+    else:
+        st.caption("bundled:domains: moe-lm's held-out set, 100 texts in 5 domains, label `domain`")
+        read = partial(dataset_inputs, "bundled:domains")
+    max_new = st.number_input("Tokens to generate after each input", 0, 256, 0, key=state.RUN_MAX_NEW_TOKENS)
+    probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
+    return read, TextOptions(probs=probs, max_new_tokens=int(max_new))
+
+
+def _uploaded(upload: UploadedFile | None, text_column: str, label_columns: list[str]) -> Inputs:
+    if upload is None:
+        raise InputError("upload a .txt or .jsonl file first")
+    return uploaded_inputs(upload.name, upload.getvalue(), text_column, label_columns)
+
+
+def diffusion_inputs() -> Callable[[], DiffusionOptions]:
+    """How to read the sampling options (called on Record, so a bad class list is reported then)."""
+    columns = st.columns(5)
+    classes = columns[0].text_input("Classes", value="0-9", key=state.RUN_CLASSES)
+    per_class = columns[1].number_input("Samples per class", 1, 64, 1, key=state.RUN_SAMPLES_PER_CLASS)
+    steps = columns[2].number_input("Steps", 1, 1000, 25, key=state.RUN_STEPS)
+    cfg = columns[3].number_input("CFG scale", 0.0, 20.0, 4.0, step=0.5, key=state.RUN_CFG_SCALE)
+    seed = columns[4].number_input("Seed", 0, 2**31 - 1, 0, key=state.RUN_SEED)
+    probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
+
+    def read() -> DiffusionOptions:
+        return DiffusionOptions(
+            classes=parse_classes(classes),
+            samples_per_class=int(per_class),
+            steps=int(steps),
+            cfg_scale=float(cfg),
+            seed=int(seed),
+            probs=probs,
+            save_x0=True,
+        )
+
+    return read
+
+
+def record_form(store: Store) -> None:
+    """Model, inputs, name and the Record button; records and remembers the new run."""
+    spec, diffusion = choose_model()
+    if diffusion:
+        read_options = diffusion_inputs()
+    else:
+        read_inputs, text_options = text_inputs()
+    columns = st.columns([3, 1])
+    name = columns[0].text_input("Run name", value="my-run", key=state.RUN_NAME)
+    overwrite = columns[1].checkbox("Replace a run of that name", key=state.RUN_OVERWRITE)
+    if not st.button("Record", type="primary", key=state.RUN_RECORD):
+        return
+    try:
+        name = check_new_run(store, name, overwrite)
+        if not spec:
+            raise ModelSpecError("type a hub id or a local checkpoint folder")
+        if diffusion:
+            options = read_options()
+            model = cache.model(spec)
+            bar = progress_bar(f"recording {name}")
+            run = record_images(model, options, store=store, name=name, overwrite=overwrite, progress=bar)
+        else:
+            inputs = read_inputs()
+            model = cache.model(spec)
+            bar = progress_bar(f"recording {name}")
+            run = record_text(
+                model, inputs, text_options, store=store, name=name, overwrite=overwrite, progress=bar
+            )
+    except RouteScopeError as exc:
+        show_error(exc)
+        return
+    state.set_last_recorded(run.name)
+    st.success(f"Recorded run {literal(run.name)}: {run.manifest['rows']['decisions']} routing decisions.")
+
+
+def show_text_run(run: Run) -> None:
+    samples = cache.table(run, "samples")
+    columns = ["sample", *run.label_columns, "n_tokens", "text"]
+    if int(samples["n_generated"].sum()) > 0:
+        columns += ["n_generated", "generated"]
+    st.dataframe(samples[columns], hide_index=True, width="stretch")
+
+
+def show_diffusion_run(run: Run) -> None:
+    samples = cache.table(run, "samples")
+    cond = samples[samples["branch"] == "cond"].sort_values("sample")
+    st.markdown("**Generated images**")
+    captions = [f"#{s} · class {c}" for s, c in zip(cond["sample"], cond["class"], strict=True)]
+    show_images(list(cache.images(run)), captions)
+    if "x0" not in run.manifest["tables"]:
+        st.caption("This run was recorded without x̂₀ (save_x0), so there is no denoising trajectory.")
+        return
+    st.markdown("**Denoising trajectory: x̂₀, the predicted clean image, at chosen steps**")
+    steps, x0 = cache.x0(run)
+    timesteps = cache.table(run, "steps").set_index("step")["timestep"]
+    columns = st.columns([1, 3])
+    sample = columns[0].selectbox(
+        "Sample",
+        cond["sample"].tolist(),
+        format_func=lambda s: f"#{s} · class {cond.set_index('sample').loc[s, 'class']}",
+        key=state.RUN_TRAJECTORY_SAMPLE,
+    )
+    spread = np.unique(np.linspace(0, len(steps) - 1, min(TRAJECTORY_POINTS, len(steps))).round().astype(int))
+    chosen = columns[1].multiselect(
+        "Steps", steps.tolist(), default=steps[spread].tolist(), key=state.RUN_TRAJECTORY_STEPS
+    )
+    index = {int(s): i for i, s in enumerate(steps)}
+    position = cond["sample"].tolist().index(sample)
+    picked = sorted(int(s) for s in chosen)
+    show_images(
+        [x0[index[s], position] for s in picked],
+        [f"step {s} (t = {timesteps.get(s, float('nan')):.0f})" for s in picked],
+    )
+
+
+def main() -> None:
+    st.title("Run")
+    st.caption("Record a model's routing into a new run, then browse it here and on the other pages.")
+    store = open_store()
+    record_form(store)
+    st.divider()
+    st.subheader("A run's output")
+    run = pick_run(store, state.RUN_RESULT_RUN)
+    model = run.manifest.get("model", {})
+    st.caption(f"model {literal(model.get('spec') or model.get('class'))} · {len(run.routers)} routers")
+    if run.manifest.get("kind") == "diffusion":
+        show_diffusion_run(run)
+    else:
+        show_text_run(run)
+    tokens = next(p for p in PAGES if p.url_path == "tokens")
+    st.page_link(tokens.path, label="Browse its routing token by token", icon=":material/arrow_forward:")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""What the Run page records, without Streamlit: inputs from the page, a recording with progress, and
+the default runs a fresh store gets on first start.
+
+The page only turns widgets into these calls and a progress bar; the same functions run in tests. Model
+loading is passed in (`load`), so the dashboard can hand over its cached loader.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from routescope.hooks import InputError, LoadedModel, Run, RunExistsError, Store
+from routescope.hooks.store import check_run_name
+
+from ..datasets import load_dataset
+from ..inputs import Inputs, read_inputs
+
+Progress = Callable[[int, int], None]
+"""`progress(done, total)`, called as a recording advances."""
+INPUT_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextOptions:
+    """How to record a text model."""
+
+    probs: bool = False
+    """Also store each decision's full probability vector."""
+    max_new_tokens: int = 0
+    """Generate this many tokens after each input and record their routing too."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionOptions:
+    """How to sample and record a class-conditional diffusion model."""
+
+    classes: list[int] = field(default_factory=lambda: list(range(10)))
+    """Classes to sample."""
+    samples_per_class: int = 1
+    """Images per class."""
+    steps: int = 25
+    """Sampler steps."""
+    cfg_scale: float = 4.0
+    """Classifier-free guidance scale."""
+    seed: int = 0
+    """Seed of the first batch (batch i uses seed + i)."""
+    probs: bool = False
+    """Also store each decision's full probability vector."""
+    save_x0: bool = True
+    """Keep the predicted clean image of every step (the denoising trajectory)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefaultRun:
+    """A run a fresh store gets on first start."""
+
+    name: str
+    model: str
+    description: str
+    dataset: str | None = None
+    diffusion: DiffusionOptions | None = None
+
+
+DEFAULT_RUNS = (
+    DefaultRun(
+        name="domains",
+        model="bundled:moe-lm",
+        dataset="bundled:domains",
+        description="bundled:moe-lm on its five-domain evaluation set (100 texts)",
+    ),
+    DefaultRun(
+        name="digits",
+        model="bundled:dit-digits",
+        diffusion=DiffusionOptions(classes=list(range(10)), samples_per_class=1, steps=25, save_x0=True),
+        description="bundled:dit-digits, one digit of each class, 25 steps",
+    ),
+)
+"""What `routescope app` records into an empty store, so there is something to browse at once."""
+
+
+def check_new_run(store: Store, name: str, overwrite: bool) -> str:
+    """`name` if a run may be recorded under it (before any model is loaded); a one-line error otherwise."""
+    name = check_run_name(name.strip() if isinstance(name, str) else name)
+    if store.exists(name) and not overwrite:
+        raise RunExistsError(f"run {name!r} already exists in {store.path}; pick another name or overwrite")
+    return name
+
+
+def typed_inputs(text: str) -> Inputs:
+    """Typed text: one input per non-empty line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError("type at least one input (one per line)")
+    return Inputs(texts=lines)
+
+
+def uploaded_inputs(filename: str, data: bytes, text_column: str, label_columns: list[str]) -> Inputs:
+    """An uploaded `.txt` (one input per line) or `.jsonl` (objects with `text_column` and labels)."""
+    base = Path(filename).name
+    if not base.lower().endswith(INPUT_SUFFIXES):
+        raise InputError(f"{base}: upload a .txt or .jsonl file")
+    with tempfile.TemporaryDirectory(prefix="routescope-upload-") as folder:
+        path = Path(folder) / ("upload" + Path(base).suffix.lower())
+        path.write_bytes(data)
+        try:
+            return read_inputs(None, str(path), label_columns, text_column or "text")
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(path), base)) from None
+
+
+def dataset_inputs(spec: str = "bundled:domains") -> Inputs:
+    """A bundled input set with its label columns."""
+    texts, labels = load_dataset(spec)
+    return Inputs(texts=texts, labels={column: list(values) for column, values in labels.items()})
+
+
+def record_text(
+    model: LoadedModel,
+    inputs: Inputs,
+    options: TextOptions,
+    *,
+    store: Store,
+    name: str,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Run:
+    """Record a text model on `inputs` into run `name`."""
+    from routescope.hooks import record
+
+    if model.sampler is not None:
+        raise InputError(f"{model.spec} is a diffusion model: give classes, not text")
+    return record(
+        model,
+        inputs.texts,
+        store=store,
+        name=name,
+        labels=inputs.labels or None,
+        probs=options.probs,
+        max_new_tokens=options.max_new_tokens,
+        overwrite=overwrite,
+        progress=False,
+        on_progress=progress,
+    )
+
+
+def record_images(
+    model: LoadedModel,
+    options: DiffusionOptions,
+    *,
+    store: Store,
+    name: str,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Run:
+    """Sample and record a diffusion model into run `name`."""
+    from routescope.hooks import record_diffusion
+
+    if model.sampler is None:
+        raise InputError(f"{model.spec} is not a diffusion model: give text inputs")
+    return record_diffusion(
+        model,
+        classes=options.classes,
+        samples_per_class=options.samples_per_class,
+        steps=options.steps,
+        cfg_scale=options.cfg_scale,
+        seed=options.seed,
+        probs=options.probs,
+        save_x0=options.save_x0,
+        store=store,
+        name=name,
+        overwrite=overwrite,
+        progress=False,
+        on_progress=progress,
+    )
+
+
+def record_default(
+    default: DefaultRun,
+    store: Store,
+    load: Callable[[str], LoadedModel],
+    progress: Progress | None = None,
+) -> Run:
+    """Record one of `DEFAULT_RUNS` (replacing an interrupted recording of the same name)."""
+    model = load(default.model)
+    if default.diffusion is not None:
+        return record_images(
+            model, default.diffusion, store=store, name=default.name, overwrite=True, progress=progress
+        )
+    inputs = dataset_inputs(default.dataset or "bundled:domains")
+    return record_text(
+        model, inputs, TextOptions(), store=store, name=default.name, overwrite=True, progress=progress
+    )
