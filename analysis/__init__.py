@@ -7,17 +7,23 @@ report kinds to functions for the CLI and the dashboard.
 from __future__ import annotations
 
 from .balance import balance, expert_load
+from .bootstrap import bootstrap_ci
 from .coactivation import coactivation
 from .comparison import agreement
 from .diffusion import steps
+from .embeddings import embeddings
 from .engine import connect
+from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
-from .registry import ANALYSES, Analysis
+from .registry import ANALYSES, Analysis, coerce_params, compute, keys_of
 from .sequence import repeat_rate, transitions
+from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_groups
+from .spatial import spatial_preference
 from .specialization import label_counts, label_nmi, specialization
 from .summary import router_summary
 from .tokens import top_tokens
+from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
 from .vocabulary import vocabulary_specialization
 
@@ -26,22 +32,31 @@ __all__ = [
     "Analysis",
     "agreement",
     "balance",
+    "bootstrap_ci",
     "coactivation",
+    "coerce_params",
+    "compute",
     "connect",
     "denoising_phases",
+    "embeddings",
     "expert_load",
+    "expert_paths",
     "expert_similarity",
+    "keys_of",
     "label_counts",
     "label_nmi",
     "merge_groups",
     "repeat_rate",
     "router_summary",
     "sensitivity",
+    "side_by_side",
+    "spatial_preference",
     "specialization",
     "step_similarity",
     "steps",
     "top_tokens",
     "transitions",
     "uncertainty",
+    "uncertainty_by_label",
     "vocabulary_specialization",
 ]

@@ -11,16 +11,23 @@ E = the layer's number of experts, `load_e = count_e / Σ count`):
 - `aux_loss` (runs recorded with probabilities) = E · Σ_e load_e · P_e, P_e = mean router probability of
   e over the group's decisions — the Switch/GShard auxiliary loss (Fedus et al. 2021, eq. 4; DiT-MoE uses
   the same expert-level form). 1 for uniform routing.
+- `overflow` (with `capacity_factor` c) = the share of assignments an expert-capacity limit would drop:
+  capacity groups are one sequence at one step and call (GShard/Switch group the tokens of a batch; a
+  sequence is the smallest such group), each expert takes at most C = ⌈c · T·k / E⌉ of a group's T·k
+  assignments, and overflow = Σ_groups Σ_e max(0, count_e − C) / Σ count. 0 for perfectly even routing at
+  c ≥ 1; Switch Transformer trains with c = 1.0–1.25.
+- `expert_size` (e.g. parameter counts, for models whose experts differ in size) weights every count by its
+  expert's size before the metrics above, so they measure the balance of compute rather than of tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.hooks import InputError, Run
 
 from .frames import check_by, experts_per_group, sql
 
@@ -69,10 +76,24 @@ def _gini(counts: np.ndarray) -> float:
     return float(np.abs(counts[:, None] - counts[None, :]).sum() / (2 * len(counts) ** 2 * mean))
 
 
-def balance(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, n_experts, max_over_mean, cv, norm_entropy, gini, dead_experts[, aux_loss]` (see module doc)."""
+def balance(
+    run: Run,
+    by: Sequence[str] = ("layer",),
+    capacity_factor: float | None = None,
+    expert_size: Mapping[int, float] | None = None,
+) -> pd.DataFrame:
+    """`<by>, n_experts, max_over_mean, cv, norm_entropy, gini, dead_experts[, aux_loss][, overflow]`
+    (see the module docstring for each, `capacity_factor` and `expert_size`)."""
     columns = check_by(by)
-    load = expert_load(run, columns)
+    if capacity_factor is not None and capacity_factor <= 0:
+        raise InputError(f"capacity_factor must be > 0, got {capacity_factor}")
+    load = raw_load = expert_load(run, columns)
+    if expert_size is not None:
+        sizes = load["expert"].map(lambda e: float(expert_size.get(int(e), float("nan"))))
+        if sizes.isna().any() or (sizes <= 0).any():
+            raise InputError("expert_size needs a positive size for every expert of the run")
+        load = load.assign(count=load["count"] * sizes)
+        load["load"] = load["count"] / load.groupby(columns)["count"].transform("sum").clip(lower=1e-300)
     rows = []
     for group, part in load.groupby(columns, sort=True):
         counts = part["count"].to_numpy(dtype=float)
@@ -92,8 +113,24 @@ def balance(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
         )
     table = pd.DataFrame(rows)
     if run.manifest.get("options", {}).get("probs") and not table.empty:
-        table = table.merge(_aux_loss(run, columns, load), on=columns, how="left")
+        table = table.merge(_aux_loss(run, columns, raw_load), on=columns, how="left")
+    if capacity_factor is not None and not table.empty:
+        table = table.merge(_overflow(run, columns, capacity_factor), on=columns, how="left")
     return table
+
+
+def _overflow(run: Run, columns: list[str], capacity_factor: float) -> pd.DataFrame:
+    groups = ", ".join(dict.fromkeys([*columns, "sample", "step", "call", "router"]))
+    return sql(
+        run,
+        f"""WITH c AS (SELECT {groups}, expert, count(*) AS n FROM assignments WHERE NOT dropped
+                       GROUP BY ALL),
+                g AS (SELECT *, sum(n) OVER (PARTITION BY {groups}) AS total FROM c)
+            SELECT {", ".join(f"g.{c}" for c in columns)},
+                   sum(greatest(n - ceil({float(capacity_factor)} * total / r.n_experts), 0)) / sum(n)
+                       AS overflow
+            FROM g JOIN routers r ON r.id = g.router GROUP BY {", ".join(f"g.{c}" for c in columns)}""",
+    ).sort_values(columns, ignore_index=True)
 
 
 def _aux_loss(run: Run, columns: list[str], load: pd.DataFrame) -> pd.DataFrame:

@@ -1,59 +1,235 @@
-"""The explicit registry of analyses: report kind → function, for the CLI (and later the dashboard).
+"""The explicit registry of analyses: report kind → function, for the CLI, the figures and the dashboard.
 
-Each entry says which options it takes, so `routescope report` can refuse an option an analysis does not
-use instead of ignoring it. Registering is a line here, never an import side effect.
+Each entry says what the function needs — a label (`--by`), a layer (`--layer`), a second run
+(`--compare`) — and which columns identify a row (`keys`, used to put two runs side by side), so callers
+never guess. `compute` is the one way to call an analysis by kind; `coerce_params` turns `key=value`
+strings from the command line into the function's own argument types. Registering is a line here, never
+an import side effect.
 """
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import pandas as pd
 
+from routescope.hooks import InputError, Run
+
 from .balance import balance, expert_load
 from .coactivation import coactivation
+from .comparison import agreement
 from .diffusion import steps
+from .embeddings import embeddings
+from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .sequence import repeat_rate, transitions
-from .similarity import expert_similarity
+from .similarity import expert_similarity, merge_groups
+from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .summary import router_summary
+from .tokens import top_tokens
+from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
 from .vocabulary import vocabulary_specialization
+
+LABEL = "{label}"
+"""Placeholder in `keys` for the label column the caller chose."""
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """One report kind: the function, whether it needs a label (`--by`), and what it answers."""
+    """One report kind: its function, what it answers, what it needs and which columns key its rows."""
 
     function: Callable[..., pd.DataFrame]
-    needs_label: bool
     description: str
-    needs_layer: bool = False
-    """The function takes one layer (`--layer`) instead of reporting every layer."""
+    keys: tuple[str, ...]
+    label: bool = False
+    """Takes a label (`--by`) as its second argument."""
+    layer: Literal["filter", "required", "optional"] = "filter"
+    """`required`/`optional`: passed to the function as `layer=`; `filter`: rows of other layers dropped."""
+    other: bool = False
+    """Compares two runs: the second run is the function's second argument."""
 
 
 ANALYSES: dict[str, Analysis] = {
-    "summary": Analysis(router_summary, False, "per router: decisions, drops, mean entropy and margin"),
-    "load": Analysis(expert_load, False, "assignments and load share per expert and layer"),
-    "balance": Analysis(balance, False, "max/mean, CV, load entropy, Gini, dead experts, aux loss per layer"),
-    "specialization": Analysis(specialization, True, "expert × label counts, share and lift per layer"),
-    "nmi": Analysis(label_nmi, True, "normalised mutual information of label and expert per layer"),
-    "uncertainty": Analysis(uncertainty, False, "mean router entropy, margin and uncertain share per layer"),
-    "vocabulary": Analysis(vocabulary_specialization, False, "per token id: top-1 expert and its share"),
-    "repeat": Analysis(repeat_rate, False, "consecutive tokens with the same top-1 expert, with baselines"),
-    "transitions": Analysis(transitions, False, "top-1 expert at one layer → the next layer's top-1"),
-    "similarity": Analysis(step_similarity, False, "Jensen–Shannon divergence of expert load between steps"),
-    "phases": Analysis(denoising_phases, False, "steps clustered into denoising phases by routing"),
-    "sensitivity": Analysis(
-        sensitivity, False, "NMI of the expert with class, position, step, ... per layer"
+    "summary": Analysis(router_summary, "per router: decisions, drops, mean entropy and margin", ("router",)),
+    "load": Analysis(expert_load, "assignments and load share per expert and layer", ("layer", "expert")),
+    "balance": Analysis(
+        balance, "max/mean, CV, load entropy, Gini, dead experts, aux loss, overflow per layer", ("layer",)
     ),
-    "steps": Analysis(steps, False, "diffusion: expert load per layer at every sampler step"),
-    "expert-similarity": Analysis(
-        expert_similarity, False, "router-score similarity between experts (needs probs)", needs_layer=True
+    "specialization": Analysis(
+        specialization, "expert × label counts, share and lift per layer", ("layer", "expert", LABEL), True
+    ),
+    "nmi": Analysis(
+        label_nmi, "normalised mutual information of label and expert, χ² test", ("layer",), True
+    ),
+    "uncertainty": Analysis(uncertainty, "mean router entropy, margin and uncertain share", ("layer",)),
+    "uncertain-labels": Analysis(
+        uncertainty_by_label,
+        "router uncertainty per label value, most uncertain first",
+        ("layer", LABEL),
+        True,
+    ),
+    "vocabulary": Analysis(
+        vocabulary_specialization, "per token id: top-1 expert and its share", ("layer", "token_id")
     ),
     "coactivation": Analysis(
-        coactivation, False, "pairs of experts chosen together, with lift", needs_layer=True
+        coactivation,
+        "pairs of experts chosen together, with lift",
+        ("expert_a", "expert_b"),
+        layer="required",
+    ),
+    "transitions": Analysis(
+        transitions, "top-1 expert at one layer → the next layer's", ("layer", "expert", "next_expert")
+    ),
+    "paths": Analysis(expert_paths, "most frequent top-1 expert paths through depth", ("stack", "path")),
+    "repeat": Analysis(
+        repeat_rate, "consecutive tokens with the same top-1 expert, with baselines", ("layer",)
+    ),
+    "similarity": Analysis(
+        expert_similarity,
+        "expert × expert similarity: router scores (needs probs) or co-activation",
+        ("expert_a", "expert_b"),
+        layer="required",
+    ),
+    "merge-groups": Analysis(
+        merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
+    ),
+    "top-tokens": Analysis(
+        top_tokens, "an expert's most frequent tokens with example contexts", ("token_id",), layer="required"
+    ),
+    "steps": Analysis(
+        steps, "diffusion: expert load per layer at every sampler step", ("layer", "step", "expert")
+    ),
+    "step-similarity": Analysis(
+        step_similarity,
+        "Jensen–Shannon divergence of expert load between steps",
+        ("layer", "step_a", "step_b"),
+    ),
+    "phases": Analysis(
+        denoising_phases, "steps clustered into denoising phases by routing", ("layer", "step")
+    ),
+    "sensitivity": Analysis(
+        sensitivity, "NMI of the expert with class, position, step, ...", ("layer", "label")
+    ),
+    "spatial": Analysis(
+        spatial_preference,
+        "diffusion: expert usage per patch row/col",
+        ("layer", "expert", "row", "col"),
+        layer="optional",
+    ),
+    "embedding": Analysis(
+        embeddings, "2-D PCA/UMAP of tokens by router scores or experts by usage", (), layer="required"
+    ),
+    "agreement": Analysis(
+        agreement,
+        "top-1 agreement and top-k overlap between two runs on the same inputs",
+        ("layer",),
+        other=True,
     ),
 }
+
+
+def keys_of(kind: str, label: str | None = None) -> list[str]:
+    """The columns that identify a row of `kind`'s table (the label placeholder filled in)."""
+    return [label or "label" if key == LABEL else key for key in ANALYSES[kind].keys]
+
+
+def compute(
+    kind: str,
+    run: Run,
+    *,
+    label: str | None = None,
+    layer: int | None = None,
+    other: Run | None = None,
+    **params: Any,
+) -> pd.DataFrame:
+    """Run analysis `kind` on `run`, checking that what it needs was given; a mistake is a one-line
+    `InputError` naming the missing or unused option."""
+    if kind not in ANALYSES:
+        raise InputError(f"unknown analysis {kind!r}; kinds: {', '.join(sorted(ANALYSES))}")
+    analysis = ANALYSES[kind]
+    args: list[Any] = [run]
+    if analysis.other:
+        if other is None:
+            raise InputError(f"{kind} compares two runs: give the second one (--compare NAME)")
+        args.append(other)
+    if analysis.label:
+        if not label:
+            raise InputError(
+                f"{kind} needs a label (--by LABEL, e.g. {', '.join(run.label_columns) or 'token_id'})"
+            )
+        args.append(label)
+    elif label:
+        raise InputError(f"{kind} takes no label (--by)")
+    if analysis.layer == "required" and layer is None:
+        raise InputError(f"{kind} needs a layer (--layer L)")
+    if analysis.layer in ("required", "optional") and layer is not None:
+        params["layer"] = layer
+    missing = [
+        name
+        for name, parameter in parameters(kind).items()
+        if parameter.default is inspect.Parameter.empty and name not in params
+    ]
+    if missing:
+        raise InputError(f"{kind} needs {', '.join(f'--param {name}=VALUE' for name in missing)}")
+    table = analysis.function(*args, **params)
+    if analysis.layer == "filter" and layer is not None:
+        if "layer" not in table.columns:
+            raise InputError(f"{kind} has no layer column to filter by")
+        table = table[table["layer"] == layer].reset_index(drop=True)
+    return table
+
+
+def parameters(kind: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of `kind`'s function that callers may set (beyond run, label, layer, other)."""
+    analysis = ANALYSES[kind]
+    taken = 1 + int(analysis.other) + int(analysis.label)
+    signature = inspect.signature(analysis.function)
+    names = list(signature.parameters)[taken:]
+    return {name: signature.parameters[name] for name in names if name != "layer"}
+
+
+def coerce_params(kind: str, raw: dict[str, str]) -> dict[str, Any]:
+    """`key=value` strings → the function's argument types (int, float, bool, str, tuple of str)."""
+    allowed = parameters(kind)
+    hints = typing.get_type_hints(ANALYSES[kind].function)
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        if name not in allowed:
+            options = ", ".join(allowed) or "none"
+            raise InputError(f"{kind} has no parameter {name!r}; parameters: {options}")
+        out[name] = _convert(name, text, hints.get(name, str))
+    return out
+
+
+def _convert(name: str, text: str, hint: Any) -> Any:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = [t for t in typing.get_args(hint) if t is not type(None)] if union else [hint]
+    origin = typing.get_origin(options[0])
+    if origin is Literal:
+        choices = [str(c) for c in typing.get_args(options[0])]
+        if text not in choices:
+            raise InputError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+        return text
+    target = origin or options[0]
+    try:
+        if target is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if target in (int, float):
+            return target(text)
+        if target in (tuple, list) or "Sequence" in str(target):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if "Mapping" in str(target) or target is dict:
+            pairs = (item.split(":", 1) for item in text.split(",") if item.strip())
+            return {int(k): float(v) for k, v in pairs}
+    except ValueError:
+        raise InputError(f"{name}={text!r} is not a valid {getattr(target, '__name__', target)}") from None
+    return text

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import pandas as pd
 
 from .console import out
 from .hooks import InputError, Store
-
-FORMATS = ("table", "csv", "json", "markdown", "latex")
+from .tables import FORMATS, render
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,69 +17,64 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True)
     parser.add_argument("--kind", required=True, choices=sorted(ANALYSES), help="which analysis")
     parser.add_argument("--by", help="label for specialization/nmi: domain, class, token_id, row, step, ...")
-    parser.add_argument("--layer", type=int, help="keep one layer's rows")
+    parser.add_argument(
+        "--layer", type=int, help="one layer: required by some kinds, a row filter for others"
+    )
+    parser.add_argument(
+        "--compare", metavar="NAME", help="a second run: agreement needs it; other kinds go side by side"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an analysis option, e.g. capacity_factor=1.25, threshold=0.8, method=umap (repeatable)",
+    )
+    parser.add_argument(
+        "--ci", type=float, metavar="LEVEL", help="bootstrap interval over samples, e.g. 0.95"
+    )
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--out", help="write to this file instead of the terminal")
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
-    """A table as text: aligned, CSV, JSON records, Markdown or LaTeX (booktabs)."""
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return json.dumps(json.loads(table.to_json(orient="records")), indent=1)
-    if fmt == "markdown":
-        header = "| " + " | ".join(map(str, table.columns)) + " |"
-        rule = "|" + "---|" * len(table.columns)
-        rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-        return "\n".join([header, rule, *rows])
-    if fmt == "latex":
-        columns = "l" * len(table.columns)
-        body = [" & ".join(_latex(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-        head = " & ".join(_latex(c) for c in table.columns) + r" \\"
-        lines = [rf"\begin{{tabular}}{{{columns}}}", r"\toprule", head, r"\midrule", *body, r"\bottomrule"]
-        return "\n".join([*lines, r"\end{tabular}"])
-    return table.to_string(index=False)
+BOOTSTRAP_PARAMS = ("n_boot", "seed", "threshold", "method")
 
 
-def _cell(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _latex(value: object) -> str:
-    text = _cell(value)
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-    ):
-        text = text.replace(char, escaped)
-    return text
+def _params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {pair!r} must look like KEY=VALUE")
+        params[key.strip()] = value.strip()
+    return params
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .analysis import ANALYSES
+    from .analysis import ANALYSES, bootstrap_ci, coerce_params, compute, side_by_side
 
-    analysis = ANALYSES[args.kind]
-    run = Store(args.store).open(args.run)
-    if analysis.needs_label and not args.by:
-        raise InputError(
-            f"--kind {args.kind} needs --by LABEL (e.g. {', '.join(run.label_columns) or 'token_id'})"
-        )
-    if args.by and not analysis.needs_label:
-        raise InputError(f"--kind {args.kind} takes no --by")
-    if analysis.needs_layer:
-        if args.layer is None:
-            raise InputError(f"--kind {args.kind} needs --layer L")
-        table = analysis.function(run, args.layer)
+    store = Store(args.store)
+    run = store.open(args.run)
+    other = store.open(args.compare) if args.compare else None
+    if args.ci is not None:
+        if other is not None:
+            raise InputError("--ci and --compare do not combine; bootstrap one run at a time")
+        raw = _params(args.param)
+        unknown = sorted(set(raw) - set(BOOTSTRAP_PARAMS))
+        if unknown:
+            raise InputError(f"--ci takes --param {', '.join(BOOTSTRAP_PARAMS)}, not {', '.join(unknown)}")
+        options = {
+            k: (str if k == "method" else float if k == "threshold" else int)(v) for k, v in raw.items()
+        }
+        table = bootstrap_ci(run, args.kind, label=args.by, level=args.ci, **options)
+        if args.layer is not None:
+            table = table[table["layer"] == args.layer]
+    elif other is not None and not ANALYSES[args.kind].other:
+        params = coerce_params(args.kind, _params(args.param))
+        table = side_by_side([run, other], args.kind, label=args.by, layer=args.layer, **params)
     else:
-        table = analysis.function(run, args.by) if analysis.needs_label else analysis.function(run)
-    if args.layer is not None and not analysis.needs_layer:
-        if "layer" not in table.columns:
-            raise InputError(f"--kind {args.kind} has no layer column")
-        table = table[table["layer"] == args.layer]
+        params = coerce_params(args.kind, _params(args.param))
+        table = compute(args.kind, run, label=args.by, layer=args.layer, other=other, **params)
     text = render(table.reset_index(drop=True), args.format)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
