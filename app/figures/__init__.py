@@ -1,0 +1,54 @@
+"""Paper figures: one builder per figure kind (`figure_*(table, ...) -> plotly Figure`, fed the tidy tables
+of `routescope.analysis`), the `routescope-paper` template, the `FIGURES` registry and export to SVG, PDF
+and PNG (one browser per batch) and to CSV and LaTeX tables.
+
+>>> from routescope.analysis import expert_load  # doctest: +SKIP
+>>> fig = figure_load(expert_load(run), width="single")  # doctest: +SKIP
+>>> export_figures([(fig, "load.pdf"), (fig, "load.png")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .diffusion import figure_spatial, figure_step_similarity, figure_steps
+from .export import ExportError, export_figure, export_figures, write_table
+from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
+from .load import figure_balance, figure_load
+from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
+from .registry import FIGURES, FigureKind, FigureRequest, make_figure, standard_set
+from .sequence import figure_agreement, figure_repeat, figure_top_tokens
+from .theme import COLUMN_INCHES, TEMPLATE, paper_layout, template, width_px
+from .uncertainty import figure_uncertainty, figure_uncertainty_histogram
+
+__all__ = [
+    "COLUMN_INCHES",
+    "FIGURES",
+    "TEMPLATE",
+    "ExportError",
+    "FigureKind",
+    "FigureRequest",
+    "export_figure",
+    "export_figures",
+    "figure_agreement",
+    "figure_balance",
+    "figure_coactivation",
+    "figure_embedding",
+    "figure_expert_similarity",
+    "figure_load",
+    "figure_nmi",
+    "figure_repeat",
+    "figure_sensitivity",
+    "figure_spatial",
+    "figure_specialization",
+    "figure_step_similarity",
+    "figure_steps",
+    "figure_top_tokens",
+    "figure_transitions",
+    "figure_uncertainty",
+    "figure_uncertainty_histogram",
+    "make_figure",
+    "paper_layout",
+    "standard_set",
+    "template",
+    "width_px",
+    "write_table",
+]

@@ -1,0 +1,93 @@
+"""Sequence and comparison figures: repeat rates of consecutive tokens (Mixtral §5), agreement between
+two runs (OLMoE's router saturation), and an expert's top tokens (`repeat_rate`, `agreement`,
+`top_tokens`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .lines import series
+from .parts import plain, require
+from .theme import CATEGORICAL, Width, paper_layout
+
+
+def figure_repeat(
+    table: pd.DataFrame,
+    *,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Per layer, the share of consecutive tokens with the same top-1 expert and with the first token's
+    top-1 among the next token's top-k, each with its chance level dashed (1/E, k/E), from
+    `repeat_rate(run)`."""
+    require(table, ["layer", "top1_repeat", "top1_in_topk", "baseline_top1", "baseline_topk"], "repeat")
+    fig = series(
+        table,
+        {"top1_repeat": "same top-1", "top1_in_topk": "top-1 in next top-k"},
+        "layer",
+        dashed={"top1_repeat": "baseline_top1", "top1_in_topk": "baseline_topk"},
+        y_title="consecutive tokens",
+    )
+    fig.update_yaxes(rangemode="tozero")
+    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+
+
+def figure_agreement(
+    table: pd.DataFrame,
+    *,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Per layer, the share of decisions whose top-1 expert is the same in two runs and the mean top-k
+    overlap, from `agreement(run_a, run_b)`."""
+    require(table, ["layer", "top1_agreement", "topk_overlap"], "agreement")
+    fig = series(
+        table,
+        {"top1_agreement": "same top-1", "topk_overlap": "top-k overlap"},
+        "layer",
+        y_title="agreement of the two runs",
+    )
+    fig.update_yaxes(range=[0, 1.02])
+    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+
+
+def figure_top_tokens(
+    table: pd.DataFrame,
+    *,
+    value: str = "count",
+    n: int = 20,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Horizontal bars of an expert's `n` most frequent tokens (`count`, or `share` of the token's
+    occurrences that go to the expert), from `top_tokens(run, layer, expert)`; token text is escaped and
+    whitespace shown as ␣ ↵ ⇥."""
+    require(table, ["token_id", "token", value], "top-tokens")
+    part = table.head(n)
+    positions = list(range(len(part)))
+    labels = [plain(t) for t in part["token"]]
+    fig = go.Figure(
+        go.Bar(
+            x=part[value].tolist(),
+            y=positions,
+            orientation="h",
+            marker={"color": CATEGORICAL[0]},
+            customdata=part["token_id"].tolist(),
+            hovertext=labels,
+            hovertemplate="%{hovertext} (id %{customdata}): %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(
+        title_text="token",
+        tickmode="array",
+        tickvals=positions,
+        ticktext=labels,
+        autorange="reversed",
+        ticks="",
+    )
+    fig.update_xaxes(title_text="assignments" if value == "count" else "share of the token's occurrences")
+    return paper_layout(fig, width=width, height=height or min(6.0, 0.8 + 0.14 * len(part)), title=title)

@@ -1,0 +1,86 @@
+"""Uncertainty figures (GW-MoE): how sure routers are per layer, and the distribution of per-token
+entropy or margin, from `uncertainty(run)` and from the decisions table itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from routescope.hooks import InputError
+
+from .lines import group_colours, panels
+from .parts import plain, require
+from .theme import Width, axis_title, paper_layout
+
+UNCERTAINTY_METRICS = ("mean_norm_entropy", "mean_margin", "uncertain_share")
+UNIT_RANGE = ("norm_entropy", "margin", "max_prob")
+"""Decision columns that live in [0, 1]; histograms of others span [0, their maximum]."""
+HISTOGRAM_TITLES = {
+    "entropy": "router entropy (nats)",
+    "norm_entropy": "router entropy / ln E",
+    "margin": "top-1 − top-2 probability",
+    "max_prob": "top-1 probability",
+}
+
+
+def figure_uncertainty(
+    table: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = UNCERTAINTY_METRICS,
+    x: str = "layer",
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One panel per uncertainty metric against layer, from `uncertainty(run)` (or against step, one line
+    per layer, from `uncertainty(run, by=("layer", "step"))` with `x="step"`)."""
+    require(table, [x, *metrics], "uncertainty")
+    other = [c for c in ("layer", "step") if c in table.columns and c != x]
+    group = other[0] if other and table[other[0]].nunique() > 1 else None
+    fig, rows = panels(table, list(metrics), x, group=group)
+    return paper_layout(fig, width=width, height=height or 1.2 + 1.2 * rows, title=title)
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of `values` in each bin of `edges` (the last bin closed, as numpy's)."""
+    counts, _ = np.histogram(values, bins=edges)
+    return counts / max(len(values), 1)
+
+
+def figure_uncertainty_histogram(
+    decisions: pd.DataFrame,
+    *,
+    value: str = "norm_entropy",
+    by: str = "layer",
+    bins: int = 20,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Distribution of one per-decision column (`entropy`, `norm_entropy`, `margin`, `max_prob`) as a
+    share-per-bin line for each value of `by` (layer, or a label such as domain joined on): where the
+    uncertain tokens are."""
+    require(decisions, [value, by], "uncertainty-histogram")
+    if bins < 2:
+        raise InputError("bins must be ≥ 2")
+    top = 1.0 if value in UNIT_RANGE else float(decisions[value].max())
+    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    groups = sorted(decisions[by].dropna().unique(), key=lambda v: (str(type(v)), v))
+    fig = go.Figure()
+    for group, colour in zip(groups, group_colours(groups), strict=True):
+        values = decisions.loc[decisions[by] == group, value].to_numpy(dtype=float)
+        fig.add_scatter(
+            x=centres,
+            y=histogram(values, edges),
+            name=plain(f"{axis_title(by)} {group}" if by == "layer" else group),
+            mode="lines",
+            line={"color": colour, "shape": "hvh"},
+        )
+    fig.update_xaxes(title_text=HISTOGRAM_TITLES.get(value, axis_title(value)), range=[0, edges[-1]])
+    fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
+    fig.update_layout(showlegend=len(groups) > 1)
+    return paper_layout(fig, width=width, height=height or 2.2, title=title)
