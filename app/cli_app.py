@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,20 +54,34 @@ def streamlit_command(*, host: str = LOOPBACK, port: int = DEFAULT_PORT) -> list
     ]
 
 
+def bind_warning(host: str) -> str | None:
+    """The warning printed when the server would be reachable from other machines, else None."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (
+        f"routescope: warning: binding {host}, not {LOOPBACK}: anyone who can reach this machine "
+        "can open the dashboard, run models and write runs"
+    )
+
+
+def server_environment(store: Store) -> dict[str, str]:
+    """The server's environment: this one, plus the store folder for the dashboard."""
+    return {**os.environ, STORE_ENV: str(Path(store.path).resolve())}
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port {args.port}: give a port between 1 and 65535")
     if not str(args.host).strip():
         raise InputError("--host is empty; give an address such as 127.0.0.1")
     store = Store(args.store)  # a path that is a file fails here, in one line
-    if args.host not in LOCAL_HOSTS:
-        sys.stderr.write(
-            f"routescope: warning: binding {args.host}, not {LOOPBACK}: anyone who can reach this machine "
-            "can open the dashboard, run models and write runs\n"
-        )
+    warning = bind_warning(args.host)
+    if warning:
+        sys.stderr.write(warning + "\n")
     sys.stderr.write(f"routescope: dashboard on http://{args.host}:{args.port} (store {store.path})\n")
-    env = {**os.environ, STORE_ENV: str(Path(store.path).resolve())}
-    server = subprocess.Popen(streamlit_command(host=args.host, port=args.port), env=env)
+    command = streamlit_command(host=args.host, port=args.port)
+    server = subprocess.Popen(command, env=server_environment(store))
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stopping us stops the server too
     try:
         return server.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the server too; give it a moment to shut down cleanly

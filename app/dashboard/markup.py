@@ -9,7 +9,6 @@ attributes, so tests and browsers read back exactly what was drawn.
 from __future__ import annotations
 
 import html
-import math
 import re
 
 import pandas as pd
@@ -31,7 +30,11 @@ def _visible(token: str) -> str:
 
 
 def _is_routed(expert: object) -> bool:
-    return expert is not None and not (isinstance(expert, float) and math.isnan(expert))
+    return not pd.isna(expert)  # None, NaN or pd.NA: the router never saw this token
+
+
+def _is_true(value: object) -> bool:
+    return not pd.isna(value) and bool(value)
 
 
 def _tooltip(row: pd.Series) -> str:
@@ -39,7 +42,7 @@ def _tooltip(row: pd.Series) -> str:
     if _is_routed(row["expert"]):
         parts.append(f"expert {int(row['expert'])} (weight {float(row['weight']):.3f})")
         parts.append(f"entropy {float(row['norm_entropy']):.2f} of max, margin {float(row['margin']):.3f}")
-        if bool(row.get("dropped")):
+        if _is_true(row.get("dropped")):
             parts.append("dropped by capacity")
     else:
         parts.append("not routed")
@@ -53,10 +56,10 @@ def tokens_html(routing: pd.DataFrame, uncertain: pd.Series, n_experts: int) -> 
         routed = _is_routed(row["expert"])
         colour = expert_colour(int(row["expert"]), n_experts) if routed else UNROUTED_COLOUR
         style = f"background: {colour};" + (UNCERTAIN_STYLE if bool(uncertain.loc[index]) else "")
-        if bool(row.get("generated")):
+        if _is_true(row.get("generated")):
             style += " font-style: italic;"
         expert = str(int(row["expert"])) if routed else ""
-        token = "" if row["token"] is None else str(row["token"])
+        token = "" if pd.isna(row["token"]) else str(row["token"])
         spans.append(
             f'<span class="rs-token" data-position="{int(row["position"])}" data-expert="{expert}" '
             f'data-uncertain="{str(bool(uncertain.loc[index])).lower()}" title="{_tooltip(row)}" '
@@ -103,10 +106,11 @@ def legend_html(experts: list[int], n_experts: int) -> str:
     return f'<div style="font-family: monospace; color: #111;">expert: {swatches}</div>'
 
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>#|~$:])")
 
 
 def literal(text: str) -> str:
-    """`text` with every Markdown special character backslash-escaped, for Streamlit's Markdown elements
-    (captions, errors, labels), so a run name or message reads exactly as written."""
+    """`text` with the characters Streamlit's Markdown acts on (emphasis, code, links, HTML, headings,
+    tables, `:directives:`) backslash-escaped, so a run name or message in a caption or error reads
+    exactly as written."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))

@@ -149,10 +149,15 @@ def _raw(table: str) -> Callable[..., pd.DataFrame]:
     return read
 
 
-TABLES: dict[str, Callable[..., pd.DataFrame]] = {
-    **{table: _raw(table) for table in ("samples", "steps")},
-    **{kind: analysis.function for kind, analysis in ANALYSES.items()},
-    "token_routing": token_routing,
-    "token_weights": token_weights,
-}
-"""Everything `cache.table(run, kind, **options)` may compute: raw tables, analyses, page views."""
+def _tables() -> dict[str, Callable[..., pd.DataFrame]]:
+    raw = {f"table.{table}": _raw(table) for table in ("samples", "steps")}
+    analyses = {kind: analysis.function for kind, analysis in ANALYSES.items()}
+    pages = {"token_routing": token_routing, "token_weights": token_weights}
+    clash = (set(raw) & set(analyses)) | (set(raw) & set(pages)) | (set(analyses) & set(pages))
+    assert not clash, f"table kinds named twice: {sorted(clash)}"
+    return {**raw, **analyses, **pages}
+
+
+TABLES: dict[str, Callable[..., pd.DataFrame]] = _tables()
+"""Everything `cache.table(run, kind, **options)` may compute: a run's own small tables (`table.samples`,
+`table.steps`), every registered analysis (`routescope.analysis.ANALYSES`) and the page views here."""

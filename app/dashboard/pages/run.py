@@ -163,7 +163,7 @@ def record_form(store: Store) -> None:
 
 
 def show_text_run(run: Run) -> None:
-    samples = cache.table(run, "samples")
+    samples = cache.table(run, "table.samples")
     columns = ["sample", *run.label_columns, "n_tokens", "text"]
     if int(samples["n_generated"].sum()) > 0:
         columns += ["n_generated", "generated"]
@@ -171,7 +171,7 @@ def show_text_run(run: Run) -> None:
 
 
 def show_diffusion_run(run: Run) -> None:
-    samples = cache.table(run, "samples")
+    samples = cache.table(run, "table.samples")
     cond = samples[samples["branch"] == "cond"].sort_values("sample")
     st.markdown("**Generated images**")
     captions = [f"#{s} · class {c}" for s, c in zip(cond["sample"], cond["class"], strict=True)]
@@ -181,7 +181,7 @@ def show_diffusion_run(run: Run) -> None:
         return
     st.markdown("**Denoising trajectory: x̂₀, the predicted clean image, at chosen steps**")
     steps, x0 = cache.x0(run)
-    timesteps = cache.table(run, "steps").set_index("step")["timestep"]
+    timesteps = cache.table(run, "table.steps").set_index("step")["timestep"]
     columns = st.columns([1, 3])
     sample = columns[0].selectbox(
         "Sample",

@@ -111,7 +111,7 @@ def choose_branch_and_step(run: Run, samples: pd.DataFrame, sample: int) -> tupl
     if branch == "uncond":
         pair = samples[(samples["branch"] == "uncond") & (samples["pair"] == str(sample))]
         sample = int(pair["sample"].iloc[0])
-    steps = cache.table(run, "steps")["step"].tolist()
+    steps = cache.table(run, "table.steps")["step"].tolist()
     step = columns[1].select_slider("Step", steps, value=steps[-1], key=state.TOKENS_STEP)
     return sample, int(step)
 
@@ -132,7 +132,7 @@ def main() -> None:
     st.caption("Each token coloured by the expert its router ranked first; red outline: an unsure router.")
     store = open_store()
     run = pick_run(store, state.TOKENS_RUN)
-    samples = cache.table(run, "samples")
+    samples = cache.table(run, "table.samples")
     chosen = choose_sample(run, samples)
     names = views.router_names(run)
     router = int(st.selectbox("Layer", list(names), format_func=names.__getitem__, key=state.TOKENS_LAYER))
