@@ -89,16 +89,10 @@ def _one_layer(table: pd.DataFrame, layer: int, run: Run) -> pd.DataFrame:
     return part
 
 
-def _spatial(request: FigureRequest) -> pd.DataFrame:
-    from routescope.analysis.spatial import spatial_preference
-
-    return spatial_preference(request.run, layer=request.layer)
-
-
-def _embedding(request: FigureRequest) -> pd.DataFrame:
-    from routescope.analysis.embeddings import embeddings
-
-    return embeddings(request.run, int(request.layer or 0))
+def _similarity(request: FigureRequest) -> pd.DataFrame:
+    """Router-score similarity when the run stored probabilities, else co-activation (Ochiai)."""
+    probs = bool(request.run.manifest.get("options", {}).get("probs"))
+    return A.expert_similarity(request.run, _layer(request), basis="router" if probs else "coactivation")
 
 
 def _layer(request: FigureRequest) -> int:
@@ -197,7 +191,7 @@ FIGURES: dict[str, FigureKind] = {
         standard=("diffusion",),
     ),
     "spatial": FigureKind(
-        table=_spatial,
+        table=lambda r: A.spatial_preference(r.run, layer=r.layer),
         build=lambda t, r: figure_spatial(t, layer=r.layer, width=r.width),
         description="each expert's share of every patch on the image grid at one layer",
         layer="required",
@@ -205,11 +199,11 @@ FIGURES: dict[str, FigureKind] = {
         standard=("diffusion",),
     ),
     "expert-similarity": FigureKind(
-        table=lambda r: A.expert_similarity(r.run, _layer(r)),
+        table=_similarity,
         build=lambda t, r: figure_expert_similarity(t, width=r.width),
-        description="expert × expert router-score similarity (MC-SMoE) at one layer",
+        description="expert × expert similarity at one layer: router scores (MC-SMoE) if recorded with "
+        "--probs, else co-activation (Ochiai)",
         layer="required",
-        requires=("probs",),
     ),
     "top-tokens": FigureKind(
         table=lambda r: A.top_tokens(r.run, _layer(r), int(r.expert or 0)),
@@ -221,7 +215,7 @@ FIGURES: dict[str, FigureKind] = {
         standard=(),
     ),
     "embedding": FigureKind(
-        table=_embedding,
+        table=lambda r: A.embeddings(r.run, _layer(r)),
         build=lambda t, r: figure_embedding(
             t, color=r.by or "top_expert", axis_names=("PC 1", "PC 2"), width=r.width
         ),

@@ -1,0 +1,524 @@
+"""Paper figures: every builder draws exactly its table's numbers, the paper template has the promised
+sizes and font, export writes valid SVG, PDF and PNG through one browser per batch, and `routescope
+figure` writes a file, a standard set with an index, and one-line errors.
+
+Runs: planted runs with known routing, and small real recordings of the bundled models (moe-lm on six
+`bundled:domains` texts, dit-digits with 2 classes × 1 sample × 4 steps), made once per module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+import routescope
+from routescope import analysis as A
+from routescope.cli import main
+from routescope.figures import (
+    FIGURES,
+    TEMPLATE,
+    export_figures,
+    figure_agreement,
+    figure_balance,
+    figure_coactivation,
+    figure_embedding,
+    figure_expert_similarity,
+    figure_load,
+    figure_nmi,
+    figure_repeat,
+    figure_sensitivity,
+    figure_spatial,
+    figure_specialization,
+    figure_step_similarity,
+    figure_steps,
+    figure_top_tokens,
+    figure_transitions,
+    figure_uncertainty,
+    figure_uncertainty_histogram,
+    make_figure,
+    standard_set,
+    template,
+    width_px,
+    write_table,
+)
+from routescope.figures.axes import nice_stride
+from routescope.figures.theme import CATEGORICAL, FONT_PT
+from routescope.hooks import InputError, Store
+from tests.planted import planted_run
+
+SKEWED = {0: [[0]] * 6 + [[1]] * 2, 1: [[0], [1], [2], [3]] * 2}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Real recordings: `lm` (moe-lm, 6 domain texts, with probabilities) and `dit` (dit-digits)."""
+    store = Store(tmp_path_factory.mktemp("figures") / "store")
+    texts, labels = routescope.load_dataset("bundled:domains")
+    keep = [
+        i
+        for d in ("prose", "code", "arithmetic")
+        for i in np.flatnonzero(np.array(labels["domain"]) == d)[:2]
+    ]
+    lm = routescope.record(
+        routescope.load_model("bundled:moe-lm"),
+        [texts[i][:160] for i in keep],
+        store=store,
+        name="lm",
+        labels={"domain": [labels["domain"][i] for i in keep]},
+        probs=True,
+        progress=False,
+    )
+    dit = routescope.record_diffusion(
+        routescope.load_model("bundled:dit-digits"),
+        classes=[0, 1],
+        samples_per_class=1,
+        steps=4,
+        cfg_scale=4.0,
+        seed=0,
+        store=store,
+        name="dit",
+    )
+    return {"lm": lm, "dit": dit, "store": store}
+
+
+def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
+    return np.asarray(fig.data[trace].z, dtype=float)
+
+
+# --- the paper template ---------------------------------------------------------------------------------
+
+
+def test_template_sizes_font_and_palette() -> None:
+    assert template() is template()  # registered once
+    assert TEMPLATE in pio.templates
+    assert width_px("single") == 317  # 3.3 in × 96 CSS px
+    assert width_px("double") == 662  # 6.9 in
+    assert width_px(2.0) == 192
+    layout = pio.templates[TEMPLATE].layout
+    assert layout.font.size == pytest.approx(FONT_PT * 96 / 72)  # 8 pt
+    assert 8 <= layout.font.size * 72 / 96 <= 9
+    assert "Helvetica" in layout.font.family
+    assert list(layout.colorway) == CATEGORICAL
+    assert CATEGORICAL[:3] == ["#0072B2", "#D55E00", "#009E73"]  # Okabe–Ito
+    fig = figure_load(
+        pd.DataFrame({"layer": [0, 0], "expert": [0, 1], "count": [1, 3], "load": [0.25, 0.75]})
+    )
+    assert (fig.layout.width, fig.layout.title.text) == (317, None)  # no in-figure title by default
+    assert fig.layout.xaxis.title.text == "expert"
+    assert fig.layout.yaxis.title.text == "layer"
+    with pytest.raises(InputError, match="width"):
+        width_px("triple")  # type: ignore[arg-type]
+
+
+def test_large_axes_are_thinned_and_bucketed() -> None:
+    assert [nice_stride(n) for n in (4, 12, 13, 30, 300, 1000)] == [1, 1, 2, 5, 50, 100]
+    many = pd.DataFrame({"layer": 0, "expert": np.arange(300), "count": 1, "load": 1 / 300})
+    fig = figure_load(many)
+    assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tick0) == (50, 0)
+    # 1,000 steps pool into 200 bins of 5: expert 0 takes `step` tokens, expert 1 takes 1,000 − step
+    steps = np.arange(1000)
+    table = pd.DataFrame(
+        {
+            "layer": 0,
+            "step": np.repeat(steps, 2),
+            "expert": np.tile([0, 1], 1000),
+            "count": np.column_stack([steps, 1000 - steps]).ravel(),
+        }
+    )
+    fig = figure_steps(table)
+    z = z_of(fig)
+    assert z.shape == (2, 200)
+    assert list(fig.data[0].x[:3]) == [0, 5, 10]
+    assert z[0, 1] == pytest.approx(sum(range(5, 10)) / 5000)  # steps 5–9: Σ step / Σ 1,000
+    assert "bins of 5" in fig.layout.xaxis.title.text
+
+
+# --- builders draw their tables ---------------------------------------------------------------------------
+
+
+def test_load_heatmap_is_the_load_table(store: Store) -> None:
+    load = A.expert_load(planted_run(store, "skew", experts=SKEWED))
+    fig = figure_load(load)
+    assert z_of(fig).tolist() == [[0.75, 0.25, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]
+    assert (list(fig.data[0].x), list(fig.data[0].y)) == ([0, 1, 2, 3], [0, 1])
+    assert z_of(figure_load(load, value="count")).tolist()[0] == [6, 2, 0, 0]
+    ranked = figure_load(pd.concat([load[load.layer == 0].iloc[::-1]]), sort=True)
+    assert z_of(ranked).tolist() == [[0.75, 0.25, 0.0, 0.0]]
+    assert ranked.layout.xaxis.title.text == "expert rank by load"
+
+
+def test_balance_and_uncertainty_panels_are_their_tables(runs: dict[str, Any]) -> None:
+    table = A.balance(runs["lm"])
+    fig = figure_balance(table)
+    assert len(fig.data) == 4
+    for trace, metric in zip(fig.data, ("max_over_mean", "cv", "norm_entropy", "gini"), strict=True):
+        assert list(trace.x) == table["layer"].tolist()
+        assert list(trace.y) == pytest.approx(table[metric].tolist())
+    by_step = A.balance(runs["dit"], by=("layer", "step"))
+    fig = figure_balance(by_step, x="step")
+    assert len(fig.data) == 4 * 4  # four panels × one line per layer
+    layer2 = by_step[by_step.layer == 2].sort_values("step")
+    assert list(fig.data[2].y) == pytest.approx(layer2["max_over_mean"].tolist())
+    u = A.uncertainty(runs["lm"])
+    fig = figure_uncertainty(u)
+    assert list(fig.data[2].y) == pytest.approx(u["uncertain_share"].tolist())
+    assert fig.layout.yaxis.title.text == "router entropy (norm.)"
+
+
+def test_specialization_lift_on_a_log_scale_centred_at_one(store: Store) -> None:
+    domains = ["a"] * 4 + ["b"] * 4
+    run = planted_run(store, "dom", experts={0: [[0]] * 4 + [[1]] * 4}, labels={"domain": domains})
+    fig = figure_specialization(A.specialization(run, "domain"))
+    heat = fig.data[0]
+    assert list(heat.x) == ["a", "b"]
+    assert list(heat.y) == ["0", "1"]
+    assert heat.customdata.tolist() == [[2.0, 0.0], [0.0, 2.0]]  # share 1 / load 1/2; never = 0
+    assert z_of(fig)[0, 0] == pytest.approx(1.0)  # log₂ 2
+    assert z_of(fig)[0, 1] == heat.zmin == -1.0  # lift 0 takes the bottom colour
+    assert (heat.zmid, heat.colorbar.ticktext) == (0.0, ("1/2", "1", "2"))
+    assert fig.layout.xaxis.title.text == "domain"
+
+
+def test_specialization_of_a_real_run_and_one_layer(runs: dict[str, Any]) -> None:
+    table = A.specialization(runs["lm"], "domain")
+    fig = figure_specialization(table, layer=2)
+    heat = fig.data[0]
+    part = table[table.layer == 2].set_index(["expert", "domain"])["lift"]
+    for i, expert in enumerate(heat.y):
+        for j, domain in enumerate(heat.x):
+            expected = part.get((int(expert), domain), 0.0)
+            assert heat.customdata[i][j] == pytest.approx(expected)
+    # sorted: the experts' preferred domains (argmax lift) never go back to an earlier column
+    preferred = np.argmax(np.asarray(heat.customdata), axis=1)
+    assert (np.diff(preferred) >= 0).all()
+    with pytest.raises(InputError, match="pass a layer"):
+        figure_specialization(table)
+    with pytest.raises(InputError, match="no layer 9"):
+        figure_specialization(table, layer=9)
+
+
+def test_nmi_and_sensitivity_lines(runs: dict[str, Any]) -> None:
+    nmi = A.label_nmi(runs["lm"], "domain")
+    fig = figure_nmi(nmi, label="domain")
+    assert list(fig.data[0].y) == pytest.approx(nmi["nmi"].tolist())
+    assert fig.layout.yaxis.title.text == "NMI(expert; domain)"
+    table = A.sensitivity(runs["dit"])
+    fig = figure_sensitivity(table)
+    assert {trace.name for trace in fig.data} >= {"class", "patch row", "patch column", "step"}
+    for trace in fig.data:
+        label = {"patch row": "row", "patch column": "col"}.get(trace.name, trace.name)
+        expected = table[table.label == label].sort_values("layer")["nmi"].tolist()
+        assert list(trace.y) == pytest.approx(expected)
+
+
+def test_uncertainty_histogram_is_numpys(runs: dict[str, Any]) -> None:
+    run = runs["lm"]
+    decisions = run.decisions()
+    decisions["norm_entropy"] = decisions["entropy"] / np.log(16)  # moe-lm: 16 experts per layer
+    fig = figure_uncertainty_histogram(decisions, bins=10)
+    assert len(fig.data) == 4
+    for layer, trace in enumerate(fig.data):
+        values = decisions.loc[decisions.layer == layer, "norm_entropy"]
+        counts, edges = np.histogram(values, bins=np.linspace(0, 1, 11))
+        assert list(trace.y) == pytest.approx((counts / len(values)).tolist())
+        assert list(trace.x) == pytest.approx(((edges[:-1] + edges[1:]) / 2).tolist())
+    fig, _ = make_figure("uncertainty-histogram", run, by="domain", layer=0)
+    assert sorted(trace.name for trace in fig.data) == ["arithmetic", "code", "prose"]
+    assert sum(fig.data[0].y) == pytest.approx(1.0)
+
+
+def test_coactivation_lift_and_undefined_diagonal(store: Store) -> None:
+    # 3 of 4 decisions choose {0, 1}, one {2, 3}: lift(0, 1) = (3/4) / (3/4 · 3/4) = 4/3, lift(0, 2) = 0
+    run = planted_run(store, "co", experts={0: [[0, 1]] * 3 + [[2, 3]]})
+    fig = figure_coactivation(A.coactivation(run, 0))
+    heat = fig.data[0]
+    assert heat.customdata[0][1] == pytest.approx(4 / 3)
+    assert z_of(fig)[0, 1] == pytest.approx(math.log2(4 / 3))
+    assert heat.customdata[2][3] == pytest.approx(4.0)
+    assert heat.customdata[0][2] == 0.0
+    assert z_of(fig)[0, 2] == heat.zmin
+    assert np.isnan(np.diag(z_of(fig))).all()
+    assert fig.layout.plot_bgcolor == "#D9D9D9"  # undefined cells are grey, not neutral white
+
+
+def test_transitions_and_expert_similarity(runs: dict[str, Any]) -> None:
+    run = runs["lm"]
+    table = A.transitions(run)
+    fig = figure_transitions(table, layer=1)
+    z = z_of(fig)
+    part = table[table.layer == 1]
+    for row in part.itertuples():
+        assert z[row.expert, row.next_expert] == pytest.approx(row.share)
+    assert z.sum() == pytest.approx(part["expert"].nunique())  # each seen expert's row sums to 1
+    assert fig.layout.yaxis.title.text == "expert at layer 1"
+    assert fig.layout.xaxis.title.text == "expert at layer 2"
+    similarity = A.expert_similarity(run, 0)
+    fig = figure_expert_similarity(similarity)
+    expected = similarity.pivot(index="expert_a", columns="expert_b", values="similarity").to_numpy()
+    assert z_of(fig) == pytest.approx(expected)
+    groups = A.merge_groups(run, 0, n_groups=4)
+    grouped = figure_expert_similarity(similarity, groups=groups)
+    order = [int(e) for e in grouped.data[0].y]
+    assert z_of(grouped) == pytest.approx(expected[np.ix_(order, order)])
+    assert groups.set_index("expert").loc[order, "group"].is_monotonic_increasing
+    assert len(grouped.layout.shapes) == 4
+
+
+def test_repeat_agreement_and_top_tokens(runs: dict[str, Any]) -> None:
+    run = runs["lm"]
+    repeat = A.repeat_rate(run)
+    fig = figure_repeat(repeat)
+    by_name = {trace.name: list(trace.y) for trace in fig.data}
+    assert by_name["same top-1"] == pytest.approx(repeat["top1_repeat"].tolist())
+    assert by_name["same top-1, chance"] == pytest.approx([1 / 16] * 4)
+    assert by_name["top-1 in next top-k, chance"] == pytest.approx([2 / 16] * 4)
+    fig = figure_agreement(A.agreement(run, run))
+    assert [list(trace.y) for trace in fig.data] == [[1.0] * 4, [1.0] * 4]  # a run agrees with itself
+    top = A.top_tokens(run, 0, 3)
+    fig = figure_top_tokens(top)
+    assert list(fig.data[0].x) == top["count"].tolist()[:20]
+    tricky = pd.DataFrame({"token_id": [7, 8], "token": ["<b>&", " the"], "count": [2, 1]})
+    labels = figure_top_tokens(tricky).layout.yaxis.ticktext
+    assert labels == ("&lt;b&gt;&amp;", "␣the")  # escaped for plotly's HTML, whitespace visible
+
+
+def test_steps_and_step_similarity_with_phases(runs: dict[str, Any]) -> None:
+    run = runs["dit"]
+    table = A.steps(run)
+    fig = figure_steps(table, layer=0, noise=run.steps())
+    expected = table[table.layer == 0].pivot(index="expert", columns="step", values="load").to_numpy()
+    assert z_of(fig) == pytest.approx(expected)
+    assert fig.layout.xaxis.title.text == "timestep (noise level)"
+    assert list(fig.layout.xaxis.ticktext) == [f"{t:g}" for t in run.steps()["timestep"]]
+    similarity = A.step_similarity(run)
+    phases = A.denoising_phases(run)
+    fig = figure_step_similarity(similarity, layer=3, phases=phases)
+    expected = similarity[similarity.layer == 3].pivot(index="step_a", columns="step_b", values="js")
+    assert z_of(fig) == pytest.approx(expected.to_numpy())
+    own = phases[phases.layer == 3].sort_values("step")["phase"].to_numpy()
+    boundaries = [s for s in range(1, 4) if own[s] != own[s - 1]]
+    assert sorted({shape.x0 for shape in fig.layout.shapes if shape.x0 == shape.x1}) == [
+        b - 0.5 for b in boundaries
+    ]
+
+
+def test_spatial_maps_are_groupby_of_the_run(runs: dict[str, Any]) -> None:
+    run = runs["dit"]
+    tokens = run.tokens()[["sample", "position", "row", "col"]]
+    routed = run.assignments().query("not dropped").merge(tokens, on=["sample", "position"])
+    counts = routed.groupby(["layer", "expert", "row", "col"], as_index=False).size()
+    counts = counts.rename(columns={"size": "count"})
+    counts["share"] = counts["count"] / counts.groupby(["layer", "row", "col"])["count"].transform("sum")
+    fig = figure_spatial(counts, layer=1)
+    experts = sorted(counts.loc[counts.layer == 1, "expert"].unique())
+    assert len(fig.data) == len(experts)
+    for trace, expert in zip(fig.data, experts, strict=True):
+        grid = np.zeros((4, 4))
+        part = counts[(counts.layer == 1) & (counts.expert == expert)]
+        grid[part["row"], part["col"]] = part["share"]
+        assert z_of(fig, list(fig.data).index(trace)) == pytest.approx(grid)
+    assert fig.layout.coloraxis.cmax == pytest.approx(counts.loc[counts.layer == 1, "share"].max())
+    assert fig.layout.annotations[0].text == f"expert {experts[0]}"
+    analysis = A.spatial_preference(run, layer=1)  # the analysis agrees with the groupby
+    assert figure_spatial(analysis).data[0].z == pytest.approx(fig.data[0].z)
+
+
+def test_embedding_colours_by_label() -> None:
+    table = pd.DataFrame(
+        {"x": [0.0, 1.0, 2.0, 3.0], "y": [1.0, 0.0, 1.0, 0.0], "domain": ["code", "prose", "code", "<i>"]}
+    )
+    fig = figure_embedding(table, color="domain")
+    assert [trace.name for trace in fig.data] == ["&lt;i&gt;", "code", "prose"]
+    assert list(fig.data[1].x) == [0.0, 2.0]
+    assert [trace.marker.color for trace in fig.data] == CATEGORICAL[:3]
+    crowded = table.assign(token=["a", "b", "c", "d"])
+    fig = figure_embedding(crowded, color="token", max_categories=2)
+    assert [trace.name for trace in fig.data] == ["a", "b", "other"]
+    continuous = figure_embedding(table.assign(norm=[0.1, 0.2, 0.3, 0.4]), color="norm")
+    assert list(continuous.data[0].marker.color) == [0.1, 0.2, 0.3, 0.4]
+    with pytest.raises(InputError, match="no column"):
+        figure_embedding(table, color="nope")
+
+
+# --- registry, export and tables ----------------------------------------------------------------------------
+
+AXIS_TITLES = {
+    "load": "expert",
+    "balance": "max / mean load",
+    "balance-steps": "step",
+    "specialization": "domain",
+    "nmi": "NMI(expert; domain)",
+    "sensitivity": "layer",
+    "uncertainty": "top-1 − top-2 margin",
+    "uncertainty-histogram": "share of decisions",
+    "coactivation": "co-chosen expert",
+    "transitions": "expert at layer 1",
+    "repeat": "consecutive tokens",
+    "steps": "timestep (noise level)",
+    "step-similarity": "step",
+    "spatial": "expert 0",
+    "expert-similarity": "expert",
+    "top-tokens": "assignments",
+    "embedding": "PC 1",
+    "agreement": "agreement of the two runs",
+}
+
+
+def test_every_kind_exports_to_svg_in_one_browser(
+    runs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kaleido
+
+    opened = []
+    real_open = kaleido.Kaleido.open
+
+    async def counting_open(self: kaleido.Kaleido) -> None:
+        opened.append(self)
+        await real_open(self)
+
+    monkeypatch.setattr(kaleido.Kaleido, "open", counting_open)
+    assert set(AXIS_TITLES) == set(FIGURES)
+    jobs = []
+    for name, kind in FIGURES.items():
+        run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
+        options = {
+            "layer": 1 if kind.layer != "no" else None,
+            "by": "domain" if kind.label == "required" else None,
+            "expert": 3 if kind.expert != "no" else None,
+            "other": runs["lm"] if "other" in kind.requires else None,
+        }
+        if name == "spatial":
+            options["layer"] = 0
+        fig, table = make_figure(name, run, **options)
+        assert not table.empty
+        jobs.append((fig, tmp_path / f"{name}.svg"))
+    written = export_figures(jobs)
+    assert len(opened) == 1  # one browser for the whole batch
+    for path in written:
+        text = path.read_text()
+        root = ET.fromstring(text)
+        assert root.tag.endswith("svg")
+        assert root.get("width") == "317"
+        assert AXIS_TITLES[path.stem] in text.replace("&amp;", "&"), path.stem
+
+
+def test_pdf_and_png_have_paper_sizes(runs: dict[str, Any], tmp_path: Path) -> None:
+    fig, _ = make_figure("load", runs["lm"])
+    wide, _ = make_figure("load", runs["lm"], width="double")
+    pdf, png, png_wide = export_figures(
+        [(fig, tmp_path / "load.pdf"), (fig, tmp_path / "load.png"), (wide, tmp_path / "wide.png")]
+    )
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    box = re.search(rb"MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", data)
+    assert box is not None
+    assert float(box.group(1)) / 72 == pytest.approx(3.3, abs=0.02)  # inches wide, as laid out
+    for path, layout_width in ((png, 317), (png_wide, 662)):
+        head = path.read_bytes()[:24]
+        assert head[:8] == PNG_SIGNATURE
+        width = struct.unpack(">I", head[16:20])[0]
+        assert width == int(layout_width * 300 / 96)  # 300 dpi: 990 and 2,068 px
+    assert struct.unpack(">II", png.read_bytes()[16:24])[1] == int(fig.layout.height * 300 / 96)
+
+
+def test_tables_as_csv_and_booktabs_latex(store: Store, tmp_path: Path) -> None:
+    table = pd.DataFrame({"label_&%": ["a_b", "x$y{z}^~\\", "#1"], "nmi": [0.5, 0.25, 0.125]})
+    tex = write_table(table, tmp_path / "t.tex").read_text()
+    lines = tex.strip().splitlines()
+    assert lines[0] == r"\begin{tabular}{lr}"
+    assert lines[-1] == r"\end{tabular}"
+    assert [lines[1], lines[3], lines[-2]] == [r"\toprule", r"\midrule", r"\bottomrule"]
+    assert lines[2] == r"label\_\&\% & nmi \\"
+    assert lines[5] == r"x\$y\{z\}\textasciicircum{}\textasciitilde{}\textbackslash{} & 0.25 \\"
+    for row in lines[2:3] + lines[4:-2]:
+        assert row.endswith(r"\\")
+        assert len(re.findall(r"(?<!\\)&", row)) == 1  # two cells per row
+    balance = A.balance(planted_run(store, "tab", experts=SKEWED))
+    back = pd.read_csv(write_table(balance, tmp_path / "b.csv"))
+    pd.testing.assert_frame_equal(back, balance, check_dtype=False)
+    with pytest.raises(InputError, match="tables are written as"):
+        write_table(table, tmp_path / "t.xlsx")
+
+
+def test_standard_set_follows_the_run(runs: dict[str, Any]) -> None:
+    lm = {f.stem for f in standard_set(runs["lm"])}
+    dit = {f.stem for f in standard_set(runs["dit"])}
+    assert {"load", "repeat", "specialization-domain-layer0", "specialization-domain-layer3"} <= lm
+    assert not {s for s in lm if s.startswith(("steps", "spatial", "step-similarity"))}
+    assert {"steps-layer0", "spatial-layer3", "step-similarity-layer0", "specialization-class-layer0"} <= dit
+    assert "repeat" not in dit
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+def test_cli_writes_one_figure(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "spec.png"
+    args = ["--run", "lm", "--kind", "specialization", "--layer", "0", "--by", "domain", "--out", str(out)]
+    assert main(["figure", "--store", str(runs["store"].path), *args, "--width", "double"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    head = out.read_bytes()[:24]
+    assert head[:8] == PNG_SIGNATURE
+    assert struct.unpack(">I", head[16:20])[0] == 2068  # double column, 300 dpi
+
+
+@pytest.mark.slow
+def test_cli_all_writes_the_standard_set_and_index(runs: dict[str, Any], tmp_path: Path) -> None:
+    """As a user runs it: a subprocess, the dit run's whole set in one browser."""
+    folder = tmp_path / "set"
+    cli = [sys.executable, "-m", "routescope", "figure", "--store", str(runs["store"].path), "--run", "dit"]
+    done = subprocess.run(
+        [*cli, "--all", "--out", str(folder)], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    expected = {f.stem for f in standard_set(runs["dit"])}
+    assert {p.stem for p in folder.glob("*.svg")} == expected
+    assert done.stdout.startswith(f"wrote {len(expected)} figures and 8 tables to {folder}")
+    index = (folder / "index.md").read_text()
+    for stem in expected:
+        assert f"[{stem}.svg]({stem}.svg)" in index
+    assert "[balance.tex](balance.tex)" in index
+    assert (folder / "balance.tex").read_text().startswith(r"\begin{tabular}")
+    assert pd.read_csv(folder / "nmi-class.csv")["nmi"].tolist() == pytest.approx(
+        A.label_nmi(runs["dit"], "class")["nmi"].tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", "lm", "--kind", "nope", "--out", "x.svg"], "unknown figure kind 'nope'"),
+        (["--run", "lm", "--kind", "load", "--out", "x.jpg"], "figures are written as .svg, .pdf, .png"),
+        (["--run", "missing", "--kind", "load", "--out", "x.svg"], "no run 'missing'"),
+        (["--run", "lm", "--kind", "coactivation", "--out", "x.svg"], "figure coactivation needs --layer L"),
+        (["--run", "lm", "--kind", "steps", "--layer", "0", "--out", "x.svg"], "figure steps needs a run"),
+        (["--run", "lm", "--kind", "load", "--layer", "0", "--out", "x.svg"], "takes no --layer"),
+        (["--run", "lm", "--out", "x.svg"], "give --kind KIND"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    store = str(runs["store"].path)
+    out = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
+    assert main(["figure", "--store", store, *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("routescope: error: ")
+    assert message in err
+    assert not list(tmp_path.iterdir())
