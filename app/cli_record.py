@@ -28,7 +28,9 @@ def parse_classes(text: str) -> list[int]:
 
 
 def add_record_arguments(rec: argparse.ArgumentParser) -> None:
-    rec.add_argument("model", help="bundled:NAME, a local checkpoint folder, or a hub id")
+    rec.add_argument(
+        "model", help="bundled:NAME, FAMILY:CONFIG (e.g. dit-moe:S-8E2A), a checkpoint folder, or a hub id"
+    )
     rec.add_argument("--store", required=True, help="store folder (created if absent)")
     rec.add_argument("--name", required=True, help="run name (letters, digits, . _ -)")
     text = rec.add_argument_group("text models")
@@ -46,6 +48,11 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
     diffusion.add_argument("--steps", type=int, help="sampling steps (default 50)")
     diffusion.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 4.0)")
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
+    diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
+    diffusion.add_argument("--vae", help="dit-moe: a local diffusers VAE folder to decode latents")
+    diffusion.add_argument(
+        "--sampler", choices=("ddpm", "ddim", "rf"), help="dit-moe: override the trained-for sampler"
+    )
     rec.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
     rec.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
     rec.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
@@ -82,8 +89,16 @@ def cmd_record(args: argparse.Namespace) -> int:
     diffusion_options = [o for o in DIFFUSION_ONLY if getattr(args, o) is not None]
     inputs = _text_inputs(args) if not diffusion_options else None
     model = load_model(
-        args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
+        args.model,
+        trust_remote_code=args.trust_remote_code,
+        dtype=args.dtype,
+        device=args.device,
+        weights=args.weights,
+        vae=args.vae,
+        sampler=args.sampler,
     )
+    if model.info.get("vae", "") is None:
+        out("note: no --vae given: images are latent previews; the routing record is complete")
     common = {
         "store": store,
         "name": args.name,

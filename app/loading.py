@@ -1,7 +1,9 @@
-"""`load_model(spec)`: one entry point for bundled models, local checkpoint folders and hub ids.
+"""`load_model(spec)`: one entry point for bundled models, checkpoint families, local folders and hub ids.
 
 Weights load through transformers, which reads safetensors (and torch files only with
 `weights_only=True`); remote code never runs unless `trust_remote_code=True` is passed on purpose.
+A checkpoint family spec (`dit-moe:S-8E2A`) names an architecture whose bare weights file comes with
+`weights=`; the family's loader reads it weights-only and matches its keys strictly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 
 from .hooks import LoadedModel, ModelSpecError
-from .models import BUNDLED, bundled_names, load_bundled
+from .models import BUNDLED, CHECKPOINT_FAMILIES, bundled_names, load_bundled
 
 BUNDLED_PREFIX = "bundled:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -29,10 +31,20 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     revision: str | None = None,
+    weights: str | None = None,
+    vae: str | None = None,
+    sampler: str | None = None,
 ) -> LoadedModel:
-    """Load `bundled:NAME`, a local checkpoint folder (with config.json) or a hub id, ready to record."""
+    """Load `bundled:NAME`, `FAMILY:CONFIG` with `weights=FILE` (e.g. `dit-moe:S-8E2A`; diffusion families
+    also take `vae=DIR` and `sampler=`), a local checkpoint folder (with config.json) or a hub id."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError("empty model spec; pass bundled:NAME, a checkpoint folder or a hub id")
+    family, colon, _ = spec.partition(":")
+    if colon and family in CHECKPOINT_FAMILIES:
+        return _place(_from_family(spec, weights, vae, sampler, _dtype(dtype)), None, device)
+    if weights or vae or sampler:
+        families = ", ".join(f"{name}:CONFIG" for name in CHECKPOINT_FAMILIES)
+        raise ModelSpecError(f"weights, vae and sampler go with a checkpoint family spec ({families})")
     if spec.startswith(BUNDLED_PREFIX):
         name = spec[len(BUNDLED_PREFIX) :]
         try:
@@ -55,6 +67,33 @@ def load_model(
     if not _HUB_ID.match(spec) or ".." in spec:
         raise ModelSpecError(f"unknown model {spec!r}: not a bundled model, an existing folder or a hub id")
     return _place(_from_pretrained(spec, trust_remote_code, revision, local=False), dtype, device)
+
+
+def _from_family(
+    spec: str, weights: str | None, vae: str | None, sampler: str | None, dtype: torch.dtype | None
+) -> LoadedModel:
+    family, _, config = spec.partition(":")
+    entry = CHECKPOINT_FAMILIES[family]
+    if not weights:
+        raise ModelSpecError(f"{spec} needs its weights: pass --weights FILE (.pt or .safetensors)")
+    if not config:
+        raise ModelSpecError(f"{spec}: name a config, e.g. {family}:{entry.configs()[0]}")
+    try:
+        model, model_sampler, info = entry.load(
+            config, weights=weights, vae=vae, sampler=sampler, dtype=dtype
+        )
+    except ValueError as exc:  # the family's one-line errors: bad config, unreadable or mismatched file
+        raise ModelSpecError(str(exc).strip().splitlines()[0]) from None  # whole: it names the fix
+    return LoadedModel(model=model, spec=spec, source="local", sampler=model_sampler, info=info)
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ModelSpecError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return resolved
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""The table of bundled models: name → how to build it offline.
+"""The tables of models RouteScope knows: bundled models (name → how to build it offline) and checkpoint
+families (`FAMILY:CONFIG` specs, e.g. `dit-moe:S-8E2A`, whose weights the user supplies as a local file).
 
 Builders import their model code (and transformers) on first use, so `import routescope` stays fast.
 """
@@ -64,6 +65,44 @@ BUNDLED: dict[str, BundledModel] = {
         build=build_moe_lm,
         description="trained 4-layer Qwen2-MoE (16 routed experts, top-2, + 1 shared expert, hidden 160) "
         "on 5 domains (prose, code, arithmetic, json, chemistry); see models/moe_lm/README.md",
+    ),
+}
+
+
+def load_dit_moe_family(
+    name: str, *, weights: str, vae: str | None = None, sampler: str | None = None, dtype: Any = None
+) -> tuple[torch.nn.Module, Callable[..., torch.Tensor], dict[str, Any]]:
+    """A published DiT-MoE checkpoint: model, its sampler and manifest facts (imported on first use)."""
+    from .dit_moe import load
+
+    return load(name, weights=weights, vae=vae, sampler=sampler, dtype=dtype)  # type: ignore[arg-type]
+
+
+def dit_moe_config_names() -> list[str]:
+    from .dit_moe import config_names
+
+    return config_names()
+
+
+@dataclass(frozen=True)
+class CheckpointFamily:
+    """Models whose architecture a spec names (`FAMILY:CONFIG`) and whose weights come from a local file.
+
+    `load(config, *, weights, vae, sampler, dtype)` returns (model, sampler or None, manifest facts) and
+    raises `ValueError` with a one-line message for a bad config, file or checkpoint.
+    """
+
+    load: Callable[..., tuple[torch.nn.Module, Callable[..., torch.Tensor] | None, dict[str, Any]]]
+    configs: Callable[[], list[str]]
+    description: str
+
+
+CHECKPOINT_FAMILIES: dict[str, CheckpointFamily] = {
+    "dit-moe": CheckpointFamily(
+        load=load_dit_moe_family,
+        configs=dit_moe_config_names,
+        description="published DiT-MoE checkpoints (class-conditional latent diffusion, shared + routed "
+        "experts, top-2); weights from --weights FILE, images through --vae DIR",
     ),
 }
 
