@@ -5,29 +5,66 @@ from __future__ import annotations
 import argparse
 
 from .console import out
-from .hooks import Store
+from .hooks import CorruptRunError, Store
+from .hooks.store import owner_alive, read_manifest
+
+
+def shown(name: str) -> str:
+    """A folder name as it can be printed: as is when printable, else escaped (a junk folder in a store
+    may have any bytes in its name)."""
+    return name if name.isprintable() and name.isascii() else ascii(name)
+
+
+def _damage(store: Store, name: str) -> str:
+    """Why a folder in the store is not a complete run."""
+    try:
+        manifest = read_manifest(store.path / name)
+    except CorruptRunError as exc:
+        return str(exc)
+    if manifest["status"] != "complete":
+        return f"its manifest says {manifest['status']!r}, not complete"
+    return "its name is not a run name"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     store = Store(args.store)
     if args.clean:
+        recovered = store.recover()
+        if recovered:
+            out(f"finished publishing {len(recovered)} run(s): {', '.join(recovered)}")
         removed = store.clean()
         out(f"removed {len(removed)} interrupted recording(s){': ' + ', '.join(removed) if removed else ''}")
+    listed = 0
     for name in store.runs():
-        run = store.open(name)
+        listed += 1
+        try:
+            run = store.open(name)
+        except CorruptRunError as exc:
+            out(f"{name}\tdamaged\t({exc})")
+            continue
         rows, model = run.manifest.get("rows", {}), run.manifest["model"]
         out(
             f"{name}\tcomplete\t{model.get('spec') or model.get('class')}\t"
             f"{rows.get('tokens', 0)} tokens\t{rows.get('assignments', 0)} assignments"
         )
+    unpublished = set(store.unpublished())
+    clean = f"`routescope runs --store {store.path} --clean`"
     for name in store.incomplete():
-        out(
-            f"{name}\tincomplete\t(interrupted or still recording; re-record it or run "
-            f"`routescope runs --store {store.path} --clean`)"
-        )
+        listed += 1
+        if owner_alive(store.incomplete_path(name)):
+            out(f"{name}\tincomplete\t(being recorded right now by another process)")
+        elif name in unpublished:
+            out(f"{name}\tincomplete\t(finished but not moved into place; {clean} publishes it)")
+        else:
+            out(
+                f"{name}\tincomplete\t(interrupted; delete it with {clean}, or record it again with "
+                f"`routescope record ... --store {store.path} --name {name} --overwrite`)"
+            )
     for name in store.damaged():
-        out(f"{name}\tdamaged\t(unreadable manifest; delete the folder {store.path / name})")
-    if not (store.runs() or store.incomplete() or store.damaged()):
+        listed += 1
+        folder = shown(str(store.path / name))
+        out(f"{shown(name)}\tdamaged\t({_damage(store, name)}; delete the folder {folder})")
+    if not listed:
         out(f"no runs in {store.path}")
     return 0
 

@@ -33,11 +33,13 @@ INCOMPLETE_DIR = ".incomplete"
 TRASH_DIR = ".trash"
 OWNER_FILE = "owner.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TABLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+"""A table name: a plain identifier, safe as a file name and as an SQL view name."""
 
 
 def check_run_name(name: str) -> str:
     """Return `name` if it is a safe run name (letters, digits, `.`, `_`, `-`; no `/`, `\\` or `..`)."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' only "
             "(no '/', '\\' or '..', at most 128 characters, starting with a letter or digit)"
@@ -64,12 +66,47 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if missing:
         raise CorruptRunError(f"{path}: manifest lacks {', '.join(missing)}; re-record the run")
     version = manifest["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise CorruptRunError(
             f"{path}: schema version {version!r} is newer than this RouteScope reads ({SCHEMA_VERSION}); "
             "upgrade routescope"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CorruptRunError(f"{path}: {problem}; re-record the run")
     return manifest
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a manifest's fields (None if nothing), so that a damaged or
+    hand-edited manifest fails here, in one line, and not as a KeyError or an SQL error in an analysis."""
+    if not _is_int(manifest["schema_version"]) or manifest["schema_version"] < 1:
+        return f"schema version {manifest['schema_version']!r} is not a positive integer"
+    for key in ("name", "status", "created"):
+        if not isinstance(manifest[key], str):
+            return f"{key} is not a string"
+    if not isinstance(manifest["model"], dict):
+        return "model is not an object"
+    tables = manifest["tables"]
+    if not isinstance(tables, list) or not all(isinstance(t, str) and _TABLE.fullmatch(t) for t in tables):
+        return "tables is not a list of table names"
+    routers = manifest["routers"]
+    if not isinstance(routers, list) or not all(isinstance(r, dict) for r in routers):
+        return "routers is not a list of objects"
+    for router in routers:
+        if not all(_is_int(router.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
+            return "a router lacks an integer id, layer, n_experts or top_k"
+    labels = manifest.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        return "labels is not a list of column names"
+    rows = manifest.get("rows", {})
+    if not isinstance(rows, dict) or not all(_is_int(n) and n >= 0 for n in rows.values()):
+        return "rows is not a map of table to row count"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,6 +140,38 @@ class Run:
         self.manifest: dict[str, Any] = read_manifest(self.path)
         if self.manifest.get("status") != "complete":
             raise CorruptRunError(f"{self.path}: run is not complete; re-record it")
+        for table in self.manifest["tables"]:
+            self._check_file(table)
+
+    def _check_file(self, table: str) -> None:
+        """Check a table's Parquet footer against the manifest (columns, row count): a truncated, foreign
+        or swapped file fails here, naming the file, before DuckDB or pandas reads a byte of data. Reads
+        only the footer, so opening a run stays cheap however large it is."""
+        path = self.path / table_file(table)
+        try:
+            meta = pq.read_metadata(path)
+            names = meta.schema.to_arrow_schema().names
+        except FileNotFoundError:
+            raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
+        except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+            raise CorruptRunError(
+                f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
+            ) from None
+        self._check_columns(path, table, names, None)
+        expected_rows = self.manifest.get("rows", {}).get(table)
+        if expected_rows is not None and meta.num_rows != expected_rows:
+            raise CorruptRunError(
+                f"{path}: {meta.num_rows} rows but the manifest says {expected_rows}; re-record the run"
+            )
+
+    @staticmethod
+    def _check_columns(path: Path, table: str, names: list[str], columns: list[str] | None) -> None:
+        expected = CORE_TABLES[table].names if table in CORE_TABLES else []
+        absent = [c for c in expected if c not in names and (columns is None or c in columns)]
+        if absent:
+            raise CorruptRunError(
+                f"{path}: foreign table, columns {', '.join(absent)} missing; re-record the run"
+            )
 
     @property
     def name(self) -> str:
@@ -128,21 +197,15 @@ class Run:
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """Read one table as Arrow, checking that it is the file this run wrote."""
         path = self.table_path(table)
-        try:
-            data = pq.read_table(path, columns=columns)
+        try:  # page checksums (written by RunWriter) catch flipped bits in the data, not only the footer
+            data = pq.read_table(path, columns=columns, page_checksum_verification=True)
         except FileNotFoundError:
             raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
             raise CorruptRunError(
-                f"{path}: not a readable RouteScope table ({reason}); re-record the run"
+                f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
             ) from None
-        expected = CORE_TABLES[table].names
-        absent = [c for c in expected if c not in data.column_names and (columns is None or c in columns)]
-        if absent:
-            raise CorruptRunError(
-                f"{path}: foreign table, columns {', '.join(absent)} missing; re-record the run"
-            )
+        self._check_columns(path, table, data.column_names, columns)
         expected_rows = self.manifest.get("rows", {}).get(table)
         if columns is None and expected_rows is not None and data.num_rows != expected_rows:
             raise CorruptRunError(
@@ -151,7 +214,13 @@ class Run:
         return data
 
     def _frame(self, table: str, columns: list[str] | None) -> pd.DataFrame:
-        return self.read_table(table, columns).to_pandas()
+        data = self.read_table(table, columns)
+        try:
+            return data.to_pandas()
+        except (pa.ArrowException, ValueError) as exc:  # e.g. bytes that are not UTF-8 in a text column
+            raise CorruptRunError(
+                f"{self.table_path(table)}: damaged values ({_first_line(exc)}); re-record the run"
+            ) from None
 
     def samples(self, columns: list[str] | None = None) -> pd.DataFrame:
         """One row per input sequence: sample, text, n_tokens, n_generated, generated, label columns."""
@@ -195,6 +264,12 @@ class Run:
         return f"Run({self.name!r}, path={str(self.path)!r})"
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else exc.__class__.__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 def _stack_images(table: pa.Table) -> np.ndarray:
     frame = table.to_pandas().sort_values("sample")
     if frame.empty:
@@ -213,40 +288,58 @@ class Store:
                 f"store path {self.path} is a file, not a folder; pass a folder (it is created if absent)"
             )
 
-    def runs(self) -> list[str]:
-        """Names of the complete runs, sorted."""
+    def _folders(self) -> list[Path]:
+        """The store's visible sub-folders (hidden ones hold incomplete runs and trash)."""
         if not self.path.is_dir():
             return []
+        return sorted(c for c in self.path.iterdir() if not c.name.startswith(".") and c.is_dir())
+
+    def runs(self) -> list[str]:
+        """Names of the complete runs, sorted (by their manifests; `open` checks their files)."""
         names = []
-        for child in self.path.iterdir():
-            if child.name.startswith(".") or not child.is_dir():
-                continue
+        for child in self._folders():
             try:
                 manifest = read_manifest(child)
             except CorruptRunError:
                 continue
-            if manifest.get("status") == "complete":
+            if manifest["status"] == "complete" and _NAME.fullmatch(child.name) and ".." not in child.name:
                 names.append(child.name)
-        return sorted(names)
+        return names
 
     def incomplete(self) -> list[str]:
         """Names of recordings in progress or interrupted (kept under `.incomplete/`)."""
         folder = self.path / INCOMPLETE_DIR
-        return sorted(child.name for child in folder.iterdir() if child.is_dir()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(c.name for c in folder.iterdir() if c.is_dir() and _NAME.fullmatch(c.name))
 
     def damaged(self) -> list[str]:
-        """Folders in the store that look like runs but cannot be read (named, so a user can delete them)."""
-        if not self.path.is_dir():
-            return []
-        bad = []
-        for child in sorted(self.path.iterdir()):
-            if child.name.startswith(".") or not child.is_dir():
+        """Folders in the store that are not complete runs: no readable manifest, a manifest that does not
+        say complete, or a name that is not a run name (named, so a user can delete them)."""
+        complete = set(self.runs())
+        return [child.name for child in self._folders() if child.name not in complete]
+
+    def unpublished(self) -> list[str]:
+        """Interrupted recordings that had finished (manifest "complete", every file checked) but were not
+        moved into place: the process died during the last step of publishing. `recover` moves them."""
+        names = []
+        for name in self.incomplete():
+            path = self.incomplete_path(name)
+            if owner_alive(path) or self.run_path(name).exists():
                 continue
             try:
-                read_manifest(child)
+                Run(path)
             except CorruptRunError:
-                bad.append(child.name)
-        return bad
+                continue
+            names.append(name)
+        return names
+
+    def recover(self) -> list[str]:
+        """Finish publishing the runs `unpublished` lists (one rename each); return their names."""
+        names = self.unpublished()
+        for name in names:
+            self.incomplete_path(name).rename(self.run_path(name))
+        return names
 
     def run_path(self, name: str) -> Path:
         return self.path / check_run_name(name)
@@ -263,7 +356,7 @@ class Store:
         path = self.run_path(name)
         if not path.is_dir():
             hint = (
-                " (an interrupted recording of it exists; re-record it)"
+                f" (an interrupted recording of it exists; see `routescope runs --store {self.path}`)"
                 if self.incomplete_path(name).exists()
                 else ""
             )
@@ -272,7 +365,9 @@ class Store:
         return Run(path)
 
     def clean(self) -> list[str]:
-        """Delete interrupted recordings (not ones still being written) and trash; return names removed."""
+        """Finish publishing what `recover` can, then delete interrupted recordings (not ones still being
+        written) and trash; return the names deleted."""
+        self.recover()
         removed = [name for name in self.incomplete() if not owner_alive(self.incomplete_path(name))]
         for name in removed:
             shutil.rmtree(self.incomplete_path(name))

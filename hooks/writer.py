@@ -47,6 +47,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
         "compression_level": 3,
         "use_dictionary": [name for name in schema.names if name not in plain],
         "column_encoding": encodings,
+        "write_page_checksum": True,  # a CRC per page: a flipped bit is an error on read, not a wrong value
     }
 
 
@@ -181,9 +182,11 @@ class RunWriter:
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             rows=dict(self.rows),
         )
-        (self.path / OWNER_FILE).unlink(missing_ok=True)
         write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
         _fsync_dir(self.path)
+        # owner.json stays until the run is in place, so `Store.clean` never touches a run being published;
+        # a crash from here on leaves a complete run under .incomplete/ that `Store.recover` moves in.
+        trash = None
         if self.final_path.exists():
             if not self.overwrite:
                 raise RunExistsError(
@@ -192,11 +195,17 @@ class RunWriter:
             trash = self.store.path / TRASH_DIR / f"{self.name}.{uuid.uuid4().hex}"
             trash.parent.mkdir(exist_ok=True)
             self.final_path.rename(trash)
+        try:
             self.path.rename(self.final_path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            self.path.rename(self.final_path)
+        except OSError:  # another process published the same name in between
+            raise RunExistsError(
+                f"run {self.name!r} appeared in {self.store.path} while recording; this recording is kept "
+                f"under {self.path}"
+            ) from None
         _fsync_dir(self.store.path)
+        (self.final_path / OWNER_FILE).unlink(missing_ok=True)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
         return self.final_path
 
     def abandon(self) -> None:

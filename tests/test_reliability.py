@@ -1,0 +1,217 @@
+"""No run lost, no half-written run shown as complete, no name clash that corrupts a store.
+
+The crash test kills a recording process with a real SIGKILL at dozens of points: batch boundaries,
+Parquet row-group writes, closing and fsyncing tables, writing the manifest, and the renames that publish
+a run (`tests/_crash_child.py` is the fork server that records and dies). After every kill it checks
+that earlier runs are byte-for-byte what they were, that every run the store lists as complete holds
+exactly the rows that were written, and that `routescope runs` lists the killed one as incomplete with
+the commands that delete or re-record it. The concurrency tests start real `routescope record`
+processes on one store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routescope.cli import main
+from routescope.hooks import RunExistsError, Store
+from routescope.hooks.writer import RunWriter
+from tests._crash_child import SCHEMAS, expected_tables, manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES, TOKENS = 5, 600
+"""Per synthetic run: 5 batches of 600 tokens → 24,000 assignment rows in 8 row groups."""
+TRIALS = {"fresh": 40, "overwrite": 14, "timer": 12}
+"""Kill trials by kind: at an event of a new recording, at an event of one that overwrites an existing
+run, and at a random moment chosen by the parent (an outside SIGKILL)."""
+
+
+class ForkServer:
+    """The `tests._crash_child` server: one request per line, one JSON answer per line."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests._crash_child"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert "ready" in json.loads(self.process.stdout.readline())
+
+    def record(self, store: Path, name: str, seed: int, **kill: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        request = {"store": str(store), "name": name, "seed": seed, "batches": BATCHES, "tokens": TOKENS}
+        self.process.stdin.write(json.dumps({**request, **kill}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ForkServer]:
+    fork_server = ForkServer()
+    yield fork_server
+    fork_server.close()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every Parquet file and the manifest of a run folder."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.suffix in (".parquet", ".json") and p.name != "owner.json"
+    }
+
+
+def assert_holds_exactly(store: Store, name: str, seed: int) -> int:
+    """The run opens, and each table equals what the synthetic recording wrote; returns rows compared."""
+    run = store.open(name)
+    rows = 0
+    for table, expected in expected_tables(seed, BATCHES, TOKENS).items():
+        got = run.read_table(table)
+        assert got.equals(expected.cast(got.schema)), f"{name}/{table} differs from what was written"
+        rows += got.num_rows
+    assert run.manifest["rows"] == {t: e.num_rows for t, e in expected_tables(seed, BATCHES, TOKENS).items()}
+    return rows
+
+
+def runs_listing(store: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    capsys.readouterr()
+    assert main(["runs", "--store", str(store), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def dry_events(server: ForkServer, store: Path, name: str, overwrite: bool, tmp: Path) -> list[str]:
+    events_file = tmp / f"events-{name}-{overwrite}.json"
+    reply = server.record(store, name, 0, overwrite=overwrite, events_file=str(events_file))
+    assert reply == {"pid": reply["pid"], "killed": False, "code": 0}
+    return json.loads(events_file.read_text())
+
+
+def plan_trials(fresh: list[str], overwrite: list[str], seconds: float, seed: int) -> list[dict[str, Any]]:
+    """Kill points, seeded: events taken round-robin over the phases (batch, row group, close table,
+    fsync, manifest, rename, publish) so that every phase is hit, then random moments in time."""
+    rng = random.Random(seed)
+    trials: list[dict[str, Any]] = []
+    for kind, events in (("fresh", fresh), ("overwrite", overwrite)):
+        phases: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            phases.setdefault(event.split(":")[0], []).append(index)
+        order = sorted(phases)
+        for i in range(TRIALS[kind]):
+            index = rng.choice(phases[order[i % len(order)]])
+            trials.append({"kind": kind, "kill_event": index, "event": events[index]})
+    for _ in range(TRIALS["timer"]):
+        trials.append({"kind": "timer", "kill_after": rng.uniform(0.0, seconds), "event": "timer"})
+    return trials
+
+
+def test_sigkill_at_any_point_loses_no_run_and_publishes_no_half_run(
+    server: ForkServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_path = tmp_path / "store"
+    store = Store(store_path)
+    started = time.perf_counter()
+    fresh = dry_events(server, store_path, "victim", False, tmp_path)
+    seconds = time.perf_counter() - started
+    overwrite = dry_events(server, store_path, "victim", True, tmp_path)
+    assert server.record(store_path, "earlier", 1)["code"] == 0
+    seeds = {"victim": 0, "earlier": 1}  # complete runs and the seed of their content
+    hashes = {name: file_hashes(store.run_path(name)) for name in seeds}
+    rows_checked = sum(assert_holds_exactly(store, name, seed) for name, seed in seeds.items())
+    trials = plan_trials(fresh, overwrite, seconds, seed=8)
+    outcome: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
+    for number, trial in enumerate(trials):
+        seed = 100 + number
+        target = "victim" if trial["kind"] == "overwrite" else f"t{number}"
+        kill = {k: trial[k] for k in ("kill_event", "kill_after") if k in trial}
+        reply = server.record(store_path, target, seed, overwrite=target == "victim", **kill)
+        assert reply["killed"] or reply["code"] == 0, (trial, reply)
+        outcome["killed" if reply["killed"] else "finished"] += 1
+        if reply["killed"]:
+            phases[trial["event"].split(":")[0]] += 1
+        if store.unpublished():  # died between the complete manifest and the final rename
+            outcome["recovered"] += 1
+            assert target in store.unpublished()
+            listing = runs_listing(store_path, capsys)
+            assert f"{target}\tincomplete\t(finished but not moved into place;" in listing
+            assert store.recover() == [target]
+        listed = store.runs()
+        # earlier runs: untouched, byte for byte (the overwritten one: old or new, never a mix)
+        for name in seeds:
+            if name == target:
+                continue
+            assert name in listed
+            assert file_hashes(store.run_path(name)) == hashes[name], f"{name} changed after {trial}"
+        published = target in listed and (
+            target != "victim" or file_hashes(store.run_path(target)) != hashes[target]
+        )
+        if published:  # killed after the rename (or not at all): the whole run is there
+            rows_checked += assert_holds_exactly(store, target, seed)
+            seeds[target], hashes[target] = seed, file_hashes(store.run_path(target))
+            outcome["published"] += 1
+        elif target == "victim":  # the old run is still in place, byte for byte
+            assert file_hashes(store.run_path(target)) == hashes[target]
+        # nothing else is listed as complete
+        assert set(listed) == set(seeds), (trial, listed)
+        if not published and target in store.incomplete():
+            outcome["incomplete"] += 1
+            listing = runs_listing(store_path, capsys)
+            line = next(line for line in listing.splitlines() if line.startswith(f"{target}\tincomplete\t"))
+            assert line.startswith(f"{target}\tincomplete\t(interrupted; delete it with `routescope runs")
+            assert "--clean" in line
+            assert f"--name {target} --overwrite" in line
+            refusal = "already exists" if target == "victim" else "interrupted recording.*--clean"
+            with pytest.raises(RunExistsError, match=refusal):
+                RunWriter(store, target, schemas=SCHEMAS, manifest=manifest(seed), overwrite=False)
+            if number % 3 == 0:  # re-record over the interrupted one: it must come out whole
+                assert server.record(store_path, target, seed, overwrite=True)["code"] == 0
+                rows_checked += assert_holds_exactly(store, target, seed)
+                seeds[target], hashes[target] = seed, file_hashes(store.run_path(target))
+                outcome["re-recorded"] += 1
+        if number % 10 == 9:
+            cleaned = runs_listing(store_path, capsys, "--clean")
+            assert cleaned.startswith("removed ")
+            assert store.incomplete() == []
+            assert not (store_path / ".trash").exists()
+            assert set(store.runs()) == set(seeds)
+    # the command line, in its own process, agrees
+    final = subprocess.run(
+        [sys.executable, "-m", "routescope", "runs", "--store", str(store_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    for name in seeds:
+        assert f"{name}\tcomplete\tsynthetic\t" in final.stdout
+    for name in store.incomplete():
+        assert f"{name}\tincomplete\t(interrupted;" in final.stdout
+    for name, seed in seeds.items():
+        rows_checked += assert_holds_exactly(store, name, seed)
+    assert len(trials) >= 50
+    assert outcome["killed"] >= 50
+    assert set(phases) >= {"batch", "row group", "close table", "fsync", "manifest", "rename", "publish"}
+    sys.stderr.write(
+        f"\ncrash trials: {len(trials)} run, {outcome['killed']} killed, all survived; {dict(outcome)}; "
+        f"kills by phase {dict(phases)}; rows compared {rows_checked}, rows lost 0\n"
+    )
