@@ -70,6 +70,8 @@ def _standard(args: argparse.Namespace, run: Run) -> int:
     folder = Path(args.out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} is a file; --all writes a folder")
+    if (folder / "manifest.json").exists():
+        raise InputError(f"--out {folder} is a run's folder; write figures to a folder of their own")
     folder.mkdir(parents=True, exist_ok=True)
     figures, rows, tables, skipped = [], [], [], []
     for entry in standard_set(run, by=args.by):

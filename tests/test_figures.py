@@ -128,6 +128,12 @@ def test_large_axes_are_thinned_and_bucketed() -> None:
     many = pd.DataFrame({"layer": 0, "expert": np.arange(300), "count": 1, "load": 1 / 300})
     fig = figure_load(many)
     assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tick0) == (50, 0)
+    # a sorted expert axis keeps every label up to 32 rows, then thins (300 experts: every 10th row)
+    lift = pd.DataFrame(
+        {"layer": 0, "expert": np.repeat(np.arange(300), 2), "domain": ["a", "b"] * 300, "count": 1}
+    ).assign(share=0.5, lift=1.0, uniform_lift=1.0)
+    assert len(figure_specialization(lift).layout.yaxis.tickvals) == 30
+    assert len(figure_specialization(lift[lift.expert < 16]).layout.yaxis.tickvals) == 16
     # 1,000 steps pool into 200 bins of 5: expert 0 takes `step` tokens, expert 1 takes 1,000 − step
     steps = np.arange(1000)
     table = pd.DataFrame(
@@ -509,13 +515,15 @@ def test_cli_all_writes_the_standard_set_and_index(runs: dict[str, Any], tmp_pat
         (["--run", "lm", "--kind", "steps", "--layer", "0", "--out", "x.svg"], "figure steps needs a run"),
         (["--run", "lm", "--kind", "load", "--layer", "0", "--out", "x.svg"], "takes no --layer"),
         (["--run", "lm", "--out", "x.svg"], "give --kind KIND"),
+        (["--run", "lm", "--all", "--out", "RUN_FOLDER"], "is a run's folder"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(
     runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     store = str(runs["store"].path)
-    out = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
+    run_folder = str(runs["store"].path / "lm")
+    out = [str(tmp_path / a) if a.startswith("x.") else run_folder if a == "RUN_FOLDER" else a for a in args]
     assert main(["figure", "--store", store, *out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

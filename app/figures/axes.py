@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 MAX_TICKS = 12
+SORTED_TICKS = 32
+"""A sorted (categorical) expert axis labels every expert up to this many rows."""
 
 
 def nice_stride(n: int, max_ticks: int = MAX_TICKS) -> int:

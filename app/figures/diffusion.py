@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .axes import block_order, bucket, thin_ticks
+from .axes import SORTED_TICKS, block_order, bucket, thin_ticks
 from .lines import integer_axis, integer_stride
 from .parts import full_range, heatmap, matrix, pick_layer, require
 from .theme import CSS_DPI, SEQUENTIAL, Width, axis_title, paper_layout, pt, width_px
@@ -66,7 +66,7 @@ def figure_steps(
         }
         x_title = axis_title("timestep")
     fig.update_xaxes(title_text=x_title, **ticks)
-    y_ticks = thin_ticks(list(z.index)) if sort else integer_axis(pd.Series(experts))
+    y_ticks = thin_ticks(list(z.index), SORTED_TICKS) if sort else integer_axis(pd.Series(experts))
     fig.update_yaxes(title_text="expert", autorange="reversed", type="category" if sort else "-", **y_ticks)
     return paper_layout(fig, width=width, height=height or min(5.0, 1.0 + 0.1 * len(experts)), title=title)
 

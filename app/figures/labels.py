@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from routescope.hooks import InputError
 
-from .axes import block_order, thin_ticks
+from .axes import MAX_TICKS, SORTED_TICKS, block_order, thin_ticks
 from .lines import series
 from .parts import grey_gaps, heatmap, lift_heatmap, matrix, pick_layer, plain, require
 from .theme import CATEGORICAL, SEQUENTIAL, Width, axis_title, paper_layout
@@ -54,8 +54,11 @@ def figure_specialization(
     x_title = axis_title(label)
     if len(totals) > max_labels:
         x_title += f" ({max_labels} most frequent of {len(totals):,})"
-    fig.update_xaxes(title_text=x_title, type="category", tickangle=-45 if len(kept) > 6 else 0)
-    fig.update_yaxes(title_text="expert", type="category", autorange="reversed", **thin_ticks(list(z.index)))
+    crowded = sum(len(str(v)) for v in z.columns) > 30
+    fig.update_xaxes(title_text=x_title, type="category", tickangle=-45 if crowded else 0)
+    # a sorted expert axis is only readable with its labels: all of them up to SORTED_TICKS rows
+    y_ticks = thin_ticks(list(z.index), SORTED_TICKS if sort else MAX_TICKS)
+    fig.update_yaxes(title_text="expert", type="category", autorange="reversed", **y_ticks)
     rows = len(experts)
     return paper_layout(fig, width=width, height=height or min(6.0, 1.3 + 0.1 * rows), title=title)
 
