@@ -124,7 +124,9 @@ flow; S, B (and L) with timm attention and DDPM — as the released sampling scr
 EXPERTS: dict[str, tuple[int, int]] = {"8E2A": (8, 2), "16E2A": (16, 2)}
 """Routed experts and active experts per token."""
 
-_NAME = re.compile(r"^(?P<size>[A-Za-z]+)(?:/2)?-(?P<experts>\d+E\d+A)(?:-(?P<image>256|512))?$")
+_NAME = re.compile(
+    r"^(?P<size>[A-Za-z]+)(?:/2)?-(?P<experts>\d+E\d+A)(?:-(?P<image>256|512))?$", re.IGNORECASE
+)
 
 
 def config_names() -> list[str]:
