@@ -12,7 +12,7 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .diffusion import steps
 from .embeddings import embeddings
-from .engine import connect
+from .engine import ENGINES, connect, current_engine, use_engine
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .registry import ANALYSES, Analysis, coerce_params, compute, keys_of
@@ -29,6 +29,7 @@ from .vocabulary import vocabulary_specialization
 
 __all__ = [
     "ANALYSES",
+    "ENGINES",
     "Analysis",
     "agreement",
     "balance",
@@ -37,6 +38,7 @@ __all__ = [
     "coerce_params",
     "compute",
     "connect",
+    "current_engine",
     "denoising_phases",
     "embeddings",
     "expert_load",
@@ -58,5 +60,6 @@ __all__ = [
     "transitions",
     "uncertainty",
     "uncertainty_by_label",
+    "use_engine",
     "vocabulary_specialization",
 ]

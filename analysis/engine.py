@@ -3,14 +3,48 @@
 Analyses aggregate first in SQL (on runs larger than memory DuckDB streams the files) and compute on the
 small result in pandas. `connect(run)` opens an in-memory database with one view per table and a
 `routers` table from the manifest, so queries join facts with dimensions by name.
+
+`use_engine("spark")` sends the same queries (through `frames.sql`) to Spark over the same files instead
+(`spark.py`); DuckDB stays the default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Literal
+
 import duckdb
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.hooks import InputError, Run
+
+EngineName = Literal["duckdb", "spark"]
+ENGINES: tuple[EngineName, ...] = ("duckdb", "spark")
+_ENGINE: ContextVar[EngineName] = ContextVar("routescope_analysis_engine", default="duckdb")
+
+
+def current_engine() -> EngineName:
+    """The engine that `frames.sql` sends queries to in this context (`duckdb` unless `use_engine` says)."""
+    return _ENGINE.get()
+
+
+@contextmanager
+def use_engine(name: str) -> Iterator[None]:
+    """Within the block, analyses aggregate on `name` (`duckdb` or `spark`)::
+
+    with use_engine("spark"):
+        table = balance(run)
+    """
+    if name not in ENGINES:
+        raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+    token = _ENGINE.set(name)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _ENGINE.reset(token)
+
 
 ROUTER_COLUMNS = ("id", "path", "layer", "kind", "stack", "n_experts", "top_k", "call_count")
 

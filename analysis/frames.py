@@ -14,7 +14,7 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from .engine import connect
+from .engine import connect, current_engine
 
 GROUPS = ("layer", "router", "step", "call")
 """Fact-table columns an analysis may group by."""
@@ -49,7 +49,11 @@ def label_join(run: Run, label: str, fact: str = "a") -> tuple[str, str]:
 
 
 def sql(run: Run, query: str) -> pd.DataFrame:
-    """Run one query over the run's tables and return a DataFrame."""
+    """Run one query over the run's tables and return a DataFrame (on Spark inside `use_engine("spark")`)."""
+    if current_engine() == "spark":
+        from .spark import spark_sql
+
+        return spark_sql(run, query)
     con = connect(run)
     try:
         return con.execute(query).df()

@@ -33,6 +33,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ci", type=float, metavar="LEVEL", help="bootstrap interval over samples, e.g. 0.95"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("duckdb", "spark"),
+        default="duckdb",
+        help="aggregate with DuckDB (embedded) or Spark (pip install 'routescope[spark]'; docs/scale.md)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--out", help="write to this file instead of the terminal")
 
@@ -51,6 +57,13 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis import use_engine
+
+    with use_engine(args.engine):
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
     from .analysis import ANALYSES, bootstrap_ci, coerce_params, compute, side_by_side
 
     store = Store(args.store)
