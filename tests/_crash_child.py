@@ -12,6 +12,9 @@ content) and is killed either
   hook sees these calls in every thread; nothing in the writer is changed or mocked), or
 - by the server, which sleeps a given time after the fork and then sends SIGKILL from outside.
 
+A `stop_event` instead freezes the child with SIGSTOP at that event (the reply names its pid first), so
+a test can try a second recording of the same name while the first is provably half-way.
+
 A dry run (no kill) answers the list of events it passed, so the test can pick kill points in every
 phase. The reply to each request is one JSON line: the child's pid, whether it was killed, its exit code.
 """
@@ -173,18 +176,20 @@ def manifest(seed: int) -> dict[str, Any]:
 
 
 class Tripwire:
-    """Counts kill-point events (in every thread) and SIGKILLs this process on the `kill_at`-th one."""
+    """Counts kill-point events (in every thread) and sends this process `signum` (SIGKILL; SIGSTOP to
+    freeze a recording half-way for a concurrency test) on the `kill_at`-th one."""
 
-    def __init__(self, kill_at: int | None) -> None:
+    def __init__(self, kill_at: int | None, signum: int = signal.SIGKILL) -> None:
         self.kill_at = kill_at
+        self.signum = signum
         self.events: list[str] = []
         self.lock = threading.Lock()
 
     def hit(self, label: str) -> None:
         with self.lock:
             self.events.append(label)
-            if self.kill_at is not None and len(self.events) > self.kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self.kill_at is not None and len(self.events) == self.kill_at + 1:
+                os.kill(os.getpid(), self.signum)
 
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event in ("call", "return"):
@@ -227,7 +232,10 @@ def record_synthetic(
 
 def _child(request: dict[str, Any]) -> None:
     """The forked child: record, then leave with os._exit (never return into the server's loop)."""
-    tripwire = Tripwire(request.get("kill_event"))
+    if request.get("stop_event") is not None:
+        tripwire = Tripwire(request["stop_event"], signal.SIGSTOP)
+    else:
+        tripwire = Tripwire(request.get("kill_event"))
     code = 0
     try:
         record_synthetic(
@@ -256,6 +264,9 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             _child(request)
+        if request.get("stop_event") is not None:  # the test resumes it with SIGCONT: say which pid
+            sys.stdout.write(json.dumps({"started": pid}) + "\n")
+            sys.stdout.flush()
         delay = request.get("kill_after")
         if delay is not None:
             time.sleep(delay)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +59,25 @@ class ForkServer:
         request = {"store": str(store), "name": name, "seed": seed, "batches": BATCHES, "tokens": TOKENS}
         self.process.stdin.write(json.dumps({**request, **kill}) + "\n")
         self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def start_frozen(self, store: Path, name: str, seed: int, stop_event: int) -> int:
+        """Start a recording that freezes itself (SIGSTOP) at event `stop_event`; return its pid once it
+        is frozen. `reply()` gives the answer after it is resumed with SIGCONT and finishes."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        request = {"store": str(store), "name": name, "seed": seed, "batches": BATCHES, "tokens": TOKENS}
+        self.process.stdin.write(json.dumps({**request, "stop_event": stop_event}) + "\n")
+        self.process.stdin.flush()
+        pid = int(json.loads(self.process.stdout.readline())["started"])
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "T":
+            assert time.monotonic() < deadline, "the recording never reached its stop point"
+            time.sleep(0.02)
+        return pid
+
+    def reply(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
         return json.loads(self.process.stdout.readline())
 
     def close(self) -> None:
@@ -214,4 +235,77 @@ def test_sigkill_at_any_point_loses_no_run_and_publishes_no_half_run(
     sys.stderr.write(
         f"\ncrash trials: {len(trials)} run, {outcome['killed']} killed, all survived; {dict(outcome)}; "
         f"kills by phase {dict(phases)}; rows compared {rows_checked}, rows lost 0\n"
+    )
+
+
+CLI = [sys.executable, "-m", "routescope"]
+TEXTS = [f"line {i}: the quick brown fox jumps over the lazy dog" for i in range(6)]
+
+
+def record_cli(store: Path, name: str, texts: Path, *extra: str) -> subprocess.Popen[str]:
+    where = ["--store", str(store), "--name", name, "--file", str(texts)]
+    return subprocess.Popen(
+        [*CLI, "record", "bundled:tiny-mixtral", *where, "--batch-size", "2", "--engine", "hooks", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_record_into_one_store_at_once(tmp_path: Path) -> None:
+    """Different names at the same moment: both complete, neither corrupts the other, and (same model,
+    inputs and seed) their routing tables are byte-identical."""
+    store = tmp_path / "store"
+    texts = tmp_path / "in.txt"
+    texts.write_text("\n".join(TEXTS))
+    processes = [record_cli(store, name, texts) for name in ("one", "two")]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    runs = Store(store)
+    assert runs.runs() == ["one", "two"]
+    assert runs.incomplete() == []
+    one, two = runs.open("one"), runs.open("two")
+    assert one.samples()["text"].tolist() == TEXTS
+    for table in ("tokens", "assignments", "decisions", "samples", "steps"):
+        assert one.read_table(table).equals(two.read_table(table))
+        assert one.table_path(table).read_bytes() == two.table_path(table).read_bytes()
+
+
+@pytest.mark.slow
+def test_same_name_while_recording_is_refused_and_the_first_finishes_whole(
+    server: ForkServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording frozen half-way (after its second batch) holds the name: a second `routescope record`
+    process of that name is refused in one line, the listing says it is being recorded, `--clean` leaves
+    it alone, and once resumed it publishes every row."""
+    store_path = tmp_path / "store"
+    events = dry_events(server, tmp_path / "dry", "x", False, tmp_path)
+    second_batch = [i for i, e in enumerate(events) if e == "batch:boundary:after"][1]
+    pid = server.start_frozen(store_path, "shared", 7, second_batch)
+    try:
+        texts = tmp_path / "in.txt"
+        texts.write_text("\n".join(TEXTS))
+        rival = record_cli(store_path, "shared", texts)
+        _, err = rival.communicate(timeout=300)
+        assert rival.returncode == 2
+        assert err == (
+            "routescope: error: run 'shared' is being recorded by another process right now; "
+            "pick another name\n"
+        )
+        listing = runs_listing(store_path, capsys, "--clean")
+        assert "removed 0 interrupted recording(s)" in listing
+        assert "shared\tincomplete\t(being recorded right now by another process)" in listing
+        with pytest.raises(RunExistsError, match="being recorded by another process"):
+            RunWriter(Store(store_path), "shared", schemas=SCHEMAS, manifest=manifest(7), overwrite=True)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert server.reply() == {"pid": pid, "killed": False, "code": 0}
+    store = Store(store_path)
+    assert store.runs() == ["shared"]
+    assert store.incomplete() == []
+    assert assert_holds_exactly(store, "shared", 7) == sum(
+        t.num_rows for t in expected_tables(7, BATCHES, TOKENS).values()
     )
