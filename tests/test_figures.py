@@ -530,3 +530,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert err.startswith("routescope: error: ")
     assert message in err
     assert not list(tmp_path.iterdir())
+
+
+def test_export_without_a_browser_is_one_line(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
+    args = ["figure", "--store", str(runs["store"].path), "--run", "lm", "--kind", "load"]
+    assert main([*args, "--out", str(tmp_path / "load.svg")]) == 2
+    assert capsys.readouterr().err == (
+        f"routescope: error: BROWSER_PATH={str(tmp_path / 'no-chromium')!r} is not an executable browser\n"
+    )

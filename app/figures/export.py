@@ -3,9 +3,10 @@
 Figures go through kaleido 1.x, which renders plotly.js in a headless Chromium it drives over the
 DevTools protocol (the `choreographer` package). Starting that browser costs seconds, so
 `export_figures` renders a whole batch in one browser. The browser is found from `BROWSER_PATH` (the
-variable choreographer reads), else the first of `BROWSERS` on `PATH` (Debian's `chromium` here); see
-docs/figures.md for other machines. MathJax is switched off (it would be fetched from a CDN; figures use
-plain text) and plotly.js comes from the installed plotly package, so nothing is downloaded.
+variable choreographer reads), else the first of `BROWSERS` on `PATH` (Debian's `chromium` here), else
+kaleido's own search (a Chrome fetched with `kaleido_get_chrome`); see docs/figures.md for other
+machines. MathJax is switched off (it would be fetched from a CDN; figures use plain text) and plotly.js
+comes from the installed plotly package, so nothing is downloaded.
 
 Sizes come from each figure's layout (set by `theme.paper_layout`): SVG and PDF keep 96 CSS pixels per
 inch, so a single-column figure is 3.3 in wide; PNG is rendered at `dpi` (pixel width =
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from choreographer.errors import ChromeNotFoundError
 
 from routescope.hooks import InputError, RouteScopeError
 
@@ -37,8 +39,9 @@ class ExportError(RouteScopeError):
     """A figure could not be rendered: no browser, or the browser failed or timed out."""
 
 
-def browser_path() -> str:
-    """The Chromium that renders figures: `$BROWSER_PATH` if set, else the first of `BROWSERS` on PATH."""
+def browser_path() -> str | None:
+    """The Chromium that renders figures: `$BROWSER_PATH` if set, else the first of `BROWSERS` on PATH,
+    else None (kaleido then looks for a Chrome it downloaded itself and for the usual install paths)."""
     configured = os.environ.get("BROWSER_PATH")
     if configured:
         if not (Path(configured).is_file() and os.access(configured, os.X_OK)):
@@ -48,10 +51,13 @@ def browser_path() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise ExportError(
-        "no Chromium or Chrome found for figure export; install one (e.g. `apt install chromium`) "
-        "or set BROWSER_PATH to its executable (see docs/figures.md)"
-    )
+    return None
+
+
+NO_BROWSER = (
+    "no Chromium or Chrome found for figure export; install one (e.g. `apt install chromium`) "
+    "or set BROWSER_PATH to its executable (see docs/figures.md)"
+)
 
 
 def check_figure_path(path: str | Path) -> Path:
@@ -79,13 +85,14 @@ def export_figures(
         jobs.append({"fig": fig, "path": out, "opts": opts})
     if not jobs:
         return []
-    os.environ["BROWSER_PATH"] = browser_path()
+    kopts: dict[str, object] = {"mathjax": False, "timeout": timeout}
+    browser = browser_path()
+    if browser:
+        kopts["path"] = browser
     try:
-        kaleido.write_fig_from_object_sync(
-            jobs, kopts={"mathjax": False, "timeout": timeout}, cancel_on_error=True
-        )
-    except RouteScopeError:
-        raise
+        kaleido.write_fig_from_object_sync(jobs, kopts=kopts, cancel_on_error=True)
+    except ChromeNotFoundError as exc:
+        raise ExportError(NO_BROWSER) from exc
     except Exception as exc:  # the browser's failures come as many types; report them in one line
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise ExportError(f"figure export failed: {message[:300]}") from exc
