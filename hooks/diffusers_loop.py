@@ -1,0 +1,381 @@
+"""`record_pipeline()`: routing at every denoising step of a diffusers pipeline with an MoE transformer.
+
+A diffusers pipeline owns its denoising loop, so RouteScope does not drive it as it drives a sampler
+(hooks/diffusion.py): it listens. Forward hooks on the routers collect every router call while the pipeline
+runs, and the pipeline's own `callback_on_step_end(pipe, step, timestep, ...)` closes each step, so every
+call is written with its `step` and the scheduler's `timestep` (and `sigma` where the scheduler has one).
+
+HiDream-I1's MoE gate (DeepSeek style, also the DiT-MoE reference's) returns `(topk_idx, topk_weight,
+aux_loss)` and keeps its logits to itself. `observed_gates` attaches a parameter-free `GateView` under each
+such gate for the duration of the recording; a hook on the gate passes it the logits `F.linear(input,
+gate.weight)` — the gate's own computation on its own input — with the experts and weights the gate
+returned, so the record holds what the layer applied plus the distribution it chose from.
+
+Batching follows the diffusers convention: with guidance the transformer sees `[uncond rows, cond rows]`
+in one call; they become samples `n..2n-1` (`branch=uncond`) and `0..n-1` (`branch=cond`). Tokens are the
+image patches (`row`, `col` from the latent grid) and, in single-stream blocks that route text tokens too,
+the text positions after them (no row/col). Expert-choice layers (NucleusMoE: each expert picks its
+tokens, so a token has a variable number of experts) do not fit one-row-per-choice-rank and are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError, ModelSpecError, NoRoutersError, RunExistsError
+from .loaded import LoadedModel
+from .manifest import model_facts, package_versions
+from .normalise import normalise
+from .routers import RouterSpec, candidate_paths, describe_from_outputs
+from .schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
+from .store import Run, Store, check_run_name
+from .tables import router_call_tables, token_table
+from .units import Layout
+from .writer import RunWriter
+
+PIPELINE_LABELS = ["prompt", "branch", "pair"]
+VIEW = "routescope_view"
+"""Name of the observer child attached under an index-weight gate while recording."""
+
+
+class GateView(torch.nn.Module):
+    """Parameter-free observer: `forward(logits, weights, indices)` returns the `triple` convention with
+    the chosen experts ordered by weight (rank 0 = top-1); the experts and weights are the gate's own."""
+
+    def forward(
+        self, logits: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        order = weights.argsort(dim=-1, descending=True)
+        return logits.float(), weights.gather(-1, order).float(), indices.gather(-1, order)
+
+
+def is_index_weight_gate(module: torch.nn.Module, parent: torch.nn.Module | None) -> bool:
+    """A DeepSeek-style gate: own `weight` [E, D], an int `top_k`, softmax scoring, `experts` beside it."""
+    weight = getattr(module, "weight", None)
+    return (
+        not isinstance(module, torch.nn.Linear)
+        and isinstance(weight, torch.nn.Parameter)
+        and weight.dim() == 2
+        and isinstance(getattr(module, "top_k", None), int)
+        and getattr(module, "scoring_func", "softmax") == "softmax"
+        and parent is not None
+        and hasattr(parent, "experts")
+    )
+
+
+def _refuse_expert_choice(model: torch.nn.Module) -> None:
+    for path, module in model.named_modules():
+        if hasattr(module, "capacity_factor") and hasattr(module, "experts") and not hasattr(module, "top_k"):
+            raise NoRoutersError(
+                f"{path} ({type(module).__name__}) routes by expert choice (each expert picks its tokens); "
+                "RouteScope records token-choice top-k routers only"
+            )
+
+
+@contextmanager
+def observed_gates(model: torch.nn.Module) -> Iterator[dict[str, str]]:
+    """Attach a `GateView` under every index-weight gate; yields view path → gate path; detaches after."""
+    names = dict(model.named_modules())
+    views: dict[str, str] = {}
+    handles = []
+
+    def hook(gate: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        hidden = args[0]
+        logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), gate.weight)  # type: ignore[arg-type]
+        getattr(gate, VIEW)(logits, output[1], output[0])
+
+    for path, module in names.items():
+        parent = names.get(path.rpartition(".")[0]) if "." in path else model
+        if path and is_index_weight_gate(module, parent):
+            module.add_module(VIEW, GateView())
+            handles.append(module.register_forward_hook(hook))
+            views[f"{path}.{VIEW}"] = path
+    try:
+        yield views
+    finally:
+        for handle in handles:
+            handle.remove()
+        for path in views.values():
+            delattr(names[path], VIEW)
+
+
+def _unit_images(images: Any) -> np.ndarray:
+    """Pipeline output → [n, H, W] in [0, 1]: RGB in [0, 1] as luminance, latents as a channel-mean
+    preview (z/2 clipped to [−1, 1], as for DiT-MoE)."""
+    x = torch.as_tensor(images).float()
+    if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # numpy-style NHWC
+    if x.shape[1] == 3 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0:
+        weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+        return (x * weights).sum(dim=1).numpy()
+    return (((x.mean(dim=1) / 2.0).clamp(-1.0, 1.0) + 1.0) / 2.0).numpy()  # latents
+
+
+@dataclasses.dataclass
+class _Listener:
+    """Collects router outputs between step callbacks and writes each finished step."""
+
+    n: int
+    writer: RunWriter
+    paths: list[str]
+    views: dict[str, str]
+    declared: Sequence[str] | Mapping[str, Any] | None
+    with_probs: bool
+    transformer: torch.nn.Module
+    scheduler: Any
+    specs: list[RouterSpec] | None = None
+    grid: tuple[int, int] | None = None
+    image_len: int = 0
+    batch: int = 0
+    calls_this_step: int = 0
+    outputs: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    max_len: int = 0
+
+    def before_transformer(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if not (isinstance(hidden, torch.Tensor) and hidden.dim() == 4):
+            raise InputError("record_pipeline needs the transformer to receive latents [B, C, h, w]")
+        self.calls_this_step += 1
+        if self.calls_this_step > 1:
+            raise InputError(
+                "the pipeline called its transformer more than once in a step; RouteScope records pipelines "
+                "that batch classifier-free guidance into one call"
+            )
+        patch = int(getattr(getattr(self.transformer, "config", None), "patch_size", None) or 1)
+        _, _, h, w = hidden.shape
+        self.grid, self.batch = (h // patch, w // patch), hidden.shape[0]
+        if self.batch not in (self.n, 2 * self.n):
+            raise InputError(f"the transformer saw a batch of {self.batch} for {self.n} prompts")
+        padded = getattr(self.transformer, "max_seq", None)
+        self.image_len = int(padded) if h != w and isinstance(padded, int) else self.grid[0] * self.grid[1]
+
+    def keep(self, path: str) -> Callable[..., None]:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            detached = tuple(t.detach().cpu() for t in output) if isinstance(output, tuple) else output
+            self.outputs.setdefault(path, []).append(detached)
+
+        return hook
+
+    def _describe(self) -> list[RouterSpec]:
+        # the first step's outputs are one forward pass: they fix order, call counts, convention, E and k
+        specs = describe_from_outputs(self.transformer, self.paths, self.outputs, self.declared)
+        layers = [s.layer for s in specs]
+        renumber = len(set(layers)) < len(layers)  # e.g. HiDream: double_stream_blocks.i and single_...i
+        return [
+            dataclasses.replace(
+                s,
+                path=self.views.get(s.path, s.path),
+                layer=s.id if renumber else s.layer,
+                router_class=type(
+                    dict(self.transformer.named_modules())[self.views.get(s.path, s.path)]
+                ).__name__,
+            )
+            for s in specs
+        ]
+
+    def _layout(self, rows: int, spec: RouterSpec) -> Layout:
+        if rows % self.batch:
+            raise InputError(f"router {spec.path} returned {rows} rows for a batch of {self.batch}")
+        length = rows // self.batch
+        self.max_len = max(self.max_len, length)
+        batch_rows = torch.arange(self.batch)
+        samples = (
+            batch_rows - self.n if self.batch == 2 * self.n else batch_rows
+        )  # [uncond, cond] → cond first
+        samples = torch.where(samples < 0, samples + 2 * self.n, samples)
+        position = torch.arange(length)
+        n_patches = self.grid[0] * self.grid[1] if self.grid else 0
+        real = (position < n_patches) | (position >= self.image_len)
+        return Layout(
+            sample=samples.repeat_interleave(length),
+            position=position.repeat(self.batch),
+            real=real.repeat(self.batch),
+        )
+
+    def on_step_end(self, _pipe: Any, step: int, timestep: Any, _kwargs: dict[str, Any]) -> None:
+        if self.specs is None:
+            self.specs = self._describe()
+        by_view = {s.path: s for s in self.specs}
+        for view_path, outputs in self.outputs.items():
+            spec = by_view.get(self.views.get(view_path, view_path))
+            if spec is None:
+                continue
+            for call, output in enumerate(outputs):
+                decoded = normalise(output, spec.rule)
+                assignments, decisions = router_call_tables(
+                    decoded,
+                    self._layout(decoded.expert.shape[0], spec),
+                    spec,
+                    step=step,
+                    call=call,
+                    with_probs=self.with_probs,
+                )
+                self.writer.write("assignments", assignments)
+                self.writer.write("decisions", decisions)
+        sigmas = getattr(self.scheduler, "sigmas", None)
+        sigma = float(sigmas[step]) if isinstance(sigmas, torch.Tensor) and step < len(sigmas) else None
+        self.writer.write(
+            "steps",
+            pa.table({"step": [step], "timestep": [float(timestep)], "sigma": [sigma]}, schema=STEPS),
+        )
+        self.outputs.clear()
+        self.calls_this_step = 0
+
+
+def record_pipeline(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    store: Store | str,
+    name: str,
+    steps: int = 28,
+    guidance_scale: float = 5.0,
+    seed: int = 0,
+    probs: bool = False,
+    routers: Sequence[str] | Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **pipeline_kwargs: Any,
+) -> Run:
+    """Run `pipe` once on `prompts` (one image each) and record every MoE router call at every step.
+
+    `prompts` label the samples; they are passed to the pipeline as `prompt=` unless `pipeline_kwargs`
+    already carry prompt embeddings (then they only name the samples). Other keyword arguments go to the
+    pipeline as they are (height, width, negative prompts, ...). The final images are stored as luminance
+    (or, with `output_type="latent"` or no VAE, as a latent preview).
+    """
+    transformer = getattr(pipe, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module):
+        raise ModelSpecError(f"{type(pipe).__name__} has no transformer to record")
+    store = store if isinstance(store, Store) else Store(store)
+    check_run_name(name)
+    if store.exists(name) and not overwrite:
+        raise RunExistsError(
+            f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
+        )
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts) or steps < 1:
+        raise InputError("give at least one prompt (a string per image) and steps ≥ 1")
+    _refuse_expert_choice(transformer)
+    n = len(prompts)
+    schemas = {
+        "samples": samples_schema(PIPELINE_LABELS),
+        "tokens": TOKENS,
+        "assignments": ASSIGNMENTS,
+        "decisions": decisions_schema(probs),
+        "steps": STEPS,
+        "images": IMAGES,
+    }
+    options = {"probs": probs, "steps": steps, "guidance_scale": guidance_scale, "prompts": prompts}
+    manifest = {
+        "kind": "diffusion",
+        "model": model_facts(LoadedModel(model=transformer, spec=type(pipe).__name__, source="object")),
+        "tokenizer": None,
+        "routers": [],
+        "labels": PIPELINE_LABELS,
+        "seed": seed,
+        "options": options,
+        "packages": package_versions(),
+    }
+    with (
+        observed_gates(transformer) as views,
+        RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer,
+    ):
+        paths = list(views) if views and not routers else candidate_paths(transformer, routers)
+        listener = _Listener(n, writer, paths, views, routers, probs, transformer, pipe.scheduler)
+        modules = dict(transformer.named_modules())
+        handles = [modules[p].register_forward_hook(listener.keep(p)) for p in paths]
+        handles.append(transformer.register_forward_pre_hook(listener.before_transformer, with_kwargs=True))
+        user_callback = pipeline_kwargs.pop("callback_on_step_end", None)
+
+        def callback(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            listener.on_step_end(pipeline, step, timestep, kwargs)
+            return user_callback(pipeline, step, timestep, kwargs) if user_callback else {}
+
+        if not any("prompt_embeds" in key for key in pipeline_kwargs):
+            pipeline_kwargs["prompt"] = prompts
+        if getattr(pipe, "vae", None) is None:
+            pipeline_kwargs.setdefault("output_type", "latent")
+        pipeline_kwargs.setdefault("output_type", "pt")
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=not progress)
+        try:
+            with torch.no_grad():
+                result = pipe(
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                    generator=torch.Generator().manual_seed(seed),
+                    callback_on_step_end=callback,
+                    **pipeline_kwargs,
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+        if listener.specs is None or listener.grid is None:
+            raise NoRoutersError(f"no router ran while {type(pipe).__name__} denoised")
+        images = _unit_images(result.images if hasattr(result, "images") else result[0])
+        _write_dimensions(writer, prompts, listener, images)
+        path = writer.publish(
+            {"routers": [s.to_manifest() for s in listener.specs], "patch_grid": list(listener.grid)}
+        )
+    return Run(path)
+
+
+def _write_dimensions(writer: RunWriter, prompts: list[str], listener: _Listener, images: np.ndarray) -> None:
+    """Samples (cond, then uncond when guided), one token row per recorded position, final images."""
+    n, guided = len(prompts), listener.batch == 2 * len(prompts)
+    count = 2 * n if guided else n
+    rows, cols = listener.grid or (0, 0)
+    patches = rows * cols
+    positions = [p for p in range(listener.max_len) if p < patches or p >= listener.image_len]
+    writer.write(
+        "samples",
+        pa.table(
+            {
+                "sample": np.arange(count, dtype=np.int32),
+                "text": (prompts * 2)[:count],
+                "n_tokens": np.full(count, len(positions), np.int32),
+                "n_generated": np.zeros(count, np.int32),
+                "generated": pa.nulls(count, pa.string()),
+                "prompt": (prompts * 2)[:count],
+                "branch": ["cond"] * n + ["uncond"] * (count - n),
+                "pair": [str(i) for i in range(n)] * (count // n),
+            }
+        ),
+    )
+    grid_rows = [p // cols if p < patches else None for p in positions]
+    grid_cols = [p % cols if p < patches else None for p in positions]
+    labels = {
+        p: f"{p // cols},{p % cols}" if p < patches else f"text:{p - listener.image_len}" for p in positions
+    }
+    for sample in range(count):
+        columns = token_table(
+            sample, positions, positions, labels.__getitem__, generated=False, stack="decoder"
+        ).columns
+        columns[6], columns[7] = pa.array(grid_rows, pa.int32()), pa.array(grid_cols, pa.int32())
+        writer.write("tokens", pa.Table.from_arrays(columns, schema=TOKENS))
+    heights, widths = images.shape[1], images.shape[2]
+    flat = pa.array(images.reshape(-1).astype(np.float32))
+    writer.write(
+        "images",
+        pa.table(
+            {
+                "sample": np.arange(n, dtype=np.int32),
+                "step": np.full(n, -1, np.int32),
+                "height": np.full(n, heights, np.int32),
+                "width": np.full(n, widths, np.int32),
+                "pixels": pa.ListArray.from_arrays(
+                    pa.array(np.arange(n + 1, dtype=np.int32) * heights * widths), flat
+                ),
+            },
+            schema=IMAGES,
+        ),
+    )
