@@ -61,6 +61,20 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--device", default=None, help="torch device (default: CPU)")
     rec.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
+    scale = rec.add_argument_group("past one machine (docs/scale.md)")
+    scale.add_argument(
+        "--remote",
+        nargs="?",
+        const="ndif",
+        metavar="HOST",
+        help="run the trace on NDIF (a hub id it hosts; key from NDIF_API_KEY), on HOST, or 'local' to "
+        "simulate the remote path here",
+    )
+    scale.add_argument(
+        "--device-map",
+        help="spread the model over this machine's GPUs/CPU with accelerate: auto, cpu, cuda:0",
+    )
+    scale.add_argument("--shard", metavar="I/N", help="record inputs I, I+N, ... as part I of N; then merge")
 
 
 def _text_inputs(args: argparse.Namespace) -> Inputs:
@@ -88,6 +102,20 @@ def cmd_record(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # one progress bar (ours) per command, not one per file
     diffusion_options = [o for o in DIFFUSION_ONLY if getattr(args, o) is not None]
     inputs = _text_inputs(args) if not diffusion_options else None
+    remote = _remote(args.remote)
+    if remote is not False:
+        if diffusion_options:
+            raise InputError("--remote records text models; diffusion sampling runs here")
+        from .hooks.remote import check_remote
+
+        check_remote(remote, args.model)  # key, service and hosting, before anything is loaded
+    shard = None
+    if args.shard is not None:
+        from .hooks.shards import parse_shard
+
+        shard = parse_shard(args.shard)
+        if diffusion_options:
+            raise InputError("--shard splits text inputs; record diffusion classes in separate runs")
     model = load_model(
         args.model,
         trust_remote_code=args.trust_remote_code,
@@ -96,6 +124,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         weights=args.weights,
         vae=args.vae,
         sampler=args.sampler,
+        device_map=args.device_map,
+        remote=remote is not False and remote != "local",
     )
     if model.info.get("vae", "") is None:
         out("note: no --vae given: images are latent previews; the routing record is complete")
@@ -132,11 +162,28 @@ def cmd_record(args: argparse.Namespace) -> int:
             batch_size=args.batch_size or 8,
             chunk_size=args.chunk_size,
             seed=args.seed,
+            shard=shard,
+            remote=remote,
             **common,
         )
+    if shard is not None:
+        out(f"recorded shard {shard} of run {args.name!r} ({run.manifest['rows']['samples']} inputs)")
+        out(f"after all {shard.count} shards: routescope merge --store {store.path} --name {args.name}")
+        return 0
     out(f"recorded run {run.name!r} in {store.path}")
     show_run(store, run.name)
     return 0
+
+
+def _remote(value: str | None) -> bool | str:
+    """`--remote` → record()'s `remote`: absent → False, bare → True (NDIF), `local`, or a host URL."""
+    if value is None:
+        return False
+    if value == "ndif":
+        return True
+    if value != "local" and not value.startswith(("http://", "https://")):
+        raise InputError(f"--remote {value!r}: give no value (NDIF), 'local', or a host URL (https://...)")
+    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -4,6 +4,10 @@ Weights load through transformers, which reads safetensors (and torch files only
 `weights_only=True`); remote code never runs unless `trust_remote_code=True` is passed on purpose.
 A checkpoint family spec (`dit-moe:S-8E2A`) names an architecture whose bare weights file comes with
 `weights=`; the family's loader reads it weights-only and matches its keys strictly.
+`device_map="auto"` (accelerate, the `large` extra) spreads a model too big for one GPU over the GPUs
+(and CPU) of this machine and loads it in `dtype` directly; `remote=True` builds only the architecture, on
+the meta device, from the hub config — the weights stay on the NDIF server that runs the traces
+(docs/scale.md).
 """
 
 from __future__ import annotations
@@ -34,11 +38,24 @@ def load_model(
     weights: str | None = None,
     vae: str | None = None,
     sampler: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    remote: bool = False,
 ) -> LoadedModel:
     """Load `bundled:NAME`, `FAMILY:CONFIG` with `weights=FILE` (e.g. `dit-moe:S-8E2A`; diffusion families
-    also take `vae=DIR` and `sampler=`), a local checkpoint folder (with config.json) or a hub id."""
+    also take `vae=DIR` and `sampler=`), a local checkpoint folder (with config.json) or a hub id.
+
+    `device_map` ("auto", "cpu", "cuda:0", or accelerate's module → device dict) places the model with
+    accelerate instead of `device`; `remote=True` (hub ids only) loads no weights: the architecture on
+    the meta device, for `record(..., remote=True)`."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError("empty model spec; pass bundled:NAME, a checkpoint folder or a hub id")
+    if device_map is not None and device is not None:
+        raise ModelSpecError("give --device or --device-map, not both")
+    if remote:
+        if ":" in spec or Path(spec).expanduser().exists() or not _HUB_ID.match(spec):
+            raise ModelSpecError(f"remote recording takes a hub id hosted on NDIF (org/model), not {spec!r}")
+        with _quiet_hub():
+            return _meta_model(spec, trust_remote_code, revision)
     family, colon, _ = spec.partition(":")
     if colon and family in CHECKPOINT_FAMILIES:
         return _place(_from_family(spec, weights, vae, sampler, _dtype(dtype)), None, device)
@@ -56,17 +73,23 @@ def load_model(
         loaded = LoadedModel(
             model=model, tokenizer=tokenizer, spec=spec, source="bundled", sampler=BUNDLED[name].sampler
         )
+        if device_map is not None:
+            loaded = _place(loaded, dtype, None)
+            loaded.model = _dispatch(loaded.model, device_map)
+            return loaded
         return _place(loaded, dtype, device)
+    placement = _placement(dtype, device_map)
     path = Path(spec).expanduser()
     if path.exists():
         if not (path.is_dir() and (path / "config.json").is_file()):
             raise ModelSpecError(f"{spec} is not a checkpoint folder (no config.json in it)")
-        loaded = _from_pretrained(str(path), trust_remote_code, revision, local=True)
+        loaded = _from_pretrained(str(path), trust_remote_code, revision, local=True, placement=placement)
         loaded.info["path"] = str(path.resolve())
-        return _place(loaded, dtype, device)
+        return loaded if placement else _place(loaded, dtype, device)
     if not _HUB_ID.match(spec) or ".." in spec:
         raise ModelSpecError(f"unknown model {spec!r}: not a bundled model, an existing folder or a hub id")
-    return _place(_from_pretrained(spec, trust_remote_code, revision, local=False), dtype, device)
+    loaded = _from_pretrained(spec, trust_remote_code, revision, local=False, placement=placement)
+    return loaded if placement else _place(loaded, dtype, device)
 
 
 def _from_family(
@@ -110,17 +133,78 @@ def _quiet_hub() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _placement(dtype: str | torch.dtype | None, device_map: str | dict[str, Any] | None) -> dict[str, Any]:
+    """`from_pretrained` arguments that load the weights in place: accelerate's device map, in `dtype`."""
+    if device_map is None:
+        return {}
+    _need_accelerate()
+    resolved = _dtype(dtype)
+    return {"device_map": device_map, **({"dtype": resolved} if resolved is not None else {})}
+
+
+def _need_accelerate() -> None:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise ModelSpecError("--device-map needs accelerate: pip install 'routescope[large]'") from None
+
+
+def _dispatch(model: torch.nn.Module, device_map: str | dict[str, Any]) -> torch.nn.Module:
+    """Place an already-built model (a bundled one) with accelerate, as `from_pretrained` would."""
+    _need_accelerate()
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    if device_map == "auto":
+        no_split = getattr(model, "_no_split_modules", None)
+        device_map = infer_auto_device_map(model, no_split_module_classes=list(no_split or []))
+    elif isinstance(device_map, str):
+        device_map = {"": device_map}
+    return dispatch_model(model, device_map=device_map)
+
+
+def _meta_model(spec: str, trust_remote_code: bool, revision: str | None) -> LoadedModel:
+    """The architecture of hub model `spec` on the meta device (no weights) and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        config = AutoConfig.from_pretrained(spec, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(spec, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(
+            f"cannot read the config of {spec!r} from the hub: {_first_line(exc)}; remote recording needs "
+            "its config and tokenizer (network or a hub cache)"
+        ) from None
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(config, trust_remote_code=trust_remote_code)
+    return LoadedModel(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        spec=spec,
+        source="remote",
+        info={"revision": revision or getattr(config, "_commit_hash", None)},
+    )
+
+
 def _from_pretrained(
-    where: str, trust_remote_code: bool, revision: str | None, *, local: bool
+    where: str,
+    trust_remote_code: bool,
+    revision: str | None,
+    *,
+    local: bool,
+    placement: dict[str, Any] | None = None,
 ) -> LoadedModel:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
     with _quiet_hub():
-        return _load_parts(where, kwargs, local)
+        return _load_parts(where, kwargs, local, placement or {})
 
 
-def _load_parts(where: str, kwargs: dict[str, Any], local: bool) -> LoadedModel:
+def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict[str, Any]) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
@@ -131,7 +215,7 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool) -> LoadedModel:
         raise ModelSpecError(f"cannot load model config for {where!r}: {reason}{hint}") from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(where, config=config, **kwargs)
+        model = auto.from_pretrained(where, config=config, **kwargs, **placement)
     except (OSError, ValueError) as exc:
         reason = _first_line(exc)
         raise ModelSpecError(f"cannot load weights of {where!r}: {reason}") from None

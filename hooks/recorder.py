@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,10 @@ from .errors import InputError, RunExistsError
 from .loaded import LoadedModel
 from .manifest import model_facts, package_versions, tokenizer_name
 from .normalise import normalise
+from .remote import Remote, is_remote
 from .routers import RouterSpec, candidate_paths, describe_from_outputs, describe_routers
 from .schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from .shards import Shard, parse_shard, part_store
 from .store import Run, Store, check_run_name
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
 from .units import Layout, Padded, Unit, batches, make_units, pad, prompt_layout, step_layout
@@ -112,6 +114,18 @@ def _context_length(model: torch.nn.Module) -> int:
     return DEFAULT_CHUNK
 
 
+def _input_device(model: torch.nn.Module) -> torch.device | None:
+    """Where the model reads its input ids (its input embedding's device), or None when the inputs can
+    stay on the CPU: CPU models, and meta-device models whose forward runs remotely."""
+    try:
+        embeddings = model.get_input_embeddings()  # type: ignore[operator]
+        device = embeddings.weight.device
+    except (AttributeError, NotImplementedError, TypeError):
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    return None if device.type in ("cpu", "meta") else device
+
+
 class _ModelCall:
     """How to call a model's forward: HF models take `input_ids=`/`attention_mask=`; a plain module may
     take the ids positionally and no mask (then batches hold equal-length inputs only, so no padding)."""
@@ -153,6 +167,7 @@ class _Session:
         with_probs: bool,
         generate_kwargs: dict[str, Any],
         targets: dict[int, list[int]],
+        remote: Remote = False,
     ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
@@ -161,7 +176,8 @@ class _Session:
         self.writer: RunWriter | None = None  # set once the run is opened
         self.with_probs = with_probs
         self.generate_kwargs = generate_kwargs
-        self.capturer = Capturer(self.model, paths, engine, subject.tokenizer)
+        self.capturer = Capturer(self.model, paths, engine, subject.tokenizer, remote=remote)
+        self.device = None if is_remote(remote) else _input_device(self.model)
         self.text_of = TokenTexts(subject.tokenizer)
         config = getattr(self.model, "config", None)
         self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
@@ -190,19 +206,24 @@ class _Session:
         """Run one batch and keep what its routers returned (nothing is written yet)."""
         generating = units[0].generate
         batch = pad(units, self.pad_id, left=generating and not self.encoder_decoder)
-        args, inputs = self.call(batch.input_ids, batch.attention_mask)
+        args, inputs = self.call(self._placed(batch.input_ids), self._placed(batch.attention_mask))
         decoder, keep = None, None
         if self.encoder_decoder:
             decoder, keep = self._decoder_batch(units, with_targets=not generating)
             if not generating:
                 inputs.update(
-                    decoder_input_ids=decoder.input_ids, decoder_attention_mask=decoder.attention_mask
+                    decoder_input_ids=self._placed(decoder.input_ids),
+                    decoder_attention_mask=self._placed(decoder.attention_mask),
                 )
         if generating:
             captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
         else:
             captured = self.capturer.forward(inputs, args)
         return _Prepared(batch, decoder, keep, captured)
+
+    def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
+        return tensor if self.device is None else tensor.to(self.device)
 
     def write(self, units: list[Unit], prepared: _Prepared) -> None:
         """Write one captured batch: its tokens, generated tokens and every router call's rows."""
@@ -313,6 +334,8 @@ def record(
     progress: bool = True,
     generate_kwargs: Mapping[str, Any] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    shard: Shard | str | None = None,
+    remote: Remote = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -323,6 +346,11 @@ def record(
     feed the encoder and the decoder runs on its start token, followed by `targets` (one per input) when
     given. `on_progress(done, total)` is called after each batch is written (a dashboard's progress bar;
     `progress` switches the terminal bar). Returns the published `Run`.
+
+    `shard="i/n"` records only inputs i, i+n, ... (keeping their sample indices) as part i of run `name`;
+    `merge(store, name)` publishes the run once all n parts are recorded (hooks/shards.py). `remote=True`
+    (NDIF), a host URL or `"local"` (nnsight's local simulation) runs the same nnsight trace remotely:
+    the model may then be a meta-device model built from its hub config (see hooks/remote.py).
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
@@ -335,6 +363,20 @@ def record(
         )
     if batch_size < 1 or max_new_tokens < 0:
         raise InputError("batch_size must be ≥ 1 and max_new_tokens ≥ 0")
+    if is_remote(remote) and engine != "nnsight":
+        raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
+    n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
+    sample_ids = list(range(n_inputs))
+    part = parse_shard(shard) if shard is not None else None
+    if part is not None:
+        sample_ids = part.samples(n_inputs)
+        if not sample_ids:
+            raise InputError(f"shard {part} has no inputs: {n_inputs} inputs for {part.count} shards")
+        _labels(labels, n_inputs)  # checked on all inputs, then kept for this shard's
+        labels = {column: [list(values)[i] for i in sample_ids] for column, values in (labels or {}).items()}
+        targets = [targets[i] for i in sample_ids] if targets is not None else None
+        inputs = [inputs[i] for i in sample_ids]
+        store, name = part_store(store, name), part.part_name()
     token_ids, texts = _tokenise(inputs, subject.tokenizer)
     label_values = _labels(labels, len(token_ids))
     torch_model = subject.model.eval()
@@ -345,6 +387,9 @@ def record(
         raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
     units = make_units(token_ids, chunk, generate_room=max_new_tokens)
     target_ids = _targets(targets, torch_model, subject.tokenizer, len(token_ids), max_new_tokens, units)
+    if part is not None:  # shard-local indices → the inputs' original sample indices
+        units = [replace(unit, sample=sample_ids[unit.sample]) for unit in units]
+        target_ids = {sample_ids[local]: ids for local, ids in target_ids.items()}
 
     declared = routers or subject.routers
     gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
@@ -355,6 +400,7 @@ def record(
         with_probs=probs,
         generate_kwargs=gen_kwargs,
         targets=target_ids,
+        remote=remote,
     )
     groups = list(batches(units, batch_size, same_length=not session.call.takes_mask))
     torch.manual_seed(seed)
@@ -379,6 +425,8 @@ def record(
             "batch_size": batch_size,
             "chunk_size": chunk,
             "engine": engine,
+            **({"shard": str(part), "inputs": n_inputs} if part is not None else {}),
+            **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
         },
         "packages": package_versions(),
     }
@@ -409,9 +457,9 @@ def record(
             ),
         )
         decode = getattr(subject.tokenizer, "decode", None)
-        generated = [session.generated.get(i, []) for i in range(len(token_ids))]
+        generated = [session.generated.get(i, []) for i in sample_ids]
         samples = {
-            "sample": np.arange(len(token_ids), dtype=np.int32),
+            "sample": np.asarray(sample_ids, dtype=np.int32),
             "text": texts,
             "n_tokens": np.array([len(t) for t in token_ids], dtype=np.int32),
             "n_generated": np.array([len(g) for g in generated], dtype=np.int32),
