@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_figure import add_figure_arguments, cmd_figure
+from .cli_merge import add_merge_arguments, cmd_merge
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
 from .cli_runs import cmd_runs, cmd_show
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--store", required=True)
     show.add_argument("--run", required=True)
 
+    add_merge_arguments(
+        sub.add_parser("merge", help="publish one run from its recorded shards (--shard I/N)")
+    )
     add_report_arguments(sub.add_parser("report", help="one analysis of a run as a table, CSV, JSON, ..."))
     add_figure_arguments(sub.add_parser("figure", help="paper figures of a run: SVG, PDF or PNG"))
 
@@ -51,6 +55,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "runs": cmd_runs,
     "show": cmd_show,
     "report": cmd_report,
+    "merge": cmd_merge,
     "figure": cmd_figure,
     "demo": cmd_demo,
     "app": cmd_app,
