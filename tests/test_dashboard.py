@@ -115,8 +115,8 @@ def test_tokens_page_colours_each_token_by_the_runs_top1_expert(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = tokens_page(store_dir, monkeypatch, "text")
-    at.selectbox(key=state.TOKENS_SAMPLE).set_value(1).run()
-    at.selectbox(key=state.TOKENS_LAYER).set_value(2).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).set_value(1).run()
+    at.selectbox(key=state.scoped(state.TOKENS_LAYER, "text")).set_value(2).run()
     assert not at.exception
     run = Store(store_dir).open("text")
     _, cells = drawn(at, "rs-token")
@@ -132,7 +132,7 @@ def test_tokens_page_colours_each_token_by_the_runs_top1_expert(
 
 def test_tokens_page_escapes_hostile_input_text(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = tokens_page(store_dir, monkeypatch, "text")
-    at.selectbox(key=state.TOKENS_SAMPLE).set_value(0).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).set_value(0).run()
     body, cells = drawn(at, "rs-token")
     assert "<script" not in body
     assert "<b>" not in body
@@ -165,7 +165,7 @@ def test_tokens_html_escapes_every_token() -> None:
 
 def test_tokens_page_outlines_the_uncertain_tokens(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = tokens_page(store_dir, monkeypatch, "text")
-    at.selectbox(key=state.TOKENS_SAMPLE).set_value(0).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).set_value(0).run()
     at.slider(key=state.TOKENS_ENTROPY).set_value(0.6).run()
     at.slider(key=state.TOKENS_MARGIN).set_value(0.1).run()
     _, cells = drawn(at, "rs-token")
@@ -189,8 +189,8 @@ def test_tokens_page_shows_a_tokens_weights_at_every_layer(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = tokens_page(store_dir, monkeypatch, "text")
-    at.selectbox(key=state.TOKENS_SAMPLE).set_value(2).run()
-    at.selectbox(key=state.TOKENS_POSITION).set_value(3).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).set_value(2).run()
+    at.selectbox(key=state.scoped(state.TOKENS_POSITION, "text", 2)).set_value(3).run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
     matrix = at.dataframe[0].value
@@ -201,7 +201,7 @@ def test_tokens_page_shows_a_tokens_weights_at_every_layer(
     expected[a["router"].to_numpy(), a["expert"].to_numpy()] = a["weight"].to_numpy()
     assert matrix.index.tolist() == [f"layer {i}" for i in range(4)]
     np.testing.assert_allclose(matrix.to_numpy(dtype=float), expected, rtol=1e-6)
-    at.radio(key=state.TOKENS_VALUES).set_value("prob").run()
+    at.radio(key=state.scoped(state.TOKENS_VALUES, "text")).set_value("prob").run()
     d = run.decisions()
     d = d[(d["sample"] == 2) & (d["position"] == 3)].sort_values("router")
     probs = at.dataframe[0].value.to_numpy(dtype=float)
@@ -226,22 +226,22 @@ def test_weight_matrix_names_rows_and_fills_unchosen_experts_with_zero() -> None
 
 def test_tokens_page_filters_samples_by_label(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = tokens_page(store_dir, monkeypatch, "text")
-    assert len(at.selectbox(key=state.TOKENS_SAMPLE).options) == 3
-    at.selectbox(key=state.TOKENS_LABEL).set_value("domain").run()
-    at.selectbox(key=state.TOKENS_LABEL_VALUE).set_value("code").run()
-    options = at.selectbox(key=state.TOKENS_SAMPLE).options
+    assert len(at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).options) == 3
+    at.selectbox(key=state.scoped(state.TOKENS_LABEL, "text")).set_value("domain").run()
+    at.selectbox(key=state.scoped(state.TOKENS_LABEL_VALUE, "text", "domain")).set_value("code").run()
+    options = at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).options
     assert [o.split(" ")[0] for o in options] == ["#1", "#2"]
-    assert at.selectbox(key=state.TOKENS_SAMPLE).value == 1
+    assert at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "text")).value == 1
 
 
 def test_tokens_page_draws_the_patch_grid_of_a_diffusion_run(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = tokens_page(store_dir, monkeypatch, "digits")
-    at.selectbox(key=state.TOKENS_SAMPLE).set_value(1).run()  # the class-7 sample
-    at.radio(key=state.TOKENS_BRANCH).set_value("uncond").run()
-    at.select_slider(key=state.TOKENS_STEP).set_value(1).run()
-    at.selectbox(key=state.TOKENS_LAYER).set_value(3).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, "digits")).set_value(1).run()  # the class-7 sample
+    at.radio(key=state.scoped(state.TOKENS_BRANCH, "digits")).set_value("uncond").run()
+    at.select_slider(key=state.scoped(state.TOKENS_STEP, "digits")).set_value(1).run()
+    at.selectbox(key=state.scoped(state.TOKENS_LAYER, "digits")).set_value(3).run()
     assert not at.exception
     run = Store(store_dir).open("digits")
     samples = run.samples()
@@ -258,7 +258,7 @@ def test_tokens_page_draws_the_patch_grid_of_a_diffusion_run(
 
 def run_page(store: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     at = app_on(store, monkeypatch).run()
-    at.switch_page("pages/run.py").run()
+    at.switch_page("app_pages/run.py").run()
     assert not at.exception
     return at
 
@@ -314,7 +314,7 @@ def test_run_page_records_typed_text_and_shows_it(tmp_path: Path, monkeypatch: p
     shown = at.dataframe[0].value
     assert shown["text"].tolist() == ["hello <i>world</i>", "second line"]
     assert shown["generated"].tolist() == run.samples()["generated"].tolist()
-    at.switch_page("pages/tokens.py").run()
+    at.switch_page("app_pages/tokens.py").run()
     assert at.selectbox(key=state.TOKENS_RUN).value == "typed"  # and the Tokens page opens on it
 
 
@@ -336,7 +336,7 @@ def test_run_page_samples_digits_and_shows_the_trajectory(
     assert not at.error
     run = Store(store).open("two-digits")
     assert (run.manifest["options"]["classes"], run.manifest["options"]["steps"]) == ([1, 4], 3)
-    assert at.multiselect(key=state.RUN_TRAJECTORY_STEPS).value == [0, 1, 2]
+    assert at.multiselect(key=state.scoped(state.RUN_TRAJECTORY_STEPS, "two-digits")).value == [0, 1, 2]
     assert len(at.get("image")) == 2 + 3  # the two digits, then x̂₀ of the first at steps 0, 1, 2
     at.text_input(key=state.RUN_CLASSES).set_value("9-1").run()
     at.text_input(key=state.RUN_NAME).set_value("backwards").run()
@@ -463,7 +463,7 @@ def test_pages_list_damaged_runs_and_still_open_the_good_ones(
     assert at.selectbox(key=state.TOKENS_RUN).options == ["text"]
     assert any("broken, future" in c.value for c in at.caption)
     assert drawn(at, "rs-token")[1]
-    at.switch_page("pages/run.py").run()
+    at.switch_page("app_pages/run.py").run()
     assert not at.exception
     assert at.selectbox(key=state.RUN_RESULT_RUN).options == ["text"]
 
@@ -515,7 +515,7 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/tokens")
+            page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector(".rs-token", timeout=90_000)
             tokens = page.locator(".rs-token")
             assert tokens.first.is_visible()
@@ -524,6 +524,9 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
             assert len(shown) == int((run.tokens()["sample"] == 0).sum())
             assert "".join(shown).replace("↵", "").startswith(HOSTILE)  # escaped, so shown as typed
             assert page.locator("script:has-text('alert')").count() == 0
+            assert page.get_by_text("Page not found").count() == 0
+            menu = page.locator("[data-testid=stSidebarNav]").inner_text().split()  # icon, title, icon, ...
+            assert menu[1::2] == ["Run", "Tokens"]
             page.screenshot(path=str(tmp_path / "tokens.png"), full_page=True)
             browser.close()
     finally:

@@ -1,7 +1,7 @@
 """The Streamlit dashboard: record runs and browse their routing (`routescope app`).
 
 `main.py` is the entry script Streamlit runs; it opens the store, records the default runs on first start
-and hands over to `st.navigation`. Pages live in `pages/` (one file each, listed in `pages.PAGES`); they
+and hands over to `st.navigation`. Pages live in `app_pages/` (one file each, listed in `pages.PAGES`); they
 stay thin: widgets → a cached table (`cache.py`, the only module that caches) → a figure or table.
 Importing this package does not import Streamlit, so the CLI can build the server's command line cheaply.
 """

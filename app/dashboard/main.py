@@ -1,15 +1,15 @@
 """The dashboard's entry script (`streamlit run main.py`, started by `routescope app`).
 
 It opens the store named by `ROUTESCOPE_STORE`, records the default runs if the store is empty, and hands
-over to `st.navigation`, which runs the chosen page from `pages.PAGES`.
+over to `st.navigation`, which runs the chosen page from `app_pages.PAGES`.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.first_start import ensure_runs
-from routescope.dashboard.pages import PAGES
 from routescope.dashboard.widgets import open_store
 
 

@@ -1,6 +1,9 @@
 """Session-state keys, named once: every widget's `key=` and the few values pages share.
 
 Widget keys are namespaced by page (`run.*`, `tokens.*`), so a new page cannot collide with an old one.
+A widget whose option labels depend on the run (or the sample) takes its key through `scoped(key, run,
+...)`: Streamlit identifies a keyed widget by its key alone, and its browser side keeps showing the old
+label of a value that survives a change of options (sample `#0 · class: 0` after switching to a text run).
 Streamlit drops a widget's state when its page is left, so what must survive a page switch (the run being
 browsed, the run just recorded) lives under its own non-widget key with a typed getter and setter here.
 """
@@ -50,6 +53,12 @@ TOKENS_ENTROPY = "tokens.entropy"
 TOKENS_MARGIN = "tokens.margin"
 TOKENS_POSITION = "tokens.position"
 TOKENS_VALUES = "tokens.values"
+TOKENS_CHART = "tokens.chart"
+
+
+def scoped(key: str, *scope: object) -> str:
+    """`key` for one run (and sample, ...): `tokens.sample[text]`, `tokens.position[text,3]`."""
+    return f"{key}[{','.join(str(part) for part in scope)}]"
 
 
 def current_run() -> str | None:

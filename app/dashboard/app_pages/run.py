@@ -16,8 +16,8 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from routescope.cli_record import parse_classes
 from routescope.dashboard import cache, state
+from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.markup import literal
-from routescope.dashboard.pages import PAGES
 from routescope.dashboard.recording import (
     DiffusionOptions,
     TextOptions,
@@ -187,11 +187,14 @@ def show_diffusion_run(run: Run) -> None:
         "Sample",
         cond["sample"].tolist(),
         format_func=lambda s: f"#{s} · class {cond.set_index('sample').loc[s, 'class']}",
-        key=state.RUN_TRAJECTORY_SAMPLE,
+        key=state.scoped(state.RUN_TRAJECTORY_SAMPLE, run.name),
     )
     spread = np.unique(np.linspace(0, len(steps) - 1, min(TRAJECTORY_POINTS, len(steps))).round().astype(int))
     chosen = columns[1].multiselect(
-        "Steps", steps.tolist(), default=steps[spread].tolist(), key=state.RUN_TRAJECTORY_STEPS
+        "Steps",
+        steps.tolist(),
+        default=steps[spread].tolist(),
+        key=state.scoped(state.RUN_TRAJECTORY_STEPS, run.name),
     )
     index = {int(s): i for i, s in enumerate(steps)}
     position = cond["sample"].tolist().index(sample)

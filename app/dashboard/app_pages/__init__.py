@@ -1,5 +1,8 @@
 """The dashboard's pages: one file each in this folder, listed once in `PAGES`.
 
+(Not `pages/`: Streamlit treats a `pages/` folder beside the entry script as the legacy multipage app and
+would serve `/tokens` from it directly, bypassing `main.py` and its navigation.)
+
 Adding a page is its file here plus one `PageFile(...)` line below; `main.py` builds the navigation from
 this list. Page files are Streamlit scripts (run with `__name__ == "__main__"`), each reading widgets,
 asking `cache.table` for a table and drawing it.
@@ -24,9 +27,9 @@ class PageFile:
     icon: str
     """A Material icon (`:material/NAME:`) or an emoji."""
     url_path: str
-    """The page's path in the URL (`/tokens`)."""
+    """The page's path in the URL (`/run`)."""
     default: bool = False
-    """The page the app opens on."""
+    """The page the app opens on; Streamlit serves it at `/` (its `url_path` is then not used)."""
 
     @property
     def path(self) -> Path:

@@ -31,10 +31,14 @@ def choose_sample(run: Run, samples: pd.DataFrame) -> int:
     shown = samples[samples["branch"] == "cond"] if is_diffusion(run) else samples
     labels = [c for c in run.label_columns if not (is_diffusion(run) and c in ("branch", "pair"))]
     columns = st.columns(3)
-    label = columns[0].selectbox("Filter by label", [ALL, *labels], key=state.TOKENS_LABEL)
+    label = columns[0].selectbox(
+        "Filter by label", [ALL, *labels], key=state.scoped(state.TOKENS_LABEL, run.name)
+    )
     if label != ALL:
         values = sorted(str(v) for v in shown[label].dropna().unique())
-        value = columns[1].selectbox(f"{label} =", values, key=state.TOKENS_LABEL_VALUE)
+        value = columns[1].selectbox(
+            f"{label} =", values, key=state.scoped(state.TOKENS_LABEL_VALUE, run.name, label)
+        )
         shown = shown[shown[label].astype(str) == value]
     if shown.empty:
         st.info("No sample has that label value.")
@@ -49,7 +53,10 @@ def choose_sample(run: Run, samples: pd.DataFrame) -> int:
 
     return int(
         columns[2].selectbox(
-            "Sample", shown["sample"].tolist(), format_func=describe, key=state.TOKENS_SAMPLE
+            "Sample",
+            shown["sample"].tolist(),
+            format_func=describe,
+            key=state.scoped(state.TOKENS_SAMPLE, run.name),
         )
     )
 
@@ -84,7 +91,12 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
         return f"{position}: {text.loc[position]!r}"
 
     position = int(
-        st.selectbox("Token", routed["position"].tolist(), format_func=describe, key=state.TOKENS_POSITION)
+        st.selectbox(
+            "Token",
+            routed["position"].tolist(),
+            format_func=describe,
+            key=state.scoped(state.TOKENS_POSITION, run.name, sample),
+        )
     )
     weights = cache.table(run, "token_weights", sample=sample, position=position, stack=stack, step=step)
     value = "weight"
@@ -95,11 +107,11 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
                 ["weight", "prob"],
                 format_func={"weight": "gate weights", "prob": "router probabilities"}.__getitem__,
                 horizontal=True,
-                key=state.TOKENS_VALUES,
+                key=state.scoped(state.TOKENS_VALUES, run.name),
             )
         )
     matrix = views.weight_matrix(weights, views.router_names(run), value)
-    st.plotly_chart(weight_heatmap(matrix, value), key=f"{state.TOKENS_POSITION}.chart")
+    st.plotly_chart(weight_heatmap(matrix, value), key=state.scoped(state.TOKENS_CHART, run.name))
     with st.expander("As a table"):
         st.dataframe(matrix, width="stretch")
 
@@ -107,12 +119,16 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
 def choose_branch_and_step(run: Run, samples: pd.DataFrame, sample: int) -> tuple[int, int]:
     """Diffusion runs: the CFG branch (→ the sample id that holds it) and the sampler step."""
     columns = st.columns(2)
-    branch = columns[0].radio("CFG branch", ["cond", "uncond"], horizontal=True, key=state.TOKENS_BRANCH)
+    branch = columns[0].radio(
+        "CFG branch", ["cond", "uncond"], horizontal=True, key=state.scoped(state.TOKENS_BRANCH, run.name)
+    )
     if branch == "uncond":
         pair = samples[(samples["branch"] == "uncond") & (samples["pair"] == str(sample))]
         sample = int(pair["sample"].iloc[0])
     steps = cache.table(run, "table.steps")["step"].tolist()
-    step = columns[1].select_slider("Step", steps, value=steps[-1], key=state.TOKENS_STEP)
+    step = columns[1].select_slider(
+        "Step", steps, value=steps[-1], key=state.scoped(state.TOKENS_STEP, run.name)
+    )
     return sample, int(step)
 
 
@@ -135,7 +151,14 @@ def main() -> None:
     samples = cache.table(run, "table.samples")
     chosen = choose_sample(run, samples)
     names = views.router_names(run)
-    router = int(st.selectbox("Layer", list(names), format_func=names.__getitem__, key=state.TOKENS_LAYER))
+    router = int(
+        st.selectbox(
+            "Layer",
+            list(names),
+            format_func=names.__getitem__,
+            key=state.scoped(state.TOKENS_LAYER, run.name),
+        )
+    )
     spec = next(r for r in run.routers if int(r["id"]) == router)
     sample, step = (chosen, None)
     if is_diffusion(run):
