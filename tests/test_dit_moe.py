@@ -35,7 +35,7 @@ from routescope.models.dit_moe import (
     read_state_dict,
     respaced_timesteps,
 )
-from routescope.models.dit_moe.sampling import ddpm_alphas_cumprod, rgb_to_unit_luma
+from routescope.models.dit_moe.sampling import ddpm_alphas_cumprod, ddpm_posterior, rgb_to_unit_luma
 
 TINY = {
     "name": "tiny",
@@ -216,6 +216,25 @@ def test_respacing_matches_the_reference_rounding() -> None:
     steps = respaced_timesteps(250)
     assert (len(steps), steps[0], steps[-1]) == (250, 0, 999)
     assert steps == sorted({round(i * 999 / 249) for i in range(250)})
+
+
+def test_the_learned_variance_spans_the_posterior_variance_to_beta() -> None:
+    """IDDPM's learned range on respaced steps: v = −1 → posterior variance, v = +1 → β, mean by formula."""
+    abar, kept = ddpm_alphas_cumprod(), respaced_timesteps(10)
+    a, a_prev = float(abar[kept[5]]), float(abar[kept[4]])
+    beta = 1 - a / a_prev
+    z, x0 = (
+        torch.full((1, 4, 2, 2), 0.5, dtype=torch.float64),
+        torch.full((1, 4, 2, 2), -1.0, dtype=torch.float64),
+    )
+    low = ddpm_posterior(z, x0, torch.full_like(z, -1.0), abar, kept, 5)
+    high = ddpm_posterior(z, x0, torch.full_like(z, 1.0), abar, kept, 5)
+    assert float(low[1][0, 0, 0, 0]) == pytest.approx(math.log(beta * (1 - a_prev) / (1 - a)))
+    assert float(high[1][0, 0, 0, 0]) == pytest.approx(math.log(beta))
+    expected_mean = (
+        beta * math.sqrt(a_prev) / (1 - a) * -1.0 + (1 - a_prev) * math.sqrt(1 - beta) / (1 - a) * 0.5
+    )
+    assert float(low[0][0, 0, 0, 0]) == pytest.approx(expected_mean)
 
 
 def test_an_untrained_model_predicts_zero_so_the_samplers_have_known_answers() -> None:

@@ -176,13 +176,8 @@ def _ddpm(
         if method == "ddim":
             z = math.sqrt(abar_prev) * x0 + math.sqrt(1.0 - abar_prev) * eps
         else:
-            beta = 1.0 - abar / abar_prev
-            mean = (
-                beta * math.sqrt(abar_prev) / (1.0 - abar) * x0
-                + (1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar) * z
-            )
+            mean, log_var = ddpm_posterior(z, x0, out[:n, c : 2 * c], abar_all, kept, index)
             if index > 0:
-                log_var = _learned_log_variance(out[:n, c : 2 * c], abar_all, kept, index, beta)
                 noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
                 z = mean + torch.exp(0.5 * log_var) * noise
             else:
@@ -193,21 +188,40 @@ def _ddpm(
     return z
 
 
-def _learned_log_variance(
-    values: torch.Tensor, abar_all: torch.Tensor, kept: list[int], index: int, beta: float
-) -> torch.Tensor:
-    """IDDPM's learned range: by (v+1)/2, between the clipped posterior log-variance and log β."""
-    if values.shape[1] == 0:  # a model without learned sigma: the posterior variance (fixed small)
-        values = torch.full_like(values, -1.0)
+def ddpm_posterior(
+    z: torch.Tensor,
+    x0: torch.Tensor,
+    values: torch.Tensor,
+    abar_all: torch.Tensor,
+    kept: list[int],
+    index: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of p(z_prev | z) at respaced step `index` (ascending over `kept`).
+
+    Respacing makes β = 1 − ᾱₜ/ᾱₚᵣₑᵥ between kept timesteps. The mean is the posterior q(z_prev | z, x̂₀);
+    the log-variance is IDDPM's learned range: (v+1)/2 of the way from the posterior log-variance (at
+    index 0, where it is 0, clipped to index 1's) to log β, for the model's variance output v.
+    Without learned variance (`values` with no channels) v = −1: the posterior variance itself.
+    """
+
+    def abar_at(i: int) -> float:
+        return float(abar_all[kept[i]]) if i >= 0 else 1.0
 
     def posterior_variance(i: int) -> float:
-        a = float(abar_all[kept[i]])
-        a_prev = float(abar_all[kept[i - 1]]) if i > 0 else 1.0
-        return (1.0 - a / a_prev) * (1.0 - a_prev) / (1.0 - a)
+        return (1.0 - abar_at(i) / abar_at(i - 1)) * (1.0 - abar_at(i - 1)) / (1.0 - abar_at(i))
 
-    min_log = math.log(posterior_variance(index))  # index ≥ 1: step 0 adds no noise
+    abar, abar_prev = abar_at(index), abar_at(index - 1)
+    beta = 1.0 - abar / abar_prev
+    mean = (
+        beta * math.sqrt(abar_prev) / (1.0 - abar) * x0
+        + (1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar) * z
+    )
+    if values.shape[1] == 0:
+        values = torch.full_like(z, -1.0)
+    clipped = index if index > 0 else min(1, len(kept) - 1)
+    min_log = math.log(max(posterior_variance(clipped), 1e-20))
     frac = (values.float() + 1.0) / 2.0
-    return (frac * math.log(beta) + (1.0 - frac) * min_log).to(values.dtype)
+    return mean, (frac * math.log(beta) + (1.0 - frac) * min_log).to(z.dtype)
 
 
 def _rectified_flow(
