@@ -13,8 +13,6 @@ fall back to a self-join.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 
@@ -42,13 +40,9 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
                 SELECT bit_or(CAST(1 AS UBIGINT) << CAST(expert AS UBIGINT)) AS mask
                 FROM assignments WHERE {where} GROUP BY {KEYS}) GROUP BY mask""",
         )
-        pairs = np.zeros((n_experts, n_experts))
-        singles = np.zeros(n_experts)
-        for mask, n in zip(masks["mask"].astype(np.uint64), masks["n"], strict=True):
-            chosen = [e for e in range(n_experts) if (int(mask) >> e) & 1]
-            singles[chosen] += n
-            for a, b in itertools.permutations(chosen, 2):
-                pairs[a, b] += n
+        pairs, singles = _expand_masks(
+            masks["mask"].to_numpy(dtype=np.uint64), masks["n"].to_numpy(dtype=np.float64), n_experts
+        )
         decisions = float(masks["n"].sum())
     else:
         joint = sql(
@@ -80,3 +74,29 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
             "lift": lift,
         }
     ).sort_values(["expert_a", "expert_b"], ignore_index=True)
+
+
+def _expand_masks(masks: np.ndarray, counts: np.ndarray, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(pairs [E, E], singles [E])` from distinct expert bitmasks and how many decisions chose each.
+
+    A mask has at most k bits set, so its experts are peeled off lowest bit first (`m & -m`; the bit's
+    index is the float exponent of that power of two) into k columns, and pairs are counted with one
+    weighted `bincount` per ordered pair of columns: k² passes over the masks, exact float64 sums of
+    integer counts (below 2⁵³)."""
+    rest = masks.astype(np.uint64, copy=True)
+    columns = []
+    while rest.any():
+        low = rest & (~rest + np.uint64(1))
+        columns.append(np.where(low > 0, np.frexp(low.astype(np.float64))[1] - 1, -1))
+        rest ^= low
+    singles = np.zeros(n_experts)
+    cells = n_experts * n_experts
+    pairs = np.zeros(cells)
+    for i, a in enumerate(columns):
+        has_a = a >= 0
+        singles += np.bincount(a[has_a], weights=counts[has_a], minlength=n_experts)
+        for j, b in enumerate(columns):
+            both = has_a & (b >= 0)
+            if i != j and both.any():
+                pairs += np.bincount(a[both] * n_experts + b[both], weights=counts[both], minlength=cells)
+    return pairs.reshape(n_experts, n_experts), singles

@@ -60,6 +60,7 @@ def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    _disable_harmful_optimizers(con)
     for table in run.manifest["tables"]:
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({quote_path(run.table_path(table))})")
     routers = pd.DataFrame(
@@ -69,3 +70,17 @@ def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE TABLE routers AS SELECT * FROM routers_frame")
     con.unregister("routers_frame")
     return con
+
+
+HARMFUL_OPTIMIZERS = ("partial_aggregate_pushdown",)
+"""DuckDB optimizers turned off on every connection. `partial_aggregate_pushdown` (in DuckDB 2.0) pushes a
+GROUP BY below a join by pre-aggregating the fact side on the join keys; on assignments joined to tokens
+(sample, position) every key is unique, so the "pre-aggregation" is a hash table of all 100 M rows: 53 s
+CPU and 8.4 GB instead of 10.5 s and 1.1 GB for expert × token id counts (benchmarks/analysis_scale.py)."""
+
+
+def _disable_harmful_optimizers(con: duckdb.DuckDBPyConnection) -> None:
+    known = {row[0] for row in con.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
+    present = [name for name in HARMFUL_OPTIMIZERS if name in known]
+    if present:
+        con.execute(f"SET disabled_optimizers = '{','.join(present)}'")
