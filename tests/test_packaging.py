@@ -27,8 +27,8 @@ def test_one_namespace_only(tmp_path: Path) -> None:
     """The install exposes `routescope` and nothing else at top level (checked outside the repo's folder)."""
     probe = (
         "import importlib.util, routescope, routescope.hooks, routescope.analysis, routescope.models,"
-        " routescope.dashboard, routescope.dashboard.app_pages, routescope.figures, routescope.models.dit_moe,"
-        " routescope.hooks.probes;"
+        " routescope.dashboard, routescope.dashboard.app_pages, routescope.figures,"
+        " routescope.models.dit_moe, routescope.hooks.probes;"
         "print([m for m in ('hooks', 'analysis', 'app', 'models') if importlib.util.find_spec(m)])"
     )
     done = subprocess.run(
