@@ -15,6 +15,7 @@ from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_figure import add_figure_arguments, cmd_figure
 from .cli_merge import add_merge_arguments, cmd_merge
+from .cli_probe import add_probe_arguments, cmd_probe
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
 from .cli_runs import cmd_runs, cmd_show
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))
     add_app_arguments(sub.add_parser("app", help="start the dashboard (Streamlit, 127.0.0.1 by default)"))
+    add_probe_arguments(sub.add_parser("probe", help="causal probes: ablate, force, noise, batch"))
     return parser
 
 
@@ -59,6 +61,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "figure": cmd_figure,
     "demo": cmd_demo,
     "app": cmd_app,
+    "probe": cmd_probe,
 }
 
 

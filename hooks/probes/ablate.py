@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..interventions import Intervention, RouterEdit
+from ..interventions import Intervention, RouterEdit, validate
 from ..loaded import LoadedModel
 from ..store import Run, Store
 from .common import Inputs, RecordOptions, Sampling, check_inputs, choose_routers, describe, record_probe
@@ -134,8 +134,7 @@ def probe_ablate(
     options = options or RecordOptions()
     all_routers = describe(model, inputs)
     routers = choose_routers(all_routers, layers)
-    if (experts is None) == (top is None) and not (shared and experts is None and top is None):
-        raise InputError("give the experts to disable or top = r (not both), and/or shared")
+    _check_choice(experts, top, shared, routers, all_routers)
     if top is not None:
         if base is None:
             raise InputError("top = r ranks experts by use in a base run; pass base= (or use ablation_study)")
@@ -156,6 +155,29 @@ def probe_ablate(
         base=None if base is None else base.name,
         options=options,
     )
+
+
+def _check_choice(
+    experts: Experts | None,
+    top: int | None,
+    shared: bool,
+    routers: Sequence[Mapping[str, Any]],
+    all_routers: Sequence[Mapping[str, Any]],
+) -> None:
+    """Refuse a bad choice before anything is recorded (`top` is checked with a stand-in set of r)."""
+    if experts is not None and top is not None:
+        raise InputError("give the experts to disable or top = r, not both")
+    if experts is None and top is None and not shared:
+        raise InputError("give the experts to disable, top = r, and/or shared")
+    if top is not None and top < 1:
+        raise InputError(f"top must be ≥ 1, not {top}")
+    stand_in = _disabled(experts, routers) if experts is not None else {}
+    if top is not None:
+        stand_in = {r["path"]: tuple(range(min(top, int(r["n_experts"])))) for r in routers}
+        too_many = [r["path"] for r in routers if top > int(r["n_experts"])]
+        if too_many:
+            raise InputError(f"top = {top} is more than the experts at {too_many[0]}")
+    validate(_intervention(routers, stand_in, shared), all_routers)
 
 
 def _plain(experts: Experts) -> Any:
@@ -200,6 +222,7 @@ def ablation_study(
         raise InputError(f"seeds must be ≥ 0, not {seeds}")
     all_routers = describe(model, inputs)
     routers = choose_routers(all_routers, layers)
+    _check_choice(experts, top, shared, routers, all_routers)
     base = record_probe(
         model,
         inputs,

@@ -30,8 +30,8 @@ from .common import Inputs, RecordOptions, Sampling, chunk_size, text_token_ids
 
 DEFAULT_BUCKETS = 5
 """Timestep buckets of the denoising loss (equal widths over 0..T-1)."""
-DENOISE_IMAGES = 512
-"""Real digits scored per bucket."""
+DENOISE_IMAGES = 256
+"""Real digits scored per bucket (the same digits, noise and timesteps for every variant)."""
 
 
 def _pad_id(model: LoadedModel) -> int:

@@ -1,0 +1,273 @@
+"""`routescope probe ablate|force|noise|batch`: causal probes from the command line.
+
+Each probe records ordinary runs (the edited model, and the unedited base it compares with) and prints
+its table: the loss (or the DiT's denoising loss and class accuracy) with experts disabled against
+random ablations; the forced run's summary; the top-1 flip rate under noise by the base run's margin;
+the share of decisions that change when inputs share a batch. The runs stay in the store for every
+other view (`routescope report`, the dashboard's Compare page).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+
+from .cli_record import parse_classes
+from .cli_runs import show_run
+from .console import out
+from .hooks import InputError, LoadedModel, RunExistsError, Store
+from .tables import FORMATS, render
+
+KINDS = ("ablate", "force", "noise", "batch")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="bundled:NAME, a local checkpoint folder, or a hub id")
+    parser.add_argument("--store", required=True, help="store folder (created if absent)")
+    parser.add_argument("--name", required=True, help="name of the probe's run (others get suffixes)")
+    text = parser.add_argument_group("text models")
+    text.add_argument("--text", action="append", help="an input text (repeatable)")
+    text.add_argument("--file", help="inputs: .txt (one per line) or .jsonl (see --text-column)")
+    text.add_argument("--dataset", help="a bundled dataset, e.g. bundled:domains (labels come along)")
+    text.add_argument("--text-column", default="text", help="text column of a .jsonl file")
+    text.add_argument("--label-column", action="append", default=[], help="label column of a .jsonl file")
+    text.add_argument("--chunk-size", type=int, default=None, help="split longer inputs (default: context)")
+    diffusion = parser.add_argument_group("diffusion models")
+    diffusion.add_argument("--classes", help="classes to sample, e.g. 0-9 or 1,3,5")
+    diffusion.add_argument("--samples-per-class", type=int, default=2, help="images per class (2)")
+    diffusion.add_argument("--steps", type=int, default=25, help="sampling steps (25)")
+    diffusion.add_argument("--cfg-scale", type=float, default=4.0, help="guidance scale (4.0)")
+    diffusion.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    parser.add_argument("--layer", type=int, action="append", help="edit this MoE layer (repeatable; all)")
+    parser.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
+    parser.add_argument("--probs", action="store_true", help="also store each decision's probabilities")
+    parser.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
+    parser.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
+    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code")
+    parser.add_argument("--overwrite", action="store_true", help="replace runs of the same names")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="how to print the tables")
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="probe", required=True)
+    ablate = kinds.add_parser("ablate", help="disable experts; loss against random ablations")
+    _common(ablate)
+    which = ablate.add_mutually_exclusive_group()
+    which.add_argument("--expert", type=int, action="append", help="disable this expert (repeatable)")
+    which.add_argument("--top", type=int, help="disable each router's R most-used experts")
+    ablate.add_argument("--shared", action="store_true", help="also (or only) zero the shared expert")
+    ablate.add_argument("--random-seeds", type=int, default=3, help="random ablations of the same size (3)")
+    ablate.add_argument("--by", help="label to group the loss by (default: the first label column)")
+
+    force = kinds.add_parser("force", help="route the chosen tokens to given experts")
+    _common(force)
+    force.add_argument("--expert", type=int, action="append", required=True, help="a forced expert")
+    force.add_argument("--where", action="append", default=[], metavar="LABEL=VALUE", help="only these")
+    force.add_argument("--position", type=int, action="append", help="only this position / patch")
+    force.add_argument("--stack", choices=("encoder", "decoder"), help="routers of one stack only")
+
+    noise = kinds.add_parser("noise", help="noise on the routers; flip rate by margin")
+    _common(noise)
+    noise.add_argument("--sigma", type=float, required=True, help="noise scale (input: relative to RMS)")
+    noise.add_argument("--on", choices=("input", "logits"), default="input", help="where the noise goes")
+    noise.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (0)")
+    noise.add_argument("--base", metavar="RUN", help="an unedited run of the same inputs (else recorded)")
+
+    batch = kinds.add_parser("batch", help="the same inputs alone and in one batch; changed decisions")
+    _common(batch)
+
+
+def _inputs(args: argparse.Namespace, model: LoadedModel) -> tuple[Any, dict[str, list[Any]]]:
+    from .hooks.probes import Sampling
+
+    if model.sampler is not None:
+        if args.text or args.file or args.dataset:
+            raise InputError(f"{args.model} is a diffusion model: give --classes, not text")
+        sampling = Sampling(
+            classes=tuple(parse_classes(args.classes or "0-9")),
+            samples_per_class=args.samples_per_class,
+            steps=args.steps,
+            cfg_scale=args.cfg_scale,
+            seed=args.seed,
+            batch_size=args.batch_size or 64,
+        )
+        return sampling, {}
+    if args.classes:
+        raise InputError("--classes is for diffusion models; give text")
+    if args.dataset:
+        if args.text or args.file:
+            raise InputError("give one of --text, --file and --dataset")
+        from .datasets import load_dataset
+
+        texts, labels = load_dataset(args.dataset)
+        return texts, {column: list(values) for column, values in labels.items()}
+    from .inputs import read_inputs
+
+    inputs = read_inputs(args.text, args.file, args.label_column, args.text_column)
+    return inputs.texts, dict(inputs.labels)
+
+
+def _print(title: str, table: pd.DataFrame, fmt: str) -> None:
+    if fmt == "table":
+        out(title)
+    out(render(table.reset_index(drop=True), fmt))
+    if fmt == "table":
+        out("")
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    """Every run name the probe will write, to refuse existing ones before loading a model."""
+    if args.probe == "ablate":
+        seeds = args.random_seeds if (args.expert or args.top) else 0
+        return [args.name, f"{args.name}.base", *(f"{args.name}.random-{s}" for s in range(seeds))]
+    if args.probe == "noise":
+        return [args.name] if args.base else [args.name, f"{args.name}.base"]
+    if args.probe == "batch":
+        return [args.name, f"{args.name}.alone"]
+    return [args.name]
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .hooks.probes import RecordOptions, Sampling
+    from .loading import load_model
+
+    store = Store(args.store)
+    taken = [name for name in _names(args) if store.exists(name)]
+    if taken and not args.overwrite:
+        raise RunExistsError(f"run {taken[0]!r} already exists in {store.path}; pass --overwrite")
+    base = store.open(args.base) if getattr(args, "base", None) else None
+    model = load_model(
+        args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
+    )
+    inputs, labels = _inputs(args, model)
+    options = RecordOptions(
+        labels=labels or None,
+        probs=args.probs,
+        batch_size=args.batch_size or 8,
+        chunk_size=args.chunk_size,
+        engine=args.engine,
+        overwrite=args.overwrite,
+        progress=False,
+    )
+    layers = args.layer
+    if args.probe == "ablate":
+        _ablate(args, model, inputs, labels, options, layers)
+    elif args.probe == "force":
+        from .hooks.probes import TokenSelection, probe_force
+
+        where = dict(_pair(p) for p in args.where)
+        tokens = TokenSelection(positions=None if args.position is None else frozenset(args.position))
+        run = probe_force(
+            model,
+            inputs,
+            store=store,
+            name=args.name,
+            experts=args.expert,
+            layers=layers,
+            tokens=tokens,
+            where=where or None,
+            stack=args.stack,
+            options=options,
+        )
+        out(f"recorded run {run.name!r} in {store.path} (forced experts {sorted(args.expert)})")
+        show_run(store, run.name)
+    elif args.probe == "noise":
+        from .analysis.stability import flip_correlation, flip_rate
+        from .hooks.probes import probe_noise, record_base
+
+        if base is None:
+            base = record_base(model, inputs, store=store, name=f"{args.name}.base", options=options)
+        noisy = probe_noise(
+            model,
+            inputs,
+            store=store,
+            name=args.name,
+            sigma=args.sigma,
+            on=args.on,
+            layers=layers,
+            seed=args.noise_seed,
+            base=base,
+            options=options,
+        )
+        out(
+            f"recorded runs {base.name!r} (base) and {noisy.name!r} (σ = {args.sigma} on router {args.on})"
+        )
+        _print("top-1 flip rate by the base run's margin", flip_rate(base, noisy), args.format)
+        _print(
+            "flips against margin and entropy, per layer (-1: all)",
+            flip_correlation(base, noisy),
+            args.format,
+        )
+    else:
+        from .analysis.batching import batch_dependence
+        from .hooks.probes import probe_batch
+
+        if isinstance(inputs, Sampling):
+            raise InputError("the batch probe is for text models")
+        alone, batched = probe_batch(
+            model, inputs, store=store, name=args.name, batch_size=args.batch_size, options=options
+        )
+        out(f"recorded runs {alone.name!r} (batch size 1) and {batched.name!r}")
+        _print("decisions that change in a batch, per router", batch_dependence(alone, batched), args.format)
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--where {text!r} must look like LABEL=VALUE")
+    return key.strip(), value.strip()
+
+
+def _ablate(
+    args: argparse.Namespace,
+    model: LoadedModel,
+    inputs: Any,
+    labels: dict[str, list[Any]],
+    options: Any,
+    layers: list[int] | None,
+) -> None:
+    from .analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
+    from .hooks.probes import Sampling, ablation_study, probe_of
+
+    if not (args.expert or args.top or args.shared):
+        raise InputError("give --expert E (repeatable), --top R, and/or --shared")
+    study = ablation_study(
+        model,
+        inputs,
+        store=args.store,
+        name=args.name,
+        experts=args.expert,
+        top=args.top,
+        layers=layers,
+        shared=args.shared,
+        seeds=args.random_seeds,
+        options=options,
+    )
+    names = ", ".join(repr(r.name) for r in (study.base, study.ablated, *study.random))
+    out(f"recorded runs {names} in {args.store}")
+    disabled = probe_of(study.ablated)["intervention"]["routers"]  # type: ignore[index]
+    for path, edit in disabled.items():
+        shared = " + shared expert" if edit["drop_shared"] else ""
+        out(f"  {path}: disabled {edit['disable']}{shared}")
+    if "metrics" not in (probe_of(study.base) or {}):
+        out("(this model has no quality measure here; compare the runs with routescope report)")
+        return
+    if isinstance(inputs, Sampling):
+        _print(
+            "denoising loss (ε-MSE) per timestep bucket",
+            ablation_denoising(study.base, study.ablated, study.random),
+            args.format,
+        )
+        _print(
+            "class accuracy of the samples",
+            ablation_accuracy(study.base, study.ablated, study.random),
+            args.format,
+        )
+        return
+    by = args.by or (next(iter(labels)) if labels else None)
+    table = ablation_loss(study.base, study.ablated, study.random, by=by)
+    _print("next-token loss (nats per token)", table, args.format)
