@@ -18,7 +18,7 @@ from routescope.hooks import InputError, Run
 from .balance import expert_load
 from .specialization import label_nmi
 
-SENSITIVITY_LABELS = ("class", "branch", "position", "row", "col", "step", "token_id", "domain")
+SENSITIVITY_LABELS = ("class", "prompt", "branch", "position", "row", "col", "step", "token_id", "domain")
 
 
 def _js(p: np.ndarray, q: np.ndarray) -> float:

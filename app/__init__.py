@@ -9,7 +9,7 @@ run.assignments().head()
 from __future__ import annotations
 
 from .datasets import load_dataset
-from .hooks import LoadedModel, RouteScopeError, Run, Store, record, record_diffusion
+from .hooks import LoadedModel, RouteScopeError, Run, Store, record, record_diffusion, record_pipeline
 from .loading import load_model
 
 __version__ = "0.1.0"
@@ -24,4 +24,5 @@ __all__ = [
     "load_model",
     "record",
     "record_diffusion",
+    "record_pipeline",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .diffusers_loop import record_pipeline
 from .diffusion import record_diffusion
 from .errors import (
     CorruptRunError,
@@ -40,4 +41,5 @@ __all__ = [
     "describe_routers",
     "record",
     "record_diffusion",
+    "record_pipeline",
 ]
