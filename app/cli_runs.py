@@ -9,10 +9,10 @@ from .hooks import CorruptRunError, Store
 from .hooks.store import owner_alive, read_manifest
 
 
-def shown(name: str) -> str:
-    """A folder name as it can be printed: as is when printable, else escaped (a junk folder in a store
-    may have any bytes in its name)."""
-    return name if name.isprintable() and name.isascii() else ascii(name)
+def shown(text: str) -> str:
+    """Text as it can be printed: non-printable characters escaped (a junk folder in a store may have
+    any bytes in its name, and messages about it quote the name)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _damage(store: Store, name: str) -> str:
@@ -26,46 +26,58 @@ def _damage(store: Store, name: str) -> str:
     return "its name is not a run name"
 
 
+def _line(*parts: object) -> None:
+    """One listing line: tab-separated parts, each printable."""
+    out("\t".join(shown(str(part)) for part in parts))
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     store = Store(args.store)
     if args.clean:
         recovered = store.recover()
         if recovered:
-            out(f"finished publishing {len(recovered)} run(s): {', '.join(recovered)}")
+            _line(f"finished publishing {len(recovered)} run(s): {', '.join(recovered)}")
         removed = store.clean()
-        out(f"removed {len(removed)} interrupted recording(s){': ' + ', '.join(removed) if removed else ''}")
+        _line(
+            f"removed {len(removed)} interrupted recording(s){': ' + ', '.join(removed) if removed else ''}"
+        )
     listed = 0
     for name in store.runs():
         listed += 1
         try:
             run = store.open(name)
         except CorruptRunError as exc:
-            out(f"{name}\tdamaged\t({exc})")
+            _line(name, "damaged", f"({exc})")
             continue
         rows, model = run.manifest.get("rows", {}), run.manifest["model"]
-        out(
-            f"{name}\tcomplete\t{model.get('spec') or model.get('class')}\t"
-            f"{rows.get('tokens', 0)} tokens\t{rows.get('assignments', 0)} assignments"
+        spec = model.get("spec") or model.get("class")
+        _line(
+            name,
+            "complete",
+            spec,
+            f"{rows.get('tokens', 0)} tokens",
+            f"{rows.get('assignments', 0)} assignments",
         )
     unpublished = set(store.unpublished())
     clean = f"`routescope runs --store {store.path} --clean`"
     for name in store.incomplete():
         listed += 1
         if owner_alive(store.incomplete_path(name)):
-            out(f"{name}\tincomplete\t(being recorded right now by another process)")
+            _line(name, "incomplete", "(being recorded right now by another process)")
         elif name in unpublished:
-            out(f"{name}\tincomplete\t(finished but not moved into place; {clean} publishes it)")
+            _line(name, "incomplete", f"(finished but not moved into place; {clean} publishes it)")
         else:
-            out(
-                f"{name}\tincomplete\t(interrupted; delete it with {clean}, or record it again with "
-                f"`routescope record ... --store {store.path} --name {name} --overwrite`)"
+            _line(
+                name,
+                "incomplete",
+                f"(interrupted; delete it with {clean}, or record it again with "
+                f"`routescope record ... --store {store.path} --name {name} --overwrite`)",
             )
     for name in store.damaged():
         listed += 1
-        folder = shown(str(store.path / name))
-        out(f"{shown(name)}\tdamaged\t({_damage(store, name)}; delete the folder {folder})")
+        _line(name, "damaged", f"({_damage(store, name)}; delete the folder {store.path / name})")
     if not listed:
-        out(f"no runs in {store.path}")
+        _line(f"no runs in {store.path}")
     return 0
 
 

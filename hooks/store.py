@@ -33,6 +33,8 @@ INCOMPLETE_DIR = ".incomplete"
 TRASH_DIR = ".trash"
 OWNER_FILE = "owner.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REQUIRED_TABLES = ("samples", "tokens", "assignments", "decisions", "steps")
+"""Tables every run has (diffusion runs add `images` and `x0`)."""
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A table name: a plain identifier, safe as a file name and as an SQL view name."""
 
@@ -94,6 +96,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     tables = manifest["tables"]
     if not isinstance(tables, list) or not all(isinstance(t, str) and _TABLE.fullmatch(t) for t in tables):
         return "tables is not a list of table names"
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        return f"tables lacks {', '.join(missing)}"
     routers = manifest["routers"]
     if not isinstance(routers, list) or not all(isinstance(r, dict) for r in routers):
         return "routers is not a list of objects"
@@ -150,27 +155,37 @@ class Run:
         path = self.path / table_file(table)
         try:
             meta = pq.read_metadata(path)
-            names = meta.schema.to_arrow_schema().names
+            meta.schema.to_arrow_schema()
         except FileNotFoundError:
             raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
         except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
             raise CorruptRunError(
                 f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
             ) from None
-        self._check_columns(path, table, names, None)
+        self._check_columns(path, table, meta.schema.to_arrow_schema(), None)
         expected_rows = self.manifest.get("rows", {}).get(table)
         if expected_rows is not None and meta.num_rows != expected_rows:
             raise CorruptRunError(
                 f"{path}: {meta.num_rows} rows but the manifest says {expected_rows}; re-record the run"
             )
 
-    @staticmethod
-    def _check_columns(path: Path, table: str, names: list[str], columns: list[str] | None) -> None:
-        expected = CORE_TABLES[table].names if table in CORE_TABLES else []
-        absent = [c for c in expected if c not in names and (columns is None or c in columns)]
+    def _check_columns(self, path: Path, table: str, schema: pa.Schema, columns: list[str] | None) -> None:
+        """The file has the table's core columns (and a samples file the run's label columns), with the
+        schema's types: anything else is a foreign or damaged file."""
+        expected = list(CORE_TABLES[table]) if table in CORE_TABLES else []
+        if table == "samples":
+            expected += [pa.field(label, pa.string()) for label in self.label_columns]
+        wanted = [f for f in expected if columns is None or f.name in columns]
+        types = {field.name: field.type for field in schema}
+        absent = [f.name for f in wanted if f.name not in types]
         if absent:
             raise CorruptRunError(
                 f"{path}: foreign table, columns {', '.join(absent)} missing; re-record the run"
+            )
+        wrong = [f.name for f in wanted if types[f.name] != f.type]
+        if wrong:
+            raise CorruptRunError(
+                f"{path}: foreign table, columns {', '.join(wrong)} have the wrong type; re-record the run"
             )
 
     @property
@@ -205,13 +220,42 @@ class Run:
             raise CorruptRunError(
                 f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
             ) from None
-        self._check_columns(path, table, data.column_names, columns)
+        self._check_columns(path, table, data.schema, columns)
         expected_rows = self.manifest.get("rows", {}).get(table)
         if columns is None and expected_rows is not None and data.num_rows != expected_rows:
             raise CorruptRunError(
                 f"{path}: {data.num_rows} rows but the manifest says {expected_rows}; re-record the run"
             )
         return data
+
+    def verify(self) -> None:
+        """Read every table in full, checking each page's checksum and each value (UTF-8 text, dictionary
+        indices, list offsets); raise `CorruptRunError` naming the first damaged file.
+
+        Opening a run reads only the footers, and DuckDB (which the analyses use) does not check page
+        checksums, so a flipped bit inside a data page is caught here, or by `read_table`, but not by an
+        analysis: verify a run before analyses whose numbers go into a paper (`routescope runs --verify`).
+        Streams one batch at a time, so memory stays small however large the run is.
+        """
+        for table in self.manifest["tables"]:
+            path = self.table_path(table)
+            rows = 0
+            try:
+                parquet = pq.ParquetFile(path, page_checksum_verification=True)
+                for batch in parquet.iter_batches(batch_size=1 << 16):
+                    batch.validate(full=True)
+                    rows += batch.num_rows
+            except FileNotFoundError:
+                raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
+            except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+                raise CorruptRunError(
+                    f"{path}: damaged data ({_first_line(exc)}); re-record the run"
+                ) from None
+            expected_rows = self.manifest.get("rows", {}).get(table)
+            if expected_rows is not None and rows != expected_rows:
+                raise CorruptRunError(
+                    f"{path}: {rows} rows but the manifest says {expected_rows}; re-record the run"
+                )
 
     def _frame(self, table: str, columns: list[str] | None) -> pd.DataFrame:
         data = self.read_table(table, columns)
@@ -265,8 +309,11 @@ class Run:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a library's error, printable (a damaged file can put any bytes in it), at most
+    200 characters."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else exc.__class__.__name__
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
     return line if len(line) <= 200 else line[:197] + "..."
 
 
