@@ -5,6 +5,8 @@
   recording writes last (and `--overwrite` replaces), so a re-recorded run is never served stale.
   `table(run, kind, **options)` caches any entry of `views.TABLES` (raw tables, every registered
   analysis, the pages' per-sample views) with `st.cache_data`; a new page adds its kind there, not a cache.
+  `pair_table(run, other, kind, **options)` does the same for `views.PAIR_TABLES` (two runs compared),
+  keyed by both runs.
 - Images (`run.images()`, `run.x0()`) likewise with `st.cache_data`.
 Nothing else in the dashboard calls `st.cache_*`.
 """
@@ -22,7 +24,7 @@ from routescope.hooks import InputError, LoadedModel, Run, Store
 from routescope.hooks.schema import MANIFEST_FILE
 
 from ..loading import load_model
-from .views import TABLES
+from .views import PAIR_TABLES, TABLES
 
 MAX_TABLES = 256
 """Cached tables kept per process (least recently used ones go first)."""
@@ -62,6 +64,21 @@ def table(run: Run, kind: str, **options: Any) -> pd.DataFrame:
     if kind not in TABLES:
         raise InputError(f"unknown table {kind!r}; known: {', '.join(sorted(TABLES))}")
     return _table(str(run.path), stamp(run.path), kind, tuple(sorted(options.items())))
+
+
+@st.cache_data(show_spinner=False, max_entries=MAX_TABLES // 4)
+def _pair_table(
+    path: str, stamp: int, other: str, other_stamp: int, kind: str, options: tuple[tuple[str, Any], ...]
+) -> pd.DataFrame:
+    return PAIR_TABLES[kind](_run(path, stamp), _run(other, other_stamp), **dict(options))
+
+
+def pair_table(run: Run, other: Run, kind: str, **options: Any) -> pd.DataFrame:
+    """`views.PAIR_TABLES[kind](run, other, **options)`, cached per both runs' folders and manifest times."""
+    if kind not in PAIR_TABLES:
+        raise InputError(f"unknown table of two runs {kind!r}; known: {', '.join(sorted(PAIR_TABLES))}")
+    key = tuple(sorted(options.items()))
+    return _pair_table(str(run.path), stamp(run.path), str(other.path), stamp(other.path), kind, key)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

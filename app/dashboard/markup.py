@@ -3,7 +3,8 @@
 Every piece of text that came from a user or a model (tokens, run names, labels) goes through
 `html.escape` here, so no markup from an input reaches the page; Streamlit's `st.html` sanitises what is
 left as a second line of defence. Each token and patch carries `data-position` and `data-expert`
-attributes, so tests and browsers read back exactly what was drawn.
+attributes, so tests and browsers read back exactly what was drawn. Expert colours come from
+`routescope.figures.theme.expert_colour`, the one palette for experts drawn as categories.
 """
 
 from __future__ import annotations
@@ -13,15 +14,11 @@ import re
 
 import pandas as pd
 
+from ..figures.theme import expert_colour
+
 UNCERTAIN_STYLE = "outline: 2px solid #c62828; outline-offset: -1px;"
 """How an uncertain token or patch is marked: a red outline."""
 UNROUTED_COLOUR = "#e0e0e0"
-
-
-def expert_colour(expert: int, n_experts: int) -> str:
-    """A light background colour per expert, evenly spread around the hue circle (dark text stays legible)."""
-    hue = round(360 * (int(expert) % max(n_experts, 1)) / max(n_experts, 1))
-    return f"hsl({hue}, 70%, 78%)"
 
 
 def _visible(token: str) -> str:

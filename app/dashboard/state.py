@@ -1,9 +1,11 @@
 """Session-state keys, named once: every widget's `key=` and the few values pages share.
 
-Widget keys are namespaced by page (`run.*`, `tokens.*`), so a new page cannot collide with an old one.
-A widget whose option labels depend on the run (or the sample) takes its key through `scoped(key, run,
-...)`: Streamlit identifies a keyed widget by its key alone, and its browser side keeps showing the old
-label of a value that survives a change of options (sample `#0 · class: 0` after switching to a text run).
+Widget keys are namespaced by page (`run.*`, `tokens.*`, `experts.*`, `noise.*`, `balance.*`, `embed.*`,
+`compare.*`; `export.*` for the export controls every chart gets), so a new page cannot collide with an
+old one. A widget whose option labels depend on the run (or the sample) takes its key through
+`scoped(key, run, ...)`: Streamlit identifies a keyed widget by its key alone, and its browser side keeps
+showing the old label of a value that survives a change of options (sample `#0 · class: 0` after switching
+to a text run).
 Streamlit drops a widget's state when its page is left, so what must survive a page switch (the run being
 browsed, the run just recorded) lives under its own non-widget key with a typed getter and setter here.
 """
@@ -54,6 +56,78 @@ TOKENS_MARGIN = "tokens.margin"
 TOKENS_POSITION = "tokens.position"
 TOKENS_VALUES = "tokens.values"
 TOKENS_CHART = "tokens.chart"
+
+# Experts page widgets and charts.
+EXPERTS_RUN = "experts.run"
+EXPERTS_LABEL = "experts.label"
+EXPERTS_LAYER = "experts.layer"
+EXPERTS_EXPERT = "experts.expert"
+EXPERTS_LOAD_CHART = "experts.load_chart"
+EXPERTS_LIFT_CHART = "experts.lift_chart"
+EXPERTS_TOKENS_CHART = "experts.tokens_chart"
+EXPERTS_PARTNERS_CHART = "experts.partners_chart"
+EXPERTS_STEPS_CHART = "experts.steps_chart"
+EXPERTS_LABELS_TABLE = "experts.labels_table"
+EXPERTS_TOKENS_TABLE = "experts.tokens_table"
+
+# Noise steps page widgets and charts.
+NOISE_RUN = "noise.run"
+NOISE_LAYER = "noise.layer"
+NOISE_SAMPLE = "noise.sample"
+NOISE_BRANCH = "noise.branch"
+NOISE_STEP = "noise.step"
+NOISE_STEPS_CHART = "noise.steps_chart"
+NOISE_LINES_CHART = "noise.lines_chart"
+NOISE_SIMILARITY_CHART = "noise.similarity_chart"
+NOISE_SENSITIVITY_CHART = "noise.sensitivity_chart"
+NOISE_SPATIAL_CHART = "noise.spatial_chart"
+NOISE_BRANCHES_CHART = "noise.branches_chart"
+
+# Balance & uncertainty page widgets and charts.
+BALANCE_RUN = "balance.run"
+BALANCE_LAYER = "balance.layer"
+BALANCE_TOP = "balance.top"
+BALANCE_LOAD_CHART = "balance.load_chart"
+BALANCE_METRICS_CHART = "balance.metrics_chart"
+BALANCE_UNCERTAINTY_CHART = "balance.uncertainty_chart"
+BALANCE_ENTROPY_CHART = "balance.entropy_chart"
+BALANCE_MARGIN_CHART = "balance.margin_chart"
+BALANCE_TABLE = "balance.table"
+BALANCE_UNCERTAIN_TABLE = "balance.uncertain_table"
+
+# Embeddings page widgets and charts.
+EMBED_RUN = "embed.run"
+EMBED_LAYER = "embed.layer"
+EMBED_OF = "embed.of"
+EMBED_METHOD = "embed.method"
+EMBED_POINTS = "embed.points"
+EMBED_COLOUR = "embed.colour"
+EMBED_COMPUTE = "embed.compute"
+EMBED_CHART = "embed.chart"
+EMBED_COMPUTED = "embed.computed"
+"""Not a widget: the UMAP embeddings this session asked for (a set of option tuples)."""
+
+# Compare page widgets and charts.
+COMPARE_RUN = "compare.run"
+COMPARE_OTHER = "compare.other"
+COMPARE_KIND = "compare.kind"
+COMPARE_LABEL = "compare.label"
+COMPARE_LAYER = "compare.layer"
+COMPARE_METRIC = "compare.metric"
+COMPARE_CHART = "compare.chart"
+COMPARE_AGREEMENT_CHART = "compare.agreement_chart"
+COMPARE_TABLE = "compare.table"
+
+# Export controls, one set per chart or table (scoped by the chart's own key).
+EXPORT_MENU = "export.menu"
+EXPORT_FORMAT = "export.format"
+EXPORT_WIDTH = "export.width"
+EXPORT_PREPARE = "export.prepare"
+EXPORT_DOWNLOAD = "export.download"
+EXPORT_CSV = "export.csv"
+EXPORT_LATEX = "export.latex"
+EXPORT_FILE = "export.file"
+"""Not a widget: the file the Prepare button rendered, `(format, width, bytes)`, kept for its download."""
 
 
 def scoped(key: str, *scope: object) -> str:

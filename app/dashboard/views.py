@@ -4,7 +4,8 @@ Analyses (`routescope.analysis`) aggregate whole runs; a page also needs one sam
 routing, or one token's weights at every layer. These stay here, next to the pages, because no analysis
 or CLI report needs them; each filters on `sample` first, so a page reads a few row groups of a large
 run, not the run. Top-1 means `rank = 0`, as in the analyses. `TABLES` names everything `cache.table`
-may cache: the run's own tables, every registered analysis, and these views.
+may cache: the run's own tables, every registered analysis, these views and the aggregated ones of
+`summaries.py`; `PAIR_TABLES` the tables of two runs (`cache.pair_table`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routescope.analysis import ANALYSES, connect
+from routescope.analysis import ANALYSES, agreement, connect, side_by_side
 from routescope.hooks import InputError, Run
+
+from . import summaries
 
 
 def _query(run: Run, query: str) -> pd.DataFrame:
@@ -151,8 +154,14 @@ def _raw(table: str) -> Callable[..., pd.DataFrame]:
 
 def _tables() -> dict[str, Callable[..., pd.DataFrame]]:
     raw = {f"table.{table}": _raw(table) for table in ("samples", "steps")}
-    analyses = {kind: analysis.function for kind, analysis in ANALYSES.items()}
-    pages = {"token_routing": token_routing, "token_weights": token_weights}
+    analyses = {kind: analysis.function for kind, analysis in ANALYSES.items() if not analysis.other}
+    pages = {
+        "token_routing": token_routing,
+        "token_weights": token_weights,
+        "expert_tokens": summaries.expert_tokens,
+        "decision_histogram": summaries.decision_histogram,
+        "most_uncertain": summaries.most_uncertain,
+    }
     clash = (set(raw) & set(analyses)) | (set(raw) & set(pages)) | (set(analyses) & set(pages))
     assert not clash, f"table kinds named twice: {sorted(clash)}"
     return {**raw, **analyses, **pages}
@@ -160,4 +169,31 @@ def _tables() -> dict[str, Callable[..., pd.DataFrame]]:
 
 TABLES: dict[str, Callable[..., pd.DataFrame]] = _tables()
 """Everything `cache.table(run, kind, **options)` may compute: a run's own small tables (`table.samples`,
-`table.steps`), every registered analysis (`routescope.analysis.ANALYSES`) and the page views here."""
+`table.steps`), every registered analysis of one run (`routescope.analysis.ANALYSES`) and the page views
+here and in `summaries.py`."""
+
+
+def _side_by_side(run: Run, other: Run, *, analysis: str, **options: Any) -> pd.DataFrame:
+    try:
+        return side_by_side([run, other], analysis, **options)
+    except KeyError as exc:  # a metric only one run has (aux_loss needs probs): side_by_side cannot join it
+        raise InputError(
+            f"{analysis}: {exc.args[0]!r} is missing, a metric only one of {run.name!r} and {other.name!r} has "
+            "(aux_loss needs both runs recorded with probs)"
+        ) from None
+
+
+PAIR_TABLES: dict[str, Callable[..., pd.DataFrame]] = {
+    "agreement": agreement,
+    "side_by_side": _side_by_side,
+}
+"""What `cache.pair_table(run, other, kind, **options)` may compute: tables of two runs."""
+
+
+def label_choices(run: Run) -> list[str]:
+    """Labels a page offers to break routing down by: the run's sample labels (not the CFG `pair` id),
+    then the patch row and column for images, then the position; each has few values, unlike token ids."""
+    labels = [c for c in run.label_columns if c != "pair"]
+    if run.manifest.get("kind") == "diffusion":
+        labels += ["row", "col"]
+    return [*labels, "position"]

@@ -1,21 +1,32 @@
-"""Pieces every page uses: the store, a run picker, one-line errors, a progress bar, images.
+"""Pieces every page uses: the store, a run picker, one-line errors, a progress bar, images, and every
+figure's and table's export control.
 
 A user mistake (a bad run name, a model that does not load, a damaged run) is a `RouteScopeError`; inside
 `user_errors()` it becomes an `st.error` with its one-line message and the page stops there — never a
 traceback.
+
+`show_figure(build, table, key=..., name=...)` draws a paper figure (`build(width)` returns it at a column
+width) with an Export menu beside it: SVG / PDF / PNG at single or double column width, rendered only when
+the Prepare button is pressed (a browser start costs seconds), then offered for download; and the table
+behind it as CSV or LaTeX. `show_table` gives a bare table the same two table downloads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from routescope.hooks import RouteScopeError, Run, Store
 
+from ..figures.theme import COLUMN_INCHES, Width
 from . import cache, state
+from .exports import FIGURE_FORMATS, TABLE_FORMATS, figure_bytes, file_stem, table_text
 from .markup import literal
 from .recording import Progress
 from .settings import store_folder
@@ -30,13 +41,15 @@ def show_error(exc: RouteScopeError) -> None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Show a RouteScopeError raised inside as one `st.error` line and stop the page."""
+def user_errors(*, stop: bool = True) -> Iterator[None]:
+    """Show a RouteScopeError raised inside as one `st.error` line and stop the page (or, with
+    `stop=False`, carry on after the block)."""
     try:
         yield
     except RouteScopeError as exc:
         show_error(exc)
-        st.stop()
+        if stop:
+            st.stop()
 
 
 def open_store() -> Store:
@@ -45,10 +58,13 @@ def open_store() -> Store:
         return Store(store_folder())
 
 
-def pick_run(store: Store, key: str, *, accept: Callable[[Run], bool] | None = None) -> Run:
+def pick_run(
+    store: Store, key: str, *, accept: Callable[[Run], bool] | None = None, kind: str = "run"
+) -> Run:
     """A run selector (the run last picked or recorded first); stops the page when there is none.
 
-    `accept` narrows the list (e.g. diffusion runs only) — it opens each run's manifest, not its tables.
+    `accept` narrows the list (e.g. diffusion runs only) — it opens each run's manifest, not its tables;
+    `kind` names what it accepts in the message shown when no run qualifies ("diffusion run").
     """
     names = store.runs()
     problems = [*store.incomplete(), *store.damaged()]
@@ -60,7 +76,7 @@ def pick_run(store: Store, key: str, *, accept: Callable[[Run], bool] | None = N
     if accept is not None:
         names = [n for n in names if _accepted(store, n, accept)]
     if not names:
-        st.info(f"No run to show in {store.path}: record one on the Run page.")
+        st.info(f"No {kind} to show in {literal(str(store.path))}: record one on the Run page.")
         st.stop()
     current = state.current_run()
     if current in names and st.session_state.get(key) != current:
@@ -108,3 +124,101 @@ def show_images(images: Sequence[np.ndarray], captions: Sequence[str], per_row: 
             columns, images[start : start + per_row], captions[start : start + per_row], strict=False
         ):
             column.image(enlarge(np.asarray(image, dtype=np.float32)), caption=caption)
+
+
+SHOWN_WIDTH: Width = "double"
+"""Column width at which figures are drawn in the page (exports choose their own)."""
+WIDTH_NAMES: dict[str, str] = {
+    width: f"{name} ({inches} in)"
+    for (width, inches), name in zip(COLUMN_INCHES.items(), ("single column", "double column"), strict=True)
+}
+
+
+def show_figure(
+    build: Callable[[Width], go.Figure], table: pd.DataFrame, *, key: str, name: str
+) -> go.Figure:
+    """Draw `build(SHOWN_WIDTH)` (a chart keyed `key`) with its export menu; returns the drawn figure.
+
+    `key` must change whenever the figure does (scope it by run and options), so a prepared file is never
+    offered for a figure it was not rendered from. `name` is the downloaded files' stem."""
+    fig = build(SHOWN_WIDTH)
+    st.plotly_chart(fig, key=key, width="content", config={"displaylogo": False})
+    export_menu(build, table, key=key, name=name)
+    return fig
+
+
+def export_menu(
+    build: Callable[[Width], go.Figure], table: pd.DataFrame | None, *, key: str, name: str
+) -> None:
+    """An Export popover: figure format and width, Prepare → Download, and the table as CSV / LaTeX."""
+    stem = file_stem(name)
+    with st.popover("Export", icon=":material/download:", key=state.scoped(state.EXPORT_MENU, key)):
+        columns = st.columns(2)
+        fmt = str(
+            columns[0].radio(
+                "Figure as", list(FIGURE_FORMATS), horizontal=True, key=state.scoped(state.EXPORT_FORMAT, key)
+            )
+        )
+        chosen = columns[1].radio(
+            "Width",
+            list(WIDTH_NAMES),
+            format_func=WIDTH_NAMES.__getitem__,
+            key=state.scoped(state.EXPORT_WIDTH, key),
+        )
+        width: Width = "double" if chosen == "double" else "single"
+        file_key = state.scoped(state.EXPORT_FILE, key)
+        if st.button("Prepare the figure file", key=state.scoped(state.EXPORT_PREPARE, key)):
+            try:
+                with st.spinner(f"Rendering {fmt.upper()}…"):
+                    st.session_state[file_key] = (fmt, width, figure_bytes(build(width), fmt))
+            except RouteScopeError as exc:
+                show_error(exc)
+        prepared = st.session_state.get(file_key)
+        if prepared is not None and prepared[:2] == (fmt, width):
+            st.download_button(
+                f"Download {stem}.{fmt}",
+                prepared[2],
+                file_name=f"{stem}.{fmt}",
+                mime=FIGURE_FORMATS[fmt],
+                key=state.scoped(state.EXPORT_DOWNLOAD, key),
+                on_click="ignore",
+                type="primary",
+            )
+        if table is not None:
+            table_downloads(table, key=key, stem=stem)
+
+
+def table_downloads(table: pd.DataFrame, *, key: str, stem: str) -> None:
+    """Download buttons for `table` as CSV and LaTeX (rendered when clicked)."""
+    columns = st.columns(len(TABLE_FORMATS))
+    for column, (fmt, (suffix, mime)), widget in zip(
+        columns, TABLE_FORMATS.items(), (state.EXPORT_CSV, state.EXPORT_LATEX), strict=True
+    ):
+        column.download_button(
+            f"Table as {suffix.upper()}",
+            data=partial(table_text, table, fmt),
+            file_name=f"{stem}.{suffix}",
+            mime=mime,
+            key=state.scoped(widget, key),
+            on_click="ignore",
+        )
+
+
+def show_table(table: pd.DataFrame, *, key: str, name: str, height: int | None = None) -> None:
+    """A table (values as they are, text escaped by Streamlit) with CSV and LaTeX downloads below it."""
+    st.dataframe(table, hide_index=True, width="stretch", height=height or "auto")
+    table_downloads(table, key=key, stem=file_stem(name))
+
+
+def layers_of(run: Run) -> list[int]:
+    """The run's MoE layers, in depth order."""
+    return sorted({int(r["layer"]) for r in run.routers})
+
+
+def pick_layer(run: Run, key: str, *, label: str = "Layer") -> int:
+    """A layer selector (its key scoped by the run)."""
+    return int(st.selectbox(label, layers_of(run), key=state.scoped(key, run.name)))
+
+
+def is_diffusion(run: Run) -> bool:
+    return run.manifest.get("kind") == "diffusion"

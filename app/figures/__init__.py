@@ -9,15 +9,22 @@ and PNG (one browser per batch) and to CSV and LaTeX tables.
 
 from __future__ import annotations
 
-from .diffusion import figure_spatial, figure_step_similarity, figure_steps
+from .diffusion import (
+    figure_branches,
+    figure_spatial,
+    figure_step_lines,
+    figure_step_similarity,
+    figure_steps,
+)
+from .experts import figure_expert_overview, figure_expert_steps, figure_partners, figure_token_weights
 from .export import ExportError, export_figure, export_figures, write_table
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
 from .registry import FIGURES, FigureKind, FigureRequest, make_figure, standard_set
-from .sequence import figure_agreement, figure_repeat, figure_top_tokens
-from .theme import COLUMN_INCHES, TEMPLATE, paper_layout, template, width_px
-from .uncertainty import figure_uncertainty, figure_uncertainty_histogram
+from .sequence import figure_agreement, figure_repeat, figure_side_by_side, figure_top_tokens
+from .theme import COLUMN_INCHES, TEMPLATE, expert_colour, paper_layout, template, width_px
+from .uncertainty import figure_binned_histogram, figure_uncertainty, figure_uncertainty_histogram
 
 __all__ = [
     "COLUMN_INCHES",
@@ -26,21 +33,30 @@ __all__ = [
     "ExportError",
     "FigureKind",
     "FigureRequest",
+    "expert_colour",
     "export_figure",
     "export_figures",
     "figure_agreement",
     "figure_balance",
+    "figure_binned_histogram",
+    "figure_branches",
     "figure_coactivation",
     "figure_embedding",
+    "figure_expert_overview",
     "figure_expert_similarity",
+    "figure_expert_steps",
     "figure_load",
     "figure_nmi",
+    "figure_partners",
     "figure_repeat",
     "figure_sensitivity",
+    "figure_side_by_side",
     "figure_spatial",
     "figure_specialization",
+    "figure_step_lines",
     "figure_step_similarity",
     "figure_steps",
+    "figure_token_weights",
     "figure_top_tokens",
     "figure_transitions",
     "figure_uncertainty",

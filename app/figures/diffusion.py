@@ -1,6 +1,7 @@
 """Diffusion figures (DiT-MoE, Switch-DiT): expert usage across sampler steps, the step × step routing
 divergence with denoising phases, and each expert's map over the patch grid (`steps`,
-`step_similarity` + `denoising_phases`, `spatial_preference`).
+`step_similarity` + `denoising_phases`, `spatial_preference`); the same load as lines, and the
+conditional against the unconditional branch (`specialization(run, "branch")`).
 
 Samplers run tens to thousands of steps; above `max_steps` consecutive steps are pooled into equal bins
 (counts summed, then shares recomputed; divergences averaged), so a 1,000-step run still draws as a
@@ -17,8 +18,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .axes import SORTED_TICKS, block_order, bucket, thin_ticks
-from .lines import integer_axis, integer_stride
-from .parts import full_range, heatmap, matrix, pick_layer, require
+from .lines import group_colours, integer_axis, integer_stride
+from .parts import full_range, heatmap, matrix, pick_layer, plain, require
 from .theme import CSS_DPI, SEQUENTIAL, Width, axis_title, paper_layout, pt, width_px
 
 MAX_STEPS = 200
@@ -192,3 +193,67 @@ def _grid(group: pd.DataFrame, value: str, n_rows: int, n_cols: int) -> np.ndarr
     grid = np.zeros((n_rows, n_cols))
     grid[group["row"].to_numpy(dtype=int), group["col"].to_numpy(dtype=int)] = group[value].to_numpy(float)
     return grid
+
+
+def figure_step_lines(
+    table: pd.DataFrame,
+    *,
+    layer: int | None = None,
+    max_experts: int = 8,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One line per expert of its load share against the sampler step at one layer, from `steps(run)`
+    (the lines of `figure_steps`' heatmap); with more than `max_experts` experts, the ones whose load
+    changes most across the steps (standard deviation) are drawn."""
+    require(table, ["layer", "step", "expert", "load"], "step-lines")
+    part = pick_layer(table, layer, "step-lines")
+    steps = sorted(int(s) for s in part["step"].unique())
+    wide = part.pivot_table(index="step", columns="expert", values="load", aggfunc="sum")
+    wide = wide.reindex(index=steps, columns=full_range(part["expert"])).fillna(0.0)
+    experts = list(wide.columns)
+    if len(experts) > max_experts:
+        spread = wide.std(axis=0).sort_values(ascending=False, kind="stable")
+        experts = sorted(int(e) for e in spread.index[:max_experts])
+    fig = go.Figure()
+    for expert, colour in zip(experts, group_colours(experts), strict=True):
+        fig.add_scatter(
+            x=steps,
+            y=wide[expert].tolist(),
+            name=f"expert {int(expert)}",
+            mode="lines+markers" if len(steps) <= 50 else "lines",
+            line={"color": colour},
+        )
+    fig.update_xaxes(title_text=axis_title("step"), **integer_axis(pd.Series(steps)))
+    fig.update_yaxes(title_text="load share", rangemode="tozero")
+    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+
+
+def figure_branches(
+    table: pd.DataFrame,
+    *,
+    layer: int | None = None,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Conditional against unconditional branch of classifier-free guidance at one layer: each expert's
+    share of the branch's assignments, side by side, from `specialization(run, "branch")`."""
+    require(table, ["layer", "expert", "branch", "share"], "branches")
+    part = pick_layer(table, layer, "branches")
+    experts = full_range(part["expert"])
+    shares = matrix(part, "branch", "expert", "share", column_values=experts, fill=0.0)
+    fig = go.Figure()
+    for branch, colour in zip(shares.index, group_colours(list(shares.index)), strict=True):
+        fig.add_bar(
+            x=experts,
+            y=shares.loc[branch].tolist(),
+            name=plain(branch),
+            marker={"color": colour},
+            hovertemplate=f"{plain(branch)}, expert %{{x}}: %{{y:.3f}}<extra></extra>",
+        )
+    fig.update_layout(barmode="group", bargap=0.15, bargroupgap=0.0)
+    fig.update_xaxes(title_text="expert", **integer_axis(pd.Series(experts)))
+    fig.update_yaxes(title_text="share of the branch's assignments", rangemode="tozero")
+    return paper_layout(fig, width=width, height=height or 2.0, title=title)

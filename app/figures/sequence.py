@@ -1,6 +1,6 @@
 """Sequence and comparison figures: repeat rates of consecutive tokens (Mixtral §5), agreement between
-two runs (OLMoE's router saturation), and an expert's top tokens (`repeat_rate`, `agreement`,
-`top_tokens`)."""
+two runs (OLMoE's router saturation), any metric of two runs side by side, and an expert's top tokens
+(`repeat_rate`, `agreement`, `side_by_side`, `top_tokens`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from .lines import series
 from .parts import plain, require
-from .theme import CATEGORICAL, Width, paper_layout
+from .theme import CATEGORICAL, Width, axis_title, paper_layout
 
 
 def figure_repeat(
@@ -91,3 +91,53 @@ def figure_top_tokens(
     )
     fig.update_xaxes(title_text="assignments" if value == "count" else "share of the token's occurrences")
     return paper_layout(fig, width=width, height=height or min(6.0, 0.8 + 0.14 * len(part)), title=title)
+
+
+def figure_side_by_side(
+    table: pd.DataFrame,
+    *,
+    metric: str,
+    runs: tuple[str, str],
+    keys: list[str],
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One metric of two runs from `side_by_side([a, b], kind)`: against layer, one line per run, when
+    the kind has one row per layer; otherwise one dot per row (`keys` in the hover) with the first run on
+    x and the second on y, and the diagonal where both runs agree."""
+    columns = [f"{metric}@{runs[0]}", f"{metric}@{runs[1]}"]
+    require(table, [*keys, *columns], "side-by-side")
+    if keys == ["layer"]:
+        fig = series(table, {columns[0]: runs[0], columns[1]: runs[1]}, "layer", y_title=axis_title(metric))
+        return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    both = table.dropna(subset=columns)
+    x, y = both[columns[0]].to_numpy(dtype=float), both[columns[1]].to_numpy(dtype=float)
+    hover = [
+        plain(", ".join(f"{k} {v}" for k, v in zip(keys, row, strict=True)))
+        for row in both[keys].itertuples(index=False)
+    ]
+    fig = go.Figure()
+    if len(both):
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        fig.add_scatter(
+            x=[low, high],
+            y=[low, high],
+            mode="lines",
+            line={"color": "grey", "dash": "dash", "width": 1},
+            name="equal",
+            hoverinfo="skip",
+        )
+    fig.add_scatter(
+        x=x.tolist(),
+        y=y.tolist(),
+        mode="markers",
+        name=plain(metric),
+        marker={"color": CATEGORICAL[0], "size": 4, "opacity": 0.8},
+        hovertext=hover,
+        hovertemplate="%{hovertext}: %{x:.4g} → %{y:.4g}<extra></extra>",
+    )
+    fig.update_xaxes(title_text=plain(f"{axis_title(metric)}, {runs[0]}"))
+    fig.update_yaxes(title_text=plain(f"{axis_title(metric)}, {runs[1]}"))
+    fig.update_layout(showlegend=False)
+    return paper_layout(fig, width=width, height=height, aspect=0.9, title=title)

@@ -169,3 +169,11 @@ def paper_layout(
     if title:
         fig.update_layout(title={"text": title, "font": {"size": pt(FONT_PT + 1)}}, margin={"t": pt(20)})
     return fig
+
+
+def expert_colour(expert: int, n_experts: int) -> str:
+    """A light background colour per expert, for the dashboard's token text and patch grids: experts are
+    spread evenly around the hue circle (any number of them stays distinct from its neighbours), at a
+    lightness where dark text on top stays legible."""
+    hue = round(360 * (int(expert) % max(n_experts, 1)) / max(n_experts, 1))
+    return f"hsl({hue}, 70%, 78%)"

@@ -84,3 +84,35 @@ def figure_uncertainty_histogram(
     fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
     fig.update_layout(showlegend=len(groups) > 1)
     return paper_layout(fig, width=width, height=height or 2.2, title=title)
+
+
+def figure_binned_histogram(
+    table: pd.DataFrame,
+    *,
+    value: str = "norm_entropy",
+    by: str = "layer",
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The same lines as `figure_uncertainty_histogram`, from a table already binned where the data lives
+    (`by, bin_low, bin_high, share`: one row per group and bin), so a run of millions of decisions never
+    has to be loaded to draw its distribution."""
+    require(table, [by, "bin_low", "bin_high", "share"], "binned-histogram")
+    groups = sorted(table[by].dropna().unique(), key=lambda v: (str(type(v)), v))
+    fig = go.Figure()
+    for group, colour in zip(groups, group_colours(groups), strict=True):
+        part = table[table[by] == group].sort_values("bin_low")
+        centres = (part["bin_low"].to_numpy(dtype=float) + part["bin_high"].to_numpy(dtype=float)) / 2
+        fig.add_scatter(
+            x=centres,
+            y=part["share"].tolist(),
+            name=plain(f"{axis_title(by)} {group}" if by == "layer" else group),
+            mode="lines",
+            line={"color": colour, "shape": "hvh"},
+        )
+    top = float(table["bin_high"].max())
+    fig.update_xaxes(title_text=HISTOGRAM_TITLES.get(value, axis_title(value)), range=[0, top])
+    fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
+    fig.update_layout(showlegend=len(groups) > 1)
+    return paper_layout(fig, width=width, height=height or 2.2, title=title)

@@ -3,9 +3,10 @@
 (Not `pages/`: Streamlit treats a `pages/` folder beside the entry script as the legacy multipage app and
 would serve `/tokens` from it directly, bypassing `main.py` and its navigation.)
 
-Adding a page is its file here plus one `PageFile(...)` line below; `main.py` builds the navigation from
-this list. Page files are Streamlit scripts (run with `__name__ == "__main__"`), each reading widgets,
-asking `cache.table` for a table and drawing it.
+Adding a page (an Interventions page for the probes, say) is its file here plus one `PageFile(...)` line
+below; `main.py` builds the navigation from this list, in its order. Page files are Streamlit scripts
+(run with `__name__ == "__main__"`), each reading widgets, asking `cache.table` for a table and drawing
+it with a `routescope.figures` builder through `widgets.show_figure` (which adds the export menu).
 """
 
 from __future__ import annotations
@@ -41,5 +42,10 @@ PAGES: tuple[PageFile, ...] = (
     PageFile(
         file="tokens.py", title="Tokens", icon=":material/text_fields:", url_path="tokens", default=True
     ),
+    PageFile(file="experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
+    PageFile(file="noise_steps.py", title="Noise steps", icon=":material/blur_on:", url_path="noise-steps"),
+    PageFile(file="balance.py", title="Balance & uncertainty", icon=":material/balance:", url_path="balance"),
+    PageFile(file="embeddings.py", title="Embeddings", icon=":material/scatter_plot:", url_path="embeddings"),
+    PageFile(file="compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 )
 """The navigation, in menu order."""

@@ -12,9 +12,9 @@ import streamlit as st
 
 from routescope.analysis.uncertainty import DEFAULT_THRESHOLD
 from routescope.dashboard import cache, state, views
-from routescope.dashboard.charts import weight_heatmap
 from routescope.dashboard.markup import legend_html, literal, patch_grid_html, tokens_html
-from routescope.dashboard.widgets import enlarge, open_store, pick_run
+from routescope.dashboard.widgets import enlarge, open_store, pick_run, show_figure
+from routescope.figures import figure_token_weights
 from routescope.hooks import Run
 
 ALL = "(all)"
@@ -111,7 +111,12 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
             )
         )
     matrix = views.weight_matrix(weights, views.router_names(run), value)
-    st.plotly_chart(weight_heatmap(matrix, value), key=state.scoped(state.TOKENS_CHART, run.name))
+    show_figure(
+        lambda width: figure_token_weights(matrix, value=value, width=width),
+        matrix.reset_index(),
+        key=state.scoped(state.TOKENS_CHART, run.name, sample, position, step, value),
+        name=f"{run.name}-token-{sample}-{position}-{value}" + ("" if step is None else f"-step{step}"),
+    )
     with st.expander("As a table"):
         st.dataframe(matrix, width="stretch")
 

@@ -1,0 +1,119 @@
+"""Balance & uncertainty page: how evenly each layer spreads its tokens, and how sure its router is.
+
+Load per expert and layer (heatmap); per layer the coefficient of variation of the load, the entropy of
+the load, the auxiliary balance loss (runs recorded with probabilities) and max / mean load; per layer
+the mean per-token router entropy, margin and uncertain share (GW-MoE); histograms of per-decision
+normalised entropy and top-1 − top-2 margin (binned in DuckDB, so large runs stay fast); and the most
+uncertain decisions of a layer, with their tokens.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from routescope.dashboard import cache, state
+from routescope.dashboard.widgets import (
+    is_diffusion,
+    open_store,
+    pick_layer,
+    pick_run,
+    show_figure,
+    show_table,
+    user_errors,
+)
+from routescope.figures import figure_balance, figure_binned_histogram, figure_load, figure_uncertainty
+from routescope.hooks import Run
+
+HISTOGRAMS = {
+    "norm_entropy": ("Router entropy / ln E per decision (1 = evenly spread)", state.BALANCE_ENTROPY_CHART),
+    "margin": ("Top-1 − top-2 probability per decision (0 = a tie)", state.BALANCE_MARGIN_CHART),
+}
+BY_TOKEN_MIN = 5
+
+
+def balance_section(run: Run) -> None:
+    load = cache.table(run, "load")
+    balance = cache.table(run, "balance")
+    metrics = ["cv", "norm_entropy", "aux_loss" if "aux_loss" in balance.columns else "gini", "max_over_mean"]
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Load** per expert and layer")
+        show_figure(
+            lambda width: figure_load(load, width=width),
+            load,
+            key=state.scoped(state.BALANCE_LOAD_CHART, run.name),
+            name=f"{run.name}-load",
+        )
+    with right:
+        st.markdown("**Balance** per layer" + ("" if "aux_loss" in balance else " (aux. loss needs probs)"))
+        show_figure(
+            lambda width: figure_balance(balance, metrics=metrics, width=width),
+            balance,
+            key=state.scoped(state.BALANCE_METRICS_CHART, run.name),
+            name=f"{run.name}-balance",
+        )
+    show_table(balance, key=state.scoped(state.BALANCE_TABLE, run.name), name=f"{run.name}-balance")
+
+
+def uncertainty_section(run: Run) -> None:
+    uncertainty = cache.table(run, "uncertainty")
+    st.markdown("**Router uncertainty** per layer: mean entropy / ln E, margin, share with entropy ≥ 0.9")
+    show_figure(
+        lambda width: figure_uncertainty(uncertainty, width=width),
+        uncertainty,
+        key=state.scoped(state.BALANCE_UNCERTAINTY_CHART, run.name),
+        name=f"{run.name}-uncertainty",
+    )
+    columns = st.columns(len(HISTOGRAMS))
+    for column, (value, (caption, chart)) in zip(columns, HISTOGRAMS.items(), strict=True):
+        histogram = cache.table(run, "decision_histogram", value=value)
+        with column:
+            st.markdown(f"**{caption}**")
+            show_figure(
+                lambda width, h=histogram, v=value: figure_binned_histogram(h, value=v, width=width),
+                histogram,
+                key=state.scoped(chart, run.name),
+                name=f"{run.name}-{value}-histogram",
+            )
+
+
+def uncertain_tokens(run: Run) -> None:
+    st.subheader("Most uncertain decisions")
+    columns = st.columns(2)
+    with columns[0]:
+        layer = pick_layer(run, state.BALANCE_LAYER)
+    top = int(columns[1].number_input("How many", 5, 500, 25, step=5, key=state.BALANCE_TOP))
+    table = cache.table(run, "most_uncertain", layer=layer, n=top)
+    show_table(
+        table,
+        key=state.scoped(state.BALANCE_UNCERTAIN_TABLE, run.name, layer, top),
+        name=f"{run.name}-layer{layer}-most-uncertain",
+    )
+    if not is_diffusion(run):
+        by_token = cache.table(run, "uncertain-labels", label="token", min_count=BY_TOKEN_MIN)
+        by_token = by_token[by_token["layer"] == layer].head(top)
+        st.markdown(
+            f"**Tokens the router is least sure about** at layer {layer} (seen ≥ {BY_TOKEN_MIN} times)"
+        )
+        show_table(
+            by_token,
+            key=state.scoped(state.BALANCE_UNCERTAIN_TABLE, run.name, layer, top, "token"),
+            name=f"{run.name}-layer{layer}-uncertain-tokens",
+        )
+
+
+def main() -> None:
+    st.title("Balance & uncertainty")
+    st.caption("How evenly each layer spreads its tokens over its experts, and how sure its router is.")
+    store = open_store()
+    run = pick_run(store, state.BALANCE_RUN)
+    with user_errors():
+        balance_section(run)
+        st.divider()
+        uncertainty_section(run)
+        st.divider()
+        uncertain_tokens(run)
+
+
+if __name__ == "__main__":
+    main()

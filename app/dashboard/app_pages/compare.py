@@ -1,0 +1,129 @@
+"""Compare page: two runs side by side for any metric, and how often they route alike.
+
+Any analysis with key columns (load, balance, specialization, NMI, uncertainty, steps, …) is computed on
+both runs with the same options and joined on its keys (`side_by_side`): per-layer metrics are drawn as
+one line per run, others as one dot per row with the first run on x and the second on y. Agreement joins
+the decisions both runs recorded for the same sample, position, step and layer: the share with the same
+top-1 expert and the mean top-k overlap (OLMoE's router saturation). Runs on different inputs share no
+decisions, and the page says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import streamlit as st
+
+from routescope.analysis import ANALYSES, keys_of
+from routescope.analysis.registry import parameters
+from routescope.dashboard import cache, state, views
+from routescope.dashboard.markup import literal
+from routescope.dashboard.widgets import layers_of, open_store, pick_run, show_figure, show_table, user_errors
+from routescope.figures import figure_agreement, figure_side_by_side
+from routescope.hooks import Run, Store
+
+DEFAULT_KIND = "balance"
+
+
+def comparable_kinds() -> list[str]:
+    """Analyses `side_by_side` can join: keyed rows, one run, nothing to give beyond a label or layer."""
+    return [
+        kind
+        for kind, analysis in ANALYSES.items()
+        if analysis.keys
+        and not analysis.other
+        and all(p.default is not inspect.Parameter.empty for p in parameters(kind).values())
+    ]
+
+
+def pick_other(store: Store, run: Run) -> Run | None:
+    others = [name for name in store.runs() if name != run.name]
+    if not others:
+        st.info("Record a second run to compare this one with.")
+        return None
+    name = st.selectbox("Compare with", others, key=state.scoped(state.COMPARE_OTHER, run.name))
+    with user_errors():
+        return cache.run(store, str(name))
+
+
+def side_by_side(run: Run, other: Run) -> None:
+    st.subheader("Side by side")
+    kinds = comparable_kinds()
+    columns = st.columns(3)
+    kind = str(
+        columns[0].selectbox(
+            "Metric table",
+            kinds,
+            index=kinds.index(DEFAULT_KIND),
+            format_func=lambda k: f"{k}: {ANALYSES[k].description}",
+            key=state.COMPARE_KIND,
+        )
+    )
+    options: dict[str, object] = {}
+    if ANALYSES[kind].label:
+        options["label"] = str(
+            columns[1].selectbox(
+                "Label", views.label_choices(run), key=state.scoped(state.COMPARE_LABEL, run.name, kind)
+            )
+        )
+    if ANALYSES[kind].layer == "required":
+        options["layer"] = int(
+            columns[1].selectbox(
+                "Layer", layers_of(run), key=state.scoped(state.COMPARE_LAYER, run.name, kind)
+            )
+        )
+    table = cache.pair_table(run, other, "side_by_side", analysis=kind, **options)
+    keys = keys_of(kind, options.get("label"))  # type: ignore[arg-type]
+    metrics = [c[: -len("@diff")] for c in table.columns if c.endswith("@diff")]
+    if not metrics:
+        st.info("This table has no numeric metric to compare.")
+        return
+    metric = str(columns[2].selectbox("Metric", metrics, key=state.scoped(state.COMPARE_METRIC, kind)))
+    names = (run.name, other.name)
+    shown = table[[*keys, f"{metric}@{run.name}", f"{metric}@{other.name}", f"{metric}@diff"]]
+    stem = "-".join([run.name, "vs", other.name, kind, metric, *(str(v) for v in options.values())])
+    show_figure(
+        lambda width: figure_side_by_side(table, metric=metric, runs=names, keys=keys, width=width),
+        shown,
+        key=state.scoped(state.COMPARE_CHART, run.name, other.name, kind, metric, *options.values()),
+        name=stem,
+    )
+    show_table(
+        table, key=state.scoped(state.COMPARE_TABLE, run.name, other.name, kind, *options.values()), name=stem
+    )
+
+
+def agreement(run: Run, other: Run) -> None:
+    st.subheader("Agreement")
+    table = cache.pair_table(run, other, "agreement")
+    if table.empty or int(table["decisions"].sum()) == 0:
+        st.info(
+            f"{literal(run.name)} and {literal(other.name)} share no routing decision (same sample, "
+            "position, step and layer): agreement needs two runs on the same inputs."
+        )
+        return
+    st.caption(f"Over {int(table['decisions'].sum()):,} decisions both runs made")
+    show_figure(
+        lambda width: figure_agreement(table, width=width),
+        table,
+        key=state.scoped(state.COMPARE_AGREEMENT_CHART, run.name, other.name),
+        name=f"{run.name}-vs-{other.name}-agreement",
+    )
+
+
+def main() -> None:
+    st.title("Compare")
+    st.caption("Two runs side by side for any metric, and how often they choose the same experts.")
+    store = open_store()
+    run = pick_run(store, state.COMPARE_RUN)
+    other = pick_other(store, run)
+    if other is None:
+        return
+    with user_errors(stop=False):  # a table the two runs cannot share still leaves the agreement below
+        side_by_side(run, other)
+    with user_errors():
+        agreement(run, other)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Experts page: which experts carry each layer, what each one prefers, and one expert's card.
+
+The overview is two layer × expert heatmaps: load (each expert's share of its layer's assignments) and
+specialization (each expert's largest lift over the values of a chosen label, e.g. the domain it takes
+most often relative to the domain's base rate). The card of one expert lists its labels with counts and
+lift, its top tokens with their lift and an example context each (text runs), the experts chosen together
+with it, and its load across steps (diffusion steps, or generation steps of text).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from routescope.dashboard import cache, state, summaries, views
+from routescope.dashboard.markup import literal
+from routescope.dashboard.widgets import (
+    is_diffusion,
+    open_store,
+    pick_layer,
+    pick_run,
+    show_figure,
+    show_table,
+    user_errors,
+)
+from routescope.figures import (
+    figure_expert_overview,
+    figure_expert_steps,
+    figure_load,
+    figure_partners,
+    figure_top_tokens,
+)
+from routescope.hooks import Run
+
+TOP_TOKENS = 20
+
+
+def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The label chooser and the two layer × expert heatmaps; returns the label, load and specialization."""
+    label = str(
+        st.selectbox(
+            "Specialization by label",
+            views.label_choices(run),
+            key=state.scoped(state.EXPERTS_LABEL, run.name),
+            help="lift = P(label value | expert) / P(label value); 1 means no preference",
+        )
+    )
+    load = cache.table(run, "load")
+    specialization = cache.table(run, "specialization", label=label)
+    peaks = summaries.peak_lift(specialization, label)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Load**: each expert's share of its layer's assignments")
+        show_figure(
+            lambda width: figure_load(load, width=width),
+            load,
+            key=state.scoped(state.EXPERTS_LOAD_CHART, run.name),
+            name=f"{run.name}-load",
+        )
+    with right:
+        st.markdown(f"**Specialization**: each expert's largest lift for one `{literal(label)}` value")
+        show_figure(
+            lambda width: figure_expert_overview(peaks, value="lift", label=label, width=width),
+            peaks,
+            key=state.scoped(state.EXPERTS_LIFT_CHART, run.name, label),
+            name=f"{run.name}-peak-lift-{label}",
+        )
+    return label, load, specialization
+
+
+def choose_expert(run: Run, load: pd.DataFrame) -> tuple[int, int]:
+    """Layer, then one of its experts (described by its load)."""
+    columns = st.columns(2)
+    with columns[0]:
+        layer = pick_layer(run, state.EXPERTS_LAYER)
+    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == layer)
+    shares = load[load["layer"] == layer].set_index("expert")["load"]
+
+    def describe(expert: int) -> str:
+        return f"expert {expert} · {float(shares.get(expert, 0.0)):.1%} of the layer's assignments"
+
+    expert = columns[1].selectbox(
+        "Expert",
+        list(range(n_experts)),
+        format_func=describe,
+        key=state.scoped(state.EXPERTS_EXPERT, run.name, layer),
+    )
+    return layer, int(expert)
+
+
+def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame) -> None:
+    st.subheader("Expert card")
+    layer, expert = choose_expert(run, load)
+    at = f"{run.name}-layer{layer}-expert{expert}"
+    row = load[(load["layer"] == layer) & (load["expert"] == expert)]
+    ranks = (
+        load[load["layer"] == layer].sort_values("count", ascending=False, kind="stable")["expert"].tolist()
+    )
+    columns = st.columns(3)
+    columns[0].metric("Assignments", f"{int(row['count'].sum()):,}")
+    columns[1].metric("Load share", f"{float(row['load'].sum()):.2%}")
+    columns[2].metric(
+        "Rank by load", f"{ranks.index(expert) + 1} of {len(ranks)}" if expert in ranks else "unused"
+    )
+
+    st.markdown(f"**Its `{literal(label)}` values**, most preferred first")
+    labels = specialization[(specialization["layer"] == layer) & (specialization["expert"] == expert)]
+    labels = labels.sort_values(["lift", "count"], ascending=False)[[label, "count", "share", "lift"]]
+    show_table(
+        labels,
+        key=state.scoped(state.EXPERTS_LABELS_TABLE, run.name, layer, expert, label),
+        name=f"{at}-{label}",
+    )
+
+    if not is_diffusion(run):
+        tokens = cache.table(run, "expert_tokens", layer=layer, expert=expert, n=TOP_TOKENS)
+        st.markdown("**Top tokens**: assignments to this expert, with their lift and an example context")
+        if tokens.empty:
+            st.info("This expert took no token at this layer.")
+        else:
+            show_figure(
+                lambda width: figure_top_tokens(tokens, width=width),
+                tokens,
+                key=state.scoped(state.EXPERTS_TOKENS_CHART, run.name, layer, expert),
+                name=f"{at}-top-tokens",
+            )
+            show_table(
+                tokens,
+                key=state.scoped(state.EXPERTS_TOKENS_TABLE, run.name, layer, expert),
+                name=f"{at}-contexts",
+            )
+
+    st.markdown("**Co-activated experts**: chosen for the same token")
+    top_k = max(int(r["top_k"]) for r in run.routers if int(r["layer"]) == layer)
+    partners = cache.table(run, "coactivation", layer=layer) if top_k > 1 else pd.DataFrame()
+    if partners.empty or not (partners["expert_a"] == expert).any():
+        st.info("No other expert was chosen together with this one (top-1 routing, or an unused expert).")
+    else:
+        show_figure(
+            lambda width: figure_partners(partners, expert=expert, width=width),
+            partners[partners["expert_a"] == expert],
+            key=state.scoped(state.EXPERTS_PARTNERS_CHART, run.name, layer, expert),
+            name=f"{at}-partners",
+        )
+
+    if len(cache.table(run, "table.steps")) > 1:
+        st.markdown("**Load across steps**, at every layer")
+        steps = cache.table(run, "steps")
+        show_figure(
+            lambda width: figure_expert_steps(steps, expert=expert, width=width),
+            steps[steps["expert"] == expert],
+            key=state.scoped(state.EXPERTS_STEPS_CHART, run.name, expert),
+            name=f"{run.name}-expert{expert}-steps",
+        )
+
+
+def main() -> None:
+    st.title("Experts")
+    st.caption("Which experts carry each layer, what each prefers, and one expert in detail.")
+    store = open_store()
+    run = pick_run(store, state.EXPERTS_RUN)
+    with user_errors():
+        label, load, specialization = overview(run)
+        st.divider()
+        card(run, label, load, specialization)
+
+
+if __name__ == "__main__":
+    main()
