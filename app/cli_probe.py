@@ -10,12 +10,13 @@ other view (`routescope report`, the dashboard's Compare page).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from .cli_record import parse_classes
-from .cli_runs import show_run
 from .console import out
 from .hooks import InputError, LoadedModel, RunExistsError, Store
 from .tables import FORMATS, render
@@ -130,15 +131,31 @@ def _names(args: argparse.Namespace) -> list[str]:
     return [args.name]
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """What every probe command works with once the model is loaded."""
+
+    args: argparse.Namespace
+    store: Store
+    model: LoadedModel
+    inputs: Any
+    labels: dict[str, list[Any]]
+    options: Any
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .hooks.probes import RecordOptions, Sampling
+    from transformers.utils import logging as transformers_logging
+
+    from .hooks.probes import RecordOptions
     from .loading import load_model
 
     store = Store(args.store)
     taken = [name for name in _names(args) if store.exists(name)]
-    if taken and not args.overwrite:
+    if taken and not args.overwrite:  # fail before loading a model
         raise RunExistsError(f"run {taken[0]!r} already exists in {store.path}; pass --overwrite")
-    base = store.open(args.base) if getattr(args, "base", None) else None
+    if getattr(args, "base", None):
+        store.open(args.base)
+    transformers_logging.disable_progress_bar()  # one line per result, no per-file weight-loading bars
     model = load_model(
         args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
     )
@@ -152,67 +169,69 @@ def cmd_probe(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=False,
     )
-    layers = args.layer
-    if args.probe == "ablate":
-        _ablate(args, model, inputs, labels, options, layers)
-    elif args.probe == "force":
-        from .hooks.probes import TokenSelection, probe_force
-
-        where = dict(_pair(p) for p in args.where)
-        tokens = TokenSelection(positions=None if args.position is None else frozenset(args.position))
-        run = probe_force(
-            model,
-            inputs,
-            store=store,
-            name=args.name,
-            experts=args.expert,
-            layers=layers,
-            tokens=tokens,
-            where=where or None,
-            stack=args.stack,
-            options=options,
-        )
-        out(f"recorded run {run.name!r} in {store.path} (forced experts {sorted(args.expert)})")
-        show_run(store, run.name)
-    elif args.probe == "noise":
-        from .analysis.stability import flip_correlation, flip_rate
-        from .hooks.probes import probe_noise, record_base
-
-        if base is None:
-            base = record_base(model, inputs, store=store, name=f"{args.name}.base", options=options)
-        noisy = probe_noise(
-            model,
-            inputs,
-            store=store,
-            name=args.name,
-            sigma=args.sigma,
-            on=args.on,
-            layers=layers,
-            seed=args.noise_seed,
-            base=base,
-            options=options,
-        )
-        out(
-            f"recorded runs {base.name!r} (base) and {noisy.name!r} (σ = {args.sigma} on router {args.on})"
-        )
-        _print("top-1 flip rate by the base run's margin", flip_rate(base, noisy), args.format)
-        _print(
-            "flips against margin and entropy, per layer (-1: all)",
-            flip_correlation(base, noisy),
-            args.format,
-        )
-    else:
-        from .analysis.batching import batch_dependence
-        from .hooks.probes import probe_batch
-
-        if isinstance(inputs, Sampling):
-            raise InputError("the batch probe is for text models")
-        alone, batched = probe_batch(
-            model, inputs, store=store, name=args.name, batch_size=args.batch_size, options=options
-        )
-        out(f"recorded runs {alone.name!r} (batch size 1) and {batched.name!r}")
-        _print("decisions that change in a batch, per router", batch_dependence(alone, batched), args.format)
+    PROBES[args.probe](_Probe(args, store, model, inputs, labels, options))
     return 0
+
+
+def _force(p: _Probe) -> None:
+    from .analysis.forcing import set_share
+    from .hooks.probes import TokenSelection, probe_force
+
+    where = dict(_pair(text) for text in p.args.where)
+    positions = None if p.args.position is None else frozenset(p.args.position)
+    run = probe_force(
+        p.model,
+        p.inputs,
+        store=p.store,
+        name=p.args.name,
+        experts=p.args.expert,
+        layers=p.args.layer,
+        tokens=TokenSelection(positions=positions),
+        where=where or None,
+        stack=p.args.stack,
+        options=p.options,
+    )
+    out(f"recorded run {run.name!r} in {p.store.path} (forced experts {sorted(p.args.expert)})")
+    label = next(iter(where), None) or next(iter(p.labels), None)  # the label it forced by, or the first
+    share = set_share(run, p.args.expert, label)
+    _print("share of decisions dispatched inside the forced set", share, p.args.format)
+
+
+def _noise(p: _Probe) -> None:
+    from .analysis.stability import flip_correlation, flip_rate
+    from .hooks.probes import probe_noise, record_base
+
+    if p.args.base:
+        base = p.store.open(p.args.base)
+    else:
+        base = record_base(p.model, p.inputs, store=p.store, name=f"{p.args.name}.base", options=p.options)
+    noisy = probe_noise(
+        p.model,
+        p.inputs,
+        store=p.store,
+        name=p.args.name,
+        sigma=p.args.sigma,
+        on=p.args.on,
+        layers=p.args.layer,
+        seed=p.args.noise_seed,
+        base=base,
+        options=p.options,
+    )
+    out(f"recorded runs {base.name!r} (base) and {noisy.name!r} (σ = {p.args.sigma} on router {p.args.on})")
+    _print("top-1 flip rate by the base run's margin", flip_rate(base, noisy), p.args.format)
+    correlation = flip_correlation(base, noisy)
+    _print("flips against margin and entropy, per layer (-1: all)", correlation, p.args.format)
+
+
+def _batch(p: _Probe) -> None:
+    from .analysis.batching import batch_dependence
+    from .hooks.probes import probe_batch
+
+    alone, batched = probe_batch(
+        p.model, p.inputs, store=p.store, name=p.args.name, batch_size=p.args.batch_size, options=p.options
+    )
+    out(f"recorded runs {alone.name!r} (batch size 1) and {batched.name!r}")
+    _print("decisions that change in a batch, per router", batch_dependence(alone, batched), p.args.format)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -222,41 +241,36 @@ def _pair(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _ablate(
-    args: argparse.Namespace,
-    model: LoadedModel,
-    inputs: Any,
-    labels: dict[str, list[Any]],
-    options: Any,
-    layers: list[int] | None,
-) -> None:
+def _ablate(p: _Probe) -> None:
     from .analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
     from .hooks.probes import Sampling, ablation_study, probe_of
 
+    args = p.args
     if not (args.expert or args.top or args.shared):
         raise InputError("give --expert E (repeatable), --top R, and/or --shared")
     study = ablation_study(
-        model,
-        inputs,
-        store=args.store,
+        p.model,
+        p.inputs,
+        store=p.store,
         name=args.name,
         experts=args.expert,
         top=args.top,
-        layers=layers,
+        layers=args.layer,
         shared=args.shared,
         seeds=args.random_seeds,
-        options=options,
+        options=p.options,
     )
     names = ", ".join(repr(r.name) for r in (study.base, study.ablated, *study.random))
     out(f"recorded runs {names} in {args.store}")
-    disabled = probe_of(study.ablated)["intervention"]["routers"]  # type: ignore[index]
+    entry = probe_of(study.ablated) or {}
+    disabled = entry["intervention"]["routers"]
     for path, edit in disabled.items():
         shared = " + shared expert" if edit["drop_shared"] else ""
         out(f"  {path}: disabled {edit['disable']}{shared}")
     if "metrics" not in (probe_of(study.base) or {}):
         out("(this model has no quality measure here; compare the runs with routescope report)")
         return
-    if isinstance(inputs, Sampling):
+    if isinstance(p.inputs, Sampling):
         _print(
             "denoising loss (ε-MSE) per timestep bucket",
             ablation_denoising(study.base, study.ablated, study.random),
@@ -268,6 +282,14 @@ def _ablate(
             args.format,
         )
         return
-    by = args.by or (next(iter(labels)) if labels else None)
+    by = args.by or next(iter(p.labels), None)
     table = ablation_loss(study.base, study.ablated, study.random, by=by)
     _print("next-token loss (nats per token)", table, args.format)
+
+
+PROBES: dict[str, Callable[[_Probe], None]] = {
+    "ablate": _ablate,
+    "force": _force,
+    "noise": _noise,
+    "batch": _batch,
+}

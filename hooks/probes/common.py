@@ -87,9 +87,8 @@ def check_inputs(model: LoadedModel, inputs: Inputs) -> None:
         raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give texts")
 
 
-def text_token_ids(model: LoadedModel, inputs: Inputs) -> list[list[int]]:
+def text_token_ids(model: LoadedModel, inputs: Sequence[str | Sequence[int]]) -> list[list[int]]:
     """The token ids `record()` will record for text inputs (same tokenisation)."""
-    assert not isinstance(inputs, Sampling)
     ids, _texts = _tokenise(inputs, model.tokenizer)
     return ids
 
@@ -111,7 +110,7 @@ def describe(model: LoadedModel, inputs: Inputs) -> list[dict[str, Any]]:
             return sampler(torch_model, first, steps=1, cfg_scale=inputs.cfg_scale, seed=inputs.seed)
 
     else:
-        ids = torch.tensor([text_token_ids(model, inputs)[0][:2]], dtype=torch.long)
+        ids = torch.tensor([text_token_ids(model, [inputs[0]])[0][:2]], dtype=torch.long)
         args, kwargs = _ModelCall(torch_model)(ids, torch.ones_like(ids))
         config = getattr(torch_model, "config", None)
         if getattr(config, "is_encoder_decoder", False):
