@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import duckdb
+
 from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_figure import add_figure_arguments, cmd_figure
@@ -18,7 +20,7 @@ from .cli_merge import add_merge_arguments, cmd_merge
 from .cli_probe import add_probe_arguments, cmd_probe
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
-from .cli_runs import cmd_runs, cmd_show
+from .cli_runs import cmd_runs, cmd_show, damaged_run_message
 from .cli_train import add_train_arguments, cmd_train
 from .hooks import RouteScopeError
 
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store", required=True)
     runs.add_argument("--clean", action="store_true", help="delete interrupted recordings")
+    runs.add_argument("--verify", action="store_true", help="read every page of every run (checksums)")
 
     show = sub.add_parser("show", help="summarise one run")
     show.add_argument("--store", required=True)
@@ -76,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except RouteScopeError as exc:
         sys.stderr.write(f"routescope: error: {exc}\n")
+        return 2
+    except duckdb.Error:  # a data page DuckDB could not decode: name the damaged file, else it is a bug
+        damage = damaged_run_message(args)
+        if damage is None:
+            raise
+        sys.stderr.write(f"routescope: error: {damage}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .console import out
-from .hooks import CorruptRunError, Store
+from .hooks import CorruptRunError, RouteScopeError, Store
 from .hooks.store import owner_alive, read_manifest
 
 
@@ -49,6 +49,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         except CorruptRunError as exc:
             _line(name, "damaged", f"({exc})")
             continue
+        if getattr(args, "verify", False):
+            try:
+                run.verify()
+            except CorruptRunError as exc:
+                _line(name, "damaged", f"({exc})")
+                continue
         rows, model = run.manifest.get("rows", {}), run.manifest["model"]
         spec = model.get("spec") or model.get("class")
         _line(
@@ -79,6 +85,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not listed:
         _line(f"no runs in {store.path}")
     return 0
+
+
+def damaged_run_message(args: argparse.Namespace) -> str | None:
+    """After DuckDB failed to read a run: the first damaged file among the runs the command named
+    (`--run`, `--other`, `--compare`), found by `Run.verify`; None when they all read cleanly."""
+    store = getattr(args, "store", None)
+    if not isinstance(store, str) or not store.strip():
+        return None
+    for option in ("run", "other", "compare"):
+        name = getattr(args, option, None)
+        if isinstance(name, str) and name:
+            try:
+                Store(store).open(name).verify()
+            except RouteScopeError as exc:
+                return str(exc)
+    return None
 
 
 def show_run(store: Store, name: str) -> None:

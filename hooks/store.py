@@ -49,6 +49,18 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def label_problem(column: str) -> str | None:
+    """Why `column` cannot name a label column (None if it can): empty, longer than 64 characters, or
+    holding a double quote or a control character (analyses quote label names in SQL)."""
+    if not column.strip():
+        return "is empty"
+    if len(column) > 64:
+        return "is longer than 64 characters"
+    if '"' in column or not column.isprintable():
+        return "holds a double quote or a control character"
+    return None
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """Read and check a run folder's manifest; raise `CorruptRunError` naming the file otherwise."""
     path = folder / MANIFEST_FILE
@@ -106,7 +118,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         if not all(_is_int(router.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
             return "a router lacks an integer id, layer, n_experts or top_k"
     labels = manifest.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+    if not isinstance(labels, list) or not all(
+        isinstance(label, str) and label_problem(label) is None for label in labels
+    ):
         return "labels is not a list of column names"
     rows = manifest.get("rows", {})
     if not isinstance(rows, dict) or not all(_is_int(n) and n >= 0 for n in rows.values()):
@@ -329,6 +343,8 @@ class Store:
     """A folder of runs. `Store(path)` never writes; recording creates the folder when needed."""
 
     def __init__(self, path: str | Path) -> None:
+        if not str(path).strip():  # Path("") is the current folder: never what an empty --store meant
+            raise StoreError("empty store path; pass a folder (it is created if absent)")
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, RunExistsError, StoreError
 from .schema import MANIFEST_FILE, RESERVED_COLUMNS, SCHEMA_VERSION, table_file
-from .store import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, owner_alive
+from .store import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, label_problem, owner_alive
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -67,7 +67,11 @@ def write_json_atomic(path: Path, payload: dict[str, Any], *, durable: bool = Tr
 
 
 def check_label_columns(columns: list[str]) -> None:
-    """Refuse label columns that would shadow a core column."""
+    """Refuse label columns that would shadow a core column, or whose name cannot be quoted safely."""
+    for column in columns:
+        problem = label_problem(column)
+        if problem:
+            raise InputError(f"label column name {column!r} {problem}; rename it")
     clash = sorted(set(columns) & RESERVED_COLUMNS)
     if clash:
         raise InputError(f"label column(s) {', '.join(clash)} collide with core columns; rename them")
