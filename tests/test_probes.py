@@ -23,6 +23,7 @@ from torch import nn
 import routescope
 from routescope.analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
 from routescope.analysis.batching import batch_dependence
+from routescope.analysis.forcing import set_share
 from routescope.analysis.stability import decision_changes, flip_correlation, flip_rate
 from routescope.cli import main
 from routescope.hooks import InputError, LoadedModel, Store
@@ -266,6 +267,11 @@ def test_forced_routing_records_exactly_the_forced_experts(tiny_lm: LoadedModel,
     untouched = ~(prose & at_layer) & (after.layer <= 1)
     assert after[untouched].expert.tolist() == before[untouched].expert.tolist()
     assert probe_of(forced)["params"]["where"] == {"domain": "prose"}
+    share = set_share(forced, [1, 5], "domain").set_index(["layer", "domain"])["in_set_share"]
+    assert share.loc[(1, "prose")] == 1.0
+    in_set = before.groupby(["sample", "position", "layer"]).expert.apply(lambda e: set(e) <= {1, 5})
+    code = in_set.xs(0, level="sample").xs(1, level="layer")  # sample 0 is the code text
+    assert share.loc[(1, "code")] == pytest.approx(code.mean())
 
 
 def test_forcing_positions_of_text_and_classes_of_patches(
