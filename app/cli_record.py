@@ -10,6 +10,8 @@ from .hooks import InputError, RunExistsError, Store
 from .inputs import Inputs, read_inputs
 
 DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
+MAX_CLASSES = 100_000
+"""More classes than any class-conditional model has: a typo such as 0-100000000 fails at once."""
 
 
 def parse_classes(text: str) -> list[int]:
@@ -19,11 +21,14 @@ def parse_classes(text: str) -> list[int]:
         for part in text.split(","):
             first, _, last = part.strip().partition("-")
             lo, hi = int(first), int(last) if last else int(first)
-            if hi < lo:
+            if hi < lo or len(classes) + hi - lo >= MAX_CLASSES:
                 raise ValueError
             classes.extend(range(lo, hi + 1))
     except ValueError:
-        raise InputError(f"--classes {text!r}: use a list and ranges such as 0-9 or 1,3,5-7") from None
+        raise InputError(
+            f"--classes {text!r}: use a list and ranges such as 0-9 or 1,3,5-7 "
+            f"(at most {MAX_CLASSES} classes)"
+        ) from None
     return classes
 
 

@@ -90,7 +90,10 @@ def _report(args: argparse.Namespace) -> int:
         table = compute(args.kind, run, label=args.by, layer=args.layer, other=other, **params)
     text = render(table.reset_index(drop=True), args.format)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:  # a folder, a missing folder, no permission
+            raise InputError(f"cannot write --out {args.out}: {exc.strerror}") from None
         out(f"wrote {len(table)} rows to {args.out}")
     else:
         out(text)

@@ -246,5 +246,8 @@ def _place(loaded: LoadedModel, dtype: str | torch.dtype | None, device: str | N
             raise ModelSpecError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         loaded.model = loaded.model.to(resolved)
     if device is not None:
-        loaded.model = loaded.model.to(device)
+        try:
+            loaded.model = loaded.model.to(device)
+        except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or none of that kind here
+            raise ModelSpecError(f"cannot use device {device!r}: {_first_line(exc)}") from None
     return loaded

@@ -34,9 +34,9 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(json.loads(table.to_json(orient="records")), indent=1)
     if fmt == "markdown":
-        header = "| " + " | ".join(map(str, table.columns)) + " |"
+        header = "| " + " | ".join(_markdown(c) for c in table.columns) + " |"
         rule = "|" + "---|" * len(table.columns)
-        rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+        rows = ["| " + " | ".join(_markdown(v) for v in row) + " |" for row in table.itertuples(index=False)]
         return "\n".join([header, rule, *rows])
     if fmt == "latex":
         columns = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
@@ -49,6 +49,13 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _markdown(value: object) -> str:
+    """A Markdown table cell: pipes and line breaks cannot break the table, and HTML in a label (user
+    text) is shown as text, not rendered, where the Markdown becomes a web page."""
+    text = _cell(value).replace("\n", " ").replace("|", "\\|")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _latex(value: object) -> str:

@@ -10,6 +10,7 @@ unconditional half. Every patch token is a position with its `row`/`col` on the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -202,7 +203,10 @@ def record_diffusion(
         c for c in classes if not isinstance(c, int) or c < 0 or (n_classes is not None and c >= n_classes)
     ]
     if bad:
-        raise InputError(f"unknown class(es) {bad}; this model has classes 0..{(n_classes or 1) - 1}")
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise InputError(f"unknown class(es) {shown}; this model has classes 0..{(n_classes or 1) - 1}")
+    if not math.isfinite(cfg_scale) or not -(2**63) <= seed < 2**63:
+        raise InputError("cfg_scale must be a finite number and seed an integer in -2**63..2**63-1")
     torch_model, sampler = model.model.eval(), model.sampler
     rows, cols = _patch_grid(torch_model)
     specs = describe_routers(
@@ -264,9 +268,12 @@ def record_diffusion(
         for index, chunk in enumerate(
             tqdm(chunks, desc=f"sampling {name}", unit="batch", disable=not progress or len(chunks) < 2)
         ):
-            session.sample_chunk(
-                chunk, sampler, torch_model, steps=steps, cfg_scale=cfg_scale, seed=seed + index
-            )
+            try:
+                session.sample_chunk(
+                    chunk, sampler, torch_model, steps=steps, cfg_scale=cfg_scale, seed=seed + index
+                )
+            except ValueError as exc:  # the sampler refused an option, e.g. more steps than its schedule
+                raise InputError(f"the sampler of {model.spec or 'the model'} refused: {exc}") from None
         _write_dimensions(writer, per_class, rows, cols)
         path = writer.publish()
     return Run(path)

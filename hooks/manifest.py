@@ -34,7 +34,7 @@ def tokenizer_name(subject: LoadedModel) -> str | None:
 
 
 def model_facts(subject: LoadedModel) -> dict[str, Any]:
-    """The manifest's `model` entry: spec, source, class, family, revision, dtype, size."""
+    """The manifest's `model` entry: spec, source, class, family, revision, dtype, device, size."""
     model = subject.model
     config = getattr(model, "config", None)
     first = next(model.parameters(), None)
@@ -45,6 +45,7 @@ def model_facts(subject: LoadedModel) -> dict[str, Any]:
         "family": getattr(config, "model_type", None),
         "revision": getattr(config, "_commit_hash", None),
         "dtype": None if first is None else str(first.dtype).removeprefix("torch."),
+        "device": None if first is None else str(first.device),
         "parameters": sum(p.numel() for p in model.parameters()),
         "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
         **subject.info,
