@@ -48,6 +48,12 @@ def _tokenise(
                 raise InputError(f"input {index} is empty; give non-empty text")
             if tokenizer is None:
                 raise InputError("text inputs need a tokenizer; pass tokenizer= or token ids")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:  # e.g. non-UTF-8 bytes from the command line
+                raise InputError(
+                    f"input {index} is not valid text (character {exc.start} is not Unicode); give UTF-8"
+                ) from None
             ids.append(list(tokenizer(item, add_special_tokens=True)["input_ids"]))
             texts.append(item)
         else:
@@ -361,8 +367,10 @@ def record(
         raise RunExistsError(
             f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
         )
-    if batch_size < 1 or max_new_tokens < 0:
-        raise InputError("batch_size must be ≥ 1 and max_new_tokens ≥ 0")
+    if batch_size < 1 or max_new_tokens < 0 or (chunk_size is not None and chunk_size < 1):
+        raise InputError("batch_size and chunk_size must be ≥ 1 and max_new_tokens ≥ 0")
+    if not -(2**63) <= seed < 2**63:
+        raise InputError(f"seed {seed} is out of range; give an integer in -2**63..2**63-1")
     if is_remote(remote) and engine != "nnsight":
         raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
     n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
@@ -425,6 +433,7 @@ def record(
             "batch_size": batch_size,
             "chunk_size": chunk,
             "engine": engine,
+            "generate_kwargs": dict(generate_kwargs or {}),
             **({"shard": str(part), "inputs": n_inputs} if part is not None else {}),
             **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
         },
