@@ -13,6 +13,7 @@ the meta device, from the hub config — the weights stay on the NDIF server tha
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,13 +211,20 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
+        _refuse_custom_code(where, exc)
         reason = _first_line(exc)
         hint = "" if local else "; no network or cache? pass a local checkpoint folder or bundled:NAME"
         raise ModelSpecError(f"cannot load model config for {where!r}: {reason}{hint}") from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(where, config=config, **kwargs, **placement)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that would run code
+        raise ModelSpecError(
+            f"refused the weights of {where!r}: its torch file holds more than tensors (code could run); "
+            "convert it to safetensors from a source you trust"
+        ) from None
     except (OSError, ValueError) as exc:
+        _refuse_custom_code(where, exc)
         reason = _first_line(exc)
         raise ModelSpecError(f"cannot load weights of {where!r}: {reason}") from None
     try:
@@ -231,6 +239,16 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict
         source=source,
         info={"revision": kwargs.get("revision") or getattr(config, "_commit_hash", None)},
     )
+
+
+def _refuse_custom_code(where: str, exc: Exception) -> None:
+    """Transformers refused to run a checkpoint's own code (its config names Python files through
+    `auto_map`) because trust_remote_code is off: say which flag allows it, in one line."""
+    if "trust_remote_code" in str(exc):
+        raise ModelSpecError(
+            f"{where!r} ships its own model code, which RouteScope runs only with --trust-remote-code "
+            "(read that code first)"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:
