@@ -20,7 +20,9 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
+from .ablation import ablation_loss
 from .balance import balance, expert_load
+from .batching import batch_dependence
 from .coactivation import coactivation
 from .comparison import agreement
 from .diffusion import steps
@@ -31,6 +33,7 @@ from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
+from .stability import decision_changes, flip_correlation, flip_rate
 from .summary import router_summary
 from .tokens import top_tokens
 from .uncertain_labels import uncertainty_by_label
@@ -132,6 +135,27 @@ ANALYSES: dict[str, Analysis] = {
         ("layer",),
         other=True,
     ),
+    "changes": Analysis(
+        decision_changes,
+        "probes: share of decisions whose experts changed against a base run",
+        ("layer",),
+        other=True,
+    ),
+    "flips": Analysis(
+        flip_rate, "noise probe: top-1 flip rate by margin bucket", ("margin_low",), other=True
+    ),
+    "flip-correlation": Analysis(
+        flip_correlation, "noise probe: correlation of flips with entropy and margin", ("layer",), other=True
+    ),
+    "batch-dependence": Analysis(
+        batch_dependence,
+        "batch probe: decisions that change inside a batch, per router",
+        ("router",),
+        other=True,
+    ),
+    "ablation-loss": Analysis(
+        ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
+    ),
 }
 
 
@@ -226,7 +250,9 @@ def _convert(name: str, text: str, hint: Any) -> Any:
         if target in (int, float):
             return target(text)
         if target in (tuple, list) or "Sequence" in str(target):
-            return tuple(part.strip() for part in text.split(",") if part.strip())
+            element = (typing.get_args(options[0]) or (str,))[0]
+            convert = element if element in (int, float) else str
+            return tuple(convert(part.strip()) for part in text.split(",") if part.strip())
         if "Mapping" in str(target) or target is dict:
             pairs = (item.split(":", 1) for item in text.split(",") if item.strip())
             return {int(k): float(v) for k, v in pairs}
