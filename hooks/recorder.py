@@ -380,8 +380,10 @@ def record(
         sample_ids = part.samples(n_inputs)
         if not sample_ids:
             raise InputError(f"shard {part} has no inputs: {n_inputs} inputs for {part.count} shards")
-        _labels(labels, n_inputs)  # checked on all inputs, then kept for this shard's
-        labels = {column: [list(values)[i] for i in sample_ids] for column, values in (labels or {}).items()}
+        full = _labels(labels, n_inputs)  # checked on all inputs, then kept for this shard's
+        labels = {column: [values[i] for i in sample_ids] for column, values in full.items()}
+        if targets is not None and len(targets) != n_inputs:
+            raise InputError(f"{len(targets)} targets for {n_inputs} inputs; give one target per input")
         targets = [targets[i] for i in sample_ids] if targets is not None else None
         inputs = [inputs[i] for i in sample_ids]
         store, name = part_store(store, name), part.part_name()
