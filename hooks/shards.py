@@ -112,7 +112,9 @@ def _shared_manifest(parts: list[Run]) -> dict[str, Any]:
         options = dict(manifest.get("options", {}))
         options.pop("shard", None)
         options.pop("inputs", None)
-        return {**manifest, "options": options}
+        model = dict(manifest.get("model", {}))
+        model.pop("device", None)  # shards may run on different machines and devices
+        return {**manifest, "options": options, "model": model}
 
     first = common(parts[0])
     for part in parts[1:]:
@@ -123,6 +125,8 @@ def _shared_manifest(parts: list[Run]) -> dict[str, Any]:
                 f"shards {parts[0].name} and {part.name} were recorded differently ({', '.join(differs)}); "
                 "record every shard with the same model and options"
             )
+    devices = sorted({p.manifest.get("model", {}).get("device") for p in parts}, key=str)
+    first["model"]["device"] = devices[0] if len(devices) == 1 else devices
     return first
 
 

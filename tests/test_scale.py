@@ -303,6 +303,18 @@ def test_merge_refuses_missing_shards_and_existing_runs(tiny_lm: LoadedModel, st
         routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="0/2", progress=False)
 
 
+def test_merge_refuses_shards_recorded_differently(tiny_lm: LoadedModel, store: Store) -> None:
+    routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="0/2", probs=True, progress=False)
+    routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="1/2", probs=False, progress=False)
+    with pytest.raises(routescope.RouteScopeError, match=r"were recorded differently \(options\)"):
+        merge(store, "s")
+    assert store.runs() == []
+    assert sorted(p.name for p in (store.path / SHARDS_DIR / "s").iterdir() if p.name.startswith("part")) == [
+        "part-00000-of-00002",
+        "part-00001-of-00002",
+    ]  # nothing published, the parts are kept
+
+
 @pytest.mark.slow
 def test_two_processes_record_shards_of_one_run(tmp_path: Path) -> None:
     store = tmp_path / "store"
