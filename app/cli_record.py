@@ -147,12 +147,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         run = record_diffusion(
             model,
             classes=parse_classes(args.classes or "0"),
-            samples_per_class=args.samples_per_class or 1,
-            steps=args.steps or 50,
+            samples_per_class=1 if args.samples_per_class is None else args.samples_per_class,
+            steps=50 if args.steps is None else args.steps,
             cfg_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
             seed=args.seed,
             save_x0=args.save_x0,
-            batch_size=args.batch_size or 64,
+            batch_size=64 if args.batch_size is None else args.batch_size,
             **common,
         )
     else:
@@ -164,7 +164,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             labels=inputs.labels or None,
             targets=inputs.targets,
             max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size or 8,
+            batch_size=8 if args.batch_size is None else args.batch_size,
             chunk_size=args.chunk_size,
             seed=args.seed,
             shard=shard,

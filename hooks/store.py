@@ -346,6 +346,12 @@ class Store:
         if not str(path).strip():  # Path("") is the current folder: never what an empty --store meant
             raise StoreError("empty store path; pass a folder (it is created if absent)")
         self.path = Path(path)
+        try:  # Arrow and DuckDB take paths as UTF-8 text: a folder named with other bytes cannot hold runs
+            str(self.path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise StoreError(
+                f"store path {str(self.path)!a} is not UTF-8; give a folder whose name is UTF-8 text"
+            ) from None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(
                 f"store path {self.path} is a file, not a folder; pass a folder (it is created if absent)"
