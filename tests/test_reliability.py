@@ -309,3 +309,227 @@ def test_same_name_while_recording_is_refused_and_the_first_finishes_whole(
     assert assert_holds_exactly(store, "shared", 7) == sum(
         t.num_rows for t in expected_tables(7, BATCHES, TOKENS).values()
     )
+
+
+# --- Safe loading -------------------------------------------------------------------------------------
+
+
+def custom_code_checkpoint(folder: Path, marker: Path) -> Path:
+    """A checkpoint folder whose config names its own Python code (`auto_map`); importing that code
+    writes `marker`."""
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil_moe",
+                "architectures": ["EvilModel"],
+                "auto_map": {
+                    "AutoConfig": "configuration_evil.EvilConfig",
+                    "AutoModelForCausalLM": "modeling_evil.EvilModel",
+                },
+            }
+        )
+    )
+    code = (
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('custom code ran')\n"
+        "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil_moe'\n"
+    )
+    (folder / "configuration_evil.py").write_text(code)
+    (folder / "modeling_evil.py").write_text(code)
+    return folder
+
+
+@pytest.mark.slow
+def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path: Path) -> None:
+    marker = tmp_path / "RAN"
+    checkpoint = custom_code_checkpoint(tmp_path / "ckpt", marker)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    args = [
+        *CLI,
+        "record",
+        str(checkpoint),
+        "--store",
+        str(tmp_path / "store"),
+        "--name",
+        "r",
+        "--text",
+        "hi",
+    ]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"routescope: error: {str(checkpoint)!r} ships its own model code, which RouteScope runs only with "
+        "--trust-remote-code (read that code first)\n"
+    )
+    assert not marker.exists()
+    assert not (tmp_path / "store").exists()
+    allowed = subprocess.run(
+        [*args, "--trust-remote-code"], capture_output=True, text=True, env=env, cwd=ROOT, check=False
+    )
+    assert marker.read_text() == "custom code ran"  # the flag, and only the flag, lets it run
+    assert allowed.returncode != 0  # (this stub has no model class; what matters is that it ran)
+
+
+def test_torch_file_that_would_run_code_is_refused_and_plain_tensors_load(tmp_path: Path) -> None:
+    import builtins
+
+    import torch
+
+    from routescope import load_model
+    from routescope.hooks import ModelSpecError
+    from routescope.models.tokenizers import byte_tokenizer
+    from tests.tiny_families import tiny_model
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (builtins.exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    model = tiny_model("mixtral")
+    for name, extra in (("plain", {}), ("hostile", {"payload": Payload()})):
+        folder = tmp_path / name
+        model.config.save_pretrained(folder)
+        byte_tokenizer().save_pretrained(folder)
+        torch.save({**model.state_dict(), **extra}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelSpecError, match="holds more than tensors") as refused:
+        load_model(str(tmp_path / "hostile"))
+    assert "\n" not in str(refused.value)
+    assert not marker.exists()
+    plain = load_model(str(tmp_path / "plain"))  # a torch file of tensors only loads (weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(plain.model.state_dict()[key], value)
+
+
+def test_every_torch_load_in_the_package_is_weights_only() -> None:
+    import re
+
+    calls = []
+    for folder in ("app", "hooks", "analysis", "models"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for match in re.finditer(r"torch\.load\(", text):
+                call = text[match.start() : text.index(")", match.end()) + 1]
+                calls.append((path.relative_to(ROOT).as_posix(), "weights_only=True" in call))
+    assert calls  # the checkpoint reader of dit-moe uses one
+    assert [path for path, safe in calls if not safe] == []
+
+
+def test_app_binds_loopback_unless_told_otherwise() -> None:
+    from routescope.cli import _parser
+    from routescope.cli_app import bind_warning, streamlit_command
+
+    args = _parser().parse_args(["app"])
+    command = streamlit_command(host=args.host, port=args.port)
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert bind_warning(args.host) is None
+    assert bind_warning("0.0.0.0") == (
+        "routescope: warning: binding 0.0.0.0, not 127.0.0.1: anyone who can reach this machine can open "
+        "the dashboard, run models and write runs"
+    )
+
+
+# --- Determinism --------------------------------------------------------------------------------------
+
+DETERMINISM_TEXTS = ["def f(x):\n    return x * 2", "The cat sat on the mat.", "3 + 4 = 7"]
+
+
+def table_bytes(run: Any) -> dict[str, bytes]:
+    return {table: run.table_path(table).read_bytes() for table in run.manifest["tables"]}
+
+
+def test_same_model_inputs_and_seed_give_byte_identical_tables(tiny_lm: Any, tmp_path: Path) -> None:
+    import routescope
+
+    store = Store(tmp_path / "store")
+    options: dict[str, Any] = {"probs": True, "max_new_tokens": 3, "batch_size": 2, "seed": 3}
+    labels = {"domain": ["code", "prose", "math"]}
+    first, second = (
+        routescope.record(
+            tiny_lm, DETERMINISM_TEXTS, store=store, name=n, labels=labels, progress=False, **options
+        )
+        for n in ("first", "second")
+    )
+    assert table_bytes(first) == table_bytes(second)  # Parquet bytes, not only contents
+    assert first.samples()["n_generated"].sum() > 0  # generation (greedy) is covered too
+    volatile = {"name", "created", "finished"}
+    assert {k: v for k, v in first.manifest.items() if k not in volatile} == {
+        k: v for k, v in second.manifest.items() if k not in volatile
+    }
+
+
+def test_the_manifest_holds_what_repeats_the_run(tiny_lm: Any, tmp_path: Path) -> None:
+    """Re-record from nothing but the run itself (manifest + its samples table): the same bytes."""
+    import routescope
+
+    store = Store(tmp_path / "store")
+    original = routescope.record(
+        tiny_lm,
+        DETERMINISM_TEXTS,
+        store=store,
+        name="original",
+        max_new_tokens=2,
+        batch_size=3,
+        progress=False,
+    )
+    m = original.manifest
+    assert set(m["model"]) >= {"spec", "source", "class", "family", "revision", "dtype", "device"}
+    assert m["model"]["spec"] == "bundled:tiny-mixtral"
+    assert (m["model"]["dtype"], m["model"]["device"]) == ("float32", "cpu")
+    assert m["tokenizer"]
+    assert set(m["options"]) >= {
+        "probs",
+        "max_new_tokens",
+        "batch_size",
+        "chunk_size",
+        "engine",
+        "generate_kwargs",
+    }
+    assert set(m["packages"]) >= {"python", "routescope", "torch", "transformers", "nnsight", "pyarrow"}
+    assert isinstance(m["seed"], int)
+    samples = original.samples()
+    repeated = routescope.record(
+        routescope.load_model(m["model"]["spec"]),
+        samples["text"].tolist(),
+        store=store,
+        name="repeated",
+        labels={c: samples[c].tolist() for c in m["labels"]} or None,
+        probs=m["options"]["probs"],
+        max_new_tokens=m["options"]["max_new_tokens"],
+        batch_size=m["options"]["batch_size"],
+        chunk_size=m["options"]["chunk_size"],
+        engine=m["options"]["engine"],
+        generate_kwargs=m["options"]["generate_kwargs"],
+        seed=m["seed"],
+        progress=False,
+    )
+    assert table_bytes(repeated) == table_bytes(original)
+
+
+def test_diffusion_with_the_same_seed_is_byte_identical_and_the_seed_matters(tmp_path: Path) -> None:
+    import numpy as np
+
+    import routescope
+
+    dit = routescope.load_model("bundled:dit-digits")
+    store = Store(tmp_path / "store")
+    runs = {
+        (name, seed): routescope.record_diffusion(
+            dit,
+            classes=[1, 7],
+            samples_per_class=1,
+            steps=3,
+            cfg_scale=3.0,
+            seed=seed,
+            store=store,
+            name=name,
+            save_x0=True,
+            progress=False,
+        )
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    }
+    a, b, c = runs[("a", 0)], runs[("b", 0)], runs[("c", 1)]
+    assert table_bytes(a) == table_bytes(b)
+    assert a.manifest["seed"] == 0
+    assert not np.array_equal(a.images(), c.images())
