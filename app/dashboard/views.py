@@ -178,8 +178,8 @@ def _side_by_side(run: Run, other: Run, *, analysis: str, **options: Any) -> pd.
         return side_by_side([run, other], analysis, **options)
     except KeyError as exc:  # a metric only one run has (aux_loss needs probs): side_by_side cannot join it
         raise InputError(
-            f"{analysis}: {exc.args[0]!r} is missing, a metric only one of {run.name!r} and {other.name!r} has "
-            "(aux_loss needs both runs recorded with probs)"
+            f"{analysis}: {exc.args[0]!r} is missing, a metric only one of {run.name!r} and {other.name!r} "
+            "has (aux_loss needs both runs recorded with probs)"
         ) from None
 
 

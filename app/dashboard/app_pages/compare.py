@@ -93,8 +93,26 @@ def side_by_side(run: Run, other: Run) -> None:
     )
 
 
+def same_inputs(run: Run, other: Run) -> bool:
+    """Whether the two runs were recorded on the same inputs: the same samples with the same text (text
+    runs) or the same class and branch (diffusion runs)."""
+    mine, theirs = cache.table(run, "table.samples"), cache.table(other, "table.samples")
+    if len(mine) != len(theirs) or run.manifest.get("kind") != other.manifest.get("kind"):
+        return False
+    columns = [c for c in ("text", "class", "branch") if c in mine.columns and c in theirs.columns]
+    return all(
+        mine[c].astype("string").fillna("").tolist() == theirs[c].astype("string").fillna("").tolist()
+        for c in columns
+    )
+
+
 def agreement(run: Run, other: Run) -> None:
     st.subheader("Agreement")
+    if not same_inputs(run, other):
+        st.warning(
+            f"{literal(run.name)} and {literal(other.name)} were not recorded on the same inputs: agreement "
+            "pairs decisions by sample, position, step and layer, so it compares unrelated tokens here."
+        )
     table = cache.pair_table(run, other, "agreement")
     if table.empty or int(table["decisions"].sum()) == 0:
         st.info(
