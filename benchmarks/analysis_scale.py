@@ -15,12 +15,13 @@ implementation of the same report (`_pandas_report.py`) measured the same way.
 3. Both children write their tables; they are compared (integer columns exactly, floats to 1e-9
    relative) and any difference is printed and makes the exit status 1.
 
-The machine is shared, so the load average is printed next to each figure: under load, wall times grow
-and CPU times are the steadier comparison. pandas at 100 M rows needs about 10 GB; `--pandas-rows N` runs
-the baseline on an N-row run instead (DuckDB runs on that run too, for the ratio), and `--pandas-rows 0`
-skips it. This prints measurements; it is not a test.
+The machine is shared, so the load average is printed next to each figure (the 1-minute load average,
+mean of before and after the child, which counts the child's own busy threads too): under load, wall
+times grow and CPU times are the steadier comparison. pandas at 100 M rows needs about 9 GB;
+`--pandas-rows N` runs the baseline on an N-row run instead (DuckDB runs on that run too, for the
+ratio), and `--pandas-rows 0` skips it. This prints measurements; it is not a test.
 
-    .venv/bin/python benchmarks/analysis_scale.py [--rows N] [--store DIR] [--pandas-rows N] [--threads N]
+    .venv/bin/python benchmarks/analysis_scale.py [--rows N] [--store DIR] [--pandas-rows N]
 """
 
 from __future__ import annotations
@@ -114,10 +115,12 @@ def compare(left: Path, right: Path) -> list[str]:
         if len(a) != len(b):
             problems.append(f"{path.stem}: {len(a)} rows against {len(b)}")
             continue
+        if sorted(a.columns) != sorted(b.columns):
+            problems.append(f"{path.stem}: columns {sorted(a.columns)} against {sorted(b.columns)}")
+            continue
         keys = [c for c in KEY_COLUMNS if c in a.columns]
         a, b = a.sort_values(keys, ignore_index=True), b.sort_values(keys, ignore_index=True)
-        shared = [c for c in a.columns if c in b.columns]
-        problems += [f"{path.stem}.{c} differs" for c in shared if not _same(a[c], b[c])]
+        problems += [f"{path.stem}.{c} differs" for c in a.columns if not _same(a[c], b[c])]
     return problems
 
 
