@@ -151,14 +151,14 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
 
 
 def report(run: Run) -> dict[str, Callable[[], pd.DataFrame]]:
-    """The standard report: table name → the call that computes it."""
+    """The standard report (table name → the call that computes it), then vocabulary specialization."""
     calls: dict[str, Callable[[], pd.DataFrame]] = {
         "balance": lambda: balance(run),
         "specialization_domain": lambda: specialization(run, "domain"),
         "specialization_token_id": lambda: specialization(run, "token_id"),
-        "vocabulary": lambda: vocabulary(run),
         "uncertainty": lambda: uncertainty(run),
     }
     for layer in sorted(_n_experts(run)):
         calls[f"coactivation_{layer}"] = partial(coactivation, run, layer)
+    calls["vocabulary"] = lambda: vocabulary(run)
     return calls
