@@ -83,7 +83,11 @@ class ForkServer:
     def close(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a child left frozen by a failed test: stop the server
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture(scope="module")
