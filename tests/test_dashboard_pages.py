@@ -35,6 +35,7 @@ from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.exports import figure_bytes
 from routescope.figures import figure_load
 from routescope.hooks import Run, Store
+from routescope.hooks.store import INCOMPLETE_DIR
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -421,11 +422,12 @@ def test_pages_list_damaged_runs_and_open_the_good_ones(
     shutil.copytree(store_dir / "text", store / "future")
     manifest = json.loads((store / "future" / "manifest.json").read_text())
     (store / "future" / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    (store / INCOMPLETE_DIR / "halfway").mkdir(parents=True)  # an interrupted recording
     monkeypatch.setenv(STORE_ENV, str(store))
     at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=240).run()
     at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception
-    assert any("broken, future" in c.value for c in at.caption)
+    assert any("halfway, broken, future" in c.value for c in at.caption)
     if page == "compare":
         assert "Record a second run" in at.info[0].value
     else:
