@@ -128,6 +128,7 @@ def show_images(images: Sequence[np.ndarray], captions: Sequence[str], per_row: 
 
 SHOWN_WIDTH: Width = "double"
 """Column width at which figures are drawn in the page (exports choose their own)."""
+TABLE_NAMES = {"csv": "CSV", "latex": "LaTeX"}
 WIDTH_NAMES: dict[str, str] = {
     width: f"{name} ({inches} in)"
     for (width, inches), name in zip(COLUMN_INCHES.items(), ("single column", "double column"), strict=True)
@@ -190,12 +191,12 @@ def export_menu(
 
 def table_downloads(table: pd.DataFrame, *, key: str, stem: str) -> None:
     """Download buttons for `table` as CSV and LaTeX (rendered when clicked)."""
-    columns = st.columns(len(TABLE_FORMATS))
+    columns = st.columns([1] * len(TABLE_FORMATS) + [3])
     for column, (fmt, (suffix, mime)), widget in zip(
-        columns, TABLE_FORMATS.items(), (state.EXPORT_CSV, state.EXPORT_LATEX), strict=True
+        columns, TABLE_FORMATS.items(), (state.EXPORT_CSV, state.EXPORT_LATEX), strict=False
     ):
         column.download_button(
-            f"Table as {suffix.upper()}",
+            f"Table as {TABLE_NAMES[fmt]}",
             data=partial(table_text, table, fmt),
             file_name=f"{stem}.{suffix}",
             mime=mime,
