@@ -45,28 +45,20 @@ def expert_load(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
         f"SELECT {keys}, expert, count(*) AS count FROM assignments WHERE NOT dropped "
         f"GROUP BY {keys}, expert",
     )
-    sizes = experts_per_group(run, columns)
-    frames = []
-    for group, part in counts.groupby(columns, sort=True):
-        group_key = group if isinstance(group, tuple) else (group,)
-        n_experts = _group_size(sizes, columns, group_key)
-        full = pd.DataFrame({"expert": np.arange(n_experts)})
-        for column, value in zip(columns, group_key, strict=True):
-            full[column] = value
-        full = full.merge(part[["expert", "count"]], on="expert", how="left").fillna({"count": 0})
-        full["count"] = full["count"].astype(np.int64)
-        full["load"] = full["count"] / max(int(full["count"].sum()), 1)
-        frames.append(full[[*columns, "expert", "count", "load"]])
-    if not frames:
+    if counts.empty:
         return pd.DataFrame(columns=[*columns, "expert", "count", "load"])
-    return pd.concat(frames, ignore_index=True)
-
-
-def _group_size(sizes: dict[int, int] | int, columns: list[str], key: tuple) -> int:
+    sizes = experts_per_group(run, columns)
+    groups = counts[columns].drop_duplicates().sort_values(columns, ignore_index=True)
     if isinstance(sizes, int):
-        return sizes
-    column = "router" if "router" in columns else "layer"
-    return sizes[int(key[columns.index(column)])]
+        n_experts = np.full(len(groups), sizes)
+    else:
+        n_experts = groups["router" if "router" in columns else "layer"].map(sizes).to_numpy()
+    full = groups.loc[groups.index.repeat(n_experts)].reset_index(drop=True)
+    full["expert"] = full.groupby(columns, sort=False).cumcount()  # 0 … E−1 within each group
+    full = full.merge(counts, on=[*columns, "expert"], how="left").fillna({"count": 0})
+    full["count"] = full["count"].astype(np.int64)
+    full["load"] = full["count"] / full.groupby(columns, sort=False)["count"].transform("sum").clip(lower=1)
+    return full[[*columns, "expert", "count", "load"]]
 
 
 def _gini(counts: np.ndarray) -> float:

@@ -21,14 +21,13 @@ from .specialization import label_nmi
 SENSITIVITY_LABELS = ("class", "prompt", "branch", "position", "row", "col", "step", "token_id", "domain")
 
 
-def _js(p: np.ndarray, q: np.ndarray) -> float:
-    m = (p + q) / 2
-
-    def kl(x: np.ndarray) -> float:
-        mask = x > 0
-        return float((x[mask] * np.log(x[mask] / m[mask])).sum())
-
-    return (kl(p) + kl(q)) / 2
+def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon divergence (nats) of distribution `p` [E] against each row of `q` [S, E]."""
+    m = (p[None, :] + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p[None, :] > 0, p[None, :] * np.log(p[None, :] / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=1)
+    return (kl_p + kl_q) / 2
 
 
 def step_similarity(run: Run) -> pd.DataFrame:
@@ -38,22 +37,29 @@ def step_similarity(run: Run) -> pd.DataFrame:
         raise InputError(
             f"run {run.name!r} has a single step; step similarity needs a diffusion or generation run"
         )
-    rows = []
+    frames = []
     for layer, part in load.groupby("layer"):
         matrix = part.pivot_table(index="step", columns="expert", values="load", fill_value=0.0)
         steps = matrix.index.to_numpy()
-        values = matrix.to_numpy()
-        for i, a in enumerate(steps):
-            for j, b in enumerate(steps):
-                rows.append(
-                    {"layer": layer, "step_a": int(a), "step_b": int(b), "js": _js(values[i], values[j])}
-                )
-    return pd.DataFrame(rows)
+        values = matrix.to_numpy(dtype=np.float64)
+        js = np.stack([_js_rows(values[i], values) for i in range(len(steps))])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "step_a": np.repeat(steps, len(steps)).astype(int),
+                    "step_b": np.tile(steps, len(steps)).astype(int),
+                    "js": js.ravel(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
-def denoising_phases(run: Run, n_phases: int = 3) -> pd.DataFrame:
-    """`layer, step, phase`: steps clustered by routing similarity (phase 0 holds the first step)."""
-    table = step_similarity(run)
+def denoising_phases(run: Run, n_phases: int = 3, similarity: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`layer, step, phase`: steps clustered by routing similarity (phase 0 holds the first step);
+    pass `similarity` (the `step_similarity` table) to reuse one already computed."""
+    table = step_similarity(run) if similarity is None else similarity
     out: list[dict[str, int]] = []
     for layer, part in table.groupby("layer"):
         matrix = part.pivot_table(index="step_a", columns="step_b", values="js").sort_index()

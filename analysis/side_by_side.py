@@ -3,7 +3,8 @@
 `side_by_side(runs, kind, ...)` computes `kind` on every run with the same options and joins the tables
 on the kind's key columns (`registry.keys_of`), so a row holds one layer/expert/label's value in each run:
 metric columns are suffixed with the run's name (`cv@base`, `cv@tuned`) and, for two runs, a
-`<metric>@diff` column = second − first. Rows present in only one run keep NaN on the other side.
+`<metric>@diff` column = second − first for every metric both runs have (`aux_loss` exists only for runs
+recorded with probabilities). Rows present in only one run keep NaN on the other side.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ def side_by_side(
         raise InputError(f"{kind!r} cannot be put side by side; try load, balance, nmi, uncertainty, ...")
     keys = keys_of(kind, label)
     merged: pd.DataFrame | None = None
-    metrics: list[str] = []
+    found: list[list[str]] = []
     for run in runs:
         table = compute(kind, run, label=label, layer=layer, **params)
         metrics = [c for c in table.columns if c not in keys and pd.api.types.is_numeric_dtype(table[c])]
+        found.append(metrics)
         table = table[[*keys, *metrics]].rename(columns={m: f"{m}@{run.name}" for m in metrics})
         merged = table if merged is None else merged.merge(table, on=keys, how="outer")
     assert merged is not None
-    if len(runs) == 2:
-        for metric in metrics:
+    if len(runs) == 2:  # a metric only one run has (aux_loss needs probs) gets no difference column
+        for metric in [m for m in found[0] if m in found[1]]:
             merged[f"{metric}@diff"] = merged[f"{metric}@{names[1]}"] - merged[f"{metric}@{names[0]}"]
     return merged.sort_values(keys, ignore_index=True)

@@ -236,6 +236,9 @@ def test_side_by_side_of_a_run_and_its_rerecording(recorded: Store, tmp_path: Pa
         labels={"domain": run.samples()["domain"].tolist()},
     )  # fmt: skip
     table = side_by_side([run, again], "balance")
+    mixed = side_by_side([run, recorded.open("dit")], "balance")  # only lm has probs: aux_loss on one side
+    assert "aux_loss@lm" in mixed.columns
+    assert "aux_loss@diff" not in mixed.columns
     assert table["cv@diff"].to_numpy() == pytest.approx(0.0, abs=1e-12)
     assert table["cv@lm"].to_numpy() == pytest.approx(balance(run)["cv"].to_numpy())
     out = tmp_path / "agree.json"
