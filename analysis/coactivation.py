@@ -5,10 +5,11 @@ counts. For experts a ≠ b of one layer, over its decisions (tokens × steps ×
 - `count` = decisions that chose both a and b;
 - `p_b_given_a` = count / decisions that chose a;
 - `lift` = P(a, b) / (P(a) · P(b)) — 1 when a and b are chosen independently, > 1 when they co-occur.
-Each decision's experts are folded into one bitmask in DuckDB (`bit_or(1 << expert)`), the few distinct
-masks are counted, and pairs are expanded from them in numpy: one fixed-width value per decision keeps
-this to seconds on 100 M-row runs (`../shared/notes/perf-anchors.md`). Layers with more than 64 experts
-fall back to a self-join.
+Each decision's experts are folded into one bitmask in DuckDB (`bit_or(1 << expert)`), the distinct
+masks are counted (about 300 k for a top-4-of-64 layer of 3 M decisions), and pairs are expanded from
+them with vectorised numpy: one fixed-width value per decision keeps this to about a second per layer
+of a 100 M-row run (`../shared/notes/perf-anchors.md`, benchmarks/analysis_scale.py). Layers with more
+than 64 experts fall back to a self-join.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import pandas as pd
 from routescope.hooks import InputError, Run
 
 from .frames import sql
-
-KEYS = "sample, position, step, router, call"
 
 
 def coactivation(run: Run, layer: int) -> pd.DataFrame:
@@ -33,12 +32,13 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
         )
     n_experts = max(int(r["n_experts"]) for r in routers)
     where = f"layer = {int(layer)} AND NOT dropped"
+    keys = ", ".join(_decision_keys(routers))
     if n_experts <= 64:
         masks = sql(
             run,
             f"""SELECT mask, count(*) AS n FROM (
                 SELECT bit_or(CAST(1 AS UBIGINT) << CAST(expert AS UBIGINT)) AS mask
-                FROM assignments WHERE {where} GROUP BY {KEYS}) GROUP BY mask""",
+                FROM assignments WHERE {where} GROUP BY {keys}) GROUP BY mask""",
         )
         pairs, singles = _expand_masks(
             masks["mask"].to_numpy(dtype=np.uint64), masks["n"].to_numpy(dtype=np.float64), n_experts
@@ -47,8 +47,8 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
     else:
         joint = sql(
             run,
-            f"""WITH d AS (SELECT {KEYS}, expert FROM assignments WHERE {where})
-            SELECT x.expert AS a, y.expert AS b, count(*) AS n FROM d x JOIN d y USING ({KEYS})
+            f"""WITH d AS (SELECT {keys}, expert FROM assignments WHERE {where})
+            SELECT x.expert AS a, y.expert AS b, count(*) AS n FROM d x JOIN d y USING ({keys})
             GROUP BY ALL""",
         )
         pairs = np.zeros((n_experts, n_experts))
@@ -56,7 +56,7 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
         singles = np.diag(pairs).copy()
         np.fill_diagonal(pairs, 0)
         decisions = float(
-            sql(run, f"SELECT count(*) AS n FROM (SELECT DISTINCT {KEYS} FROM assignments WHERE {where})")[
+            sql(run, f"SELECT count(*) AS n FROM (SELECT DISTINCT {keys} FROM assignments WHERE {where})")[
                 "n"
             ].iloc[0]
         )
@@ -74,6 +74,18 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
             "lift": lift,
         }
     ).sort_values(["expert_a", "expert_b"], ignore_index=True)
+
+
+def _decision_keys(routers: list[dict]) -> list[str]:
+    """The decision key columns that can vary within one layer: `router` only when the layer has several
+    routers, `call` only when a router runs more than once per forward pass. Grouping 12.5 M rows by
+    three columns instead of five saves about a tenth of the query."""
+    keys = ["sample", "position", "step"]
+    if len(routers) > 1:
+        keys.append("router")
+    if any(int(r.get("call_count") or 2) != 1 for r in routers):
+        keys.append("call")
+    return keys
 
 
 def _expand_masks(masks: np.ndarray, counts: np.ndarray, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
