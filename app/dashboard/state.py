@@ -1,8 +1,8 @@
 """Session-state keys, named once: every widget's `key=` and the few values pages share.
 
 Widget keys are namespaced by page (`run.*`, `tokens.*`, `experts.*`, `noise.*`, `balance.*`, `embed.*`,
-`compare.*`; `export.*` for the export controls every chart gets), so a new page cannot collide with an
-old one. A widget whose option labels depend on the run (or the sample) takes its key through
+`compare.*`, `probe.*`; `export.*` for the export controls every chart gets), so a new page cannot collide
+with an old one. A widget whose option labels depend on the run (or the sample) takes its key through
 `scoped(key, run, ...)`: Streamlit identifies a keyed widget by its key alone, and its browser side keeps
 showing the old label of a value that survives a change of options (sample `#0 · class: 0` after switching
 to a text run).
@@ -117,6 +117,40 @@ COMPARE_METRIC = "compare.metric"
 COMPARE_CHART = "compare.chart"
 COMPARE_AGREEMENT_CHART = "compare.agreement_chart"
 COMPARE_TABLE = "compare.table"
+
+# Interventions page widgets and charts.
+PROBE_MODEL_SOURCE = "probe.model_source"
+PROBE_BUNDLED = "probe.bundled"
+PROBE_MODEL_SPEC = "probe.model_spec"
+PROBE_KIND = "probe.kind"
+PROBE_LAYERS = "probe.layers"
+PROBE_ABLATE_WHICH = "probe.ablate_which"
+PROBE_EXPERTS = "probe.experts"
+PROBE_TOP = "probe.top"
+PROBE_SHARED = "probe.shared"
+PROBE_SEEDS = "probe.seeds"
+PROBE_FORCE_EXPERTS = "probe.force_experts"
+PROBE_WHERE = "probe.where"
+PROBE_SIGMA = "probe.sigma"
+PROBE_NOISE_ON = "probe.noise_on"
+PROBE_NOISE_SEED = "probe.noise_seed"
+PROBE_BATCH_SIZE = "probe.batch_size"
+PROBE_INPUT_SOURCE = "probe.input_source"
+PROBE_TEXT = "probe.text"
+PROBE_DOMAINS = "probe.domains"
+PROBE_MAX_TEXTS = "probe.max_texts"
+PROBE_CLASSES = "probe.classes"
+PROBE_SAMPLES_PER_CLASS = "probe.samples_per_class"
+PROBE_STEPS = "probe.steps"
+PROBE_CFG_SCALE = "probe.cfg_scale"
+PROBE_SEED = "probe.seed"
+PROBE_NAME = "probe.name"
+PROBE_OVERWRITE = "probe.overwrite"
+PROBE_START = "probe.start"
+PROBE_RESULT_RUN = "probe.result_run"
+PROBE_EDIT_TABLE = "probe.edit_table"
+PROBE_CHART = "probe.chart"
+PROBE_TABLE = "probe.table"
 
 # Export controls, one set per chart or table (scoped by the chart's own key).
 EXPORT_MENU = "export.menu"

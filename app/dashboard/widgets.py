@@ -3,7 +3,7 @@ figure's and table's export control.
 
 A user mistake (a bad run name, a model that does not load, a damaged run) is a `RouteScopeError`; inside
 `user_errors()` it becomes an `st.error` with its one-line message and the page stops there — never a
-traceback.
+traceback. So does a DuckDB error from a damaged data page, named by verifying the run.
 
 `show_figure(build, table, key=..., name=...)` draws a paper figure (`build(width)` returns it at a column
 width) with an Export menu beside it: SVG / PDF / PNG at single or double column width, rendered only when
@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
+import duckdb
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from routescope.hooks import RouteScopeError, Run, Store
+from routescope.hooks import CorruptRunError, RouteScopeError, Run, Store
 
 from ..figures.theme import COLUMN_INCHES, Width
 from . import cache, state
@@ -41,15 +42,49 @@ def show_error(exc: RouteScopeError) -> None:
 
 
 @contextmanager
-def user_errors(*, stop: bool = True) -> Iterator[None]:
+def user_errors(*, stop: bool = True, runs: Sequence[Run] = ()) -> Iterator[None]:
     """Show a RouteScopeError raised inside as one `st.error` line and stop the page (or, with
-    `stop=False`, carry on after the block)."""
+    `stop=False`, carry on after the block).
+
+    A DuckDB error is what an analysis meets on a damaged data page (opening a run checks footers only,
+    and DuckDB does not check page checksums): as `routescope` does, the runs are verified and the first
+    damaged file is named in one line (`runs`, else the run the pages are browsing). If every run reads
+    cleanly the error is a bug, and it is raised as it is."""
     try:
         yield
     except RouteScopeError as exc:
         show_error(exc)
         if stop:
             st.stop()
+    except duckdb.Error:
+        damage = damaged_run(runs)
+        if damage is None:
+            raise
+        show_error(damage)
+        if stop:
+            st.stop()
+
+
+def damaged_run(runs: Sequence[Run] = ()) -> CorruptRunError | None:
+    """After DuckDB failed on a read: the error naming the first damaged file of `runs` (default: the
+    run the pages are browsing, in the dashboard's store), found by `Run.verify`; None if all read
+    cleanly."""
+    if not runs:
+        name = state.current_run()
+        if name is None:
+            return None
+        try:
+            runs = [Store(store_folder()).open(name)]
+        except CorruptRunError as exc:
+            return exc
+        except RouteScopeError:
+            return None
+    for run in runs:
+        try:
+            run.verify()
+        except CorruptRunError as exc:
+            return exc
+    return None
 
 
 def open_store() -> Store:

@@ -21,6 +21,7 @@ from .export import ExportError, export_figure, export_figures, write_table
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
+from .probes import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
 from .registry import FIGURES, FigureKind, FigureRequest, make_figure, standard_set
 from .sequence import figure_agreement, figure_repeat, figure_side_by_side, figure_top_tokens
 from .theme import COLUMN_INCHES, TEMPLATE, expert_colour, paper_layout, template, width_px
@@ -36,8 +37,10 @@ __all__ = [
     "expert_colour",
     "export_figure",
     "export_figures",
+    "figure_ablation",
     "figure_agreement",
     "figure_balance",
+    "figure_batch_dependence",
     "figure_binned_histogram",
     "figure_branches",
     "figure_coactivation",
@@ -45,11 +48,13 @@ __all__ = [
     "figure_expert_overview",
     "figure_expert_similarity",
     "figure_expert_steps",
+    "figure_flip_rate",
     "figure_load",
     "figure_nmi",
     "figure_partners",
     "figure_repeat",
     "figure_sensitivity",
+    "figure_set_share",
     "figure_side_by_side",
     "figure_spatial",
     "figure_specialization",

@@ -47,5 +47,8 @@ PAGES: tuple[PageFile, ...] = (
     PageFile(file="balance.py", title="Balance & uncertainty", icon=":material/balance:", url_path="balance"),
     PageFile(file="embeddings.py", title="Embeddings", icon=":material/scatter_plot:", url_path="embeddings"),
     PageFile(file="compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    PageFile(
+        file="interventions.py", title="Interventions", icon=":material/science:", url_path="interventions"
+    ),
 )
 """The navigation, in menu order."""

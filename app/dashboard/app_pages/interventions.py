@@ -1,0 +1,323 @@
+"""Interventions page: set up a causal probe on a model, record it, and see what the edit did.
+
+Choose a bundled model (or a local folder), a probe — disable experts (a list, each layer's top r, the
+shared expert; against random ablations of the same size), force tokens to an expert set, add noise to
+the routers, or batch the inputs — and its inputs (a subset of the bundled domain set or typed text; classes,
+samples and steps for the DiT). "Run probe" records the probe's runs with one progress bar
+(`probing.run_probe`); below, a probe run's tables are shown with a figure each (`probing.probe_result`):
+the loss against random ablations, the share of decisions inside a forced set, the flip rate by margin,
+the share of decisions a batch changes. The runs are ordinary runs, open on every other page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import streamlit as st
+
+from routescope.cli_record import parse_classes
+from routescope.dashboard import cache, state
+from routescope.dashboard.app_pages import PAGES
+from routescope.dashboard.markup import literal
+from routescope.dashboard.probing import (
+    PROBE_KINDS,
+    Ablate,
+    Batch,
+    Force,
+    Noise,
+    PageInputs,
+    ProbeSettings,
+    StagedProgress,
+    check_names,
+    check_settings,
+    domain_subset,
+    is_probe_result,
+    parse_ints,
+    parse_where,
+    probe_result,
+    run_probe,
+)
+from routescope.dashboard.recording import dataset_inputs, typed_inputs
+from routescope.dashboard.widgets import (
+    open_store,
+    pick_run,
+    show_error,
+    show_figure,
+    show_table,
+    user_errors,
+)
+from routescope.hooks import ModelSpecError, RouteScopeError, Store
+from routescope.hooks.probes import Sampling
+from routescope.models import BUNDLED, bundled_names
+
+DEFAULT_MODEL = "moe-lm"
+EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"
+DOMAINS = ("prose", "code", "arithmetic", "json", "chemistry")
+PROBE_TITLES = {
+    "ablate": "Ablate: disable experts",
+    "force": "Force: route tokens to experts",
+    "noise": "Noise: perturb the routers",
+    "batch": "Batch: alone vs in a batch",
+}
+ABLATE_CHOICES = {"experts": "These experts", "top": "Each layer's top r most used", "shared": "Shared only"}
+INPUT_SOURCES = {"dataset": "Bundled domain set", "typed": "Typed text"}
+
+
+def choose_model() -> tuple[str, bool]:
+    """The model spec and whether it is a diffusion model (only bundled ones bring a sampler)."""
+    source = st.radio(
+        "Model",
+        ["bundled", "other"],
+        format_func={"bundled": "Bundled", "other": "Local checkpoint folder or hub id"}.__getitem__,
+        horizontal=True,
+        key=state.PROBE_MODEL_SOURCE,
+    )
+    if source == "bundled":
+        names = bundled_names()
+        name = str(
+            st.selectbox(
+                "Bundled model",
+                names,
+                index=names.index(DEFAULT_MODEL),
+                format_func=lambda n: f"{n}: {BUNDLED[n].description}",
+                key=state.PROBE_BUNDLED,
+            )
+        )
+        return f"bundled:{name}", BUNDLED[name].sampler is not None
+    spec = st.text_input("Checkpoint folder or hub id", key=state.PROBE_MODEL_SPEC)
+    return spec.strip(), False
+
+
+def layers_field() -> Callable[[], tuple[int, ...] | None]:
+    text = st.text_input(
+        "Layers to edit (comma-separated; blank: every MoE layer)", placeholder="0, 2", key=state.PROBE_LAYERS
+    )
+
+    def read() -> tuple[int, ...] | None:
+        return parse_ints(text, "layers") or None
+
+    return read
+
+
+def ablate_settings() -> Callable[[], ProbeSettings]:
+    which = st.radio(
+        "Disable",
+        list(ABLATE_CHOICES),
+        format_func=ABLATE_CHOICES.__getitem__,
+        horizontal=True,
+        key=state.PROBE_ABLATE_WHICH,
+    )
+    columns = st.columns(3)
+    experts, top = "", 0
+    if which == "experts":
+        experts = columns[0].text_input("Experts (comma-separated)", value="0", key=state.PROBE_EXPERTS)
+    elif which == "top":
+        top = int(columns[0].number_input("r", 1, 256, 1, key=state.PROBE_TOP))
+    shared = which == "shared" or columns[1].checkbox("Also the shared expert", key=state.PROBE_SHARED)
+    seeds = columns[2].number_input(
+        "Random ablations (seeds)", 0, 10, 3, key=state.PROBE_SEEDS, disabled=which == "shared"
+    )
+    layers = layers_field()
+
+    def read() -> ProbeSettings:
+        chosen = parse_ints(experts, "experts") if which == "experts" else ()
+        return Ablate(
+            experts=chosen,
+            top=top if which == "top" else None,
+            shared=bool(shared),
+            seeds=int(seeds),
+            layers=layers(),
+        )
+
+    return read
+
+
+def force_settings(diffusion: bool) -> Callable[[], ProbeSettings]:
+    columns = st.columns(2)
+    experts = columns[0].text_input(
+        "Force to experts (at least top-k)", value="0, 1", key=state.PROBE_FORCE_EXPERTS
+    )
+    where = columns[1].text_input(
+        "Only tokens where (LABEL=VALUE; blank: every token)",
+        placeholder="class=3" if diffusion else "domain=code",
+        key=state.PROBE_WHERE,
+    )
+    layers = layers_field()
+
+    def read() -> ProbeSettings:
+        return Force(experts=parse_ints(experts, "experts"), where=parse_where(where), layers=layers())
+
+    return read
+
+
+def noise_settings() -> Callable[[], ProbeSettings]:
+    columns = st.columns(3)
+    sigma = columns[0].number_input("σ", 0.0, 10.0, 0.05, step=0.01, format="%.3f", key=state.PROBE_SIGMA)
+    on = columns[1].radio("On the router's", ["input", "logits"], horizontal=True, key=state.PROBE_NOISE_ON)
+    seed = columns[2].number_input("Noise seed", 0, 2**31 - 1, 0, key=state.PROBE_NOISE_SEED)
+    layers = layers_field()
+    st.caption("Input noise is σ × the token's RMS (σ = 0.05 is 5 %); logit noise is in logit units.")
+
+    def read() -> ProbeSettings:
+        return Noise(
+            sigma=float(sigma), on="logits" if on == "logits" else "input", seed=int(seed), layers=layers()
+        )
+
+    return read
+
+
+def batch_settings() -> Callable[[], ProbeSettings]:
+    size = st.number_input("Batch size", 2, 256, 4, key=state.PROBE_BATCH_SIZE)
+    st.caption("The inputs are recorded one at a time (NAME.alone) and this many at a time (NAME).")
+
+    def read() -> ProbeSettings:
+        return Batch(batch_size=int(size))
+
+    return read
+
+
+def text_inputs() -> Callable[[], PageInputs]:
+    """How to read the text inputs (called on Run probe, so a mistake is reported then)."""
+    source = st.radio(
+        "Inputs",
+        list(INPUT_SOURCES),
+        format_func=INPUT_SOURCES.__getitem__,
+        horizontal=True,
+        key=state.PROBE_INPUT_SOURCE,
+    )
+    if source == "typed":
+        text = st.text_area("One input per line", value=EXAMPLE_TEXT, height=100, key=state.PROBE_TEXT)
+        return partial(typed_inputs, text)
+    columns = st.columns([3, 2])
+    domains = columns[0].multiselect("Domains", list(DOMAINS), default=list(DOMAINS), key=state.PROBE_DOMAINS)
+    most = columns[1].slider(
+        "Texts at most (taking turns over the domains)", 1, 100, 10, key=state.PROBE_MAX_TEXTS
+    )
+    return partial(_domain_texts, tuple(domains), int(most))
+
+
+def _domain_texts(domains: tuple[str, ...], most: int) -> PageInputs:
+    return domain_subset(dataset_inputs("bundled:domains"), most, domains)
+
+
+def diffusion_inputs() -> Callable[[], PageInputs]:
+    columns = st.columns(5)
+    classes = columns[0].text_input("Classes", value="0-9", key=state.PROBE_CLASSES)
+    per_class = columns[1].number_input("Samples per class", 1, 16, 1, key=state.PROBE_SAMPLES_PER_CLASS)
+    steps = columns[2].number_input("Steps", 1, 1000, 10, key=state.PROBE_STEPS)
+    cfg = columns[3].number_input("CFG scale", 0.0, 20.0, 4.0, step=0.5, key=state.PROBE_CFG_SCALE)
+    seed = columns[4].number_input("Seed", 0, 2**31 - 1, 0, key=state.PROBE_SEED)
+
+    def read() -> PageInputs:
+        return Sampling(
+            classes=tuple(parse_classes(classes)),
+            samples_per_class=int(per_class),
+            steps=int(steps),
+            cfg_scale=float(cfg),
+            seed=int(seed),
+        )
+
+    return read
+
+
+SETTINGS: dict[str, Callable[[bool], Callable[[], ProbeSettings]]] = {
+    "ablate": lambda diffusion: ablate_settings(),
+    "force": force_settings,
+    "noise": lambda diffusion: noise_settings(),
+    "batch": lambda diffusion: batch_settings(),
+}
+
+
+def probe_form(store: Store) -> None:
+    """Model, probe, inputs, name and the Run probe button; records the probe's runs and remembers them."""
+    spec, diffusion = choose_model()
+    kind = str(
+        st.radio(
+            "Probe", PROBE_KINDS, format_func=PROBE_TITLES.__getitem__, horizontal=True, key=state.PROBE_KIND
+        )
+    )
+    read_settings = SETTINGS[kind](diffusion)
+    read_inputs = diffusion_inputs() if diffusion else text_inputs()
+    columns = st.columns([3, 1])
+    name = columns[0].text_input("Run name", value=f"{kind}-probe", key=state.PROBE_NAME)
+    overwrite = columns[1].checkbox("Replace runs of those names", key=state.PROBE_OVERWRITE)
+    if not st.button("Run probe", type="primary", key=state.PROBE_START):
+        return
+    try:
+        settings = read_settings()
+        check_settings(settings)
+        names = check_names(store, name, settings, overwrite)
+        if not spec:
+            raise ModelSpecError("type a local checkpoint folder or a hub id")
+        inputs = read_inputs()
+        model = cache.model(spec)
+        bar = st.progress(0.0, text=f"recording {names[0]}")
+        progress = StagedProgress(names, lambda fraction, text: bar.progress(fraction, text=text))
+        run = run_probe(
+            model, inputs, settings, store=store, name=name.strip(), overwrite=overwrite, progress=progress
+        )
+    except RouteScopeError as exc:
+        show_error(exc)
+        return
+    state.set_last_recorded(run.name)
+    st.success(f"Recorded runs {literal(', '.join(names))}.")
+
+
+def show_result(store: Store) -> None:
+    """A probe run's tables and figures, against its base (and random ablations)."""
+    if not any(_is_probe_run(store, name) for name in store.runs()):
+        st.info("No probe run in the store yet: set one up above and press Run probe.")
+        return
+    run = pick_run(store, state.PROBE_RESULT_RUN, accept=is_probe_result, kind="probe run")
+    with user_errors(runs=[run]):
+        result = probe_result(store, run)
+        st.caption(f"{result.probe} probe · runs {literal(', '.join(result.runs))}")
+        if not result.edit.empty:
+            with st.expander("The edit, per router"):
+                show_table(
+                    result.edit, key=state.scoped(state.PROBE_EDIT_TABLE, run.name), name=f"{run.name}-edit"
+                )
+        if result.note:
+            st.info(literal(result.note))
+        for table in result.tables:
+            st.markdown(f"**{literal(table.title)}**")
+            stem = f"{run.name}-{table.key}"
+            if table.figure is not None:
+                show_figure(
+                    table.figure,
+                    table.table,
+                    key=state.scoped(state.PROBE_CHART, run.name, table.key),
+                    name=stem,
+                )
+            show_table(table.table, key=state.scoped(state.PROBE_TABLE, run.name, table.key), name=stem)
+        compare = next(p for p in PAGES if p.url_path == "compare")
+        pair = f", and the Compare page lines {literal(run.name)} up with {literal(result.base)}"
+        st.markdown(
+            f"These are ordinary runs in the store: every page opens them{pair if result.base else ''}."
+        )
+        st.page_link(compare.path, label="Compare them", icon=":material/compare_arrows:")
+
+
+def _is_probe_run(store: Store, name: str) -> bool:
+    try:
+        return is_probe_result(cache.run(store, name))
+    except RouteScopeError:
+        return False
+
+
+def main() -> None:
+    st.title("Interventions")
+    st.caption(
+        "Edit the routing inside a model — disable, force or perturb experts, or batch the inputs — record "
+        "the edited model beside the unedited one, and see what changed."
+    )
+    store = open_store()
+    probe_form(store)
+    st.divider()
+    st.subheader("A probe's result")
+    show_result(store)
+
+
+if __name__ == "__main__":
+    main()
