@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 
 from routescope.hooks import InputError, Run
-from routescope.hooks.probes import probe_of
 
 ALL = "(all)"
 """The label value of the row over all inputs."""
 
 
 def _metrics(run: Run, key: str) -> Mapping[str, Any]:
-    entry = probe_of(run)
+    entry = run.probe
     found = (entry or {}).get("metrics", {}).get(key)
     if found is None:
         raise InputError(

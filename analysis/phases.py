@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import AgglomerativeClustering
 
 from routescope.hooks import InputError, Run
 
@@ -65,6 +64,8 @@ def denoising_phases(run: Run, n_phases: int = 3, similarity: pd.DataFrame | Non
         matrix = part.pivot_table(index="step_a", columns="step_b", values="js").sort_index()
         steps = matrix.index.to_numpy()
         k = min(n_phases, len(steps))
+        from sklearn.cluster import AgglomerativeClustering  # scikit-learn loads only when clustering
+
         labels = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(
             np.sqrt(np.clip(matrix.to_numpy(), 0, None))
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import AgglomerativeClustering
 
 from routescope.hooks import InputError, Run
 
@@ -83,6 +82,8 @@ def merge_groups(
     if not 1 <= n_groups <= n_experts:
         raise InputError(f"n_groups must be between 1 and {n_experts}")
     similarity = table["similarity"].to_numpy().reshape(n_experts, n_experts)
+    from sklearn.cluster import AgglomerativeClustering  # scikit-learn loads only when clustering
+
     groups = AgglomerativeClustering(
         n_clusters=n_groups, metric="precomputed", linkage="average"
     ).fit_predict(1.0 - similarity)

@@ -1,9 +1,15 @@
-"""Capture room: find routers, record their decisions, and read and write the Parquet run store."""
+"""Capture room: find routers, record their decisions, and read and write the Parquet run store.
+
+The store and the errors import at once; everything that needs torch (recording, router discovery) loads
+on first use, so reading runs — the analyses, the dashboard's pages, `routescope report` — never pays
+for importing torch.
+"""
 
 from __future__ import annotations
 
-from .diffusers_loop import record_pipeline
-from .diffusion import record_diffusion
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CorruptRunError,
     InputError,
@@ -16,11 +22,34 @@ from .errors import (
     RunNotFoundError,
     StoreError,
 )
-from .loaded import LoadedModel
-from .normalise import DecodeRule
-from .recorder import record
-from .routers import RouterSpec, describe_routers
 from .store import Run, Store
+
+if TYPE_CHECKING:
+    from .diffusers_loop import record_pipeline
+    from .diffusion import record_diffusion
+    from .loaded import LoadedModel
+    from .normalise import DecodeRule
+    from .recorder import record
+    from .routers import RouterSpec, describe_routers
+
+_LAZY = {
+    "record_pipeline": ".diffusers_loop",
+    "record_diffusion": ".diffusion",
+    "LoadedModel": ".loaded",
+    "DecodeRule": ".normalise",
+    "record": ".recorder",
+    "RouterSpec": ".routers",
+    "describe_routers": ".routers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CorruptRunError",

@@ -212,6 +212,12 @@ class Run:
         return list(self.manifest["routers"])
 
     @property
+    def probe(self) -> dict[str, Any] | None:
+        """The probe entry of the manifest (`model.probe`): which intervention made this run, or None."""
+        entry = self.manifest.get("model", {}).get("probe")
+        return dict(entry) if isinstance(entry, dict) else None
+
+    @property
     def label_columns(self) -> list[str]:
         return list(self.manifest.get("labels", []))
 

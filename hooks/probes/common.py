@@ -75,8 +75,7 @@ class RecordOptions:
 
 def probe_of(run: Run) -> dict[str, Any] | None:
     """The probe entry of a run's manifest (None for a run no probe wrote)."""
-    entry = run.manifest.get("model", {}).get("probe")
-    return dict(entry) if isinstance(entry, Mapping) else None
+    return run.probe
 
 
 def check_inputs(model: LoadedModel, inputs: Inputs) -> None:
