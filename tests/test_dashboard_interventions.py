@@ -19,6 +19,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+import routescope
 from routescope.analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
 from routescope.analysis.batching import batch_dependence
 from routescope.analysis.forcing import set_share
@@ -35,7 +36,9 @@ from routescope.dashboard.probing import (
     parse_ints,
     parse_where,
     run_names,
+    run_probe,
 )
+from routescope.dashboard.recording import dataset_inputs
 from routescope.dashboard.widgets import user_errors
 from routescope.figures import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
 from routescope.hooks import InputError, Store
@@ -328,6 +331,21 @@ def test_a_damaged_data_page_is_one_error_line_naming_the_file(
     assert str(damaged_store / "r" / "assignments.parquet") in message.replace("\\", "")
     assert "damaged data" in message
     assert "\n" not in message
+
+
+def test_a_damaged_base_run_of_a_probe_is_named_on_the_page(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(store_dir)
+    lm = routescope.load_model("bundled:moe-lm")
+    inputs = domain_subset(dataset_inputs("bundled:domains"), 10)
+    run_probe(lm, inputs, Noise(sigma=0.1), store=store, name="noisy")
+    damaged = damage_a_data_page(store_dir / "noisy.base")
+    at = open_page(store_dir, monkeypatch)  # the noisy run itself reads cleanly: its base is verified too
+    assert len(at.error) == 1
+    message = at.error[0].value.replace("\\", "")
+    assert message.startswith(f"{damaged}: damaged data")
+    assert at.selectbox(key=state.PROBE_RESULT_RUN).value == "noisy"
 
 
 def test_user_errors_raises_a_duckdb_error_when_every_run_reads_cleanly(store_dir: Path) -> None:

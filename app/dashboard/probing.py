@@ -385,26 +385,37 @@ def forced_experts(entry: Mapping[str, Any]) -> list[int]:
     return sorted({int(e) for experts in sets for e in experts})
 
 
-def probe_result(store: Store, run: Run) -> ProbeResult:
-    """The tables of probe run `run` against its base (and random ablations), with their figures."""
+def companions(store: Store, run: Run) -> list[Run]:
+    """Every run of probe run `run`'s comparison, the base first: base, `run`, its random ablations."""
     entry = probe_of(run)
     if entry is None or not is_probe_result(run):
         raise InputError(f"run {run.name!r} is not a probe run (ablate, force, noise or batch)")
-    kind = str(entry["probe"])
     base = _open_base(store, run, entry)
-    result = partial(ProbeResult, probe=kind, run=run.name, base=None if base is None else base.name)
+    if base is None:
+        return [run]
+    randoms = _randoms(store, run, base) if entry["probe"] == "ablate" else []
+    return [base, run, *randoms]
+
+
+def probe_result(store: Store, run: Run) -> ProbeResult:
+    """The tables of probe run `run` against its base (and random ablations), with their figures."""
+    runs = companions(store, run)
+    entry = probe_of(run) or {}
+    kind = str(entry["probe"])
+    base = runs[0] if len(runs) > 1 else None
+    names = [r.name for r in runs]
+    result = partial(
+        ProbeResult, probe=kind, run=run.name, runs=names, base=None if base is None else base.name
+    )
     edit = edit_table(entry, run)
     if base is None:
-        note = "this probe run names no base run to compare with"
-        return result(runs=[run.name], edit=edit, tables=[], note=note)
+        return result(edit=edit, tables=[], note="this probe run names no base run to compare with")
     if kind == "ablate":
-        randoms = _randoms(store, run, base)
-        runs = [base.name, run.name, *(r.name for r in randoms)]
-        return result(runs=runs, edit=edit, tables=ablation_tables(entry, base, run, randoms))
+        return result(edit=edit, tables=ablation_tables(entry, base, run, runs[2:]))
     if kind == "force":
-        return result(runs=[base.name, run.name], edit=edit, tables=[force_table(entry, base, run)])
+        return result(edit=edit, tables=[force_table(entry, base, run)])
     if kind == "noise":
-        return result(runs=[base.name, run.name], edit=edit, tables=noise_tables(base, run))
+        return result(edit=edit, tables=noise_tables(base, run))
     from routescope.analysis.batching import batch_dependence
 
     table = batch_dependence(base, run)
@@ -415,7 +426,7 @@ def probe_result(store: Store, run: Run) -> ProbeResult:
         table=table,
         figure=lambda width: figure_batch_dependence(table, width=width),
     )
-    return result(runs=[base.name, run.name], edit=edit, tables=[batch])
+    return result(edit=edit, tables=[batch])
 
 
 def ablation_tables(

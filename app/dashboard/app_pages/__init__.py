@@ -3,10 +3,10 @@
 (Not `pages/`: Streamlit treats a `pages/` folder beside the entry script as the legacy multipage app and
 would serve `/tokens` from it directly, bypassing `main.py` and its navigation.)
 
-Adding a page (an Interventions page for the probes, say) is its file here plus one `PageFile(...)` line
-below; `main.py` builds the navigation from this list, in its order. Page files are Streamlit scripts
-(run with `__name__ == "__main__"`), each reading widgets, asking `cache.table` for a table and drawing
-it with a `routescope.figures` builder through `widgets.show_figure` (which adds the export menu).
+Adding a page is its file here plus one `PageFile(...)` line below; `main.py` builds the navigation from
+this list, in its order. Page files are Streamlit scripts (run with `__name__ == "__main__"`), each
+reading widgets, asking `cache.table` for a table and drawing it with a `routescope.figures` builder
+through `widgets.show_figure` (which adds the export menu).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from routescope.dashboard.probing import (
     StagedProgress,
     check_names,
     check_settings,
+    companions,
     domain_subset,
     is_probe_result,
     parse_ints,
@@ -270,7 +271,9 @@ def show_result(store: Store) -> None:
         st.info("No probe run in the store yet: set one up above and press Run probe.")
         return
     run = pick_run(store, state.PROBE_RESULT_RUN, accept=is_probe_result, kind="probe run")
-    with user_errors(runs=[run]):
+    with user_errors():
+        runs = companions(store, run)
+    with user_errors(runs=runs):  # a damaged data page of any of them is named
         result = probe_result(store, run)
         st.caption(f"{result.probe} probe · runs {literal(', '.join(result.runs))}")
         if not result.edit.empty:
