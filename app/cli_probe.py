@@ -200,7 +200,11 @@ def _force(p: _Probe) -> None:
 def _noise(p: _Probe) -> None:
     from .analysis.stability import flip_correlation, flip_rate
     from .hooks.probes import probe_noise, record_base
+    from .hooks.probes.noise import noise_intervention
 
+    noise_intervention(  # a bad σ or layer fails here, before the base run is written
+        p.model, p.inputs, sigma=p.args.sigma, on=p.args.on, layers=p.args.layer, seed=p.args.noise_seed
+    )
     if p.args.base:
         base = p.store.open(p.args.base)
     else:

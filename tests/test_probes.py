@@ -556,3 +556,6 @@ def test_cli_probe_noise_batch_force_and_errors(tmp_path: Path, capsys: pytest.C
     assert error.count("\n") == 1
     assert main(["probe", "batch", *common, "--name", "b"]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
+    assert main(["probe", "noise", *common, "--name", "bad", "--sigma", "0.1", "--layer", "99"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert "bad.base" not in Store(tmp_path).runs()  # refused before the base run was written

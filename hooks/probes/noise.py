@@ -15,13 +15,35 @@ from collections.abc import Sequence
 from typing import Literal
 
 from ..errors import InputError
-from ..interventions import Intervention, RouterEdit
+from ..interventions import Intervention, RouterEdit, validate
 from ..loaded import LoadedModel
 from ..store import Run, Store
 from .common import Inputs, RecordOptions, check_inputs, choose_routers, describe, record_probe
 
 NoiseTarget = Literal["input", "logits"]
 NOISE_TARGETS: tuple[NoiseTarget, ...] = ("input", "logits")
+
+
+def noise_intervention(
+    model: LoadedModel,
+    inputs: Inputs,
+    *,
+    sigma: float,
+    on: NoiseTarget = "input",
+    layers: Sequence[int] | None = None,
+    seed: int = 0,
+) -> tuple[Intervention, list[dict]]:
+    """The checked noise edit and the model's routers — a bad `on`, σ or layer is a one-line error here,
+    before any run (a base run included) is recorded."""
+    check_inputs(model, inputs)
+    if on not in NOISE_TARGETS:
+        raise InputError(f"noise goes on the router input or logits, not {on!r}")
+    all_routers = describe(model, inputs)
+    routers = choose_routers(all_routers, layers)
+    edit = RouterEdit(input_noise=sigma) if on == "input" else RouterEdit(logit_noise=sigma)
+    intervention = Intervention(edits={r["path"]: edit for r in routers}, seed=seed)
+    validate(intervention, all_routers)
+    return intervention, list(all_routers)
 
 
 def probe_noise(
@@ -39,14 +61,10 @@ def probe_noise(
 ) -> Run:
     """Record `inputs` with noise of scale `sigma` on the router `on` input or logits at `layers` (all
     MoE layers by default), drawn from a generator seeded with `seed`."""
-    check_inputs(model, inputs)
-    if on not in NOISE_TARGETS:
-        raise InputError(f"noise goes on the router input or logits, not {on!r}")
+    intervention, all_routers = noise_intervention(
+        model, inputs, sigma=sigma, on=on, layers=layers, seed=seed
+    )
     options = options or RecordOptions()
-    all_routers = describe(model, inputs)
-    routers = choose_routers(all_routers, layers)
-    edit = RouterEdit(input_noise=sigma) if on == "input" else RouterEdit(logit_noise=sigma)
-    intervention = Intervention(edits={r["path"]: edit for r in routers}, seed=seed)
     params = {"sigma": sigma, "on": on, "layers": None if layers is None else list(layers), "seed": seed}
     return record_probe(
         model,

@@ -137,9 +137,9 @@ def main() -> None:
     other = pick_other(store, run)
     if other is None:
         return
-    with user_errors(stop=False):  # a table the two runs cannot share still leaves the agreement below
+    with user_errors(stop=False, runs=(run, other)):  # a table they cannot share leaves the agreement below
         side_by_side(run, other)
-    with user_errors():
+    with user_errors(runs=(run, other)):
         agreement(run, other)
 
 
