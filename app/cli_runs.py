@@ -6,6 +6,7 @@ import argparse
 
 from .console import out
 from .hooks import CorruptRunError, RouteScopeError, Store
+from .hooks.shards import pending_shards
 from .hooks.store import owner_alive, read_manifest
 
 
@@ -79,6 +80,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 f"(interrupted; delete it with {clean}, or record it again with "
                 f"`routescope record ... --store {store.path} --name {name} --overwrite`)",
             )
+    for shards in pending_shards(store):
+        listed += 1
+        of = f" of {shards.total}" if shards.total else ""
+        _line(
+            shards.name,
+            "shards",
+            f"({shards.finished}{of} shard(s) finished, {shards.unfinished} unfinished; publish them with "
+            f"`routescope merge --store {store.path} --name {shards.name}`)",
+        )
     for name in store.damaged():
         listed += 1
         _line(name, "damaged", f"({_damage(store, name)}; delete the folder {store.path / name})")

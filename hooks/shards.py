@@ -75,6 +75,37 @@ def part_store(store: Store, name: str) -> Store:
     return Store(store.path / SHARDS_DIR / check_run_name(name))
 
 
+@dataclass(frozen=True)
+class PendingShards:
+    """Shards of a run not merged yet: how many parts are finished, of how many, and how many still record."""
+
+    name: str
+    finished: int
+    total: int | None
+    unfinished: int
+
+
+def pending_shards(store: Store) -> list[PendingShards]:
+    """Every run with shard parts in `store` that `merge` has not published yet."""
+    root = store.path / SHARDS_DIR
+    if not root.is_dir():
+        return []
+    pending = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        parts = Store(folder)
+        finished = [m for m in (_PART.match(n) for n in parts.runs()) if m]
+        totals = {int(m[2]) for m in finished}
+        pending.append(
+            PendingShards(
+                name=folder.name,
+                finished=len(finished),
+                total=totals.pop() if len(totals) == 1 else None,
+                unfinished=len(parts.incomplete()),
+            )
+        )
+    return pending
+
+
 def _complete_parts(store: Store, name: str) -> tuple[int, dict[int, Run]]:
     parts = part_store(store, name)
     found: dict[int, Run] = {}

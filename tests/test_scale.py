@@ -289,8 +289,14 @@ def test_shards_merge_into_the_single_process_run(tiny_lm: LoadedModel, store: S
     assert not (store.path / SHARDS_DIR / "sharded").exists()
 
 
-def test_merge_refuses_missing_shards_and_existing_runs(tiny_lm: LoadedModel, store: Store) -> None:
+def test_merge_refuses_missing_shards_and_existing_runs(
+    tiny_lm: LoadedModel, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
     routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="0/2", progress=False)
+    assert main(["runs", "--store", str(store.path)]) == 0  # the listing shows the pending shards
+    assert "s\tshards\t(1 of 2 shard(s) finished, 0 unfinished; publish them with `routescope merge" in (
+        capsys.readouterr().out
+    )
     with pytest.raises(InputError, match=r"shard\(s\) 1/2 of 's' are not finished"):
         merge(store, "s")
     with pytest.raises(routescope.RouteScopeError, match="no finished shards of 'other'"):
