@@ -6,7 +6,7 @@ import pandas as pd
 
 from routescope.hooks import Run
 
-from .engine import connect
+from .frames import sql
 
 
 def router_summary(run: Run) -> pd.DataFrame:
@@ -16,10 +16,9 @@ def router_summary(run: Run) -> pd.DataFrame:
     `mean_entropy` is the mean per-token router entropy in nats (not the entropy of the load);
     `experts_used` counts experts that received at least one assignment.
     """
-    con = connect(run)
-    try:
-        return con.execute(
-            """
+    return sql(
+        run,
+        """
             WITH d AS (
                 SELECT router, count(*) AS decisions, avg(entropy) AS mean_entropy, avg(margin) AS mean_margin
                 FROM decisions GROUP BY router
@@ -33,7 +32,5 @@ def router_summary(run: Run) -> pd.DataFrame:
                    d.mean_entropy, d.mean_margin, coalesce(a.experts_used, 0) AS experts_used
             FROM routers r LEFT JOIN d ON d.router = r.id LEFT JOIN a ON a.router = r.id
             ORDER BY r.id
-            """
-        ).df()
-    finally:
-        con.close()
+            """,
+    )

@@ -48,6 +48,7 @@ CASES: dict[str, dict] = {
     "paths": {},  # string_agg ... ORDER BY
     "repeat": {},  # list / list_contains
     "transitions": {},
+    "summary": {},  # count(DISTINCT ...) FILTER (WHERE ...)
 }
 
 
