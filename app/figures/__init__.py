@@ -21,11 +21,24 @@ from .export import ExportError, export_figure, export_figures, write_table
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
-from .probes import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
+from .paths import figure_paths
+from .probes import (
+    figure_ablation,
+    figure_batch_dependence,
+    figure_changes,
+    figure_flip_rate,
+    figure_set_share,
+)
 from .registry import FIGURES, FigureKind, FigureRequest, make_figure, standard_set
 from .sequence import figure_agreement, figure_repeat, figure_side_by_side, figure_top_tokens
 from .theme import COLUMN_INCHES, TEMPLATE, expert_colour, paper_layout, template, width_px
-from .uncertainty import figure_binned_histogram, figure_uncertainty, figure_uncertainty_histogram
+from .uncertainty import (
+    figure_binned_histogram,
+    figure_uncertain_labels,
+    figure_uncertainty,
+    figure_uncertainty_histogram,
+)
+from .vocabulary import figure_vocabulary
 
 __all__ = [
     "COLUMN_INCHES",
@@ -43,6 +56,7 @@ __all__ = [
     "figure_batch_dependence",
     "figure_binned_histogram",
     "figure_branches",
+    "figure_changes",
     "figure_coactivation",
     "figure_embedding",
     "figure_expert_overview",
@@ -52,6 +66,7 @@ __all__ = [
     "figure_load",
     "figure_nmi",
     "figure_partners",
+    "figure_paths",
     "figure_repeat",
     "figure_sensitivity",
     "figure_set_share",
@@ -64,8 +79,10 @@ __all__ = [
     "figure_token_weights",
     "figure_top_tokens",
     "figure_transitions",
+    "figure_uncertain_labels",
     "figure_uncertainty",
     "figure_uncertainty_histogram",
+    "figure_vocabulary",
     "make_figure",
     "paper_layout",
     "standard_set",

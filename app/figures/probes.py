@@ -5,7 +5,9 @@ random-ablation quality per group (`ablation_loss`, `ablation_denoising`, `ablat
 bar is the mean over seeds with its sample standard deviation as the error bar), `figure_flip_rate` the
 top-1 flip rate per margin bucket under noise (`flip_rate`), `figure_set_share` the share of decisions
 dispatched inside a forced expert set (`set_share`, one series per run when a `run` column holds several),
-`figure_batch_dependence` the share of decisions that change in a batch (`batch_dependence`).
+`figure_batch_dependence` the share of decisions that change in a batch (`batch_dependence`), and
+`figure_changes` the share of decisions whose top-1 expert or expert set changed, per layer
+(`decision_changes`, one row per decision, grouped here).
 """
 
 from __future__ import annotations
@@ -166,3 +168,50 @@ def figure_batch_dependence(
     top = float(np.nanmax(share)) if share.size else 0.0
     fig.update_yaxes(title_text="share of decisions changed", range=[0, max(top * 1.15, 0.01)])
     return paper_layout(fig, width=width, height=height or 2.0, title=title)
+
+
+CHANGE_SERIES = {"flipped": "top-1 expert changed", "set_changed": "expert set changed"}
+
+
+def change_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """`layer, decisions, flipped, set_changed` per layer: the share of the per-decision table's rows whose
+    top-1 expert, and whose expert set, differ between the two runs."""
+    return (
+        table.groupby("layer", sort=True)
+        .agg(
+            decisions=("flipped", "size"),
+            flipped=("flipped", "mean"),
+            set_changed=("set_changed", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def figure_changes(
+    table: pd.DataFrame,
+    *,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Per layer, the share of decisions whose top-1 expert changed and whose expert set changed against
+    the base run, from the per-decision table of `decision_changes(base, other)` (any probe: noise,
+    forcing, ablation, batching)."""
+    require(table, ["layer", "flipped", "set_changed"], "changes")
+    shares = change_shares(table)
+    labels = [f"layer {int(layer)}" for layer in shares["layer"]]
+    fig = go.Figure()
+    for colour, (column, name) in zip(CATEGORICAL, CHANGE_SERIES.items(), strict=False):
+        fig.add_bar(
+            x=labels,
+            y=shares[column].tolist(),
+            name=name,
+            marker={"color": colour},
+            customdata=shares["decisions"].to_numpy(dtype=float),
+            hovertemplate=f"%{{x}}: %{{y:.3%}} of %{{customdata:,.0f}} decisions<extra>{name}</extra>",
+        )
+    top = float(np.nanmax(shares[list(CHANGE_SERIES)].to_numpy(dtype=float)))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(title_text="share of decisions changed", range=[0, max(top * 1.15, 0.01)])
+    return paper_layout(fig, width=width, height=height or 2.2, title=title)

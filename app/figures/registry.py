@@ -25,9 +25,12 @@ from .diffusion import figure_spatial, figure_step_similarity, figure_steps
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
+from .paths import figure_paths
+from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
 from .theme import Width
-from .uncertainty import figure_uncertainty, figure_uncertainty_histogram
+from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
+from .vocabulary import figure_vocabulary
 
 Need = Literal["required", "optional", "no"]
 Requirement = Literal["diffusion", "text", "probs", "layers", "steps", "other"]
@@ -89,10 +92,34 @@ def _one_layer(table: pd.DataFrame, layer: int, run: Run) -> pd.DataFrame:
     return part
 
 
+def _basis(request: FigureRequest) -> str:
+    """Router scores when the run stored probabilities, else co-activation (Ochiai)."""
+    return "router" if request.run.manifest.get("options", {}).get("probs") else "coactivation"
+
+
 def _similarity(request: FigureRequest) -> pd.DataFrame:
-    """Router-score similarity when the run stored probabilities, else co-activation (Ochiai)."""
-    probs = bool(request.run.manifest.get("options", {}).get("probs"))
-    return A.expert_similarity(request.run, _layer(request), basis="router" if probs else "coactivation")
+    """Expert similarity at the request's layer on `_basis`."""
+    return A.expert_similarity(request.run, _layer(request), basis=_basis(request))
+
+
+def _merge_groups(request: FigureRequest) -> pd.DataFrame:
+    """`merge_groups` at the request's layer: the experts merged to half as many groups (MC-SMoE's usual
+    compression), on the same basis as `expert-similarity`."""
+    return A.merge_groups(request.run, _layer(request), max(1, _experts(request) // 2), basis=_basis(request))
+
+
+def _layer_sizes(run: Run) -> dict[int, int]:
+    """Experts per MoE layer (the largest router of the layer)."""
+    sizes: dict[int, int] = {}
+    for router in run.routers:
+        layer = int(router["layer"])
+        sizes[layer] = max(sizes.get(layer, 0), int(router["n_experts"]))
+    return sizes
+
+
+def _compared(analysis: Callable[[Run, Run], pd.DataFrame]) -> Callable[[FigureRequest], pd.DataFrame]:
+    """The table of a two-run analysis (base = the run, other = `--other`); `unmet` checks `other` first."""
+    return lambda r: analysis(r.run, r.other) if r.other else pd.DataFrame()
 
 
 def _layer(request: FigureRequest) -> int:
@@ -205,6 +232,39 @@ FIGURES: dict[str, FigureKind] = {
         "--probs, else co-activation (Ochiai)",
         layer="required",
     ),
+    "merge-groups": FigureKind(
+        table=_merge_groups,
+        build=lambda t, r: figure_expert_similarity(_similarity(r), groups=t, width=r.width),
+        description="expert-similarity with the experts ordered and outlined by merge group (E/2 groups, "
+        "MC-SMoE)",
+        layer="required",
+        standard=(),
+    ),
+    "paths": FigureKind(
+        table=lambda r: A.expert_paths(r.run),
+        build=lambda t, r: figure_paths(t, width=r.width),
+        description="the most frequent top-1 expert paths through depth (3>7>1>0), each beside its share if "
+        "every layer chose independently",
+        requires=("layers",),
+        standard=("text",),
+        paper_table=True,
+    ),
+    "vocabulary": FigureKind(
+        table=lambda r: A.vocabulary_specialization(r.run),
+        build=lambda t, r: figure_vocabulary(t, n_experts=_layer_sizes(r.run), width=r.width),
+        description="per layer, the CDF over tokens of the share of a token id routed to its top expert "
+        "(1/E dashed: a uniform router)",
+        requires=("text",),
+        standard=("text",),
+    ),
+    "uncertain-labels": FigureKind(
+        table=lambda r: A.uncertainty_by_label(r.run, str(r.by)),
+        build=lambda t, r: figure_uncertain_labels(t, label=str(r.by), layer=r.layer, width=r.width),
+        description="the label values (tokens, domains, ...) with the most uncertain decisions at one layer",
+        layer="required",
+        label="required",
+        standard=(),
+    ),
     "top-tokens": FigureKind(
         table=lambda r: A.top_tokens(r.run, _layer(r), int(r.expert or 0)),
         build=lambda t, r: figure_top_tokens(t, width=r.width),
@@ -231,6 +291,30 @@ FIGURES: dict[str, FigureKind] = {
         requires=("other",),
         standard=(),
         paper_table=True,
+    ),
+    "changes": FigureKind(
+        table=_compared(A.decision_changes),
+        build=lambda t, r: figure_changes(t, width=r.width),
+        description="probes: per layer, the share of decisions whose top-1 expert or expert set changed "
+        "against the base run (--other: the probed run)",
+        requires=("other",),
+        standard=(),
+    ),
+    "flips": FigureKind(
+        table=_compared(A.flip_rate),
+        build=lambda t, r: figure_flip_rate(t, width=r.width),
+        description="noise probe: top-1 flip rate and set-change rate per bucket of the base run's margin "
+        "(--other: the noisy run)",
+        requires=("other",),
+        standard=(),
+    ),
+    "batch-dependence": FigureKind(
+        table=_compared(A.batch_dependence),
+        build=lambda t, r: figure_batch_dependence(t, width=r.width),
+        description="batch probe: per router, the share of decisions that change when inputs share a batch "
+        "(--other: the batched run)",
+        requires=("other",),
+        standard=(),
     ),
 }
 

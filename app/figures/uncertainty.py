@@ -1,5 +1,6 @@
-"""Uncertainty figures (GW-MoE): how sure routers are per layer, and the distribution of per-token
-entropy or margin, from `uncertainty(run)` and from the decisions table itself."""
+"""Uncertainty figures (GW-MoE): how sure routers are per layer, the distribution of per-token entropy or
+margin, and which label values (tokens, domains, classes) hold the uncertain decisions, from
+`uncertainty(run)`, the decisions table itself and `uncertainty_by_label(run, label)`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import plotly.graph_objects as go
 from routescope.hooks import InputError
 
 from .lines import group_colours, panels
-from .parts import plain, require
-from .theme import Width, axis_title, paper_layout
+from .parts import pick_layer, plain, require
+from .theme import CATEGORICAL, TICK_PT, Width, axis_title, paper_layout, pt
 
 UNCERTAINTY_METRICS = ("mean_norm_entropy", "mean_margin", "uncertain_share")
 UNIT_RANGE = ("norm_entropy", "margin", "max_prob")
@@ -116,3 +117,59 @@ def figure_binned_histogram(
     fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
     fig.update_layout(showlegend=len(groups) > 1)
     return paper_layout(fig, width=width, height=height or 2.2, title=title)
+
+
+def figure_uncertain_labels(
+    table: pd.DataFrame,
+    *,
+    label: str,
+    layer: int | None = None,
+    top: int = 15,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Horizontal bars of the `top` most uncertain values of `label` at one layer, from
+    `uncertainty_by_label(run, label)`: each value's uncertain share (decisions with entropy / ln E at or
+    above the threshold), most uncertain on top, with its number of decisions written beside the bar.
+    Label values are escaped; whitespace tokens show as ␣ ↵ ⇥."""
+    require(table, ["layer", label, "decisions", "uncertain_share"], "uncertain-labels")
+    if top < 1:
+        raise InputError("top must be ≥ 1")
+    part = pick_layer(table, layer, "uncertain-labels")
+    part = part.sort_values("uncertain_share", ascending=False, kind="stable").head(top)
+    positions = list(range(len(part)))
+    labels = [plain(value) for value in part[label]]
+    share = part["uncertain_share"].to_numpy(dtype=float)
+    entropy = part.get("mean_norm_entropy", pd.Series(np.nan, index=part.index)).to_numpy(dtype=float)
+    fig = go.Figure(
+        go.Bar(
+            x=share.tolist(),
+            y=positions,
+            orientation="h",
+            marker={"color": CATEGORICAL[1]},
+            text=[f"{int(n):,}" for n in part["decisions"]],
+            textposition="outside",
+            textfont={"size": pt(TICK_PT)},
+            cliponaxis=False,
+            hovertext=labels,
+            customdata=list(zip(part["decisions"].tolist(), entropy.tolist(), strict=True)),
+            hovertemplate=(
+                "%{hovertext}: %{x:.3f} uncertain of %{customdata[0]:,} decisions "
+                "(mean entropy / ln E %{customdata[1]:.3f})<extra></extra>"
+            ),
+        )
+    )
+    fig.update_yaxes(
+        title_text=axis_title(label),
+        tickmode="array",
+        tickvals=positions,
+        ticktext=labels,
+        autorange="reversed",
+        ticks="",
+    )
+    highest = float(share.max()) if share.size else 0.0
+    fig.update_xaxes(
+        title_text="uncertain share (bar labels: decisions)", range=[0, max(highest * 1.3, 0.05)]
+    )
+    return paper_layout(fig, width=width, height=height or min(6.0, 0.8 + 0.15 * len(part)), title=title)

@@ -1,0 +1,88 @@
+"""Vocabulary specialization (OLMoE): how much of a token id's routing one expert takes, per layer.
+
+`vocabulary_specialization(run)` gives, per layer and token id, `share`: the share of the id's
+occurrences routed first to its most frequent expert. The figure draws, per layer, the cumulative
+distribution of `share` over token occurrences (each id weighted by its `count`), so frequent tokens
+count as often as they are routed. A router that decides by the token id alone piles up at 1; a router
+that ignores the id sits near 1/E, drawn as a dashed line. A CDF needs no bin width and shows the median
+and the tails at once; lines of several layers stay readable on one axis, where histograms overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from routescope.hooks import InputError
+
+from .lines import group_colours
+from .parts import require
+from .theme import Width, paper_layout, pt
+
+
+def weighted_cdf(share: pd.Series, count: pd.Series) -> tuple[list[float], list[float]]:
+    """(x, y) of the step CDF of `share` weighted by `count`: y at x is the weight of shares ≤ x over the
+    total, from (0, 0) to each distinct share."""
+    frame = pd.DataFrame({"share": share.to_numpy(dtype=float), "count": count.to_numpy(dtype=float)})
+    sums = frame.groupby("share", sort=True)["count"].sum()
+    total = float(sums.sum())
+    if total <= 0:
+        raise InputError("figure vocabulary: the token counts sum to 0")
+    return [0.0, *sums.index.tolist()], [0.0, *(np.cumsum(sums.to_numpy()) / total).tolist()]
+
+
+def figure_vocabulary(
+    table: pd.DataFrame,
+    *,
+    n_experts: int | Mapping[int, int] | None = None,
+    min_count: int = 1,
+    width: Width | float = "single",
+    height: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One step line per layer: the share of token occurrences whose id routes at most x of its top-1
+    choices to one expert (`vocabulary_specialization(run)`, ids seen fewer than `min_count` times left
+    out). `n_experts` (one number, or per layer) marks the uniform-router level 1/E with a dashed line."""
+    require(table, ["layer", "token_id", "count", "share"], "vocabulary")
+    if min_count < 1:
+        raise InputError("min_count must be ≥ 1")
+    kept = table[table["count"] >= min_count]
+    if kept.empty:
+        raise InputError(f"figure vocabulary: no token id is seen {min_count} times or more")
+    layers = sorted(int(v) for v in kept["layer"].unique())
+    fig = go.Figure()
+    for layer, colour in zip(layers, group_colours(layers), strict=True):
+        part = kept[kept["layer"] == layer]
+        x, y = weighted_cdf(part["share"], part["count"])
+        fig.add_scatter(
+            x=x,
+            y=y,
+            name=f"layer {layer}",
+            mode="lines",
+            line={"color": colour, "shape": "hv"},
+            hovertemplate=f"layer {layer}: %{{y:.1%}} of tokens at share ≤ %{{x:.3g}}<extra></extra>",
+        )
+    sizes = _sizes(n_experts, layers)
+    for size in sorted(set(sizes)):
+        fig.add_vline(
+            x=1.0 / size,
+            line={"color": "grey", "dash": "dash", "width": 1},
+            annotation={"text": f"1/{size}", "font": {"size": pt(7)}},
+            annotation_position="top right",
+        )
+    fig.update_xaxes(title_text="share routed to the token's top expert", range=[0, 1.02])
+    fig.update_yaxes(title_text="share of tokens (cumulative)", range=[0, 1.02])
+    fig.update_layout(showlegend=len(layers) > 1)
+    return paper_layout(fig, width=width, height=height or 2.4, title=title)
+
+
+def _sizes(n_experts: int | Mapping[int, int] | None, layers: list[int]) -> list[int]:
+    """The numbers of experts of the drawn layers (none when not given)."""
+    if n_experts is None:
+        return []
+    if isinstance(n_experts, Mapping):
+        return [int(n_experts[layer]) for layer in layers if layer in n_experts]
+    return [int(n_experts)]
