@@ -17,6 +17,7 @@ from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_figure import add_figure_arguments, cmd_figure
 from .cli_merge import add_merge_arguments, cmd_merge
+from .cli_pipeline import add_pipeline_arguments, cmd_record_pipeline
 from .cli_probe import add_probe_arguments, cmd_probe
 from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"routescope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_record_arguments(sub.add_parser("record", help="record a model's routing into a new run"))
+    add_pipeline_arguments(sub.add_parser("record-pipeline", help="record a local diffusers MoE pipeline"))
 
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store", required=True)
@@ -57,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "record": cmd_record,
+    "record-pipeline": cmd_record_pipeline,
     "runs": cmd_runs,
     "show": cmd_show,
     "report": cmd_report,
