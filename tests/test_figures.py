@@ -32,11 +32,15 @@ from routescope.figures import (
     export_figures,
     figure_agreement,
     figure_balance,
+    figure_batch_dependence,
+    figure_changes,
     figure_coactivation,
     figure_embedding,
     figure_expert_similarity,
+    figure_flip_rate,
     figure_load,
     figure_nmi,
+    figure_paths,
     figure_repeat,
     figure_sensitivity,
     figure_spatial,
@@ -45,8 +49,10 @@ from routescope.figures import (
     figure_steps,
     figure_top_tokens,
     figure_transitions,
+    figure_uncertain_labels,
     figure_uncertainty,
     figure_uncertainty_histogram,
+    figure_vocabulary,
     make_figure,
     standard_set,
     template,
@@ -359,6 +365,109 @@ def test_embedding_colours_by_label() -> None:
         figure_embedding(table, color="nope")
 
 
+def test_paths_bars_are_the_paths_table(store: Store) -> None:
+    # layer 0 takes expert 0 six times of eight, layer 1 each expert twice: path 0>0 has share 2/8 and,
+    # with independent layers, 3/4 · 1/4 = 0.1875
+    table = A.expert_paths(planted_run(store, "paths", experts=SKEWED))
+    fig = figure_paths(table)
+    observed, independent = fig.data
+    assert (observed.name, independent.name) == ("observed", "layers independent")
+    assert list(observed.x) == pytest.approx(table["share"].tolist())
+    assert list(independent.x) == pytest.approx(table["baseline_share"].tolist())
+    assert fig.layout.yaxis.ticktext[:2] == ("0&gt;0", "0&gt;1")  # escaped for plotly's HTML: 0>0
+    assert (observed.x[0], independent.x[0]) == pytest.approx((0.25, 0.1875))
+    assert [row[1] for row in observed.customdata] == pytest.approx(table["lift"].tolist())
+    assert fig.layout.yaxis.autorange == "reversed"  # most frequent on top
+    two = figure_paths(pd.concat([table, table.assign(stack="encoder")]), top=2)
+    assert two.layout.yaxis.ticktext == (
+        "decoder: 0&gt;0",
+        "decoder: 0&gt;1",
+        "encoder: 0&gt;0",
+        "encoder: 0&gt;1",
+    )
+    with pytest.raises(InputError, match="top must be"):
+        figure_paths(table, top=0)
+
+
+def test_vocabulary_cdf_is_the_count_weighted_share(store: Store, runs: dict[str, Any]) -> None:
+    # token ids 0, 1, 2, 0, 1, 2 (planted: id = sample % 3): id 0 → experts 0, 0 (share 1), id 1 → 0, 1
+    # (share 1/2), id 2 → 1, 1 (share 1); each id twice, so a third of the tokens sit at 1/2
+    run = planted_run(store, "vocab", experts={0: [[0], [0], [1], [0], [1], [1]]})
+    fig = figure_vocabulary(A.vocabulary_specialization(run), n_experts=4)
+    assert (list(fig.data[0].x), list(fig.data[0].y)) == ([0.0, 0.5, 1.0], pytest.approx([0, 1 / 3, 1]))
+    assert [shape.x0 for shape in fig.layout.shapes] == [0.25]  # the uniform router, 1/E
+    table = A.vocabulary_specialization(runs["lm"])
+    fig = figure_vocabulary(table, n_experts={layer: 16 for layer in range(4)})
+    assert [trace.name for trace in fig.data] == [f"layer {layer}" for layer in range(4)]
+    for layer, trace in enumerate(fig.data):
+        part = table[table.layer == layer]
+        for x, y in zip(trace.x[1:], trace.y[1:], strict=True):
+            assert y == pytest.approx(part.loc[part.share <= x, "count"].sum() / part["count"].sum())
+        assert sorted(trace.x[1:]) == sorted(part["share"].unique())
+    assert [shape.x0 for shape in fig.layout.shapes] == [1 / 16]
+    frequent = figure_vocabulary(table, min_count=3)
+    assert frequent.data[0].y[1] == pytest.approx(
+        (lambda p: p.loc[p.share <= frequent.data[0].x[1], "count"].sum() / p["count"].sum())(
+            table[(table.layer == 0) & (table["count"] >= 3)]
+        )
+    )
+    with pytest.raises(InputError, match="no token id is seen"):
+        figure_vocabulary(table, min_count=10**9)
+
+
+def test_uncertain_labels_bars_are_the_most_uncertain_values(store: Store, runs: dict[str, Any]) -> None:
+    # domain a: two uniform routers (entropy / ln 4 = 1, uncertain); b and <b>: sure, <b> less so (0.68)
+    probs = np.array([[0.25] * 4, [0.97, 0.01, 0.01, 0.01], [0.25] * 4, [0.7, 0.1, 0.1, 0.1]])
+    run = planted_run(
+        store, "unc", experts={0: [[0]] * 4}, probs={0: probs}, labels={"domain": ["a", "b", "a", "<b>"]}
+    )
+    fig = figure_uncertain_labels(A.uncertainty_by_label(run, "domain", min_count=1), label="domain")
+    assert fig.layout.yaxis.ticktext == ("a", "&lt;b&gt;", "b")
+    assert list(fig.data[0].x) == [1.0, 0.0, 0.0]
+    assert list(fig.data[0].text) == ["2", "1", "1"]  # decisions per value
+    table = A.uncertainty_by_label(runs["lm"], "token")
+    fig, drawn = make_figure("uncertain-labels", runs["lm"], layer=1, by="token")
+    pd.testing.assert_frame_equal(drawn, table)
+    part = table[table.layer == 1].head(15)
+    assert list(fig.data[0].x) == pytest.approx(part["uncertain_share"].tolist())
+    assert list(fig.data[0].text) == [f"{n:,}" for n in part["decisions"]]
+    assert fig.layout.yaxis.title.text == "token"
+    with pytest.raises(InputError, match="needs --by LABEL"):
+        make_figure("uncertain-labels", runs["lm"], layer=1)
+
+
+def test_merge_groups_kind_outlines_half_as_many_groups(runs: dict[str, Any]) -> None:
+    run = runs["lm"]  # recorded with probabilities: router-score similarity, 16 experts → 8 groups
+    fig, groups = make_figure("merge-groups", run, layer=2)
+    pd.testing.assert_frame_equal(groups, A.merge_groups(run, 2, n_groups=8))
+    similarity = A.expert_similarity(run, 2)
+    expected = similarity.pivot(index="expert_a", columns="expert_b", values="similarity").to_numpy()
+    order = [int(e) for e in fig.data[0].y]
+    assert z_of(fig) == pytest.approx(expected[np.ix_(order, order)])
+    assert len(fig.layout.shapes) == groups["group"].nunique() == 8
+
+
+def test_probe_kinds_draw_two_runs(store: Store) -> None:
+    # top-1 (first listed, equal weights) changes for samples 0, 2, 3; the expert set only for sample 3
+    base = planted_run(store, "base", experts={0: [[0, 1], [2, 3], [1, 0], [0, 2]]})
+    probed = planted_run(store, "probed", experts={0: [[1, 0], [2, 3], [0, 1], [2, 3]]})
+    fig, table = make_figure("changes", base, other=probed)
+    assert table["flipped"].tolist() == [True, False, True, True]
+    assert [list(trace.y) for trace in fig.data] == [[0.75], [0.25]]
+    assert list(fig.data[0].x) == ["layer 0"]
+    assert figure_changes(table).data[1].y == fig.data[1].y
+    fig, table = make_figure("flips", base, other=probed)
+    pd.testing.assert_frame_equal(table, A.flip_rate(base, probed))
+    assert (list(fig.data[0].y), list(fig.data[1].y)) == ([0.75], [0.25])  # all margins 0: one bucket
+    assert figure_flip_rate(table).data[0].y == fig.data[0].y
+    fig, table = make_figure("batch-dependence", base, other=probed)
+    assert table["changed_share"].tolist() == [0.25]
+    assert list(fig.data[0].y) == [0.25] == list(figure_batch_dependence(table).data[0].y)
+    for kind in ("changes", "flips", "batch-dependence"):
+        with pytest.raises(InputError, match="needs a second run"):
+            make_figure(kind, base)
+
+
 # --- registry, export and tables ----------------------------------------------------------------------------
 
 AXIS_TITLES = {
@@ -380,6 +489,13 @@ AXIS_TITLES = {
     "top-tokens": "assignments",
     "embedding": "PC 1",
     "agreement": "agreement of the two runs",
+    "merge-groups": "expert (by merge group)",
+    "paths": "share of tokens",
+    "vocabulary": "share of tokens (cumulative)",
+    "uncertain-labels": "uncertain share",
+    "changes": "share of decisions changed",
+    "flips": "share of decisions",
+    "batch-dependence": "share of decisions changed",
 }
 
 
@@ -463,9 +579,12 @@ def test_standard_set_follows_the_run(runs: dict[str, Any]) -> None:
     lm = {f.stem for f in standard_set(runs["lm"])}
     dit = {f.stem for f in standard_set(runs["dit"])}
     assert {"load", "repeat", "specialization-domain-layer0", "specialization-domain-layer3"} <= lm
+    assert {"paths", "vocabulary"} <= lm
     assert not {s for s in lm if s.startswith(("steps", "spatial", "step-similarity"))}
     assert {"steps-layer0", "spatial-layer3", "step-similarity-layer0", "specialization-class-layer0"} <= dit
-    assert "repeat" not in dit
+    assert not {"repeat", "paths", "vocabulary"} & dit
+    on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence"}
+    assert not {s for s in lm | dit if s.startswith(tuple(on_request))}
 
 
 # --- the command line ------------------------------------------------------------------------------------
