@@ -97,6 +97,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling(manifest: dict) -> str:
+    """One line on how a diffusion run was sampled: class-conditional models or text-prompted pipelines."""
+    options, grid = manifest.get("options", {}), manifest.get("patch_grid")
+    parts = [f"{options.get('steps', '?')} steps"]
+    if "cfg_scale" in options:
+        parts.append(f"cfg {options['cfg_scale']}")
+    if "guidance_scale" in options:
+        parts.append(f"guidance {options['guidance_scale']}")
+    if "classes" in options:
+        parts.append(f"classes {options['classes']} × {options.get('samples_per_class', 1)}")
+    if "prompts" in options:
+        parts.append(f"{len(options['prompts'])} prompt(s)")
+    if grid:
+        parts.append(f"patch grid {grid[0]}×{grid[1]}")
+    return ", ".join(parts)
+
+
 def damaged_run_message(args: argparse.Namespace) -> str | None:
     """After DuckDB failed to read a run: the first damaged file among the runs the command named
     (`--run`, `--other`, `--compare`), found by `Run.verify`; None when they all read cleanly."""
@@ -127,11 +144,7 @@ def show_run(store: Store, name: str) -> None:
         f"assignments {rows.get('assignments', 0)}   decisions {rows.get('decisions', 0)}"
     )
     if m.get("kind") == "diffusion":
-        options = m["options"]
-        out(
-            f"sampling  {options['steps']} steps, cfg {options['cfg_scale']}, classes {options['classes']} "
-            f"× {options['samples_per_class']}, patch grid {m['patch_grid'][0]}×{m['patch_grid'][1]}"
-        )
+        out("sampling  " + _sampling(m))
     if run.label_columns:
         out(f"labels    {', '.join(run.label_columns)}")
     table = router_summary(run)

@@ -143,6 +143,9 @@ def test_record_pipeline_from_a_folder_matches_a_direct_python_recording(
     assert mine["expert"].tolist() == theirs["expert"].tolist()
     assert mine["weight"].to_numpy() == pytest.approx(theirs["weight"].to_numpy(), abs=1e-6)
     assert run.steps()["timestep"].tolist() == direct.steps()["timestep"].tolist()
+    shown = run_cli("show", "--store", str(store), "--run", "cli")
+    assert shown.returncode == 0, shown.stderr
+    assert "sampling  2 steps, guidance 5.0, 2 prompt(s), patch grid 4×4" in shown.stdout
 
 
 def test_prompts_from_a_jsonl_file_without_guidance_are_one_sample_each(
