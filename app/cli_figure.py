@@ -28,7 +28,9 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, help="the MoE layer of one-layer figures")
     parser.add_argument("--by", help="label: domain, class, token_id, row, step, ... (specialization, nmi)")
     parser.add_argument("--expert", type=int, help="the expert of top-tokens")
-    parser.add_argument("--other", help="a second run of the same store (agreement)")
+    parser.add_argument(
+        "--other", help="a second run of the same store (agreement, changes, flips, batch-dependence)"
+    )
     parser.add_argument("--out", required=True, help="FILE.svg|.pdf|.png, or a folder with --all")
     parser.add_argument("--width", choices=("single", "double"), default="single", help="paper column width")
     parser.add_argument("--format", choices=FORMATS, default="svg", help="file format of --all (default svg)")

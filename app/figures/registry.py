@@ -46,7 +46,8 @@ class FigureRequest:
     """A label: domain, class, token_id, position, step, ... (kinds with `label` ≠ "no")."""
     expert: int | None = None
     other: Run | None = None
-    """The second run of a comparison (`agreement`)."""
+    """The second run of a comparison (`agreement`, and the probe kinds `changes`, `flips`,
+    `batch-dependence`)."""
     width: Width = "single"
 
 
@@ -336,7 +337,7 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
         "probs": (bool(run.manifest.get("options", {}).get("probs")), "a run recorded with --probs"),
         "layers": (len({int(r["layer"]) for r in run.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
-        "other": (request.other is not None, "a second run (--other)"),
+        "other": (request.other is not None, "a second run: give it with --other NAME"),
     }
     for requirement in kind.requires:
         ok, needed = checks[requirement]
@@ -361,6 +362,8 @@ def check_request(name: str, request: FigureRequest) -> FigureKind:
         if need == "no" and value is not None:
             raise InputError(f"figure {name} takes no --{option}")
     reason = unmet(kind, request)
+    if reason and "other" in kind.requires and request.other is None:
+        raise InputError(f"figure {name} {reason}")
     if reason:
         raise InputError(f"figure {name} {reason}; run {request.run.name!r} is not one")
     return kind
