@@ -8,13 +8,14 @@ and the samples table (`domain`, `class`, `branch` and any user label).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from .engine import connect, current_engine
+from .engine import connect, current_engine, quote_path
 
 GROUPS = ("layer", "router", "step", "call")
 """Fact-table columns an analysis may group by."""
@@ -72,14 +73,17 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def sql(run: Run, query: str) -> pd.DataFrame:
-    """Run one query over the run's tables and return a DataFrame (on Spark inside `use_engine("spark")`)."""
+def sql(run: Run, query: str, views: Mapping[str, Path] | None = None) -> pd.DataFrame:
+    """Run one query over the run's tables and return a DataFrame (on Spark inside `use_engine("spark")`);
+    `views` adds more Parquet files under names of their own (e.g. another run's assignments)."""
     if current_engine() == "spark":
         from .spark import spark_sql
 
-        return spark_sql(run, query)
+        return spark_sql(run, query, views)
     con = connect(run)
     try:
+        for name, path in (views or {}).items():
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({quote_path(path)})")
         return con.execute(query).df()
     finally:
         con.close()

@@ -27,7 +27,9 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -131,11 +133,14 @@ def register(spark: Any, run: Run) -> None:
     _registered["key"] = key
 
 
-def spark_sql(run: Run, query: str) -> pd.DataFrame:
-    """Run one analysis query (DuckDB dialect) on Spark over the run's tables; a pandas DataFrame back."""
+def spark_sql(run: Run, query: str, views: Mapping[str, Path] | None = None) -> pd.DataFrame:
+    """Run one analysis query (DuckDB dialect) on Spark over the run's tables (and extra `views`: name →
+    Parquet file); a pandas DataFrame back."""
     spark = session()
     with _lock:
         register(spark, run)
+        for name, path in (views or {}).items():
+            spark.read.parquet(str(Path(path).resolve())).createOrReplaceTempView(name)
         frame = spark.sql(to_spark_sql(query))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -94,6 +94,20 @@ def test_spark_gives_the_duckdb_table(run: Run, spark_session: None, kind: str) 
 
 @needs_spark
 @pytest.mark.slow
+def test_agreement_of_two_runs_on_spark(run: Run, spark_session: None, tiny_lm: LoadedModel) -> None:
+    """Two runs (the second at batch size 1, with other pads) joined through an extra view on both engines."""
+    other = routescope.record(
+        tiny_lm, TEXTS, store=Store(run.path.parent), name="spark-b", batch_size=1, progress=False
+    )
+    duck = compute("agreement", run, other=other)
+    with use_engine("spark"):
+        spark = compute("agreement", run, other=other)
+    assert duck["decisions"].sum() == len(run.decisions())
+    pd.testing.assert_frame_equal(_sorted(spark), _sorted(duck), check_dtype=False, rtol=1e-9, atol=1e-12)
+
+
+@needs_spark
+@pytest.mark.slow
 def test_report_engine_option(run: Run, spark_session: None, tmp_path: Path) -> None:
     store = str(run.path.parent)
     outputs = {}
