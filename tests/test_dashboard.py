@@ -10,15 +10,10 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -36,6 +31,7 @@ from routescope.dashboard.markup import literal, tokens_html
 from routescope.dashboard.recording import DEFAULT_RUNS, check_new_run, typed_inputs, uploaded_inputs
 from routescope.dashboard.views import uncertain, weight_matrix
 from routescope.hooks import InputError, InvalidNameError, RunExistsError, Store
+from tests.dashboard_server import running_dashboard
 
 HOSTILE = "The cat <script>alert('x')</script> sat & <b>ran</b>."
 TEXTS = [HOSTILE, "def f(x):\n    return x + 1", "x = [1, 2, 3]"]
@@ -431,7 +427,10 @@ def test_app_binds_loopback_headless_without_usage_stats_by_default() -> None:
     assert options["--server.headless"] == "true"
     assert options["--browser.gatherUsageStats"] == "false"
     assert [bind_warning(host) for host in (LOOPBACK, "localhost", "::1")] == [None, None, None]
-    assert "binding 0.0.0.0, not 127.0.0.1" in str(bind_warning("0.0.0.0"))
+    assert bind_warning("0.0.0.0") == (
+        "routescope: warning: binding 0.0.0.0, not 127.0.0.1: anyone who can reach this machine can open "
+        "the dashboard, run models and write runs"
+    )
     assert server_environment(Store("some/where"))[STORE_ENV] == str(Path("some/where").resolve())
 
 
@@ -469,12 +468,6 @@ def test_pages_list_damaged_runs_and_still_open_the_good_ones(
     assert at.selectbox(key=state.RUN_RESULT_RUN).options == ["text"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
 def _listening(port: int) -> set[str]:
     """Local addresses listening on `port`, from /proc/net/tcp (IPv4, as Streamlit binds here)."""
     found = set()
@@ -492,25 +485,7 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
 
     store = tmp_path / "store"
     shutil.copytree(store_dir / "text", store / "text")
-    port = _free_port()
-    server = subprocess.Popen(
-        [*CLI, "app", "--store", str(store), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
-                    if reply.read() == b"ok":
-                        break
-            except OSError:
-                assert server.poll() is None, "the server exited early"
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.5)
+    with running_dashboard(store) as port:
         if Path("/proc/net/tcp").exists():
             assert _listening(port) == {"127.0.0.1"}
         with sync_playwright() as playwright:
@@ -530,11 +505,4 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
             assert [menu.index(p.title) for p in PAGES] == sorted(menu.index(p.title) for p in PAGES)
             page.screenshot(path=str(tmp_path / "tokens.png"), full_page=True)
             browser.close()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGKILL)
     assert (tmp_path / "tokens.png").stat().st_size > 0

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import time
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,6 +31,7 @@ from routescope.dashboard.exports import figure_bytes
 from routescope.figures import figure_load
 from routescope.hooks import Run, Store
 from routescope.hooks.store import INCOMPLETE_DIR
+from tests.dashboard_server import running_dashboard
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -437,75 +433,41 @@ def test_pages_list_damaged_runs_and_open_the_good_ones(
 # --- A real server in Chromium ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_browser_records_a_dit_run_and_opens_noise_steps(store_dir: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     store = tmp_path / "store"
     shutil.copytree(store_dir / "text", store / "text")  # not empty: no first-start recording
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "routescope", "app", "--store", str(store), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
-                    if reply.read() == b"ok":
-                        break
-            except OSError:
-                assert server.poll() is None, "the server exited early"
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.5)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/run")
-            model = page.get_by_role("combobox", name="Bundled model")
-            model.fill("dit-digits")
-            page.get_by_role("option").first.click()
-            page.locator(".st-key-run-classes input").fill("3,7")
-            page.locator(".st-key-run-classes input").press("Enter")
-            page.locator(".st-key-run-steps input").fill("3")
-            page.locator(".st-key-run-steps input").press("Enter")
-            page.locator(".st-key-run-name input").fill("browser-digits")
-            page.locator(".st-key-run-name input").press("Enter")
-            page.locator(".st-key-run-record button").click()
-            page.get_by_text("Recorded run browser").wait_for(timeout=90_000)
-            page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
-            noise = next(p for p in PAGES if p.file == "noise_steps.py")
-            page.locator("[data-testid=stSidebarNav]").get_by_text(noise.title, exact=True).click()
-            page.wait_for_selector(".rs-patch", timeout=90_000)
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
-            assert page.locator(".st-key-noise-run input").input_value() == "browser-digits"
-            assert page.locator(".js-plotly-plot").count() == 6
-            assert page.locator(".rs-patch").count() == 16
-            assert page.locator("[data-testid=stException]").count() == 0
-            page.screenshot(path=str(ARTIFACTS / "noise-steps.png"), full_page=True)
-            nav = page.locator("[data-testid=stSidebarNav]").inner_text()
-            assert [nav.index(p.title) for p in PAGES] == sorted(nav.index(p.title) for p in PAGES)
-            browser.close()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGKILL)
+    with running_dashboard(store) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/run")
+        model = page.get_by_role("combobox", name="Bundled model")
+        model.fill("dit-digits")
+        page.get_by_role("option").first.click()
+        page.locator(".st-key-run-classes input").fill("3,7")
+        page.locator(".st-key-run-classes input").press("Enter")
+        page.locator(".st-key-run-steps input").fill("3")
+        page.locator(".st-key-run-steps input").press("Enter")
+        page.locator(".st-key-run-name input").fill("browser-digits")
+        page.locator(".st-key-run-name input").press("Enter")
+        page.locator(".st-key-run-record button").click()
+        page.get_by_text("Recorded run browser").wait_for(timeout=90_000)
+        page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
+        noise = next(p for p in PAGES if p.file == "noise_steps.py")
+        page.locator("[data-testid=stSidebarNav]").get_by_text(noise.title, exact=True).click()
+        page.wait_for_selector(".rs-patch", timeout=90_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+        assert page.locator(".st-key-noise-run input").input_value() == "browser-digits"
+        assert page.locator(".js-plotly-plot").count() == 6
+        assert page.locator(".rs-patch").count() == 16
+        assert page.locator("[data-testid=stException]").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "noise-steps.png"), full_page=True)
+        nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+        assert [nav.index(p.title) for p in PAGES] == sorted(nav.index(p.title) for p in PAGES)
+        browser.close()
     run = Store(store).open("browser-digits")
     assert (run.manifest["options"]["classes"], run.manifest["options"]["steps"]) == ([3, 7], 3)
     assert (ARTIFACTS / "noise-steps.png").stat().st_size > 0

@@ -420,20 +420,6 @@ def test_every_torch_load_in_the_package_is_weights_only() -> None:
     assert [path for path, safe in calls if not safe] == []
 
 
-def test_app_binds_loopback_unless_told_otherwise() -> None:
-    from routescope.cli import _parser
-    from routescope.cli_app import bind_warning, streamlit_command
-
-    args = _parser().parse_args(["app"])
-    command = streamlit_command(host=args.host, port=args.port)
-    assert command[command.index("--server.address") + 1] == "127.0.0.1"
-    assert bind_warning(args.host) is None
-    assert bind_warning("0.0.0.0") == (
-        "routescope: warning: binding 0.0.0.0, not 127.0.0.1: anyone who can reach this machine can open "
-        "the dashboard, run models and write runs"
-    )
-
-
 # --- Determinism --------------------------------------------------------------------------------------
 
 DETERMINISM_TEXTS = ["def f(x):\n    return x * 2", "The cat sat on the mat.", "3 + 4 = 7"]
