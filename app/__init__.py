@@ -8,10 +8,10 @@ run.assignments().head()
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .hooks import RouteScopeError, Run, Store
+from .hooks.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .datasets import load_dataset
@@ -27,13 +27,7 @@ _LAZY = {  # these need torch: loaded on first use so reading runs stays light
     "record_pipeline": ".hooks",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __version__ = "0.1.0"

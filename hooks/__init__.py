@@ -7,8 +7,7 @@ for importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     CorruptRunError,
@@ -22,6 +21,7 @@ from .errors import (
     RunNotFoundError,
     StoreError,
 )
+from .lazy import lazy_attributes
 from .store import Run, Store
 
 if TYPE_CHECKING:
@@ -42,13 +42,7 @@ _LAZY = {
     "describe_routers": ".routers",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
