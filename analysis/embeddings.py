@@ -18,6 +18,7 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
+from .engine import quote_path
 from .frames import label_join, sql
 
 METHODS = ("pca", "umap")
@@ -67,45 +68,42 @@ def embeddings(
     keys = "sample, position, step, call"
     chosen = f"""SELECT {keys} FROM decisions WHERE layer = {int(layer)}
                  ORDER BY hash(sample, position, step, call, {int(seed)}), {keys} LIMIT {int(max_points)}"""
-    if run.manifest.get("options", {}).get("probs"):
-        points = sql(
-            run,
-            f"""SELECT d.{keys.replace(", ", ", d.")}, d.probs FROM decisions d JOIN ({chosen}) c
-                USING ({keys}) WHERE d.layer = {int(layer)} ORDER BY {keys}""",
-        )
+    probs = bool(run.manifest.get("options", {}).get("probs"))
+    vectors_sql = (
+        f"SELECT {keys}, d.probs FROM decisions d JOIN c USING ({keys}) WHERE d.layer = {int(layer)}"
+        if probs
+        else f"""SELECT {keys}, list(expert ORDER BY rank) AS experts, list(weight ORDER BY rank) AS weights
+                 FROM assignments a JOIN c USING ({keys}) WHERE a.layer = {int(layer)} AND NOT a.dropped
+                 GROUP BY ALL"""
+    )
+    stack = next(str(r["stack"]) for r in run.routers if int(r["layer"]) == int(layer))
+    labels = "".join(f', s."{column}"' for column in run.label_columns)
+    points = sql(  # one pass: the sampled decisions' vectors, top-1 expert, token and sample labels
+        run,
+        f"""WITH c AS ({chosen}),
+                 v AS ({vectors_sql}),
+                 top AS (SELECT {keys}, expert AS top_expert FROM assignments a JOIN c USING ({keys})
+                         WHERE a.layer = {int(layer)} AND a.rank = 0)
+            SELECT v.*, top.top_expert, t.* EXCLUDE (sample, position, stack){labels}
+            FROM v LEFT JOIN top USING ({keys})
+            LEFT JOIN tokens t ON t.sample = v.sample AND t.position = v.position
+                               AND t.stack = {quote_path(stack)}
+            LEFT JOIN samples s ON s.sample = v.sample
+            ORDER BY {", ".join(f"v.{k}" for k in keys.split(", "))}""",
+    )
+    if probs:
         vectors = np.stack(points.pop("probs").map(np.asarray).to_list()).astype(np.float64)
     else:
-        points = sql(
-            run,
-            f"""SELECT {keys}, list(expert ORDER BY rank) AS experts, list(weight ORDER BY rank) AS weights
-                FROM assignments a JOIN ({chosen}) c USING ({keys})
-                WHERE a.layer = {int(layer)} AND NOT a.dropped GROUP BY ALL ORDER BY {keys}""",
-        )
         vectors = np.zeros((len(points), n_experts))
         for i, (experts, weights) in enumerate(
             zip(points.pop("experts"), points.pop("weights"), strict=True)
         ):
             vectors[i, np.asarray(experts, dtype=int)] = weights
-    top = sql(
-        run,
-        f"SELECT {keys}, expert AS top_expert FROM assignments WHERE layer = {int(layer)} AND rank = 0",
-    )
-    points = points.merge(top, on=["sample", "position", "step", "call"], how="left")
+    token_columns = [c for c in points.columns if c in ("row", "col", "token_id", "token", "generated")]
+    points = points.drop(columns=[c for c in token_columns if points[c].isna().all()])
     coordinates = _reduce(vectors, method, seed)
     points.insert(0, "y", coordinates[:, 1])
     points.insert(0, "x", coordinates[:, 0])
-    return _with_labels(run, points, layer)
-
-
-def _with_labels(run: Run, points: pd.DataFrame, layer: int) -> pd.DataFrame:
-    stack = next(r["stack"] for r in run.routers if int(r["layer"]) == int(layer))
-    tokens = run.tokens()
-    tokens = tokens[tokens["stack"] == stack].drop(columns=["stack"])
-    tokens = tokens.dropna(axis=1, how="all")
-    points = points.merge(tokens, on=["sample", "position"], how="left")
-    if run.label_columns:
-        samples = run.samples()[["sample", *run.label_columns]]
-        points = points.merge(samples, on="sample", how="left")
     return points
 
 
