@@ -77,14 +77,17 @@ def _ratio_metrics(names: dict[str, tuple[int, int]]) -> Callable[[np.ndarray], 
     return metrics
 
 
-def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> pd.DataFrame:
-    """Long table `layer, sample, stat, value` of per-sample sufficient statistics."""
+def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tuple[pd.DataFrame, int, int]:
+    """Per-sample sufficient statistics as a long table `layer, sample, stat, value`, the number of
+    statistics per sample (`stat` < it) and, for nmi, the number of label values."""
+    n_experts = max(int(r["n_experts"]) for r in run.routers)
     if kind == "balance":
-        return sql(
+        table = sql(
             run,
             """SELECT layer, sample, expert AS stat, count(*) AS value FROM assignments
                WHERE NOT dropped GROUP BY ALL""",
         )
+        return table, n_experts, 1
     if kind == "nmi":
         if not label:
             raise InputError("bootstrap of nmi needs a label (e.g. domain, class, token_id)")
@@ -95,9 +98,8 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> pd.
                        count(*) AS value FROM assignments a {join} WHERE NOT a.dropped GROUP BY ALL""",
         )
         codes = {v: i for i, v in enumerate(sorted(table["value_label"].astype(str).unique()))}
-        width = int(table["expert"].max()) + 1 if not table.empty else 1
-        table["stat"] = table["value_label"].astype(str).map(codes) * width + table["expert"]
-        return table[["layer", "sample", "stat", "value"]].assign(n_labels=len(codes))
+        table["stat"] = table["value_label"].astype(str).map(codes) * n_experts + table["expert"]
+        return table[["layer", "sample", "stat", "value"]], len(codes) * n_experts, len(codes)
     if kind == "uncertainty":
         table = sql(
             run,
@@ -106,9 +108,9 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> pd.
                            AS uncertain
                 FROM decisions d JOIN routers r ON r.id = d.router GROUP BY ALL""",
         )
-        return table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value").assign(
-            stat=lambda t: t["stat_name"].map({"n": 0, "entropy": 1, "margin": 2, "uncertain": 3})
-        )
+        long = table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value")
+        codes = {"n": 0, "entropy": 1, "margin": 2, "uncertain": 3}
+        return long.assign(stat=long["stat_name"].map(codes)), len(codes), 1
     if kind == "repeat":
         table = sql(
             run,
@@ -120,13 +122,13 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> pd.
                                      AND b.position = a.position + 1
                GROUP BY ALL""",
         )
-        return table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value").assign(
-            stat=lambda t: t["stat_name"].map({"pairs": 0, "repeats": 1})
-        )
+        long = table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value")
+        codes = {"pairs": 0, "repeats": 1}
+        return long.assign(stat=long["stat_name"].map(codes)), len(codes), 1
     raise InputError(f"no bootstrap for {kind!r}; choose from {', '.join(KINDS)}")
 
 
-def _metric_function(kind: str, run: Run, layer: int, n_labels: int) -> Callable[[np.ndarray], dict]:
+def _metric_function(kind: str, n_labels: int) -> Callable[[np.ndarray], dict]:
     if kind == "balance":
         return _balance_metrics
     if kind == "nmi":
@@ -153,14 +155,10 @@ def bootstrap_ci(
         raise InputError(f"no bootstrap for {kind!r}; choose from {', '.join(KINDS)}")
     if n_boot < 10 or not 0 < level < 1:
         raise InputError("n_boot must be ≥ 10 and level between 0 and 1 (e.g. 0.95)")
-    stats = _per_sample(run, kind, label, threshold)
-    n_labels = int(stats["n_labels"].iloc[0]) if "n_labels" in stats and not stats.empty else 1
+    stats, width, n_labels = _per_sample(run, kind, label, threshold)
     rng = np.random.default_rng(seed)
     samples = np.sort(stats["sample"].unique())
     weights = rng.multinomial(len(samples), np.full(len(samples), 1 / len(samples)), size=n_boot)
-    width = int(stats["stat"].max()) + 1 if not stats.empty else 0
-    if kind == "balance":
-        width = max(width, max(int(r["n_experts"]) for r in run.routers))
     rows = []
     for layer, part in stats.groupby("layer", sort=True):
         matrix = np.zeros((len(samples), width))
@@ -169,7 +167,7 @@ def bootstrap_ci(
         if kind == "balance":
             n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
             matrix = matrix[:, :n_experts]
-        metric = _metric_function(kind, run, int(layer), n_labels)
+        metric = _metric_function(kind, n_labels)
         estimate = metric(matrix.sum(axis=0, keepdims=True))
         draws: dict[str, list[np.ndarray]] = {name: [] for name in estimate}
         for start in range(0, n_boot, BATCH):

@@ -154,6 +154,15 @@ def test_bootstrap_of_identical_samples_has_zero_width(store: Store) -> None:
         bootstrap_ci(run, "paths")
 
 
+def test_bootstrap_nmi_when_the_last_label_skips_the_last_expert(store: Store) -> None:
+    # label "a" → expert 3, label "b" → expert 0: the statistics' width must not come from the data
+    labels = {"domain": ["a"] * 4 + ["b"] * 4}
+    run = planted_run(store, "skip", experts={0: [[3]] * 4 + [[0]] * 4}, labels=labels)
+    ci = bootstrap_ci(run, "nmi", label="domain", n_boot=20).iloc[0]
+    assert ci["estimate"] == pytest.approx(label_nmi(run, "domain")["nmi"].iloc[0])
+    assert ci["estimate"] == pytest.approx(1.0)
+
+
 def test_capacity_overflow_matches_pandas(recorded: Store) -> None:
     run = recorded.open("lm")
     table = balance(run, capacity_factor=1.25).set_index("layer")
