@@ -22,8 +22,7 @@ COLUMNS = ["layer", "expert", "row", "col", "count", "share", "lift"]
 
 def spatial_preference(run: Run, layer: int | None = None, step: int | None = None) -> pd.DataFrame:
     """`layer, expert, row, col, count, share, lift` (see the module docstring); all layers unless `layer`."""
-    tokens = sql(run, "SELECT count(*) AS n FROM tokens WHERE row IS NOT NULL AND col IS NOT NULL")
-    if int(tokens["n"].iloc[0]) == 0:
+    if not run.manifest.get("patch_grid"):
         raise InputError(f"run {run.name!r} has no patch grid (row/col); spatial maps need a diffusion run")
     where = ["NOT a.dropped", "t.row IS NOT NULL"]
     if layer is not None:
