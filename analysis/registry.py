@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -221,13 +221,20 @@ def parameters(kind: str) -> dict[str, inspect.Parameter]:
 
 def coerce_params(kind: str, raw: dict[str, str]) -> dict[str, Any]:
     """`key=value` strings → the function's argument types (int, float, bool, str, tuple of str)."""
-    allowed = parameters(kind)
-    hints = typing.get_type_hints(ANALYSES[kind].function)
+    return coerce_arguments(ANALYSES[kind].function, raw, list(parameters(kind)), kind)
+
+
+def coerce_arguments(
+    function: Callable[..., Any], raw: dict[str, str], allowed: Sequence[str], what: str
+) -> dict[str, Any]:
+    """`key=value` strings → `function`'s argument types, for the parameters in `allowed`; an unknown key or
+    a value of the wrong type is a one-line `InputError`."""
+    hints = typing.get_type_hints(function)
     out: dict[str, Any] = {}
     for name, text in raw.items():
         if name not in allowed:
             options = ", ".join(allowed) or "none"
-            raise InputError(f"{kind} has no parameter {name!r}; parameters: {options}")
+            raise InputError(f"{what} has no parameter {name!r}; parameters: {options}")
         out[name] = _convert(name, text, hints.get(name, str))
     return out
 

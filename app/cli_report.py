@@ -65,6 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .analysis import ANALYSES, bootstrap_ci, coerce_params, compute, side_by_side
+    from .analysis.registry import coerce_arguments
 
     store = Store(args.store)
     run = store.open(args.run)
@@ -72,13 +73,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.ci is not None:
         if other is not None:
             raise InputError("--ci and --compare do not combine; bootstrap one run at a time")
-        raw = _params(args.param)
-        unknown = sorted(set(raw) - set(BOOTSTRAP_PARAMS))
-        if unknown:
-            raise InputError(f"--ci takes --param {', '.join(BOOTSTRAP_PARAMS)}, not {', '.join(unknown)}")
-        options = {
-            k: (str if k == "method" else float if k == "threshold" else int)(v) for k, v in raw.items()
-        }
+        options = coerce_arguments(bootstrap_ci, _params(args.param), BOOTSTRAP_PARAMS, "--ci")
         table = bootstrap_ci(run, args.kind, label=args.by, level=args.ci, **options)
         if args.layer is not None:
             table = table[table["layer"] == args.layer]
