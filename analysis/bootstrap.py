@@ -1,19 +1,24 @@
-"""Bootstrap confidence intervals over samples for the headline scores.
+"""Bootstrap confidence intervals over units of independence for the headline scores.
 
-Samples (input sequences, or generated images with their CFG pair) are the independent units: tokens of
-one sequence are not. `bootstrap_ci` aggregates per-sample sufficient statistics once in DuckDB (expert
-counts, label × expert counts, entropy sums, repeat counts), then draws `n_boot` resamples of the samples
-with replacement as multinomial weight vectors and recomputes the metric from the weighted sums — no
-second pass over the data. `estimate` is the metric on the run itself, equal to the matching analysis
+The resampled unit is the run's unit of independence (`units.py`): the input sequence for text runs and
+the generated image — both classifier-free-guidance branches together, the `pair` label — for diffusion
+runs, or a unit the caller names (`unit="document"`). Tokens of one sequence are not independent, nor are
+the two branches of one image: resampling them apart makes intervals too narrow. `bootstrap_ci` aggregates
+per-sample sufficient statistics once in DuckDB (expert counts, label × expert counts, entropy sums,
+repeat counts), sums them per unit, then draws `n_boot` resamples of the units with replacement as
+multinomial weight vectors and recomputes the metric from the weighted sums — no second pass over the
+data. `estimate` is the metric on the run itself, equal to the matching analysis
 function's value; `bias` = mean of the resampled values − estimate. The interval at `level` is the
 percentile interval (Efron & Tibshirani 1993, §13.3) or, with `method="basic"`, the basic interval
 [2·estimate − q_hi, 2·estimate − q_lo], which corrects a bias the resampling itself adds: plug-in mutual
 information grows when samples repeat, so NMI over a many-valued label (token_id) can have its estimate
 below the percentile interval — read `bias` and use `basic` there.
 
-Kinds and metrics: `balance` → max_over_mean, cv, norm_entropy, gini; `nmi` (needs `label`) → nmi;
+Kinds and metrics: `balance` → max_over_mean, cv, norm_entropy, gini (and aux_loss on runs recorded
+with probabilities); `nmi` (needs `label`) → nmi;
 `uncertainty` → mean_entropy, mean_margin, uncertain_share (normalised-entropy `threshold`); `repeat` →
-top1_repeat.
+top1_repeat (consecutive positions of one sample, step, router and call; on a patch grid, raster
+neighbours within a row, as `repeat_rate` pairs them).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import pandas as pd
 from routescope.hooks import InputError, Run
 
 from .frames import label_join, sql
+from .information import nmi as nmi_of
 from .uncertainty import DEFAULT_THRESHOLD
+from .units import unit_codes, unit_name
 
 KINDS = ("balance", "nmi", "uncertainty", "repeat")
-COLUMNS = ["layer", "metric", "estimate", "lo", "hi", "bias", "n_boot", "level"]
+COLUMNS = ["layer", "metric", "estimate", "lo", "hi", "bias", "n_boot", "level", "unit", "n_units"]
 METHODS = ("percentile", "basic")
 BATCH = 64
 """Resamples evaluated at once: bounds memory to BATCH × (statistics per sample) floats."""
@@ -56,16 +63,7 @@ def _balance_metrics(counts: np.ndarray) -> dict[str, np.ndarray]:
 
 def _nmi_rows(joint: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
     """NMI (arithmetic normalisation) of each row of `[B, L·E]` label × expert counts."""
-    counts = joint.reshape(len(joint), n_labels, -1)
-    p = counts / np.maximum(counts.sum(axis=(1, 2), keepdims=True), 1e-300)
-    p_label, p_expert = p.sum(axis=2), p.sum(axis=1)
-    outer = p_label[:, :, None] * p_expert[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mutual = np.where(p > 0, p * np.log(p / outer), 0.0).sum(axis=(1, 2))
-        h_label = -np.where(p_label > 0, p_label * np.log(p_label), 0.0).sum(axis=1)
-        h_expert = -np.where(p_expert > 0, p_expert * np.log(p_expert), 0.0).sum(axis=1)
-    denominator = (h_label + h_expert) / 2
-    return {"nmi": np.where(denominator > 0, mutual / np.maximum(denominator, 1e-300), 0.0)}
+    return {"nmi": nmi_of(joint.reshape(len(joint), n_labels, -1))}
 
 
 def _ratio_metrics(names: dict[str, tuple[int, int]]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
@@ -87,7 +85,27 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tup
             """SELECT layer, sample, expert AS stat, count(*) AS value FROM assignments
                WHERE NOT dropped GROUP BY ALL""",
         )
-        return table, n_experts, 1
+        if not run.manifest.get("options", {}).get("probs"):
+            return table, n_experts, 1
+        probs = sql(  # per sample: Σ probabilities per expert (columns E … 2E−1) and decisions (column 2E)
+            run,
+            """SELECT layer, sample, expert, sum(p) AS value, count(*) AS n FROM (
+                   SELECT layer, sample, unnest(range(len(probs))) AS expert, unnest(probs) AS p
+                   FROM decisions) GROUP BY ALL""",
+        )
+        decisions = probs[probs["expert"] == 0][["layer", "sample", "n"]].rename(columns={"n": "value"})
+        return (
+            pd.concat(
+                [
+                    table,
+                    probs.assign(stat=probs["expert"] + n_experts)[["layer", "sample", "stat", "value"]],
+                    decisions.assign(stat=2 * n_experts),
+                ],
+                ignore_index=True,
+            ),
+            2 * n_experts + 1,
+            1,
+        )
     if kind == "nmi":
         if not label:
             raise InputError("bootstrap of nmi needs a label (e.g. domain, class, token_id)")
@@ -114,18 +132,44 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tup
     if kind == "repeat":
         table = sql(
             run,
-            """WITH top AS (SELECT sample, position, router, call, layer, expert FROM assignments
+            f"""WITH top AS (SELECT sample, position, step, router, call, layer, expert FROM assignments
                             WHERE rank = 0 AND NOT dropped)
                SELECT a.layer, a.sample, count(*) AS pairs,
                       sum(CASE WHEN a.expert = b.expert THEN 1 ELSE 0 END) AS repeats
-               FROM top a JOIN top b ON b.sample = a.sample AND b.router = a.router AND b.call = a.call
-                                     AND b.position = a.position + 1
+               FROM top a JOIN top b ON b.sample = a.sample AND b.step = a.step AND b.router = a.router
+                                     AND b.call = a.call AND b.position = a.position + 1
+               {_row_end(run)}
                GROUP BY ALL""",
         )
         long = table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value")
         codes = {"pairs": 0, "repeats": 1}
         return long.assign(stat=long["stat_name"].map(codes)), len(codes), 1
     raise InputError(f"no bootstrap for {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def _row_end(run: Run) -> str:
+    """On a patch grid, a WHERE clause that keeps raster neighbours within one row of patches."""
+    grid = run.manifest.get("patch_grid")
+    if not grid:
+        return ""
+    return f"WHERE (a.position + 1) % {int(grid[1])} <> 0"
+
+
+def _balance_with_aux(n_experts: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Balance metrics of the count columns, and the Switch auxiliary loss E · Σ_e load_e · P_e from the
+    probability sums and decision counts that follow them."""
+
+    def metrics(stats: np.ndarray) -> dict[str, np.ndarray]:
+        counts = stats[:, :n_experts]
+        out = _balance_metrics(counts)
+        load = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1e-300)
+        mean_prob = stats[:, n_experts : 2 * n_experts] / np.maximum(
+            stats[:, 2 * n_experts : 2 * n_experts + 1], 1
+        )
+        out["aux_loss"] = n_experts * (load * mean_prob).sum(axis=1)
+        return out
+
+    return metrics
 
 
 def _metric_function(kind: str, n_labels: int) -> Callable[[np.ndarray], dict]:
@@ -147,8 +191,10 @@ def bootstrap_ci(
     seed: int = 0,
     threshold: float = DEFAULT_THRESHOLD,
     method: str = "percentile",
+    unit: str | None = None,
 ) -> pd.DataFrame:
-    """`layer, metric, estimate, lo, hi, bias, n_boot, level`: bootstrap intervals over samples."""
+    """`layer, metric, estimate, lo, hi, bias, n_boot, level, unit, n_units`: bootstrap intervals over the
+    run's units of independence (`unit` overrides the run's own)."""
     if method not in METHODS:
         raise InputError(f"unknown interval method {method!r}; choose from {', '.join(METHODS)}")
     if kind not in KINDS:
@@ -156,18 +202,28 @@ def bootstrap_ci(
     if n_boot < 10 or not 0 < level < 1:
         raise InputError("n_boot must be ≥ 10 and level between 0 and 1 (e.g. 0.95)")
     stats, width, n_labels = _per_sample(run, kind, label, threshold)
+    unit_label = unit_name(run, unit)
+    codes = unit_codes(run, unit_label)
+    stats["unit"] = stats["sample"].map(dict(zip(codes["sample"], codes["unit"], strict=True)))
     rng = np.random.default_rng(seed)
-    samples = np.sort(stats["sample"].unique())
-    weights = rng.multinomial(len(samples), np.full(len(samples), 1 / len(samples)), size=n_boot)
+    units = np.sort(stats["unit"].unique())
+    weights = rng.multinomial(len(units), np.full(len(units), 1 / len(units)), size=n_boot)
     rows = []
     for layer, part in stats.groupby("layer", sort=True):
-        matrix = np.zeros((len(samples), width))
-        index = np.searchsorted(samples, part["sample"].to_numpy())
+        matrix = np.zeros((len(units), width))
+        index = np.searchsorted(units, part["unit"].to_numpy())
         np.add.at(matrix, (index, part["stat"].to_numpy(dtype=int)), part["value"].to_numpy(dtype=float))
+        metric = _metric_function(kind, n_labels)
         if kind == "balance":
             n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
-            matrix = matrix[:, :n_experts]
-        metric = _metric_function(kind, n_labels)
+            if width > n_experts + 1:  # probability sums follow the counts: aux loss too
+                full = width // 2
+                matrix = np.concatenate(
+                    [matrix[:, :n_experts], matrix[:, full : full + n_experts], matrix[:, 2 * full :]], axis=1
+                )
+                metric = _balance_with_aux(n_experts)
+            else:
+                matrix = matrix[:, :n_experts]
         estimate = metric(matrix.sum(axis=0, keepdims=True))
         draws: dict[str, list[np.ndarray]] = {name: [] for name in estimate}
         for start in range(0, n_boot, BATCH):
@@ -188,6 +244,8 @@ def bootstrap_ci(
                     "bias": float(values.mean() - value[0]),
                     "n_boot": n_boot,
                     "level": level,
+                    "unit": unit_label,
+                    "n_units": len(units),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -99,3 +99,22 @@ def experts_per_group(run: Run, by: list[str]) -> dict[int, int] | int:
             sizes[int(r["layer"])] = max(sizes.get(int(r["layer"]), 0), int(r["n_experts"]))
         return sizes
     return max(int(r["n_experts"]) for r in run.routers)
+
+
+RANKS = ("all", "top1")
+"""Which of a decision's experts count: every chosen expert (`all`, as OLMoE counts) or only the first
+(`top1`, as the Mixtral paper's figures show)."""
+WEIGHTS = ("count", "gate")
+"""What an assignment contributes: 1 (`count`) or the gate weight the model applied (`gate`)."""
+
+
+def counting(ranks: str = "all", weight: str = "count", fact: str = "a") -> tuple[str, str]:
+    """(extra WHERE condition, aggregate) for the counting convention: `ranks` picks the assignments that
+    count, `weight` what each contributes. Both are validated here, once."""
+    if ranks not in RANKS:
+        raise InputError(f"unknown ranks {ranks!r}; choose from {', '.join(RANKS)}")
+    if weight not in WEIGHTS:
+        raise InputError(f"unknown weight {weight!r}; choose from {', '.join(WEIGHTS)}")
+    where = f" AND {fact}.rank = 0" if ranks == "top1" else ""
+    measure = f"sum({fact}.weight)" if weight == "gate" else "count(*)"
+    return where, measure

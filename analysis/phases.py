@@ -85,5 +85,8 @@ def sensitivity(run: Run) -> pd.DataFrame:
         ("token_id",) if run.manifest.get("kind") != "diffusion" else ()
     )
     available = [label for label in SENSITIVITY_LABELS if label in token_level or label in run.label_columns]
-    frames = [label_nmi(run, label)[["layer", "nmi"]].assign(label=label) for label in available]
+    frames = [
+        label_nmi(run, label, n_permutations=None)[["layer", "nmi"]].assign(label=label)
+        for label in available
+    ]
     return pd.concat(frames, ignore_index=True)[["layer", "label", "nmi"]]

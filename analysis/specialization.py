@@ -9,7 +9,17 @@ For a group (by default a layer), a label value D and an expert e, on routed, no
 - `uniform_lift` = share · E: the share against the uniform baseline 1/E.
 `label_nmi` is the normalised mutual information between label and expert per group, computed on the
 same assignment counts: I(L; E) / mean(H(L), H(E)) (the arithmetic normalisation scikit-learn uses by
-default), 0 when routing ignores the label and 1 when each label value has its own experts.
+default), 0 when routing ignores the label and 1 when each label value has its own experts. Its `p_value`
+comes from a permutation test over the run's units of independence (`units.py`, `permutation.py`):
+a label constant within units (domain, class) is shuffled between units, a label that varies inside
+them (position, step, token id) within each unit; the null is "the expert a row gets does not depend on
+its label" and `null_mean` is the NMI expected by chance at this sample size (plug-in NMI is biased
+upward, most for many-valued labels). Pearson's χ² stays as a descriptive statistic (`chi2`, `dof`):
+it treats every assignment as independent, which they are not, so it has no p-value here.
+
+Counting conventions: `ranks="all"` counts every chosen expert (OLMoE), `ranks="top1"` only the first
+(the Mixtral paper's figures); `weight="count"` counts assignments, `weight="gate"` sums the gate weights
+the model applied. Defaults: all ranks, counts.
 """
 
 from __future__ import annotations
@@ -19,27 +29,46 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.hooks import InputError, Run
 
-from .frames import check_by, experts_per_group, label_join, sql
+from .contingency import unit_tables
+from .frames import check_by, counting, experts_per_group, label_join, sql
+from .information import nmi
+from .permutation import DEFAULT_PERMUTATIONS, check_permutations, permutation_null, shuffled_labels
 
 
-def label_counts(run: Run, label: str, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, expert, <label>, count`: the expert × label contingency table per group (aggregated in SQL)."""
+def label_counts(
+    run: Run, label: str, by: Sequence[str] = ("layer",), *, ranks: str = "all", weight: str = "count"
+) -> pd.DataFrame:
+    """`<by>, expert, <label>, count`: the expert × label contingency table per group (aggregated in SQL);
+    `count` is a gate-weight sum with `weight="gate"`."""
     columns = check_by(by)
+    where, measure = counting(ranks, weight)
     join, expr = label_join(run, label)
     keys = ", ".join(f"a.{c}" for c in columns)
     return sql(
         run,
-        f'SELECT {keys}, a.expert, {expr} AS "{label}", count(*) AS count FROM assignments a {join} '
-        f"WHERE NOT a.dropped GROUP BY ALL ORDER BY ALL",
+        f'SELECT {keys}, a.expert, {expr} AS "{label}", {measure} AS count FROM assignments a {join} '
+        f"WHERE NOT a.dropped{where} GROUP BY ALL ORDER BY ALL",
     )
 
 
-def specialization(run: Run, label: str, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, expert, <label>, count, share, lift, uniform_lift` (see the module docstring)."""
+def specialization(
+    run: Run,
+    label: str,
+    by: Sequence[str] = ("layer",),
+    *,
+    ranks: str = "all",
+    weight: str = "count",
+    n_permutations: int | None = None,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """`<by>, expert, <label>, count, share, lift, uniform_lift` (see the module docstring); with
+    `n_permutations`, also `null_lift` (the lift expected by chance: its permutation mean) and `p_value`
+    (one-sided, lift at least as large under the label shuffled over units)."""
     columns = check_by(by)
-    table = label_counts(run, label, columns)
+    table = label_counts(run, label, columns, ranks=ranks, weight=weight)
     if table.empty:
         return table.assign(share=[], lift=[], uniform_lift=[])
     per_label = table.groupby([*columns, label], dropna=False)["count"].transform("sum")
@@ -54,47 +83,125 @@ def specialization(run: Run, label: str, by: Sequence[str] = ("layer",)) -> pd.D
         key = "router" if "router" in columns else "layer"
         n_experts = table[key].map(sizes)
     table["uniform_lift"] = table["share"] * n_experts
+    if n_permutations is not None:
+        table = _lift_null(run, table, label, columns, ranks, weight, n_permutations, seed, unit)
     return table
 
 
-def _nmi(counts: np.ndarray) -> float:
-    joint = counts / counts.sum()
-    p_label, p_expert = joint.sum(axis=1), joint.sum(axis=0)
-    nonzero = joint > 0
-    mutual = float((joint[nonzero] * np.log(joint[nonzero] / np.outer(p_label, p_expert)[nonzero])).sum())
-
-    def entropy(p: np.ndarray) -> float:
-        p = p[p > 0]
-        return float(-(p * np.log(p)).sum())
-
-    denominator = (entropy(p_label) + entropy(p_expert)) / 2
-    return mutual / denominator if denominator > 0 else 0.0
+def _lifts(joint: np.ndarray) -> np.ndarray:
+    """Lift P(e | D) / P(e) of every cell of a `[B, L, E]` batch of label × expert counts."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = joint / joint.sum(axis=2, keepdims=True)
+        load = joint.sum(axis=1, keepdims=True) / joint.sum(axis=(1, 2), keepdims=True)
+        return share / load
 
 
-def label_nmi(run: Run, label: str, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, nmi, chi2, dof, p_value`: normalised mutual information between `label` and the chosen
-    expert, and Pearson's chi-square test of their independence on the same label × expert counts (no
-    continuity correction; experts and labels never seen in the group are left out)."""
-    columns = check_by(by)
-    table = label_counts(run, label, columns)
-    rows = []
-    for group, part in table.groupby(columns, sort=True):
-        matrix = part.pivot_table(index=label, columns="expert", values="count", aggfunc="sum", fill_value=0)
-        key = group if isinstance(group, tuple) else (group,)
-        counts = matrix.to_numpy(dtype=float)
-        if min(counts.shape) > 1:
-            from scipy.stats import chi2_contingency  # scipy loads only for the test
-
-            chi2, p_value, dof, _ = chi2_contingency(counts, correction=False)
-        else:
-            chi2, p_value, dof = 0.0, 1.0, 0
-        rows.append(
-            {
-                **dict(zip(columns, key, strict=True)),
-                "nmi": _nmi(counts),
-                "chi2": float(chi2),
-                "dof": int(dof),
-                "p_value": float(p_value),
-            }
+def _lift_null(
+    run: Run,
+    table: pd.DataFrame,
+    label: str,
+    columns: list[str],
+    ranks: str,
+    weight: str,
+    n_permutations: int,
+    seed: int,
+    unit: str | None,
+) -> pd.DataFrame:
+    tables = unit_tables(run, label, columns, ranks=ranks, weight=weight, unit=unit)
+    frames = []
+    for key, data in tables.items():
+        observed = _lifts(data.observed[None])[0]
+        total = np.zeros_like(observed)
+        exceed = np.zeros_like(observed)
+        for batch in shuffled_labels(
+            data.labels, groups=data.units, scope=data.scope, n_permutations=n_permutations, seed=seed
+        ):
+            lifts = np.nan_to_num(_lifts(data.joint(batch)), nan=0.0)
+            total += lifts.sum(axis=0)
+            exceed += (lifts >= observed[None] - 1e-12).sum(axis=0)
+        n_label, n_expert = observed.shape
+        frames.append(
+            pd.DataFrame(
+                {
+                    **{c: v for c, v in zip(columns, key, strict=True)},
+                    label: np.repeat(data.values, n_expert),
+                    "expert": np.tile(np.arange(n_expert), n_label),
+                    "null_lift": (total / n_permutations).ravel(),
+                    "p_value": ((1 + exceed) / (1 + n_permutations)).ravel(),
+                }
+            )
         )
-    return pd.DataFrame(rows, columns=[*columns, "nmi", "chi2", "dof", "p_value"])
+    null = pd.concat(frames, ignore_index=True)
+    table = table.assign(**{label: table[label].astype(str)})
+    return table.merge(null, on=[*columns, label, "expert"], how="left")
+
+
+NMI_COLUMNS = ["nmi", "p_value", "null_mean", "n_permutations", "method", "unit", "chi2", "dof"]
+
+
+def label_nmi(
+    run: Run,
+    label: str,
+    by: Sequence[str] = ("layer",),
+    *,
+    ranks: str = "all",
+    weight: str = "count",
+    n_permutations: int | None = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """`<by>, nmi, p_value, null_mean, n_permutations, method, unit, chi2, dof`: NMI of `label` and the
+    chosen expert, with its permutation test (see the module docstring; `n_permutations=None` skips the
+    test and leaves `p_value` and `null_mean` empty). Label values and experts never seen in a group are
+    left out of χ²."""
+    columns = check_by(by)
+    if n_permutations is not None:
+        check_permutations(n_permutations)
+    tables = unit_tables(run, label, columns, ranks=ranks, weight=weight, unit=unit)
+    values = next(iter(tables.values())).values if tables else []
+    if n_permutations is not None and len(values) < 2:
+        raise InputError(
+            f"label {label!r} has {len(values)} value(s) in run {run.name!r}; a permutation test needs "
+            "two or more (pass n_permutations=None for the NMI alone)"
+        )
+    rows = []
+    for key, data in tables.items():
+        counts = data.observed
+        kept = counts[counts.sum(axis=1) > 0][:, counts.sum(axis=0) > 0]
+        if min(kept.shape) > 1:
+            from scipy.stats import chi2_contingency  # scipy loads only for the statistic
+
+            chi2, _, dof, _ = chi2_contingency(kept, correction=False)
+        else:
+            chi2, dof = 0.0, 0
+        row = {
+            **dict(zip(columns, key, strict=True)),
+            "nmi": float(nmi(counts[None])[0]),
+            "p_value": np.nan,
+            "null_mean": np.nan,
+            "n_permutations": 0,
+            "method": "none",
+            "unit": data.unit,
+            "chi2": float(chi2),
+            "dof": int(dof),
+        }
+        if n_permutations is not None and min(kept.shape) > 1:
+            null = permutation_null(
+                lambda labels, data=data: nmi(data.joint(labels)),
+                data.labels,
+                groups=data.units,
+                scope=data.scope,
+                unit=data.unit,
+                n_permutations=n_permutations,
+                seed=seed,
+            )
+            row.update(
+                p_value=null.p_value,
+                null_mean=null.null_mean,
+                n_permutations=null.n_permutations,
+                method=null.method,
+            )
+        elif n_permutations is not None:
+            row.update(p_value=1.0, method="one label value or expert in this group: nothing to test")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*columns, *NMI_COLUMNS])
