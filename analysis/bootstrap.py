@@ -249,3 +249,26 @@ def bootstrap_ci(
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def unit_interval(
+    per_unit: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(estimate, lo, hi): a percentile bootstrap interval of `statistic` over units. `per_unit` is a
+    `[U, C]` matrix of additive per-unit statistics (counts, sums); `statistic` maps a `[B, C]` batch of
+    their (weighted) sums to `[B]` values. Units are resampled with replacement as multinomial weights."""
+    if n_boot < 10 or not 0 < level < 1:
+        raise InputError("n_boot must be ≥ 10 and level between 0 and 1 (e.g. 0.95)")
+    per_unit = np.asarray(per_unit, dtype=np.float64)
+    n_units = len(per_unit)
+    estimate = float(statistic(per_unit.sum(axis=0, keepdims=True))[0])
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot).astype(np.float64)
+    draws = np.concatenate([statistic(weights[s : s + BATCH] @ per_unit) for s in range(0, n_boot, BATCH)])
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return estimate, float(lo), float(hi)

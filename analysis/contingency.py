@@ -93,6 +93,15 @@ class UnitTable:
             ).reshape(size, n_labels, n_experts)
         return out
 
+    def per_unit(self, n_units: int | None = None) -> np.ndarray:
+        """`[U, L·E]`: each unit's label × expert table, flattened — what a bootstrap over units resamples
+        (`n_units` pads to the run's unit count, so tables of several groups line up)."""
+        n_units = n_units or int(self.units.max()) + 1
+        n_labels, n_experts = len(self.values), self.counts.shape[1]
+        out = np.zeros((n_units, n_labels, n_experts))
+        np.add.at(out, (self.units, self.labels), self.counts)
+        return out.reshape(n_units, n_labels * n_experts)
+
     @property
     def observed(self) -> np.ndarray:
         """The `[L, E]` label × expert table of the run itself."""

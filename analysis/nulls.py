@@ -1,0 +1,198 @@
+"""Null distributions for the headline statistics that are not a plain label × expert NMI.
+
+Each function returns, per layer, the observed statistic, its permutation null (`permutation.py`) and the
+p-value, so a verdict can say "above chance" only when a shuffle that removes the effect rarely reaches
+the observed value. The shuffles keep what the null hypothesis says is irrelevant and break only the link
+under test:
+
+- `vocabulary_null`: token ids shuffled among the top-1 decisions of one unit (a token-blind router that
+  keeps each sequence's expert mix and each token's frequency). Statistic: the token-weighted mean share
+  of a token's occurrences that go to its most frequent expert, over token ids seen ≥ `min_count` times.
+- `repeat_null`: top-1 experts shuffled along each sequence (sample, step, router, call), keeping the
+  sequence's own expert mix — so a one-domain sequence that stays on its domain's experts is not counted
+  as "consecutive tokens share an expert". Statistic: the share of consecutive positions with the same
+  top-1 expert (text runs; raster order).
+- `uncertainty_null`: the uncertain flags (normalised entropy ≥ `threshold`) shuffled among the decisions
+  of one unit. Statistic: the mutual information (nats) between a decision's token id (ids seen ≥
+  `min_count` times) and its flag — 0 when uncertainty is spread evenly over tokens.
+
+Columns of each: `layer, statistic, observed, null_mean, null_q99, p_value, n_permutations, seed, method,
+unit`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from routescope.hooks import InputError, Run
+
+from .contingency import UnitTable, unit_tables
+from .frames import sql, stack_of
+from .information import mutual_information
+from .permutation import DEFAULT_PERMUTATIONS, NullDistribution, permutation_null
+from .uncertainty import DEFAULT_THRESHOLD
+from .units import unit_codes, unit_name
+
+COLUMNS = [
+    "layer",
+    "statistic",
+    "observed",
+    "null_mean",
+    "null_q99",
+    "p_value",
+    "n_permutations",
+    "seed",
+    "method",
+    "unit",
+]
+
+
+def _row(layer: int, statistic: str, null: NullDistribution) -> dict:
+    return {
+        "layer": int(layer),
+        "statistic": statistic,
+        "observed": null.observed,
+        "null_mean": null.null_mean,
+        "null_q99": null.quantile(0.99),
+        "p_value": null.p_value,
+        "n_permutations": null.n_permutations,
+        "seed": null.seed,
+        "method": null.method,
+        "unit": null.unit,
+    }
+
+
+def vocabulary_share(joint: np.ndarray, min_count: int) -> np.ndarray:
+    """Token-weighted share to the top expert of each `[T, E]` token × expert table of a `[B, T, E]`
+    batch, over tokens with at least `min_count` occurrences (their count is the same in every table)."""
+    totals = joint.sum(axis=2)
+    kept = totals >= min_count
+    top = np.where(kept, joint.max(axis=2), 0.0).sum(axis=1)
+    return top / np.maximum(np.where(kept, totals, 0.0).sum(axis=1), 1e-300)
+
+
+def vocabulary_null(
+    run: Run,
+    *,
+    min_count: int = 10,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """Vocabulary specialization against token-blind routing (see the module docstring)."""
+    if min_count < 1:
+        raise InputError("min_count must be ≥ 1")
+    rows = []
+    for (layer,), data in unit_tables(run, "token_id", ("layer",), ranks="top1", unit=unit).items():
+        null = permutation_null(
+            lambda labels, data=data: vocabulary_share(data.joint(labels), min_count),
+            data.labels,
+            groups=data.units,
+            scope="within",
+            unit=data.unit,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
+        rows.append(_row(layer, "top_expert_share", null))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def repeat_null(
+    run: Run, *, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, unit: str | None = None
+) -> pd.DataFrame:
+    """Consecutive-token top-1 repeat rate against experts shuffled within each sequence."""
+    if run.manifest.get("patch_grid"):
+        raise InputError(
+            f"run {run.name!r} is a patch grid; the repeat-rate null shuffles along text sequences only"
+        )
+    name = unit_name(run, unit)
+    top = sql(
+        run,
+        """SELECT layer, sample, step, router, call, position, expert FROM assignments
+           WHERE rank = 0 AND NOT dropped ORDER BY layer, sample, step, router, call, position""",
+    )
+    rows = []
+    for layer, part in top.groupby("layer", sort=True):
+        keys = part[["sample", "step", "router", "call"]]
+        sequence = pd.factorize(pd.MultiIndex.from_frame(keys))[0]
+        position = part["position"].to_numpy()
+        follows = np.flatnonzero((sequence[1:] == sequence[:-1]) & (position[1:] == position[:-1] + 1))
+        if not len(follows):
+            continue
+
+        def statistic(experts: np.ndarray, follows: np.ndarray = follows) -> np.ndarray:
+            return (experts[:, follows] == experts[:, follows + 1]).mean(axis=1)
+
+        null = permutation_null(
+            statistic,
+            part["expert"].to_numpy(),
+            groups=sequence,
+            scope="within",
+            unit=name,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
+        rows.append(_row(int(layer), "top1_repeat", null))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def uncertainty_null(
+    run: Run,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_count: int = 20,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """Mutual information of token id and uncertain flag against flags shuffled within units."""
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold {threshold} must be between 0 and 1 (a normalised entropy)")
+    rows = []
+    for layer, data in uncertainty_tables(run, threshold=threshold, min_count=min_count, unit=unit).items():
+        null = permutation_null(
+            lambda labels, data=data: mutual_information(data.joint(labels)),
+            data.labels,
+            groups=data.units,
+            scope="within",
+            unit=data.unit,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
+        rows.append(_row(layer, "mi_token_uncertain", null))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def uncertainty_tables(
+    run: Run, *, threshold: float = DEFAULT_THRESHOLD, min_count: int = 20, unit: str | None = None
+) -> dict[int, UnitTable]:
+    """Layer → decisions as rows with their uncertain flag as the label (codes 0/1) and a one-hot of their
+    token id (ids seen ≥ `min_count` times at that layer) as counts; layers with one flag value are
+    left out."""
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold {threshold} must be between 0 and 1 (a normalised entropy)")
+    name = unit_name(run, unit)
+    decisions = sql(
+        run,
+        f"""SELECT d.layer, d.sample, t.token_id,
+                   CASE WHEN d.entropy / ln(r.n_experts) >= {float(threshold)} THEN 1 ELSE 0 END AS flag
+            FROM decisions d JOIN routers r ON r.id = d.router
+            JOIN tokens t ON t.sample = d.sample AND t.position = d.position
+                          AND t.stack = {stack_of(run, "d")}
+            WHERE t.token_id IS NOT NULL""",
+    )
+    codes = unit_codes(run, name)
+    decisions["unit"] = decisions["sample"].map(dict(zip(codes["sample"], codes["unit"], strict=True)))
+    out = {}
+    for layer, part in decisions.groupby("layer", sort=True):
+        part = part[part.groupby("token_id")["token_id"].transform("size") >= min_count]
+        if part.empty or part["flag"].nunique() < 2:
+            continue
+        token = pd.factorize(part["token_id"])[0]
+        counts = np.zeros((len(part), int(token.max()) + 1))
+        counts[np.arange(len(part)), token] = 1.0
+        out[int(layer)] = UnitTable(
+            counts, part["flag"].to_numpy(dtype=np.int64), part["unit"].to_numpy(), ["0", "1"], "within", name
+        )
+    return out
