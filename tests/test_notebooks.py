@@ -1,19 +1,46 @@
 """The notebooks in notebooks/ run end to end on the bundled models and are stored without outputs.
 
-Each notebook states a published claim, computes it on a bundled model and prints whether it reproduces;
-executing them here (nbclient, the venv's own kernel) keeps them working as the API changes.
+Each notebook states a published claim, checks it on a bundled model with `routescope.claims` and prints
+one `VERDICT <claim> reproduces|does-not-reproduce` line per claim; executing them here (nbclient, the
+venv's own kernel) keeps them working as the API changes, and the verdicts they print must be the ones the
+README's table (written by scripts/claims_table.py from the same checks) states.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+ROW = re.compile(
+    r"^\| `(?P<notebook>[\w]+)` \| `(?P<claim>[\w-]+)` \| `[^`]+` \| \*\*(?P<verdict>[a-z ]+)\*\*"
+)
+
+
+def readme_verdicts() -> dict[str, dict[str, bool]]:
+    """notebook → claim → reproduces, from the README's claims table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- claims-table:start -->")[1].split("<!-- claims-table:end -->")[0]
+    out: dict[str, dict[str, bool]] = {}
+    for line in table.splitlines():
+        match = ROW.match(line)
+        if match:
+            out.setdefault(match["notebook"], {})[match["claim"]] = match["verdict"] == "reproduces"
+    return out
+
+
+def test_readme_table_covers_every_registered_claim() -> None:
+    from routescope.claims import CLAIMS
+
+    claimed = {claim for verdicts in readme_verdicts().values() for claim in verdicts}
+    assert claimed == set(CLAIMS)
+    assert {f"{stem}" for stem in readme_verdicts()} == {p.stem for p in NOTEBOOKS}
 
 
 def test_there_is_a_notebook_per_claim() -> None:
@@ -43,7 +70,11 @@ def test_notebook_runs_and_gives_a_verdict(path: Path, tmp_path: Path) -> None:
         for output in cell.outputs
         if output.output_type == "stream" and output.name == "stdout"
     )
-    assert "reproduce" in printed  # every notebook ends with a computed verdict
+    printed_verdicts = {
+        claim: outcome == "reproduces"
+        for claim, outcome in re.findall(r"^VERDICT (\S+) (\S+)$", printed, re.M)
+    }
+    assert printed_verdicts == readme_verdicts()[path.stem]  # the README states what the notebook computes
     errors = [
         o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
