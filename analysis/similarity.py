@@ -1,11 +1,20 @@
 """Expert similarity and merge groups (MC-SMoE, "Merge, Then Compress").
 
 MC-SMoE groups redundant experts by router-logit similarity: the cosine between two experts' columns of
-router scores over calibration tokens, mapped to (cos + 1) / 2. RouteScope uses the recorded `probs`
-columns (the distribution the router chose from; a monotone map of the logits for softmax routers), so
-runs must be recorded with `probs=True`. `usage` is each expert's share of top-1 choices (MC-SMoE's usage
-frequency); `merge_groups` clusters experts (average linkage on 1 − similarity) into `n_groups` and names
-each group's most used expert as the one to keep.
+router logits over calibration tokens, mapped to (cos + 1) / 2. `basis="router"` (the default) does exactly
+that on the recorded `logits` column (the raw scores before softmax, or before sigmoid for sigmoid routers),
+so runs must be recorded with `probs=True` / `--probs` (which stores `logits` too). `basis="probs"` takes
+the cosine of the recorded `probs` columns instead (the normalised distribution; the only router basis of
+runs recorded before `logits` was stored).
+
+`merge_groups(method="mc-smoe")` (the default) is MC-SMoE's grouping: `usage` is each expert's share of
+all router choices over every one of the k slots (MC-SMoE counts the top-k of the logits for Mixtral, the
+top-1 for Switch, which is the same count for k = 1); the `n_groups` most used experts are the group cores
+("dominant experts"), and every other expert joins the core it is most similar to. `keep` marks the core.
+Ties: usage ties are broken by the lower expert id (a stable sort on descending usage); an expert equally
+similar to several cores joins the most used of them (then the lower id). Group labels number the cores by
+usage rank (group 0 = the most used expert). `method="average"` instead clusters experts (average linkage
+on 1 − similarity) into `n_groups` and keeps each group's most used expert (lower id on ties).
 
 `basis="coactivation"` needs no probabilities: the similarity of a and b is the cosine of their
 chosen/not-chosen indicators over the layer's decisions, count(a, b) / √(count(a) · count(b)) (the Ochiai
@@ -15,6 +24,8 @@ together are candidates to merge in the other sense: they duplicate each other's
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
@@ -23,23 +34,50 @@ from routescope.hooks import InputError, Run
 from .coactivation import coactivation
 from .frames import sql
 
-BASES = ("router", "coactivation")
+Basis = Literal["router", "probs", "coactivation"]
+Method = Literal["mc-smoe", "average"]
+BASES: tuple[Basis, ...] = ("router", "probs", "coactivation")
+METHODS: tuple[Method, ...] = ("mc-smoe", "average")
 
 MAX_DECISIONS = 200_000
 
 
-def _probs(run: Run, layer: int, max_decisions: int) -> np.ndarray:
-    if not run.manifest.get("options", {}).get("probs"):
-        raise InputError(f"run {run.name!r} was recorded without probabilities; re-record it with --probs")
-    frame = sql(run, f"SELECT probs FROM decisions WHERE layer = {int(layer)} LIMIT {int(max_decisions)}")
+def _options(run: Run) -> dict[str, object]:
+    return run.manifest.get("options", {}) or {}
+
+
+def _score_columns(run: Run, layer: int, column: str, max_decisions: int) -> np.ndarray:
+    """[decisions, E] of the recorded `probs` or `logits` at `layer` (the first `max_decisions` rows)."""
+    options = _options(run)
+    if not options.get("probs"):
+        raise InputError(
+            f"run {run.name!r} was recorded without probabilities; re-record it with --probs "
+            '(or use basis="coactivation")'
+        )
+    if column == "logits" and not options.get("logits"):
+        raise InputError(
+            f"run {run.name!r} has no router logits (recorded before RouteScope stored them); re-record it "
+            'with --probs, or use basis="probs" for the similarity of its probabilities'
+        )
+    frame = sql(
+        run,
+        f"SELECT {column} FROM decisions WHERE layer = {int(layer)} AND {column} IS NOT NULL "
+        f"LIMIT {int(max_decisions)}",
+    )
     if frame.empty:
-        raise InputError(f"run {run.name!r} has no decisions at layer {layer}")
-    return np.stack(frame["probs"].to_numpy()).astype(np.float64)
+        raise InputError(f"run {run.name!r} has no decisions with {column} at layer {layer}")
+    return np.stack(frame[column].to_numpy()).astype(np.float64)
+
+
+def _cosine_similarity(columns: np.ndarray) -> np.ndarray:
+    """(cos + 1) / 2 between the columns of a [decisions, E] matrix (MC-SMoE's similarity map)."""
+    norms = np.linalg.norm(columns, axis=0)
+    return ((columns.T @ columns) / np.outer(norms, norms).clip(min=1e-30) + 1) / 2
 
 
 def _coactivation_similarity(run: Run, layer: int) -> np.ndarray:
     pairs = coactivation(run, layer)
-    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
+    n_experts = _n_experts(run, layer)
     singles = sql(
         run,
         f"SELECT expert, count(*) AS n FROM assignments WHERE layer = {int(layer)} AND NOT dropped "
@@ -54,47 +92,93 @@ def _coactivation_similarity(run: Run, layer: int) -> np.ndarray:
     return similarity
 
 
-def expert_similarity(
-    run: Run, layer: int, basis: str = "router", max_decisions: int = MAX_DECISIONS
-) -> pd.DataFrame:
-    """`expert_a, expert_b, similarity` at `layer`: with `basis="router"` (cos + 1) / 2 of the experts'
-    router-score columns over the first `max_decisions` decisions (needs `probs`); with
-    `basis="coactivation"` the Ochiai coefficient of their co-activation (see the module docstring)."""
+def _n_experts(run: Run, layer: int) -> int:
+    sizes = [int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer)]
+    if not sizes:
+        raise InputError(f"run {run.name!r} has no router at layer {layer}")
+    return max(sizes)
+
+
+def _similarity_matrix(run: Run, layer: int, basis: str, max_decisions: int) -> np.ndarray:
     if basis not in BASES:
         raise InputError(f"unknown similarity basis {basis!r}; choose from {', '.join(BASES)}")
     if basis == "coactivation":
-        similarity = _coactivation_similarity(run, layer)
-    else:
-        probs = _probs(run, layer, max_decisions)
-        norms = np.linalg.norm(probs, axis=0)
-        similarity = ((probs.T @ probs) / np.outer(norms, norms).clip(min=1e-30) + 1) / 2
+        return _coactivation_similarity(run, layer)
+    column = "logits" if basis == "router" else "probs"
+    return _cosine_similarity(_score_columns(run, layer, column, max_decisions))
+
+
+def expert_similarity(
+    run: Run, layer: int, basis: Basis = "router", max_decisions: int = MAX_DECISIONS
+) -> pd.DataFrame:
+    """`expert_a, expert_b, similarity` at `layer`: with `basis="router"` (cos + 1) / 2 of the experts'
+    router-logit columns over the first `max_decisions` decisions (MC-SMoE; needs `logits`, stored by
+    `--probs`); `basis="probs"` the same on the `probs` columns; `basis="coactivation"` the Ochiai
+    coefficient of their co-activation (see the module docstring)."""
+    similarity = _similarity_matrix(run, layer, basis, max_decisions)
     a, b = np.meshgrid(np.arange(similarity.shape[0]), np.arange(similarity.shape[0]), indexing="ij")
     return pd.DataFrame({"expert_a": a.ravel(), "expert_b": b.ravel(), "similarity": similarity.ravel()})
 
 
-def merge_groups(
-    run: Run, layer: int, n_groups: int, basis: str = "router", max_decisions: int = MAX_DECISIONS
-) -> pd.DataFrame:
-    """`expert, usage, group, keep`: experts clustered by similarity (`basis` as in `expert_similarity`);
-    `keep` marks each group's most used expert (MC-SMoE merges the others into it)."""
-    table = expert_similarity(run, layer, basis, max_decisions)
-    n_experts = int(table["expert_a"].max()) + 1
-    if not 1 <= n_groups <= n_experts:
-        raise InputError(f"n_groups must be between 1 and {n_experts}")
-    similarity = table["similarity"].to_numpy().reshape(n_experts, n_experts)
-    from sklearn.cluster import AgglomerativeClustering  # scikit-learn loads only when clustering
-
-    groups = AgglomerativeClustering(
-        n_clusters=n_groups, metric="precomputed", linkage="average"
-    ).fit_predict(1.0 - similarity)
-    top1 = sql(
-        run,
-        f"SELECT expert, count(*) AS n FROM assignments WHERE layer = {int(layer)} AND rank = 0 "
-        "AND NOT dropped GROUP BY expert",
+def _usage(run: Run, layer: int, n_experts: int) -> np.ndarray:
+    """Each expert's share of the router's choices at `layer`, over all k slots (dropped tokens count:
+    the router chose the expert), as MC-SMoE counts the top-k of the router logits."""
+    counts = sql(
+        run, f"SELECT expert, count(*) AS n FROM assignments WHERE layer = {int(layer)} GROUP BY expert"
     )
     usage = np.zeros(n_experts)
-    usage[top1["expert"].to_numpy()] = top1["n"].to_numpy()
-    usage = usage / max(usage.sum(), 1)
+    usage[counts["expert"].to_numpy()] = counts["n"].to_numpy()
+    return usage / max(usage.sum(), 1)
+
+
+def mc_smoe_groups(usage: np.ndarray, similarity: np.ndarray, n_groups: int) -> np.ndarray:
+    """MC-SMoE's grouping: the `n_groups` most used experts are the cores (group i = the i-th most used,
+    usage ties to the lower id); every other expert joins its most similar core (ties to the more used
+    core). Returns each expert's group label."""
+    order = np.argsort(-usage, kind="stable")
+    cores = order[:n_groups]
+    groups = np.empty(len(usage), dtype=np.int64)
+    groups[cores] = np.arange(n_groups)
+    others = order[n_groups:]
+    if len(others):
+        groups[others] = np.argmax(similarity[np.ix_(others, cores)], axis=1)  # first max = more used core
+    return groups
+
+
+def _average_groups(similarity: np.ndarray, n_groups: int) -> np.ndarray:
+    from sklearn.cluster import AgglomerativeClustering  # scikit-learn loads only when clustering
+
+    return AgglomerativeClustering(n_clusters=n_groups, metric="precomputed", linkage="average").fit_predict(
+        1.0 - similarity
+    )
+
+
+def merge_groups(
+    run: Run,
+    layer: int,
+    n_groups: int,
+    basis: Basis = "router",
+    max_decisions: int = MAX_DECISIONS,
+    method: Method = "mc-smoe",
+) -> pd.DataFrame:
+    """`expert, usage, group, keep`: experts grouped by similarity (`basis` as in `expert_similarity`).
+    `method="mc-smoe"`: the `n_groups` most used experts are the cores and every other expert joins its most
+    similar core; `method="average"`: average-linkage clustering on 1 − similarity. `keep` marks the expert
+    MC-SMoE merges the others of its group into (the core; for `average` the group's most used expert).
+    Tie rules in the module docstring."""
+    if method not in METHODS:
+        raise InputError(f"unknown merge method {method!r}; choose from {', '.join(METHODS)}")
+    similarity = _similarity_matrix(run, layer, basis, max_decisions)
+    n_experts = similarity.shape[0]
+    if not 1 <= n_groups <= n_experts:
+        raise InputError(f"n_groups must be between 1 and {n_experts}")
+    usage = _usage(run, layer, n_experts)
+    if method == "mc-smoe":
+        groups = mc_smoe_groups(usage, similarity, n_groups)
+        keep = np.zeros(n_experts, dtype=bool)
+        keep[np.argsort(-usage, kind="stable")[:n_groups]] = True
+        return pd.DataFrame({"expert": np.arange(n_experts), "usage": usage, "group": groups, "keep": keep})
+    groups = _average_groups(similarity, n_groups)
     out = pd.DataFrame({"expert": np.arange(n_experts), "usage": usage, "group": groups})
     out["keep"] = out["usage"] == out.groupby("group")["usage"].transform("max")
     out["keep"] &= ~out.duplicated(["group", "keep"]) | ~out["keep"]  # one keeper per group on ties

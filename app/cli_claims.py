@@ -43,7 +43,7 @@ def add_claims_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from .analysis.claims import CLAIMS, applicable, check
+    from .analysis.claims import CLAIMS, applicable, check_all
 
     run = Store(args.store).open(args.run)
     if args.claim is not None and args.claim not in CLAIMS:
@@ -51,13 +51,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     names = [args.claim] if args.claim else applicable(run)
     if not names:
         raise InputError(f"no registered claim applies to run {args.run!r}")
-    params = {"n_permutations": args.permutations, "seed": args.seed}
-    verdicts = []
-    for name in names:
-        import inspect
-
-        accepted = inspect.signature(CLAIMS[name].check).parameters
-        verdicts.append(check(run, name, **{k: v for k, v in params.items() if k in accepted}))
+    verdicts = check_all(run, names, n_permutations=args.permutations, seed=args.seed)
     if args.format == "json":
         out(json.dumps([v.to_dict() for v in verdicts], indent=2, default=str))
         return 0

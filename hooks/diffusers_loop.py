@@ -270,11 +270,17 @@ def record_pipeline(
         "samples": samples_schema(PIPELINE_LABELS),
         "tokens": TOKENS,
         "assignments": ASSIGNMENTS,
-        "decisions": decisions_schema(probs),
+        "decisions": decisions_schema(probs, with_logits=probs),
         "steps": STEPS,
         "images": IMAGES,
     }
-    options = {"probs": probs, "steps": steps, "guidance_scale": guidance_scale, "prompts": prompts}
+    options = {
+        "probs": probs,
+        "logits": probs,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "prompts": prompts,
+    }
     manifest = {
         "kind": "diffusion",
         "model": model_facts(LoadedModel(model=transformer, spec=type(pipe).__name__, source="object")),

@@ -227,6 +227,7 @@ def record_diffusion(
         "patch_grid": [rows, cols],
         "options": {
             "probs": probs,
+            "logits": probs,
             "steps": steps,
             "cfg_scale": cfg_scale,
             "classes": list(classes),
@@ -241,7 +242,7 @@ def record_diffusion(
         "samples": samples_schema(DIFFUSION_LABELS),
         "tokens": TOKENS,
         "assignments": ASSIGNMENTS,
-        "decisions": decisions_schema(probs),
+        "decisions": decisions_schema(probs, with_logits=probs),
         "steps": STEPS,
         "images": IMAGES,
     }

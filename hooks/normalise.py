@@ -5,7 +5,8 @@ Families disagree on what a router returns (a `(logits, weights, indices)` tripl
 capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
 dry run and `normalise` decodes every later call the same way. The result always holds what the model
 actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
-the logits, plus the distribution it chose from, for entropy and margin.
+the logits, plus the distribution it chose from, for entropy and margin, and the raw scores (logits) that
+distribution was computed from.
 
 Shapes at this boundary: T = tokens of one router call (batch × sequence, flattened row-major),
 E = experts, k = experts per token.
@@ -37,6 +38,10 @@ class Decoded:
     """[T, k] bool: the token was refused by a capacity limit and skipped the expert."""
     probs: torch.Tensor
     """[T, E] float32: the distribution the router chose from (its scores normalised to sum to 1)."""
+    logits: torch.Tensor | None = None
+    """[T, E] float32: the raw router scores `probs` was computed from (what `scores_to_probs` received:
+    logits of softmax routers, pre-sigmoid scores of sigmoid routers); None where a decode path has no raw
+    scores (every built-in convention has them)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,8 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         n_experts = logits.shape[-1]
         expert = indices.reshape(-1, indices.shape[-1]).long()
         weight = weights.reshape(expert.shape).float()
-        probs = scores_to_probs(logits.reshape(-1, n_experts), rule.scoring)
+        logits = logits.reshape(-1, n_experts)
+        probs = scores_to_probs(logits, rule.scoring)
         dropped = torch.zeros_like(expert, dtype=torch.bool)
     elif rule.convention == "scores_logits":
         scores, logits = output
@@ -153,7 +159,13 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         dropped = mask.sum(dim=-1, keepdim=True) == 0
         # The model scales the dispatched expert's output by the max prob; a dropped token skips the expert.
         weight = torch.where(dropped, torch.zeros(()), max_prob.reshape(-1, 1).float())
-    return Decoded(expert=expert.cpu(), weight=weight.float().cpu(), dropped=dropped.cpu(), probs=probs.cpu())
+    return Decoded(
+        expert=expert.cpu(),
+        weight=weight.float().cpu(),
+        dropped=dropped.cpu(),
+        probs=probs.cpu(),
+        logits=logits.float().cpu(),
+    )
 
 
 def decision_stats(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -347,11 +347,12 @@ def record(
 
     `inputs` are strings (tokenised with the model's tokenizer) or token-id sequences; `labels` maps a
     column name to one value per input (e.g. `{"domain": [...]}`). `probs=True` also stores each
-    decision's full probability vector. `max_new_tokens > 0` generates (greedy unless `generate_kwargs`
-    says otherwise) and records the routing of every new token. For encoder–decoder models the inputs
-    feed the encoder and the decoder runs on its start token, followed by `targets` (one per input) when
-    given. `on_progress(done, total)` is called after each batch is written (a dashboard's progress bar;
-    `progress` switches the terminal bar). Returns the published `Run`.
+    decision's full probability vector and the raw router scores it came from (`logits`).
+    `max_new_tokens > 0` generates (greedy unless `generate_kwargs` says otherwise) and records the
+    routing of every new token. For encoder–decoder models the inputs feed the encoder and the decoder
+    runs on its start token, followed by `targets` (one per input) when given. `on_progress(done, total)`
+    is called after each batch is written (a dashboard's progress bar; `progress` switches the terminal
+    bar). Returns the published `Run`.
 
     `shard="i/n"` records only inputs i, i+n, ... (keeping their sample indices) as part i of run `name`;
     `merge(store, name)` publishes the run once all n parts are recorded (hooks/shards.py). `remote=True`
@@ -431,6 +432,7 @@ def record(
         "seed": seed,
         "options": {
             "probs": probs,
+            "logits": probs,
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
             "chunk_size": chunk,
@@ -445,7 +447,7 @@ def record(
         "samples": samples_schema(list(label_values)),
         "tokens": TOKENS,
         "assignments": ASSIGNMENTS,
-        "decisions": decisions_schema(probs),
+        "decisions": decisions_schema(probs, with_logits=probs),
         "steps": STEPS,
     }
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:

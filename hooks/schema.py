@@ -72,9 +72,14 @@ DECISIONS = pa.schema(
         pa.field("max_prob", pa.float32(), nullable=False),
     ]
 )
-"""One row per routing decision; `probs` (list<float32>, length n_experts) is appended when asked."""
+"""One row per routing decision; `probs` and `logits` (list<float32>, length n_experts) are appended when
+asked. Both are optional columns: readers never require them (runs recorded before `logits` existed have
+`probs` only), so adding `logits` did not change the schema version."""
 
 PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
+LOGITS_FIELD = pa.field("logits", pa.list_(pa.float32()))
+"""The raw router scores `probs` was computed from (logits, or pre-sigmoid scores); null where the decode
+path has none."""
 
 STEPS = pa.schema(
     [
@@ -108,7 +113,8 @@ CORE_TABLES: dict[str, pa.Schema] = {
 }
 
 RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in schema.names) | {
-    PROBS_FIELD.name
+    PROBS_FIELD.name,
+    LOGITS_FIELD.name,
 }
 """Names a user label column may not take: it would shadow a core column in joins."""
 
@@ -133,9 +139,11 @@ def samples_schema(label_columns: list[str]) -> pa.Schema:
     return schema
 
 
-def decisions_schema(with_probs: bool) -> pa.Schema:
-    """The decisions schema, with the full `probs` list column when the run recorded it."""
-    return DECISIONS.append(PROBS_FIELD) if with_probs else DECISIONS
+def decisions_schema(with_probs: bool, with_logits: bool = False) -> pa.Schema:
+    """The decisions schema, with the full `probs` and `logits` list columns when the run recorded them
+    (recorders store both with `probs=True`)."""
+    schema = DECISIONS.append(PROBS_FIELD) if with_probs else DECISIONS
+    return schema.append(LOGITS_FIELD) if with_logits else schema
 
 
 def table_file(table: str) -> str:

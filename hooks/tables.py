@@ -11,14 +11,15 @@ import torch
 from .errors import RouterOutputError
 from .normalise import Decoded, decision_stats
 from .routers import RouterSpec
-from .schema import ASSIGNMENTS, DECISIONS, PROBS_FIELD, TOKENS
+from .schema import ASSIGNMENTS, DECISIONS, LOGITS_FIELD, PROBS_FIELD, TOKENS
 from .units import Layout
 
 
 def router_call_tables(
     decoded: Decoded, layout: Layout, spec: RouterSpec, *, step: int, call: int, with_probs: bool
 ) -> tuple[pa.Table, pa.Table]:
-    """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token)."""
+    """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token);
+    `with_probs` adds the `probs` and `logits` columns (logits null where `decoded` has none)."""
     if decoded.expert.shape[0] != layout.rows:
         raise RouterOutputError(
             f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
@@ -60,11 +61,16 @@ def router_call_tables(
     }
     schema = DECISIONS
     if with_probs:
-        flat = pa.array(probs.numpy().astype(np.float32).reshape(-1))
+        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * probs.shape[1])
         columns["probs"] = pa.ListArray.from_arrays(
-            pa.array(np.arange(n + 1, dtype=np.int32) * probs.shape[1]), flat
+            offsets, pa.array(probs.numpy().astype(np.float32).ravel())
         )
-        schema = DECISIONS.append(PROBS_FIELD)
+        if decoded.logits is None:
+            columns["logits"] = pa.nulls(n, LOGITS_FIELD.type)
+        else:
+            logits = decoded.logits[keep].numpy().astype(np.float32).ravel()
+            columns["logits"] = pa.ListArray.from_arrays(offsets, pa.array(logits))
+        schema = DECISIONS.append(PROBS_FIELD).append(LOGITS_FIELD)
     return assignments, pa.table(columns, schema=schema)
 
 

@@ -231,6 +231,8 @@ def test_engines_write_identical_tables(families: Callable[[str], Family], famil
     runs = families(family).runs
     pd.testing.assert_frame_equal(runs["nnsight"].assignments(), runs["hooks"].assignments())
     a, b = runs["nnsight"].decisions(), runs["hooks"].decisions()
-    pd.testing.assert_frame_equal(a.drop(columns="probs"), b.drop(columns="probs"))
-    np.testing.assert_array_equal(np.stack(a["probs"].to_list()), np.stack(b["probs"].to_list()))
+    lists = ["probs", "logits"]
+    pd.testing.assert_frame_equal(a.drop(columns=lists), b.drop(columns=lists))
+    for column in lists:
+        np.testing.assert_array_equal(np.stack(a[column].to_list()), np.stack(b[column].to_list()))
     assert len(a) > 0

@@ -13,6 +13,7 @@ a null run — labels permuted across units, a token-blind router with the same 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from routescope.hooks import InputError, Run
@@ -123,18 +124,26 @@ def check(run: Run, name: str, **params: Any) -> Verdict:
     reason = CLAIMS[name].applies(run)
     if reason is not None:
         raise InputError(f"claim {name!r} does not apply to run {run.name!r}: {reason}")
+    accepted = _parameters(name)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(f"claim {name!r} takes no {', '.join(unknown)}; it takes {', '.join(accepted)}")
     return CLAIMS[name].check(run, **params)
 
 
-def check_all(run: Run, **params: Any) -> list[Verdict]:
-    """Every claim that applies to `run`, checked with the shared `params` (e.g. n_permutations, seed)."""
-    return [check(run, name, **_accepted(name, params)) for name in applicable(run)]
+def check_all(run: Run, names: list[str] | None = None, **params: Any) -> list[Verdict]:
+    """Every claim that applies to `run` (or the named ones, which must apply), checked with the shared
+    `params` (e.g. n_permutations, seed); a claim gets the parameters its check takes."""
+    return [check(run, name, **_accepted(name, params)) for name in (names or applicable(run))]
+
+
+def _parameters(name: str) -> list[str]:
+    """The keyword parameters of a claim's check (everything after the run)."""
+    return list(inspect.signature(CLAIMS[name].check).parameters)[1:]
 
 
 def _accepted(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    import inspect
-
-    accepted = inspect.signature(CLAIMS[name].check).parameters
+    accepted = _parameters(name)
     return {k: v for k, v in params.items() if k in accepted}
 
 

@@ -94,8 +94,9 @@ def _one_layer(table: pd.DataFrame, layer: int, run: Run) -> pd.DataFrame:
 
 
 def _basis(request: FigureRequest) -> str:
-    """Router scores when the run stored probabilities, else co-activation (Ochiai)."""
-    return "router" if request.run.manifest.get("options", {}).get("probs") else "coactivation"
+    """Router logits when the run stored them, else its probabilities, else co-activation (Ochiai)."""
+    options = request.run.manifest.get("options", {})
+    return "router" if options.get("logits") else "probs" if options.get("probs") else "coactivation"
 
 
 def _similarity(request: FigureRequest) -> pd.DataFrame:
@@ -229,7 +230,7 @@ FIGURES: dict[str, FigureKind] = {
     "expert-similarity": FigureKind(
         table=_similarity,
         build=lambda t, r: figure_expert_similarity(t, width=r.width),
-        description="expert × expert similarity at one layer: router scores (MC-SMoE) if recorded with "
+        description="expert × expert similarity at one layer: router logits (MC-SMoE) if recorded with "
         "--probs, else co-activation (Ochiai)",
         layer="required",
     ),
