@@ -29,21 +29,25 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from .frames import check_by, experts_per_group, sql
+from .frames import check_by, counting, experts_per_group, sql
 
 
-def expert_load(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
-    """`<by>, expert, count, load`: routed assignments per expert, zero-filled, and their share in the group.
+def expert_load(
+    run: Run, by: Sequence[str] = ("layer",), *, ranks: str = "all", weight: str = "count"
+) -> pd.DataFrame:
+    """`<by>, expert, count, load`: routed assignments per expert, zero-filled, and their share in the group;
+    `ranks="top1"` counts first choices only, `weight="gate"` sums gate weights (`frames.counting`).
 
     >>> expert_load(run).query("layer == 0").load.sum()  # doctest: +SKIP
     1.0
     """
     columns = check_by(by)
-    keys = ", ".join(columns)
+    keys = ", ".join(f"a.{c}" for c in columns)
+    where, measure = counting(ranks, weight)
     counts = sql(
         run,
-        f"SELECT {keys}, expert, count(*) AS count FROM assignments WHERE NOT dropped "
-        f"GROUP BY {keys}, expert",
+        f"SELECT {keys}, a.expert, {measure} AS count FROM assignments a WHERE NOT a.dropped{where} "
+        f"GROUP BY {keys}, a.expert",
     )
     if counts.empty:
         return pd.DataFrame(columns=[*columns, "expert", "count", "load"])
@@ -56,7 +60,8 @@ def expert_load(run: Run, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
     full = groups.loc[groups.index.repeat(n_experts)].reset_index(drop=True)
     full["expert"] = full.groupby(columns, sort=False).cumcount()  # 0 … E−1 within each group
     full = full.merge(counts, on=[*columns, "expert"], how="left").fillna({"count": 0})
-    full["count"] = full["count"].astype(np.int64)
+    if weight == "count":
+        full["count"] = full["count"].astype(np.int64)
     full["load"] = full["count"] / full.groupby(columns, sort=False)["count"].transform("sum").clip(lower=1)
     return full[[*columns, "expert", "count", "load"]]
 

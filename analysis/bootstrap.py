@@ -17,8 +17,7 @@ below the percentile interval — read `bias` and use `basic` there.
 Kinds and metrics: `balance` → max_over_mean, cv, norm_entropy, gini (and aux_loss on runs recorded
 with probabilities); `nmi` (needs `label`) → nmi;
 `uncertainty` → mean_entropy, mean_margin, uncertain_share (normalised-entropy `threshold`); `repeat` →
-top1_repeat (consecutive positions of one sample, step, router and call; on a patch grid, raster
-neighbours within a row, as `repeat_rate` pairs them).
+top1_repeat (the neighbouring tokens `repeat_rate` pairs: `sequence.neighbour_pairs_sql`).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from routescope.hooks import InputError, Run
 
 from .frames import label_join, sql
 from .information import nmi as nmi_of
+from .sequence import neighbour_pairs_sql
 from .uncertainty import DEFAULT_THRESHOLD
 from .units import unit_codes, unit_name
 
@@ -130,29 +130,18 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tup
         codes = {"n": 0, "entropy": 1, "margin": 2, "uncertain": 3}
         return long.assign(stat=long["stat_name"].map(codes)), len(codes), 1
     if kind == "repeat":
+        pairs, _ = neighbour_pairs_sql(run)
         table = sql(
             run,
-            f"""WITH top AS (SELECT sample, position, step, router, call, layer, expert FROM assignments
-                            WHERE rank = 0 AND NOT dropped)
-               SELECT a.layer, a.sample, count(*) AS pairs,
-                      sum(CASE WHEN a.expert = b.expert THEN 1 ELSE 0 END) AS repeats
-               FROM top a JOIN top b ON b.sample = a.sample AND b.step = a.step AND b.router = a.router
-                                     AND b.call = a.call AND b.position = a.position + 1
-               {_row_end(run)}
-               GROUP BY ALL""",
+            f"""WITH {pairs}
+               SELECT layer, sample, count(*) AS pairs,
+                      sum(CASE WHEN expert_a = expert_b THEN 1 ELSE 0 END) AS repeats
+               FROM pairs GROUP BY ALL""",
         )
         long = table.melt(id_vars=["layer", "sample"], var_name="stat_name", value_name="value")
         codes = {"pairs": 0, "repeats": 1}
         return long.assign(stat=long["stat_name"].map(codes)), len(codes), 1
     raise InputError(f"no bootstrap for {kind!r}; choose from {', '.join(KINDS)}")
-
-
-def _row_end(run: Run) -> str:
-    """On a patch grid, a WHERE clause that keeps raster neighbours within one row of patches."""
-    grid = run.manifest.get("patch_grid")
-    if not grid:
-        return ""
-    return f"WHERE (a.position + 1) % {int(grid[1])} <> 0"
 
 
 def _balance_with_aux(n_experts: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:

@@ -8,10 +8,12 @@ under test:
 - `vocabulary_null`: token ids shuffled among the top-1 decisions of one unit (a token-blind router that
   keeps each sequence's expert mix and each token's frequency). Statistic: the token-weighted mean share
   of a token's occurrences that go to its most frequent expert, over token ids seen ≥ `min_count` times.
-- `repeat_null`: top-1 experts shuffled along each sequence (sample, step, router, call), keeping the
+- `repeat_null`: top-1 experts shuffled along each sequence (sample, router, call), keeping the
   sequence's own expert mix — so a one-domain sequence that stays on its domain's experts is not counted
   as "consecutive tokens share an expert". Statistic: the share of consecutive positions with the same
   top-1 expert (text runs; raster order).
+- `coactivation_null`: per pair of experts, its lift against each rank's experts shuffled among the
+  decisions of one unit (independent choice with the observed per-rank loads).
 - `uncertainty_null`: the uncertain flags (normalised entropy ≥ `threshold`) shuffled among the decisions
   of one unit. Statistic: the mutual information (nats) between a decision's token id (ids seen ≥
   `min_count` times) and its flag — 0 when uncertainty is spread evenly over tokens.
@@ -109,12 +111,12 @@ def repeat_null(
     name = unit_name(run, unit)
     top = sql(
         run,
-        """SELECT layer, sample, step, router, call, position, expert FROM assignments
-           WHERE rank = 0 AND NOT dropped ORDER BY layer, sample, step, router, call, position""",
+        """SELECT layer, sample, router, call, position, expert FROM assignments
+           WHERE rank = 0 AND NOT dropped ORDER BY layer, sample, router, call, position""",
     )
     rows = []
     for layer, part in top.groupby("layer", sort=True):
-        keys = part[["sample", "step", "router", "call"]]
+        keys = part[["sample", "router", "call"]]  # a text position is decided once, at any step
         sequence = pd.factorize(pd.MultiIndex.from_frame(keys))[0]
         position = part["position"].to_numpy()
         follows = np.flatnonzero((sequence[1:] == sequence[:-1]) & (position[1:] == position[:-1] + 1))
@@ -196,3 +198,91 @@ def uncertainty_tables(
             counts, part["flag"].to_numpy(dtype=np.int64), part["unit"].to_numpy(), ["0", "1"], "within", name
         )
     return out
+
+
+def coactivation_null(
+    run: Run,
+    layer: int,
+    *,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """`expert_a, expert_b, count, lift, null_lift, p_value, n_permutations, seed, method, unit`:
+    co-activation lift of every pair at `layer` (as `coactivation`) against experts chosen independently
+    with the observed loads — each rank's experts (ranks 1 … k−1) shuffled among the decisions of one
+    unit, which keeps every rank's load and breaks which experts meet in one decision. A shuffled decision
+    that draws the same expert twice counts it once. `p_value` is one-sided (lift at least as large)."""
+    name = unit_name(run, unit)
+    wide = sql(
+        run,
+        f"""SELECT sample, position, step, router, call, list(expert ORDER BY rank) AS experts
+            FROM assignments WHERE layer = {int(layer)} AND NOT dropped GROUP BY ALL""",
+    )
+    if wide.empty:
+        raise InputError(f"run {run.name!r} has no routed decisions at layer {layer}")
+    k = int(wide["experts"].map(len).max())
+    if k < 2:
+        raise InputError(f"layer {layer} chooses one expert per decision; co-activation needs top-k ≥ 2")
+    experts = np.full((len(wide), k), -1, dtype=np.int64)
+    for i, chosen in enumerate(wide["experts"]):
+        experts[i, : len(chosen)] = chosen
+    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
+    codes = unit_codes(run, name)
+    units = wide["sample"].map(dict(zip(codes["sample"], codes["unit"], strict=True))).to_numpy()
+    observed = _pair_lift(experts, n_experts)
+    rng = np.random.default_rng(seed)
+    total = np.zeros_like(observed)
+    exceed = np.zeros_like(observed)
+    from .permutation import check_permutations, shuffle_within
+
+    n_permutations = check_permutations(n_permutations)
+    for _ in range(n_permutations):
+        shuffled = experts.copy()
+        for rank in range(1, k):
+            shuffled[:, rank] = experts[shuffle_within(units, rng, 1)[0], rank]
+        lift = _pair_lift(shuffled, n_experts)
+        total += lift
+        exceed += lift >= observed - 1e-12
+    counts = _pair_counts(experts, n_experts)
+    a, b = np.nonzero(counts)
+    return pd.DataFrame(
+        {
+            "expert_a": a,
+            "expert_b": b,
+            "count": counts[a, b].astype(np.int64),
+            "lift": observed[a, b],
+            "null_lift": total[a, b] / n_permutations,
+            "p_value": (1 + exceed[a, b]) / (1 + n_permutations),
+            "n_permutations": n_permutations,
+            "seed": seed,
+            "method": "rank columns shuffled within units",
+            "unit": name,
+        }
+    )
+
+
+def _pair_counts(experts: np.ndarray, n_experts: int) -> np.ndarray:
+    """`[E, E]` decisions that chose both a and b (a ≠ b), from `[D, k]` expert ids (−1 = none)."""
+    pairs = np.zeros(n_experts * n_experts)
+    k = experts.shape[1]
+    for i in range(k):
+        for j in range(k):
+            if i == j:
+                continue
+            a, b = experts[:, i], experts[:, j]
+            keep = (a >= 0) & (b >= 0) & (a != b)
+            pairs += np.bincount(a[keep] * n_experts + b[keep], minlength=n_experts * n_experts)
+    return pairs.reshape(n_experts, n_experts)
+
+
+def _pair_lift(experts: np.ndarray, n_experts: int) -> np.ndarray:
+    """Lift P(a, b) / (P(a) P(b)) of every pair over the decisions of `[D, k]` expert ids."""
+    decisions = len(experts)
+    singles = np.zeros(n_experts)
+    for column in experts.T:
+        singles += np.bincount(column[column >= 0], minlength=n_experts)
+    pairs = _pair_counts(experts, n_experts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = (pairs / decisions) / np.outer(singles / decisions, singles / decisions)
+    return np.nan_to_num(lift, nan=0.0)

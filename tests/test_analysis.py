@@ -166,7 +166,10 @@ def test_repeat_rate_and_transitions_match_pandas(tiny_lm: LoadedModel, store: S
     rates = repeat_rate(run).set_index("layer")
     np.testing.assert_allclose(rates["top1_repeat"], expected.to_numpy())
     np.testing.assert_allclose(rates["top1_in_topk"], in_topk.to_numpy())
-    assert rates["baseline_top1"].tolist() == [1 / 8] * 4
+    assert rates["uniform_top1"].tolist() == [1 / 8] * 4
+    ends = pairs.groupby("layer").apply(lambda f: np.concatenate([f["expert"], f["expert_next"]]))
+    loads = [np.bincount(e, minlength=8) / len(e) for e in ends]
+    np.testing.assert_allclose(rates["baseline_top1"], [np.sum(p * p) for p in loads])  # Σ p² (observed)
     assert rates["pairs"].tolist() == [len(pairs) // 4] * 4
 
     wide = top.pivot_table(index=["sample", "position"], columns="layer", values="expert")
@@ -205,13 +208,13 @@ def test_expert_similarity_and_merge_groups(store: Store) -> None:
     probs /= probs.sum(axis=1, keepdims=True)
     experts = {0: [[0]] * 5 + [[3]] * 3}
     run = planted_run(store, "sim", experts=experts, probs={0: probs})
-    sim = expert_similarity(run, 0).set_index(["expert_a", "expert_b"])["similarity"]
+    sim = expert_similarity(run, 0, basis="probs").set_index(["expert_a", "expert_b"])["similarity"]
     assert sim[(0, 1)] == pytest.approx(1.0)
     assert sim[(2, 3)] == pytest.approx(1.0)
     first, third = probs.astype(np.float32).astype(np.float64)[:, [0, 2]].T  # as stored (float32)
     cos = first @ third / (np.linalg.norm(first) * np.linalg.norm(third))
     assert sim[(0, 2)] == pytest.approx((cos + 1) / 2, rel=1e-6)
-    groups = merge_groups(run, 0, 2)
+    groups = merge_groups(run, 0, 2, basis="probs")
     assert (
         groups.loc[0, "group"] == groups.loc[1, "group"] != groups.loc[2, "group"] == groups.loc[3, "group"]
     )

@@ -265,7 +265,10 @@ def test_report_cli_params_ci_and_errors(recorded: Store, capsys: pytest.Capture
     assert (
         main([*base, "--kind", "uncertainty", "--ci", "0.9", "--param", "n_boot=50", "--format", "csv"]) == 0
     )
-    assert capsys.readouterr().out.splitlines()[0] == "layer,metric,estimate,lo,hi,bias,n_boot,level,unit,n_units"
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == "layer,metric,estimate,lo,hi,bias,n_boot,level,unit,n_units"
+    )
     assert main([*base, "--kind", "balance", "--ci", "0.9", "--param", "n_boot=many"]) == 2
     assert capsys.readouterr().err == "routescope: error: n_boot='many' is not a valid int\n"
     assert main([*base, "--kind", "balance", "--param", "capacity_factor"]) == 2

@@ -295,8 +295,14 @@ def test_repeat_agreement_and_top_tokens(runs: dict[str, Any]) -> None:
     fig = figure_repeat(repeat)
     by_name = {trace.name: list(trace.y) for trace in fig.data}
     assert by_name["same top-1"] == pytest.approx(repeat["top1_repeat"].tolist())
-    assert by_name["same top-1, chance"] == pytest.approx([1 / 16] * 4)
-    assert by_name["top-1 in next top-k, chance"] == pytest.approx([2 / 16] * 4)
+    assert by_name["same top-1, chance (observed loads)"] == pytest.approx(repeat["baseline_top1"].tolist())
+    assert by_name["top-1 in next top-k, chance (observed loads)"] == pytest.approx(
+        repeat["baseline_topk"].tolist()
+    )
+    assert "same top-1, uniform router" not in by_name
+    by_name = {trace.name: list(trace.y) for trace in figure_repeat(repeat, uniform=True).data}
+    assert by_name["same top-1, uniform router"] == pytest.approx([1 / 16] * 4)
+    assert by_name["top-1 in next top-k, uniform router"] == pytest.approx([2 / 16] * 4)
     fig = figure_agreement(A.agreement(run, run))
     assert [list(trace.y) for trace in fig.data] == [[1.0] * 4, [1.0] * 4]  # a run agrees with itself
     top = A.top_tokens(run, 0, 3)
@@ -398,12 +404,17 @@ def test_vocabulary_cdf_is_the_count_weighted_share(store: Store, runs: dict[str
     assert [shape.x0 for shape in fig.layout.shapes] == [0.25]  # the uniform router, 1/E
     table = A.vocabulary_specialization(runs["lm"])
     fig = figure_vocabulary(table, n_experts={layer: 16 for layer in range(4)})
-    assert [trace.name for trace in fig.data] == [f"layer {layer}" for layer in range(4)]
-    for layer, trace in enumerate(fig.data):
+    observed, chance = fig.data[:4], fig.data[4:]
+    assert [trace.name for trace in observed] == [f"layer {layer}" for layer in range(4)]
+    assert [trace.name for trace in chance] == ["chance (observed loads)"] * 4
+    for layer, (trace, level) in enumerate(zip(observed, chance, strict=True)):
         part = table[table.layer == layer]
         for x, y in zip(trace.x[1:], trace.y[1:], strict=True):
             assert y == pytest.approx(part.loc[part.share <= x, "count"].sum() / part["count"].sum())
         assert sorted(trace.x[1:]) == sorted(part["share"].unique())
+        for x, y in zip(level.x[1:], level.y[1:], strict=True):
+            assert y == pytest.approx(part.loc[part.baseline_share <= x, "count"].sum() / part["count"].sum())
+    assert len(figure_vocabulary(table, chance=False).data) == 4
     assert [shape.x0 for shape in fig.layout.shapes] == [1 / 16]
     frequent = figure_vocabulary(table, min_count=3)
     assert frequent.data[0].y[1] == pytest.approx(

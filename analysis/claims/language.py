@@ -23,6 +23,7 @@ from ..frames import sql
 from ..information import mutual_information, nmi
 from ..nulls import repeat_null, uncertainty_null, uncertainty_tables, vocabulary_null, vocabulary_share
 from ..permutation import DEFAULT_PERMUTATIONS
+from ..sequence import neighbour_pairs_sql
 from ..specialization import label_nmi
 from ..uncertainty import DEFAULT_THRESHOLD, uncertainty
 from ..units import count_units, is_diffusion, unit_codes, unit_name
@@ -158,14 +159,12 @@ def olmoe_vocabulary(
 
 def _repeat_per_unit(run: Run, layer: int, unit: str | None) -> np.ndarray:
     """`[U, 2]` per unit: consecutive top-1 pairs and pairs with the same expert, at `layer`."""
+    pairs, _ = neighbour_pairs_sql(run)
     per_sample = sql(
         run,
-        f"""WITH top AS (SELECT sample, position, step, router, call, expert FROM assignments
-                         WHERE rank = 0 AND NOT dropped AND layer = {int(layer)})
-            SELECT a.sample, count(*) AS pairs, sum(CASE WHEN a.expert = b.expert THEN 1 ELSE 0 END) AS same
-            FROM top a JOIN top b ON b.sample = a.sample AND b.step = a.step AND b.router = a.router
-                                  AND b.call = a.call AND b.position = a.position + 1
-            GROUP BY ALL""",
+        f"""WITH {pairs}
+            SELECT sample, count(*) AS pairs, sum(CASE WHEN expert_a = expert_b THEN 1 ELSE 0 END) AS same
+            FROM pairs WHERE layer = {int(layer)} GROUP BY ALL""",
     )
     codes = unit_codes(run, unit)
     per_sample["unit"] = per_sample["sample"].map(dict(zip(codes["sample"], codes["unit"], strict=True)))

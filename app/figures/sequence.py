@@ -11,25 +11,51 @@ from .lines import series
 from .parts import plain, require
 from .theme import CATEGORICAL, Width, axis_title, paper_layout
 
+REPEAT_SERIES = {
+    "top1_repeat": ("same top-1", "baseline_top1", "uniform_top1"),
+    "top1_in_topk": ("top-1 in next top-k", "baseline_topk", "uniform_topk"),
+}
+"""Per measured column of `repeat_rate`: legend name, its chance level under the observed loads, and the
+uniform router's level."""
+
 
 def figure_repeat(
     table: pd.DataFrame,
     *,
+    uniform: bool = False,
     width: Width | float = "single",
     height: float | None = None,
     title: str | None = None,
 ) -> go.Figure:
-    """Per layer, the share of consecutive tokens with the same top-1 expert and with the first token's
-    top-1 among the next token's top-k, each with its chance level dashed (1/E, k/E), from
-    `repeat_rate(run)`."""
-    require(table, ["layer", "top1_repeat", "top1_in_topk", "baseline_top1", "baseline_topk"], "repeat")
+    """Per layer, the share of neighbouring tokens with the same top-1 expert and with the first token's
+    top-1 among the second's top-k, from `repeat_rate(run)`, each with its chance level dashed: two tokens
+    routed independently with the layer's observed loads (`baseline_top1` = Σ p², `baseline_topk` =
+    Σ p·q). `uniform=True` adds the uniform router's levels (1/E, k/E) dotted."""
+    needed = ["layer", "top1_repeat", "top1_in_topk", "baseline_top1", "baseline_topk"]
+    require(table, needed + (["uniform_top1", "uniform_topk"] if uniform else []), "repeat")
+    part = table.sort_values("layer")
+    paired = set(part["neighbours"]) if "neighbours" in part.columns else {"sequence"}
     fig = series(
-        table,
-        {"top1_repeat": "same top-1", "top1_in_topk": "top-1 in next top-k"},
+        part,
+        {column: name for column, (name, _, _) in REPEAT_SERIES.items()},
         "layer",
-        dashed={"top1_repeat": "baseline_top1", "top1_in_topk": "baseline_topk"},
-        y_title="consecutive tokens",
+        y_title="consecutive tokens" if paired <= {"sequence"} else "neighbouring patches",
     )
+    x = part["layer"].tolist()
+    for i, (name, baseline, flat) in enumerate(REPEAT_SERIES.values()):
+        colour = CATEGORICAL[i % len(CATEGORICAL)]
+        references = [(baseline, "chance (observed loads)", "dash")]
+        if uniform:
+            references.append((flat, "uniform router", "dot"))
+        for column, label, dash in references:
+            fig.add_scatter(
+                x=x,
+                y=part[column].tolist(),
+                name=plain(f"{name}, {label}"),
+                mode="lines",
+                line={"color": colour, "dash": dash, "width": 1},
+            )
+    fig.update_layout(showlegend=True)
     fig.update_yaxes(rangemode="tozero")
     return paper_layout(fig, width=width, height=height or 2.2, title=title)
 

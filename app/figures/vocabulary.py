@@ -3,9 +3,13 @@
 `vocabulary_specialization(run)` gives, per layer and token id, `share`: the share of the id's
 occurrences routed first to its most frequent expert. The figure draws, per layer, the cumulative
 distribution of `share` over token occurrences (each id weighted by its `count`), so frequent tokens
-count as often as they are routed. A router that decides by the token id alone piles up at 1; a router
-that ignores the id sits near 1/E, drawn as a dashed line. A CDF needs no bin width and shows the median
-and the tails at once; lines of several layers stay readable on one axis, where histograms overlap.
+count as often as they are routed. A router that decides by the token id alone piles up at 1. A router
+that ignores the id does not sit at 1/E: a token seen n times has a top share of at least 1/n and, with
+skewed loads, near the largest load, so the chance level is `baseline_share` (the expected top share of a
+token-blind router with the layer's observed loads, per token count), drawn as the same CDF dashed in
+the layer's colour ("chance (observed loads)"); the uniform router's 1/E is a grey vertical line when
+`n_experts` is given. A CDF needs no bin width and shows the median and the tails at once; lines of
+several layers stay readable on one axis, where histograms overlap.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ def figure_vocabulary(
     *,
     n_experts: int | Mapping[int, int] | None = None,
     min_count: int = 1,
+    chance: bool = True,
     width: Width | float = "single",
     height: float | None = None,
     title: str | None = None,
 ) -> go.Figure:
     """One step line per layer: the share of token occurrences whose id routes at most x of its top-1
     choices to one expert (`vocabulary_specialization(run)`, ids seen fewer than `min_count` times left
-    out). `n_experts` (one number, or per layer) marks the uniform-router level 1/E with a dashed line."""
+    out), and with `chance` (when the table has `baseline_share`) the same CDF of the chance level dashed.
+    `n_experts` (one number, or per layer) marks the uniform-router level 1/E with a grey line."""
     require(table, ["layer", "token_id", "count", "share"], "vocabulary")
     if min_count < 1:
         raise InputError("min_count must be ≥ 1")
@@ -65,6 +71,21 @@ def figure_vocabulary(
             line={"color": colour, "shape": "hv"},
             hovertemplate=f"layer {layer}: %{{y:.1%}} of tokens at share ≤ %{{x:.3g}}<extra></extra>",
         )
+    if chance and "baseline_share" in kept.columns:
+        for i, (layer, colour) in enumerate(zip(layers, group_colours(layers), strict=True)):
+            part = kept[kept["layer"] == layer]
+            x, y = weighted_cdf(part["baseline_share"], part["count"])
+            fig.add_scatter(
+                x=x,
+                y=y,
+                name="chance (observed loads)",
+                legendgroup="chance",
+                showlegend=i == 0,
+                mode="lines",
+                line={"color": colour, "shape": "hv", "dash": "dash", "width": 1},
+                hovertemplate=f"layer {layer}, chance: %{{y:.1%}} of tokens at share ≤ %{{x:.3g}}"
+                "<extra></extra>",
+            )
     sizes = _sizes(n_experts, layers)
     for size in sorted(set(sizes)):
         fig.add_vline(
@@ -75,7 +96,7 @@ def figure_vocabulary(
         )
     fig.update_xaxes(title_text="share routed to the token's top expert", range=[0, 1.02])
     fig.update_yaxes(title_text="share of tokens (cumulative)", range=[0, 1.02])
-    fig.update_layout(showlegend=len(layers) > 1)
+    fig.update_layout(showlegend=len(fig.data) > 1)
     return paper_layout(fig, width=width, height=height or 2.4, title=title)
 
 
