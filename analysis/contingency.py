@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,16 @@ from .permutation import Scope
 from .units import SEQUENCE, unit_codes, unit_name, unit_sql
 
 MAX_CELLS = 1 << 24
-"""Label × expert cells filled at once when recomputing shuffled tables (bounds memory to ≈ 130 MB)."""
+"""Label × expert cells filled at once when recomputing shuffled tables (bounds memory to ≈ 130 MB); the
+dense path's one-hot label × row matrices are bounded the same way."""
+DENSE = 32
+"""`joint` multiplies dense matrices when the one-hot products (labels × rows × experts) number at most
+`DENSE` × the non-zero cells of `counts` that `bincount` would visit: a BLAS multiply-add costs well under a
+nanosecond, a `bincount` cell (key arithmetic, gather, scatter) tens. Sample labels shuffled across units
+(a sequence's domain: few values, a dense `[U, E]` table) take the dense path; token-level labels (one
+decision's k experts per row, many values) keep `bincount`."""
+EXACT_F32 = float(1 << 24)
+"""Below this total, integer counts add up exactly in float32 (every partial sum is an integer < 2^24)."""
 
 
 def label_scope(run: Run, label: str, unit: str | None = None) -> Scope:
@@ -75,12 +85,52 @@ class UnitTable:
     unit: str
 
     def joint(self, labels: np.ndarray) -> np.ndarray:
-        """`[B, L, E]` label × expert counts for a `[B, rows]` batch of row labels: one weighted `bincount`
-        over the non-zero cells of `counts` (a decision has only k), in slices of bounded memory."""
+        """`[B, L, E]` label × expert counts for a `[B, rows]` batch of row labels: a one-hot `[B·L, rows]` @
+        `counts` product when that is cheap (`DENSE`), else one weighted `bincount` over the non-zero cells
+        of `counts` (a decision has only k), in slices of bounded memory. Both give the same counts: exact
+        for counts, within float rounding for gate weights."""
+        if self._dense:
+            return self._joint_dense(np.asarray(labels))
+        return self._joint_sparse(np.asarray(labels))
+
+    @cached_property
+    def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, expert, weight) of every non-zero cell of `counts`."""
+        rows, experts = np.nonzero(self.counts)
+        return rows, experts, self.counts[rows, experts]
+
+    @cached_property
+    def _dense(self) -> bool:
+        n_rows, n_experts = self.counts.shape
+        return len(self.values) * n_rows * n_experts <= DENSE * max(len(self._cells[0]), 1)
+
+    @cached_property
+    def _dense_counts(self) -> np.ndarray:
+        """`counts` as the dense product's right-hand side: float32 where that is exact (integer counts,
+        total below 2^24 — half the memory traffic and twice the BLAS rate), else float64."""
+        counts = self.counts
+        if float(counts.sum()) < EXACT_F32 and bool((counts == np.round(counts)).all()) and counts.min() >= 0:
+            return np.ascontiguousarray(counts, dtype=np.float32)
+        return np.ascontiguousarray(counts, dtype=np.float64)
+
+    def _joint_dense(self, labels: np.ndarray) -> np.ndarray:
+        batch, n_rows = labels.shape
+        n_labels, n_experts = len(self.values), self.counts.shape[1]
+        counts = self._dense_counts
+        codes = np.arange(n_labels, dtype=labels.dtype)[None, :, None]
+        step = max(1, MAX_CELLS // max(n_labels * n_rows, 1))
+        out = np.empty((batch, n_labels, n_experts))
+        for start in range(0, batch, step):
+            part = labels[start : start + step]
+            size = len(part)
+            onehot = (part[:, None, :] == codes).astype(counts.dtype).reshape(size * n_labels, n_rows)
+            out[start : start + size] = (onehot @ counts).reshape(size, n_labels, n_experts)
+        return out
+
+    def _joint_sparse(self, labels: np.ndarray) -> np.ndarray:
         batch = labels.shape[0]
         n_labels, n_experts = len(self.values), self.counts.shape[1]
-        rows, experts = np.nonzero(self.counts)
-        weights = self.counts[rows, experts]
+        rows, experts, weights = self._cells
         cells = n_labels * n_experts
         step = max(1, MAX_CELLS // max(cells, 1))
         out = np.empty((batch, n_labels, n_experts))
@@ -105,7 +155,7 @@ class UnitTable:
     @property
     def observed(self) -> np.ndarray:
         """The `[L, E]` label × expert table of the run itself."""
-        return self.joint(self.labels[None, :])[0]
+        return self._joint_sparse(self.labels[None, :])[0]
 
 
 def unit_tables(
@@ -117,7 +167,9 @@ def unit_tables(
     weight: str = "count",
     unit: str | None = None,
 ) -> dict[tuple, UnitTable]:
-    """Group key (a tuple of the `by` values) → its `UnitTable`, aggregated in SQL once."""
+    """Group key (a tuple of the `by` values) → its `UnitTable`, aggregated in SQL once. Rows are numbered
+    in the order of their keys (unit code, or sample, position, ...), whatever order SQL returns them in,
+    so the shuffles of a seed — and the p-values — are the same on every call."""
     columns = check_by(by)
     where, measure = counting(ranks, weight)
     name = unit_name(run, unit)
@@ -126,32 +178,47 @@ def unit_tables(
     unit_join, unit_expr = unit_sql(run, name)
     rows = _row_keys(run, label, scope)
     keys = [f"a.{c}" for c in columns]
-    select = ", ".join([*keys, *rows])
-    table = sql(
-        run,
-        f"""SELECT {select + ", " if select else ""}{unit_expr} AS unit_key, CAST({expr} AS VARCHAR) AS value,
-                   a.expert, {measure} AS n
-            FROM assignments a {join} {unit_join}
-            WHERE NOT a.dropped AND {expr} IS NOT NULL{where} GROUP BY ALL""",
+    head = ", ".join(
+        [*keys, *rows, f"{unit_expr} AS unit_key", f"CAST({expr} AS VARCHAR) AS value", "a.expert"]
     )
+    if label in FACT_LABELS or label in TOKEN_LABELS or label not in run.label_columns:
+        query = f"""SELECT {head}, {measure} AS n FROM assignments a {join} {unit_join}
+                    WHERE NOT a.dropped AND {expr} IS NOT NULL{where} GROUP BY ALL"""
+    else:
+        # A sample label (domain, class): count per (group, sample, expert) on the assignments alone and
+        # join the samples table to that small result, so the 100 M-row scan hashes three integers and
+        # probes no join (100 M-row benchmark run: 5.0–5.5 s CPU against 6.2 s joining first). One sample is
+        # one unit of a text run; units of several samples add their samples' counts up.
+        inner = f"""SELECT {", ".join([*keys, "a.sample"])}, a.expert, {measure} AS n
+                    FROM assignments a WHERE NOT a.dropped{where} GROUP BY ALL"""
+        total, group = ("a.n", "") if name == SEQUENCE else ("sum(a.n)", " GROUP BY ALL")
+        query = f"""SELECT {head}, {total} AS n FROM ({inner}) a {join} {unit_join}
+                    WHERE {expr} IS NOT NULL{group}"""
+    table = sql(run, query)
     if table.empty:
         return {}
     codes = unit_codes(run, name)
     if name == SEQUENCE:
-        table["unit"] = table["unit_key"].map(dict(zip(codes["sample"], codes["unit"], strict=True)))
+        samples = codes["sample"].to_numpy(dtype=np.int64)
+        lookup = np.full(int(samples.max()) + 1 if len(samples) else 1, -1, dtype=np.int64)
+        lookup[samples] = codes["unit"].to_numpy(dtype=np.int64)
+        table["unit"] = lookup[table["unit_key"].to_numpy(dtype=np.int64)]
     else:
         table["unit"] = pd.factorize(table["unit_key"], sort=True)[0]
-    values = sorted(table["value"].unique())
-    table["code"] = table["value"].map({v: i for i, v in enumerate(values)})
+    found, uniques = pd.factorize(table["value"])
+    values = sorted(str(v) for v in uniques)
+    rank = {v: i for i, v in enumerate(values)}
+    table["code"] = np.array([rank[str(v)] for v in uniques], dtype=np.int64)[found]
     row_columns = [r.split(".", 1)[1] for r in rows] or ["unit"]
     out: dict[tuple, UnitTable] = {}
     for group, part in table.groupby(columns, sort=True):
         key = group if isinstance(group, tuple) else (group,)
-        row_id, _ = pd.factorize(pd.MultiIndex.from_frame(part[row_columns]))
+        row_id = _row_ids(part, row_columns)
         n_rows = int(row_id.max()) + 1
         n_experts = int(part["expert"].max()) + 1
-        counts = np.zeros((n_rows, n_experts))
-        np.add.at(counts, (row_id, part["expert"].to_numpy(dtype=np.int64)), part["n"].to_numpy(dtype=float))
+        cell = row_id * n_experts + part["expert"].to_numpy(dtype=np.int64)
+        weights = part["n"].to_numpy(dtype=float)
+        counts = np.bincount(cell, weights=weights, minlength=n_rows * n_experts).reshape(n_rows, n_experts)
         labels = np.zeros(n_rows, dtype=np.int64)
         labels[row_id] = part["code"].to_numpy()
         units = np.zeros(n_rows, dtype=np.int64)
@@ -160,3 +227,20 @@ def unit_tables(
             raise InputError(f"label {label!r} is not constant within units ({name})")  # pragma: no cover
         out[key] = UnitTable(counts, labels, units, values, scope, name)
     return out
+
+
+def _row_ids(part: pd.DataFrame, row_columns: list[str]) -> np.ndarray:
+    """Dense row codes numbered in the sorted order of the row keys (so they do not depend on the order of
+    the SQL result)."""
+    if len(row_columns) == 1:
+        return pd.factorize(part[row_columns[0]], sort=True, use_na_sentinel=False)[0].astype(np.int64)
+    codes = [pd.factorize(part[c], sort=True, use_na_sentinel=False)[0] for c in row_columns]
+    order = np.lexsort(codes[::-1])
+    new = np.zeros(len(order), dtype=bool)
+    new[:1] = True
+    for code in codes:
+        ordered = code[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    ids = np.empty(len(order), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,10 @@ DEFAULT_PERMUTATIONS = 999
 """Default N: p-values resolve down to 1/1000."""
 BATCH = 64
 """Shuffles evaluated at once."""
+CACHED_SHUFFLES = 1 << 23
+"""Across-unit shuffles of at most this many entries (N × units; 32 MB as int32) are kept after they are
+drawn: they depend only on (units, N, seed), so every layer of a `label_nmi` reuses the first layer's
+instead of sorting N fresh random keys (on 6,104 sequences × 1,000 shuffles, 0.2 s a layer)."""
 
 
 def check_permutations(n_permutations: int) -> int:
@@ -129,6 +134,11 @@ def shuffled_labels(
     if scope == "within" and groups is None:
         raise InputError("a within-unit permutation needs the unit of every row")
     labels = np.asarray(labels)
+    cacheable = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if scope == "across" and cacheable and len(labels) * n_permutations <= CACHED_SHUFFLES:
+        for index in _across_batches(len(labels), n_permutations, int(seed)):
+            yield labels[index]
+        return
     rng = np.random.default_rng(seed)
     for start in range(0, n_permutations, BATCH):
         size = min(BATCH, n_permutations - start)
@@ -137,6 +147,19 @@ def shuffled_labels(
         else:
             index = shuffle_within(np.asarray(groups), rng, size)
         yield labels[index]
+
+
+@lru_cache(maxsize=1)
+def _across_batches(n: int, n_permutations: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The batches of `shuffle_across` index arrays `shuffled_labels` draws for (n, N, seed), kept
+    (read-only, int32) for the next call with the same arguments — the same draws, in the same order."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for start in range(0, n_permutations, BATCH):
+        index = shuffle_across(n, rng, min(BATCH, n_permutations - start)).astype(np.int32)
+        index.flags.writeable = False
+        batches.append(index)
+    return tuple(batches)
 
 
 def permutation_null(

@@ -18,6 +18,7 @@ from typing import Any
 
 from routescope.hooks import InputError, Run
 
+from .balance import switch_balance
 from .diffusion import (
     dit_moe_depth_dispersion,
     dit_moe_early_steps,
@@ -33,7 +34,6 @@ from .language import (
     needs_text,
     olmoe_domain,
     olmoe_vocabulary,
-    switch_balance,
 )
 from .verdict import Claim, Verdict
 

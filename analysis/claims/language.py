@@ -16,7 +16,6 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from ..balance import balance
 from ..bootstrap import bootstrap_ci, unit_interval
 from ..contingency import unit_tables
 from ..frames import sql
@@ -47,6 +46,50 @@ def check_resolution(run: Run, n_permutations: int) -> None:
             f"n_permutations={n_permutations} cannot reach p ≤ {ALPHA} over {n_layers} layers "
             f"(Bonferroni); use at least {needed}"
         )
+
+
+def _weakest(table: pd.DataFrame) -> pd.Series:
+    """Add Bonferroni-adjusted p-values and excesses over the permutation mean to a `nulls` table (in
+    place) and return its layer with the smallest excess."""
+    table["p_adjusted"] = _adjusted(table["p_value"])
+    table["excess"] = table["observed"] - table["null_mean"]
+    return table.loc[table["excess"].idxmin()]
+
+
+def _null_verdict(
+    claim: str,
+    *,
+    ok: bool,
+    row: pd.Series,
+    table: pd.DataFrame,
+    statistic: str,
+    null: str,
+    effect: str,
+    interval: tuple[float, float, float],
+    seed: int,
+    sentence: str,
+    details: pd.DataFrame | None = None,
+) -> Verdict:
+    """A verdict decided on every layer's permutation test, reported at the weakest layer `row`."""
+    estimate, lo, hi = interval
+    return Verdict(
+        claim=claim,
+        reproduces=ok,
+        statistic=statistic,
+        value=float(row["observed"]),
+        null=null,
+        p_value=float(table["p_adjusted"].max()),
+        null_reference=float(row["null_mean"]),
+        n_permutations=int(row["n_permutations"]),
+        seed=seed,
+        unit=str(row["unit"]),
+        effect=effect,
+        effect_size=estimate,
+        effect_lo=lo,
+        effect_hi=hi,
+        sentence=sentence,
+        details=table if details is None else details,
+    )
 
 
 def olmoe_domain(
@@ -118,42 +161,34 @@ def olmoe_vocabulary(
     with p · L ≤ 0.01. Effect: the smallest excess share over layers (share − permutation mean)."""
     check_resolution(run, n_permutations)
     table = vocabulary_null(run, min_count=min_count, n_permutations=n_permutations, seed=seed, unit=unit)
-    table["p_adjusted"] = _adjusted(table["p_value"])
-    table["excess"] = table["observed"] - table["null_mean"]
-    worst = table.loc[table["excess"].idxmin()]
+    worst = _weakest(table)
     data = unit_tables(run, "token_id", ("layer",), ranks="top1", unit=unit)[(int(worst["layer"]),)]
     n_tokens, n_experts = len(data.values), data.counts.shape[1]
-    estimate, lo, hi = unit_interval(
+    interval = unit_interval(
         data.per_unit(),
         lambda m: vocabulary_share(m.reshape(len(m), n_tokens, n_experts), min_count) - worst["null_mean"],
         n_boot=n_boot,
         seed=seed,
     )
     ok = bool((table["p_adjusted"] <= ALPHA).all())
-    return Verdict(
-        claim="olmoe-vocabulary",
-        reproduces=ok,
+    return _null_verdict(
+        "olmoe-vocabulary",
+        ok=ok,
+        row=worst,
+        table=table,
         statistic=(
             f"token-weighted top-expert share (tokens seen ≥ {min_count}×) at layer {int(worst['layer'])}"
         ),
-        value=float(worst["observed"]),
         null=f"token-blind routing: {worst['method']}",
-        p_value=float(table["p_adjusted"].max()),
-        null_reference=float(worst["null_mean"]),
-        n_permutations=int(worst["n_permutations"]),
-        seed=seed,
-        unit=str(worst["unit"]),
         effect="excess share over the permutation mean (weakest layer)",
-        effect_size=estimate,
-        effect_lo=lo,
-        effect_hi=hi,
+        interval=interval,
+        seed=seed,
         sentence=(
             f"Vocabulary specialization {yes_no(ok)}: the weakest layer ({int(worst['layer'])}) sends "
             f"{worst['observed']:.1%} of a token's top-1 choices to its top expert against "
             f"{worst['null_mean']:.1%} for token-blind routing (largest Bonferroni p = "
             f"{table['p_adjusted'].max():.3g})."
         ),
-        details=table,
     )
 
 
@@ -188,38 +223,30 @@ def mixtral_repeat(
     rate over layers (rate − permutation mean)."""
     check_resolution(run, n_permutations)
     table = repeat_null(run, n_permutations=n_permutations, seed=seed, unit=unit)
-    table["p_adjusted"] = _adjusted(table["p_value"])
-    table["excess"] = table["observed"] - table["null_mean"]
-    worst = table.loc[table["excess"].idxmin()]
-    estimate, lo, hi = unit_interval(
+    worst = _weakest(table)
+    interval = unit_interval(
         _repeat_per_unit(run, int(worst["layer"]), unit),
         lambda m: m[:, 1] / np.maximum(m[:, 0], 1e-300) - worst["null_mean"],
         n_boot=n_boot,
         seed=seed,
     )
     ok = bool((table["p_adjusted"] <= ALPHA).all())
-    return Verdict(
-        claim="mixtral-repeat",
-        reproduces=ok,
+    return _null_verdict(
+        "mixtral-repeat",
+        ok=ok,
+        row=worst,
+        table=table,
         statistic=f"top-1 repeat rate of consecutive tokens at layer {int(worst['layer'])}",
-        value=float(worst["observed"]),
         null=f"order-blind routing: {worst['method']}, experts shuffled along each sequence",
-        p_value=float(table["p_adjusted"].max()),
-        null_reference=float(worst["null_mean"]),
-        n_permutations=int(worst["n_permutations"]),
-        seed=seed,
-        unit=str(worst["unit"]),
         effect="excess repeat rate over the shuffled-order mean (weakest layer)",
-        effect_size=estimate,
-        effect_lo=lo,
-        effect_hi=hi,
+        interval=interval,
+        seed=seed,
         sentence=(
             f"Consecutive-token repeats {yes_no(ok)}: the weakest layer ({int(worst['layer'])}) repeats the "
             f"top-1 expert at {worst['observed']:.1%} of consecutive positions against "
             f"{worst['null_mean']:.1%} with the same experts in shuffled order (largest Bonferroni p = "
             f"{table['p_adjusted'].max():.3g})."
         ),
-        details=table,
     )
 
 
@@ -269,13 +296,12 @@ def gw_moe_uncertain_tokens(
             sentence="Uncertain-token concentration does not reproduce: no uncertain decisions to test.",
             details=shares,
         )
-    table["p_adjusted"] = (table["p_value"] * len(layers)).clip(upper=1.0)
-    table["excess"] = table["observed"] - table["null_mean"]
+    worst = _weakest(table)
+    table["p_adjusted"] = (table["p_value"] * len(layers)).clip(upper=1.0)  # every layer counts
     concentrated = concentrated and bool((table["p_adjusted"] <= ALPHA).all())
-    worst = table.loc[table["excess"].idxmin()]
     data = uncertainty_tables(run, threshold=threshold, min_count=min_count, unit=unit)[int(worst["layer"])]
     n_tokens = data.counts.shape[1]
-    estimate, lo, hi = unit_interval(
+    interval = unit_interval(
         data.per_unit(),
         lambda m: mutual_information(m.reshape(len(m), 2, n_tokens)) - worst["null_mean"],
         n_boot=n_boot,
@@ -285,83 +311,21 @@ def gw_moe_uncertain_tokens(
         uncertain_share_hi=lambda t: t["layer"].map(upper)
     )
     ok = minority and concentrated
-    return Verdict(
-        claim="gw-moe-uncertain-tokens",
-        reproduces=ok,
+    return _null_verdict(
+        "gw-moe-uncertain-tokens",
+        ok=ok,
+        row=worst,
+        table=table,
         statistic=f"MI(token id; uncertain flag) at layer {int(worst['layer'])}, nats",
-        value=float(worst["observed"]),
         null=f"uncertainty spread evenly over tokens: {worst['method']}, flags shuffled",
-        p_value=float(table["p_adjusted"].max()),
-        null_reference=float(worst["null_mean"]),
-        n_permutations=int(worst["n_permutations"]),
-        seed=seed,
-        unit=str(worst["unit"]),
         effect="excess MI over the permutation mean (weakest layer), nats",
-        effect_size=estimate,
-        effect_lo=lo,
-        effect_hi=hi,
+        interval=interval,
+        seed=seed,
         sentence=(
             f"Uncertain tokens {yes_no(ok)}: a minority at every layer: {minority} (uncertain share "
             f"{shares['uncertain_share'].min():.1%}–{shares['uncertain_share'].max():.1%}); concentrated on "
             f"particular tokens at every layer: {concentrated} (largest Bonferroni p = "
             f"{table['p_adjusted'].max():.3g})."
-        ),
-        details=details,
-    )
-
-
-MAX_OVER_MEAN = 2.0
-"""Equivalence margin of `switch-balance`: no expert above twice its even share."""
-AUX_LOSS = 1.25
-"""Equivalence margin of `switch-balance` on the Switch auxiliary loss (1 when perfectly balanced)."""
-
-
-def switch_balance(run: Run, *, n_boot: int = 1000, seed: int = 0, unit: str | None = None) -> Verdict:
-    """Switch Transformer / DiT-MoE: training with the balance loss keeps expert loads even.
-
-    A claim of absence (of imbalance), so it is decided on equivalence margins with 95 % bootstrap
-    intervals over units, never on a non-significant test. Criterion, at every layer: no dead expert, the
-    upper bound of max/mean load ≤ 2.0, and — on runs recorded with probabilities — the upper bound of the
-    auxiliary loss E · Σ_e f_e P_e ≤ 1.25. Effect: the largest max/mean load over layers."""
-    intervals = bootstrap_ci(run, "balance", n_boot=n_boot, seed=seed, unit=unit)
-    wide = intervals.pivot(index="layer", columns="metric", values=["estimate", "hi"])
-    dead = balance(run).set_index("layer")["dead_experts"]
-    details = pd.DataFrame(
-        {
-            "dead_experts": dead,
-            "max_over_mean": wide[("estimate", "max_over_mean")],
-            "max_over_mean_hi": wide[("hi", "max_over_mean")],
-        }
-    )
-    has_aux = ("estimate", "aux_loss") in wide.columns
-    ok_layers = (details["dead_experts"] == 0) & (details["max_over_mean_hi"] <= MAX_OVER_MEAN)
-    if has_aux:
-        details["aux_loss"] = wide[("estimate", "aux_loss")]
-        details["aux_loss_hi"] = wide[("hi", "aux_loss")]
-        ok_layers &= details["aux_loss_hi"] <= AUX_LOSS
-    details = details.reset_index()
-    ok = bool(ok_layers.all())
-    worst = intervals[intervals["metric"] == "max_over_mean"].sort_values("estimate").iloc[-1]
-    aux = f", aux loss ≤ {details['aux_loss_hi'].max():.2f} (margin {AUX_LOSS})" if has_aux else ""
-    return Verdict(
-        claim="switch-balance",
-        reproduces=ok,
-        statistic=f"max/mean expert load at layer {int(worst['layer'])}",
-        value=float(worst["estimate"]),
-        null=f"equivalence margins: no dead expert, max/mean ≤ {MAX_OVER_MEAN}"
-        + (f", aux loss ≤ {AUX_LOSS}" if has_aux else ""),
-        p_value=None,
-        null_reference=MAX_OVER_MEAN,
-        n_permutations=0,
-        seed=seed,
-        unit=str(worst["unit"]),
-        effect="largest max/mean expert load over layers",
-        effect_size=float(worst["estimate"]),
-        effect_lo=float(worst["lo"]),
-        effect_hi=float(worst["hi"]),
-        sentence=(
-            f"Even loads {yes_no(ok)}: {int(details['dead_experts'].sum())} dead experts, max/mean load up "
-            f"to {worst['estimate']:.2f} (95 % upper bound {worst['hi']:.2f}, margin {MAX_OVER_MEAN}){aux}."
         ),
         details=details,
     )
