@@ -29,7 +29,7 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from .frames import check_by, counting, experts_per_group, sql
+from .frames import check_by, counting, counting_label, experts_per_group, sql
 
 
 def expert_load(
@@ -63,7 +63,9 @@ def expert_load(
     if weight == "count":
         full["count"] = full["count"].astype(np.int64)
     full["load"] = full["count"] / full.groupby(columns, sort=False)["count"].transform("sum").clip(lower=1)
-    return full[[*columns, "expert", "count", "load"]]
+    full = full[[*columns, "expert", "count", "load"]]
+    full.attrs["counting"] = counting_label(ranks, weight)
+    return full
 
 
 def _gini(counts: np.ndarray) -> float:

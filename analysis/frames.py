@@ -118,3 +118,11 @@ def counting(ranks: str = "all", weight: str = "count", fact: str = "a") -> tupl
     where = f" AND {fact}.rank = 0" if ranks == "top1" else ""
     measure = f"sum({fact}.weight)" if weight == "gate" else "count(*)"
     return where, measure
+
+
+def counting_label(ranks: str = "all", weight: str = "count") -> str:
+    """How assignments were counted, in words, for figure captions and the dashboard (stored in a table's
+    `attrs["counting"]`)."""
+    which = "all k ranks" if ranks == "all" else "top-1 only"
+    what = "gate-weighted" if weight == "gate" else "counts"
+    return f"{which}, {what}"

@@ -32,7 +32,7 @@ import pandas as pd
 from routescope.hooks import InputError, Run
 
 from .contingency import unit_tables
-from .frames import check_by, counting, experts_per_group, label_join, sql
+from .frames import check_by, counting, counting_label, experts_per_group, label_join, sql
 from .information import nmi
 from .permutation import DEFAULT_PERMUTATIONS, check_permutations, permutation_null, shuffled_labels
 
@@ -85,6 +85,7 @@ def specialization(
     table["uniform_lift"] = table["share"] * n_experts
     if n_permutations is not None:
         table = _lift_null(run, table, label, columns, ranks, weight, n_permutations, seed, unit)
+    table.attrs["counting"] = counting_label(ranks, weight)
     return table
 
 
@@ -204,4 +205,6 @@ def label_nmi(
         elif n_permutations is not None:
             row.update(p_value=1.0, method="one label value or expert in this group: nothing to test")
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*columns, *NMI_COLUMNS])
+    table = pd.DataFrame(rows, columns=[*columns, *NMI_COLUMNS])
+    table.attrs["counting"] = counting_label(ranks, weight)
+    return table

@@ -49,7 +49,12 @@ def figure_specialization(
         z = z.loc[block_order(z)]
     z.index = [str(e) for e in z.index]
     z.columns = [plain(v) for v in z.columns]
-    fig = go.Figure(lift_heatmap(z) if value == "lift" else heatmap(z, colorbar=axis_title(value)))
+    counted = f"<br>{table.attrs['counting']}" if table.attrs.get("counting") else ""  # ranks, weights
+    fig = go.Figure(
+        lift_heatmap(z, colorbar=f"lift{counted}<br>")
+        if value == "lift"
+        else heatmap(z, colorbar=axis_title(value) + counted)
+    )
     grey_gaps(fig)
     x_title = axis_title(label)
     if len(totals) > max_labels:
@@ -73,7 +78,10 @@ def figure_nmi(
 ) -> go.Figure:
     """NMI of the label and the chosen expert per layer, from `label_nmi(run, label)`."""
     require(table, ["layer", "nmi"], "nmi")
-    fig = series(table, {"nmi": f"NMI with {label}" if label else "NMI"}, "layer", y_title=_nmi_title(label))
+    name = f"NMI with {label}" if label else "NMI"
+    if table.attrs.get("counting"):  # which assignments counted (ranks, gate weights)
+        name += f" ({table.attrs['counting']})"
+    fig = series(table, {"nmi": name}, "layer", y_title=_nmi_title(label))
     fig.update_yaxes(rangemode="tozero")
     return paper_layout(fig, width=width, height=height or 1.8, title=title)
 
