@@ -21,7 +21,7 @@ from .phases import denoising_phases, sensitivity, step_similarity
 from .registry import ANALYSES, Analysis, coerce_params, compute, keys_of
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
-from .similarity import expert_similarity, merge_groups
+from .similarity import expert_similarity, merge_budget, merge_groups
 from .spatial import spatial_preference
 from .specialization import label_counts, label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
@@ -58,6 +58,7 @@ __all__ = [
     "keys_of",
     "label_counts",
     "label_nmi",
+    "merge_budget",
     "merge_groups",
     "repeat_rate",
     "router_summary",

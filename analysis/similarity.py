@@ -183,3 +183,24 @@ def merge_groups(
     out["keep"] = out["usage"] == out.groupby("group")["usage"].transform("max")
     out["keep"] &= ~out.duplicated(["group", "keep"]) | ~out["keep"]  # one keeper per group on ties
     return out
+
+
+def merge_budget(run: Run, average_groups: int) -> dict[int, int]:
+    """Groups per layer when the model keeps `average_groups` experts per layer on average and the budget
+    is shared across layers, as MC-SMoE's global grouping does (its default for Mixtral and for T5 with
+    `--globally_group`): every layer's most used expert counts as usage 1.0 (each layer keeps one group at
+    least), all layers' usages are pooled and sorted, the value at rank `average_groups × L` (the last one
+    when that is every expert) is the threshold, and a layer gets as many groups as it has experts whose
+    usage is strictly above it. Pass each layer's number to `merge_groups(run, layer, n_groups=...)`.
+    With the budget fixed per layer instead (`n_groups` the same everywhere), MC-SMoE's uniform mode."""
+    layers = sorted({int(r["layer"]) for r in run.routers})
+    usages = {}
+    for layer in layers:
+        usage = _usage(run, layer, _n_experts(run, layer))
+        usage[int(np.argmax(usage))] = 1.0
+        usages[layer] = usage
+    pooled = np.sort(np.concatenate(list(usages.values())))[::-1]
+    if not 1 <= average_groups <= max(len(u) for u in usages.values()):
+        raise InputError(f"average_groups must be between 1 and the number of experts, got {average_groups}")
+    threshold = pooled[min(average_groups * len(layers), len(pooled) - 1)]
+    return {layer: max(1, int((usage > threshold).sum())) for layer, usage in usages.items()}

@@ -147,3 +147,16 @@ def test_report_nmi_takes_permutation_options(store: Store, capsys: pytest.Captu
     assert set(table["n_permutations"]) == {49}
     assert set(table["unit"]) == {"sample"}
     assert main([*base, "--param", "n_permutations=0"]) == 2
+
+
+def test_merge_budget_shares_groups_across_layers_as_mc_smoe(store: Store) -> None:
+    from tests.planted import planted_run
+
+    layer0 = [[0]] * 5 + [[1]] * 3 + [[2]] * 2  # usage 0.5, 0.3, 0.2, 0 → top set to 1
+    layer1 = [[0]] * 6 + [[1]] * 2 + [[2], [3]]  # usage 0.6, 0.2, 0.1, 0.1
+    run = planted_run(store, "budget", experts={0: layer0, 1: layer1})
+    # pooled, descending: 1, 1, .3, .2, .2, .1, .1, 0; threshold at rank 2·L
+    assert A.merge_budget(run, 1) == {0: 1, 1: 1}  # threshold .3: only each layer's top
+    assert A.merge_budget(run, 2) == {0: 2, 1: 1}  # threshold .2: layer 0 keeps .3 too
+    with pytest.raises(InputError, match="average_groups"):
+        A.merge_budget(run, 0)
