@@ -19,11 +19,18 @@ import pandas as pd
 
 from routescope.hooks import InputError, Run
 
-from .frames import sql
+from .frames import counting, sql
 
 
-def coactivation(run: Run, layer: int) -> pd.DataFrame:
-    """`expert_a, expert_b, count, p_b_given_a, lift` for one layer (both orders of every pair)."""
+def coactivation(run: Run, layer: int, *, ranks: str = "all", weight: str = "count") -> pd.DataFrame:
+    """`expert_a, expert_b, count, p_b_given_a, lift` for one layer (both orders of every pair).
+
+    Counting conventions (`frames.counting`): a pair needs two ranks, so only `ranks="all"` applies;
+    `weight="gate"` counts a pair by the product of its two gate weights and an expert by its gate weight,
+    so `lift` compares E[g_a · g_b] with E[g_a] · E[g_b] (1 under independence) and `count` is a mass."""
+    counting(ranks, weight)
+    if ranks != "all":
+        raise InputError("co-activation pairs two ranks of one decision; it counts all ranks (ranks='all')")
     routers = [r for r in run.routers if int(r["layer"]) == int(layer)]
     if not routers:
         raise InputError(
@@ -33,7 +40,9 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
     n_experts = max(int(r["n_experts"]) for r in routers)
     where = f"layer = {int(layer)} AND NOT dropped"
     keys = ", ".join(_decision_keys(routers))
-    if n_experts <= 64:
+    if weight == "gate":
+        pairs, singles, decisions = _gate_weighted(run, where, keys, n_experts)
+    elif n_experts <= 64:
         masks = sql(
             run,
             f"""SELECT mask, count(*) AS n FROM (
@@ -69,7 +78,7 @@ def coactivation(run: Run, layer: int) -> pd.DataFrame:
         {
             "expert_a": rows,
             "expert_b": cols,
-            "count": count.astype(np.int64),
+            "count": count.astype(np.int64) if weight == "count" else count,
             "p_b_given_a": p_b_given_a,
             "lift": lift,
         }
@@ -112,3 +121,22 @@ def _expand_masks(masks: np.ndarray, counts: np.ndarray, n_experts: int) -> tupl
             if i != j and both.any():
                 pairs += np.bincount(a[both] * n_experts + b[both], weights=counts[both], minlength=cells)
     return pairs.reshape(n_experts, n_experts), singles
+
+
+def _gate_weighted(run: Run, where: str, keys: str, n_experts: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """`(pairs [E, E], singles [E], decisions)` with pairs summed as g_a · g_b and experts as g."""
+    joint = sql(
+        run,
+        f"""WITH d AS (SELECT {keys}, expert, weight FROM assignments WHERE {where})
+        SELECT x.expert AS a, y.expert AS b, sum(x.weight * y.weight) AS n
+        FROM d x JOIN d y USING ({keys}) WHERE x.expert <> y.expert GROUP BY ALL""",
+    )
+    singles_frame = sql(
+        run, f"SELECT expert, sum(weight) AS n FROM assignments WHERE {where} GROUP BY expert"
+    )
+    pairs = np.zeros((n_experts, n_experts))
+    pairs[joint["a"].to_numpy(), joint["b"].to_numpy()] = joint["n"].to_numpy()
+    singles = np.zeros(n_experts)
+    singles[singles_frame["expert"].to_numpy()] = singles_frame["n"].to_numpy()
+    decisions = sql(run, f"SELECT count(*) AS n FROM (SELECT DISTINCT {keys} FROM assignments WHERE {where})")
+    return pairs, singles, float(decisions["n"].iloc[0])

@@ -160,3 +160,19 @@ def test_merge_budget_shares_groups_across_layers_as_mc_smoe(store: Store) -> No
     assert A.merge_budget(run, 2) == {0: 2, 1: 1}  # threshold .2: layer 0 keeps .3 too
     with pytest.raises(InputError, match="average_groups"):
         A.merge_budget(run, 0)
+
+
+def test_gate_weighted_coactivation_from_the_definition(store: Store) -> None:
+    run = domain_run(store, "dom")
+    table = A.coactivation(run, 0, weight="gate").set_index(["expert_a", "expert_b"])
+    a = run.assignments()
+    gates = a[a["layer"] == 0].pivot_table(
+        index=["sample", "position"], columns="expert", values="weight", aggfunc="sum", fill_value=0.0
+    )
+    g = gates.to_numpy()
+    decisions = len(g)
+    for x, y in [(0, 1), (2, 3), (1, 5)]:
+        expected = ((g[:, x] * g[:, y]).sum() / decisions) / (g[:, x].mean() * g[:, y].mean())
+        assert table.loc[(x, y), "lift"] == pytest.approx(expected)
+    with pytest.raises(InputError, match="pairs two ranks"):
+        A.coactivation(run, 0, ranks="top1")
