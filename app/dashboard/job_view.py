@@ -15,10 +15,10 @@ import time
 
 import streamlit as st
 
-from routescope.hooks import Store
+from routescope.hooks import RunExistsError, Store
 
 from . import cache, state
-from .jobs import Job
+from .jobs import Job, Work
 from .markup import literal
 
 POLL_S = 0.25
@@ -49,6 +49,17 @@ def follow(job: Job) -> Job:
         bar.progress(job.fraction, text=progress_text(job))
     bar.empty()
     return job
+
+
+def start_writing(store: Store, name: str, title: str, work: Work) -> Job:
+    """Start a job that writes run `name` (and its companions) into `store`; refuse while another job
+    writing `name` is unfinished, so two clicks never record one run twice."""
+    key = f"write:{store_key(store)}:{name}"
+    registry = cache.jobs()
+    busy = registry.latest(key)
+    if busy is not None and not busy.finished:
+        raise RunExistsError(f"run {name!r} is being recorded right now ({busy.title}); pick another name")
+    return registry.start(key, title, store_key(store), work)
 
 
 def own(key: str, job: Job) -> None:
