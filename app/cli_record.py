@@ -192,29 +192,16 @@ def _remote(value: str | None) -> bool | str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Record the bundled models on their bundled inputs (overwriting earlier demo runs) and summarise."""
-    from .datasets import load_dataset
-    from .hooks import record, record_diffusion
+    """Record the default runs (`default_runs.DEFAULT_RUNS`, the dashboard's first start records the same)
+    on the bundled models, overwriting earlier demo runs, and summarise each."""
+    from .default_runs import DEFAULT_RUNS, record_default
     from .loading import load_model
 
-    texts, labels = load_dataset("bundled:domains")
-    lm = record(
-        load_model("bundled:moe-lm"), texts, store=args.store, name="domains", labels=labels, overwrite=True
-    )
-    out(f"recorded run 'domains' in {args.store}: bundled:moe-lm on bundled:domains")
-    show_run(Store(args.store), lm.name)
-    digits = record_diffusion(
-        load_model("bundled:dit-digits"),
-        classes=list(range(10)),
-        samples_per_class=2,
-        steps=25,
-        cfg_scale=4.0,
-        seed=0,
-        store=args.store,
-        name="digits",
-        overwrite=True,
-    )
-    out("")
-    out(f"recorded run 'digits' in {args.store}: bundled:dit-digits, 2 samples per class, 25 steps")
-    show_run(Store(args.store), digits.name)
+    store = Store(args.store)
+    for i, default in enumerate(DEFAULT_RUNS):
+        run = record_default(default, store, load_model, terminal=True)
+        if i:
+            out("")
+        out(f"recorded run {run.name!r} in {args.store}: {default.description}")
+        show_run(store, run.name)
     return 0

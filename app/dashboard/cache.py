@@ -1,6 +1,8 @@
 """All of the dashboard's caching, in one place.
 
-- Models: `st.cache_resource` (one shared copy per process, never pickled), keyed by the model spec.
+- Models: `st.cache_resource` (one shared copy per process, never pickled), keyed by the model spec; loaded
+  by jobs in their worker thread (so without a spinner, which needs a page).
+- Jobs: `jobs()`, the one `jobs.Jobs` registry of this server process (`st.cache_resource`).
 - Runs and tables: keyed by the run folder *and* the modification time of its `manifest.json`, which a
   recording writes last (and `--overwrite` replaces), so a re-recorded run is never served stale.
   `table(run, kind, **options)` caches any entry of `views.TABLES` (raw tables, every registered
@@ -24,6 +26,7 @@ from routescope.hooks import InputError, LoadedModel, Run, Store
 from routescope.hooks.schema import MANIFEST_FILE
 
 from ..loading import load_model
+from .jobs import Jobs
 from .views import PAIR_TABLES, TABLES
 
 MAX_TABLES = 256
@@ -35,10 +38,16 @@ def stamp(run_path: Path) -> int:
     return (run_path / MANIFEST_FILE).stat().st_mtime_ns
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def model(spec: str) -> LoadedModel:
-    """A loaded model, shared by every session of this process (failures are not cached)."""
+    """A loaded model, shared by every session and job of this process (failures are not cached)."""
     return load_model(spec)
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> Jobs:
+    """The server's job registry: one per process, shared by every session, page and tab."""
+    return Jobs()
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

@@ -1,7 +1,8 @@
 """The dashboard's entry script (`streamlit run main.py`, started by `routescope app`).
 
-It opens the store named by `ROUTESCOPE_STORE`, records the default runs if the store is empty, and hands
-over to `st.navigation`, which runs the chosen page from `app_pages.PAGES`.
+It opens the store named by `ROUTESCOPE_STORE`, starts the first start's background job (the default runs
+the store lacks) and shows its progress while it runs, lists the store's other unfinished jobs in the
+sidebar, and hands over to `st.navigation`, which runs the chosen page from `app_pages.PAGES`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import streamlit as st
 
 from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.first_start import ensure_runs
+from routescope.dashboard.job_view import sidebar_jobs
 from routescope.dashboard.widgets import open_store
 
 
@@ -24,6 +26,7 @@ def main() -> None:
         ]
     )
     ensure_runs(store)
+    sidebar_jobs(store)
     navigation.run()
 
 

@@ -1,5 +1,5 @@
-"""What the Run page records, without Streamlit: inputs from the page, a recording with progress, and
-the default runs a fresh store gets on first start.
+"""What the Run page records, without Streamlit: inputs from the page and a recording with progress (the
+default runs a fresh store gets on first start are `routescope.default_runs`, re-exported here).
 
 The page only turns widgets into these calls and a progress bar; the same functions run in tests. Model
 loading is passed in (`load`), so the dashboard can hand over its cached loader.
@@ -16,6 +16,9 @@ from routescope.hooks import InputError, LoadedModel, Run, RunExistsError, Store
 from routescope.hooks.store import check_run_name
 
 from ..datasets import load_dataset
+from ..default_runs import DEFAULT_RUNS as DEFAULT_RUNS  # re-exported: defined with `demo`
+from ..default_runs import DefaultRun as DefaultRun
+from ..default_runs import record_default as record_default
 from ..inputs import Inputs, read_inputs
 
 Progress = Callable[[int, int], None]
@@ -51,34 +54,6 @@ class DiffusionOptions:
     """Also store each decision's full probability vector."""
     save_x0: bool = True
     """Keep the predicted clean image of every step (the denoising trajectory)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DefaultRun:
-    """A run a fresh store gets on first start."""
-
-    name: str
-    model: str
-    description: str
-    dataset: str | None = None
-    diffusion: DiffusionOptions | None = None
-
-
-DEFAULT_RUNS = (
-    DefaultRun(
-        name="domains",
-        model="bundled:moe-lm",
-        dataset="bundled:domains",
-        description="bundled:moe-lm on its five-domain evaluation set (100 texts)",
-    ),
-    DefaultRun(
-        name="digits",
-        model="bundled:dit-digits",
-        diffusion=DiffusionOptions(classes=list(range(10)), samples_per_class=1, steps=25, save_x0=True),
-        description="bundled:dit-digits, one digit of each class, 25 steps",
-    ),
-)
-"""What `routescope app` records into an empty store, so there is something to browse at once."""
 
 
 def check_new_run(store: Store, name: str, overwrite: bool) -> str:
@@ -174,22 +149,4 @@ def record_images(
         overwrite=overwrite,
         progress=False,
         on_progress=progress,
-    )
-
-
-def record_default(
-    default: DefaultRun,
-    store: Store,
-    load: Callable[[str], LoadedModel],
-    progress: Progress | None = None,
-) -> Run:
-    """Record one of `DEFAULT_RUNS` (replacing an interrupted recording of the same name)."""
-    model = load(default.model)
-    if default.diffusion is not None:
-        return record_images(
-            model, default.diffusion, store=store, name=default.name, overwrite=True, progress=progress
-        )
-    inputs = dataset_inputs(default.dataset or "bundled:domains")
-    return record_text(
-        model, inputs, TextOptions(), store=store, name=default.name, overwrite=True, progress=progress
     )

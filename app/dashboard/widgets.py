@@ -1,4 +1,4 @@
-"""Pieces every page uses: the store, a run picker, one-line errors, a progress bar, images, and every
+"""Pieces every page uses: the store, a run picker, one-line errors, images, and every
 figure's and table's export control.
 
 A user mistake (a bad run name, a model that does not load, a damaged run) is a `RouteScopeError`; inside
@@ -29,7 +29,6 @@ from ..figures.theme import COLUMN_INCHES, Width
 from . import cache, state
 from .exports import FIGURE_FORMATS, TABLE_FORMATS, figure_bytes, file_stem, table_text
 from .markup import literal
-from .recording import Progress
 from .settings import store_folder
 
 IMAGE_PIXELS = 96
@@ -133,16 +132,6 @@ def _accepted(store: Store, name: str, accept: Callable[[Run], bool]) -> bool:
         return accept(cache.run(store, name))
     except RouteScopeError:
         return False
-
-
-def progress_bar(label: str) -> Progress:
-    """An `st.progress` bar driven by `progress(done, total)` callbacks."""
-    bar = st.progress(0.0, text=label)
-
-    def update(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done} of {total}")
-
-    return update
 
 
 def enlarge(image: np.ndarray, pixels: int = IMAGE_PIXELS) -> np.ndarray:

@@ -3,25 +3,30 @@
 Tokens: one point per decision, placed by its router probabilities (or its gate weights when the run kept
 no probabilities), sampled to a number of points by a seeded hash. Experts: one point per expert, placed by
 what it takes (token ids for text, positions for images). PCA is immediate; UMAP compiles with numba and
-takes seconds to minutes, so it runs only when its button is pressed, under a spinner, and is cached like
-every table (`cache.table(run, "embedding", ...)`), so coming back to it is instant.
+takes seconds to minutes, so it runs only when its button is pressed, as a background job (`jobs.py`) with
+a progress bar that a click elsewhere does not stop, and is cached like every table
+(`cache.table(run, "embedding", ...)`), so coming back to it is instant.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from routescope.dashboard import cache, state
+from routescope.dashboard.job_view import follow, show_failure, store_key
+from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.widgets import open_store, pick_layer, pick_run, show_figure, user_errors
 from routescope.figures import figure_embedding
-from routescope.hooks import Run
+from routescope.hooks import Run, Store
 
 OF = {"tokens": "Tokens (by router scores)", "experts": "Experts (by what they take)"}
 METHODS = {"pca": "PCA", "umap": "UMAP"}
 AXES = {"pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2")}
 DEFAULT_POINTS = 3000
+UMAP_NOTE = "UMAP takes from seconds to a few minutes the first time (numba compiles it): press the button."
 
 
 def options(run: Run) -> dict[str, Any]:
@@ -43,19 +48,44 @@ def options(run: Run) -> dict[str, Any]:
     return chosen
 
 
-def asked_for(run: Run, chosen: dict[str, Any]) -> bool:
-    """PCA always; UMAP once its button was pressed for these options in this session."""
+def embedding_table(store: Store, run: Run, chosen: dict[str, Any]) -> pd.DataFrame | None:
+    """The map's table: PCA at once; UMAP once its button was pressed for these options in this session,
+    computed as a background job (followed here; a click elsewhere does not stop it) into the table
+    cache. None while there is nothing to draw."""
     if chosen["method"] != "umap":
-        return True
+        return cache.table(run, "embedding", **chosen)
     ident = (run.name, *sorted(chosen.items()))
     done: set[tuple[Any, ...]] = st.session_state.setdefault(state.EMBED_COMPUTED, set())
-    if ident in done:
-        return True
-    if st.button("Compute the UMAP map", type="primary", key=state.scoped(state.EMBED_COMPUTE, run.name)):
+    key = f"umap:{store_key(store)}:{cache.stamp(run.path)}:{ident}"
+    registry = cache.jobs()
+    job = registry.latest(key)
+    if ident not in done:
+        if not st.button(
+            "Compute the UMAP map", type="primary", key=state.scoped(state.EMBED_COMPUTE, run.name)
+        ):
+            st.info(UMAP_NOTE)
+            return None
         done.add(ident)
-        return True
-    st.info("UMAP takes from seconds to a few minutes the first time (numba compiles it): press the button.")
-    return False
+        job = registry.start(
+            key, f"UMAP map of {run.name}, layer {chosen['layer']}", store_key(store), umap_job(run, chosen)
+        )
+    if job is not None and not job.finished:
+        job = follow(job)
+    if job is not None and job.status == "failed":
+        done.discard(ident)
+        show_failure(job)
+        return None
+    return cache.table(run, "embedding", **chosen)  # computed by the job: cached
+
+
+def umap_job(run: Run, chosen: dict[str, Any]) -> Work:
+    """The background job: compute the UMAP table into the dashboard's table cache."""
+
+    def work(report: Report) -> int:
+        report(0.0, "computing (the first UMAP compiles with numba)")
+        return len(cache.table(run, "embedding", **chosen))
+
+    return work
 
 
 def colour_choices(run: Run, of: str) -> list[str]:
@@ -75,10 +105,9 @@ def main() -> None:
     run = pick_run(store, state.EMBED_RUN)
     with user_errors():
         chosen = options(run)
-        if not asked_for(run, chosen):
+        table = embedding_table(store, run, chosen)
+        if table is None:
             return
-        with st.spinner(f"Computing the {METHODS[chosen['method']]} map…"):
-            table = cache.table(run, "embedding", **chosen)
         colour = str(
             st.selectbox(
                 "Colour by",

@@ -3,8 +3,9 @@
 Choose a bundled model (or a local folder), a probe — disable experts (a list, each layer's top r, the
 shared expert; against random ablations of the same size), force tokens to an expert set, add noise to
 the routers, or batch the inputs — and its inputs (a subset of the bundled domain set or typed text; classes,
-samples and steps for the DiT). "Run probe" records the probe's runs with one progress bar
-(`probing.run_probe`); below, a probe run's tables are shown with a figure each (`probing.probe_result`):
+samples and steps for the DiT). "Run probe" records the probe's runs as a background job with one progress
+bar (`probing.run_probe`; a click elsewhere does not stop it, and the page follows it again when
+opened); below, a probe run's tables are shown with a figure each (`probing.probe_result`):
 the loss against random ablations, the share of decisions inside a forced set, the flip rate by margin,
 the share of decisions a batch changes. The runs are ordinary runs, open on every other page.
 """
@@ -19,6 +20,8 @@ import streamlit as st
 from routescope.cli_record import parse_classes
 from routescope.dashboard import cache, state
 from routescope.dashboard.app_pages import PAGES
+from routescope.dashboard.job_view import own, show_failure, start_writing, watch
+from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.markup import literal
 from routescope.dashboard.probing import (
     PROBE_KINDS,
@@ -48,7 +51,7 @@ from routescope.dashboard.widgets import (
     show_table,
     user_errors,
 )
-from routescope.hooks import ModelSpecError, RouteScopeError, Store
+from routescope.hooks import ModelSpecError, RouteScopeError, Run, Store
 from routescope.hooks.probes import Sampling
 from routescope.models import BUNDLED, bundled_names
 
@@ -243,26 +246,53 @@ def probe_form(store: Store) -> None:
     columns = st.columns([3, 1])
     name = columns[0].text_input("Run name", value=f"{kind}-probe", key=state.PROBE_NAME)
     overwrite = columns[1].checkbox("Replace runs of those names", key=state.PROBE_OVERWRITE)
-    if not st.button("Run probe", type="primary", key=state.PROBE_START):
+    if st.button("Run probe", type="primary", key=state.PROBE_START):
+        try:
+            settings = read_settings()
+            check_settings(settings)
+            names = check_names(store, name, settings, overwrite)
+            if not spec:
+                raise ModelSpecError("type a local checkpoint folder or a hub id")
+            name = name.strip()
+            work = probe_job(spec, read_inputs(), settings, store, name, names, overwrite)
+            own(state.PROBE_JOB, start_writing(store, name, f"{kind} probe {name}", work))
+        except RouteScopeError as exc:
+            show_error(exc)
+            return
+    job = watch(state.PROBE_JOB)
+    if job is None:
         return
-    try:
-        settings = read_settings()
-        check_settings(settings)
-        names = check_names(store, name, settings, overwrite)
-        if not spec:
-            raise ModelSpecError("type a local checkpoint folder or a hub id")
-        inputs = read_inputs()
-        model = cache.model(spec)
-        bar = st.progress(0.0, text=f"recording {names[0]}")
-        progress = StagedProgress(names, lambda fraction, text: bar.progress(fraction, text=text))
-        run = run_probe(
-            model, inputs, settings, store=store, name=name.strip(), overwrite=overwrite, progress=progress
-        )
-    except RouteScopeError as exc:
-        show_error(exc)
+    if job.status == "failed":
+        show_failure(job)
         return
+    run, names = job.result
     state.set_last_recorded(run.name)
     st.success(f"Recorded runs {literal(', '.join(names))}.")
+
+
+def probe_job(
+    spec: str,
+    inputs: PageInputs,
+    settings: ProbeSettings,
+    store: Store,
+    name: str,
+    names: list[str],
+    overwrite: bool,
+) -> Work:
+    """The background job: load the model, check the edit against it (`run_probe` does, before the first
+    run is written) and record the probe's runs (`names`, the probe's own run `name` among them) under
+    one progress bar."""
+
+    def work(report: Report) -> tuple[Run, list[str]]:
+        report(0.0, f"loading {spec}")
+        model = cache.model(spec)
+        progress = StagedProgress(names, report)
+        run = run_probe(
+            model, inputs, settings, store=store, name=name, overwrite=overwrite, progress=progress
+        )
+        return run, names
+
+    return work
 
 
 def show_result(store: Store) -> None:

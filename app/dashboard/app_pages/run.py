@@ -1,5 +1,8 @@
 """Run page: choose a model and inputs, record a new run with a progress bar, and look at what it made.
 
+The recording runs as a background job (`jobs.py`): a click elsewhere does not stop it, and the page
+follows it again when it is opened again (other pages show it in the sidebar).
+
 Text models: typed text (one input per line), an uploaded .txt/.jsonl file or the bundled domain set;
 the page then shows the inputs and any generated text. The diffusion model: classes, samples per class,
 steps, CFG scale and seed; the page shows the generated digits and x̂₀ at chosen steps.
@@ -17,6 +20,8 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from routescope.cli_record import parse_classes
 from routescope.dashboard import cache, state
 from routescope.dashboard.app_pages import PAGES
+from routescope.dashboard.job_view import own, show_failure, start_writing, watch
+from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.markup import literal
 from routescope.dashboard.recording import (
     DiffusionOptions,
@@ -28,7 +33,7 @@ from routescope.dashboard.recording import (
     typed_inputs,
     uploaded_inputs,
 )
-from routescope.dashboard.widgets import open_store, pick_run, progress_bar, show_error, show_images
+from routescope.dashboard.widgets import open_store, pick_run, show_error, show_images
 from routescope.hooks import InputError, ModelSpecError, RouteScopeError, Run, Store
 from routescope.inputs import Inputs
 from routescope.models import BUNDLED, bundled_names
@@ -128,7 +133,8 @@ def diffusion_inputs() -> Callable[[], DiffusionOptions]:
 
 
 def record_form(store: Store) -> None:
-    """Model, inputs, name and the Record button; records and remembers the new run."""
+    """Model, inputs, name and the Record button; starts the recording as a background job, follows it
+    with a progress bar (also when the page is opened again while it runs) and remembers the new run."""
     spec, diffusion = choose_model()
     if diffusion:
         read_options = diffusion_inputs()
@@ -137,29 +143,46 @@ def record_form(store: Store) -> None:
     columns = st.columns([3, 1])
     name = columns[0].text_input("Run name", value="my-run", key=state.RUN_NAME)
     overwrite = columns[1].checkbox("Replace a run of that name", key=state.RUN_OVERWRITE)
-    if not st.button("Record", type="primary", key=state.RUN_RECORD):
+    if st.button("Record", type="primary", key=state.RUN_RECORD):
+        try:
+            name = check_new_run(store, name, overwrite)
+            if not spec:
+                raise ModelSpecError("type a hub id or a local checkpoint folder")
+            if diffusion:
+                record = partial(record_images, options=read_options())
+            else:
+                record = partial(record_text, inputs=read_inputs(), options=text_options)
+            work = recording_job(spec, record, store, name, overwrite)
+            own(state.RUN_JOB, start_writing(store, name, f"recording {name}", work))
+        except RouteScopeError as exc:
+            show_error(exc)
+            return
+    job = watch(state.RUN_JOB)
+    if job is None:
         return
-    try:
-        name = check_new_run(store, name, overwrite)
-        if not spec:
-            raise ModelSpecError("type a hub id or a local checkpoint folder")
-        if diffusion:
-            options = read_options()
-            model = cache.model(spec)
-            bar = progress_bar(f"recording {name}")
-            run = record_images(model, options, store=store, name=name, overwrite=overwrite, progress=bar)
-        else:
-            inputs = read_inputs()
-            model = cache.model(spec)
-            bar = progress_bar(f"recording {name}")
-            run = record_text(
-                model, inputs, text_options, store=store, name=name, overwrite=overwrite, progress=bar
-            )
-    except RouteScopeError as exc:
-        show_error(exc)
+    if job.status == "failed":
+        show_failure(job)
         return
+    run = job.result
     state.set_last_recorded(run.name)
     st.success(f"Recorded run {literal(run.name)}: {run.manifest['rows']['decisions']} routing decisions.")
+
+
+def recording_job(spec: str, record: Callable[..., Run], store: Store, name: str, overwrite: bool) -> Work:
+    """The background job: load the model (cached per process), then `record(model, ...)` with progress."""
+
+    def work(report: Report) -> Run:
+        report(0.0, f"loading {spec}")
+        model = cache.model(spec)
+        return record(
+            model,
+            store=store,
+            name=name,
+            overwrite=overwrite,
+            progress=lambda done, total: report(done / max(total, 1), f"{done} of {total}"),
+        )
+
+    return work
 
 
 def show_text_run(run: Run) -> None:
