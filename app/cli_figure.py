@@ -12,8 +12,9 @@ import argparse
 import re
 from pathlib import Path
 
+from routescope.store import InputError, Run, Store
+
 from .console import out
-from .hooks import InputError, Run, Store
 
 FORMATS = ("svg", "pdf", "png")
 
@@ -117,7 +118,7 @@ def _index(
     skipped: list[tuple[str, str]],
 ) -> str:
     model = run.manifest.get("model", {}).get("spec", "")
-    kind = "diffusion" if run.manifest.get("kind") == "diffusion" else "text"
+    kind = "diffusion" if run.info.is_diffusion else "text"
     lines = [
         f"# Figures of run `{_md(run.name)}`",
         "",

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from routescope.hooks import Store
-from routescope.hooks import writer as writer_module
-from routescope.hooks.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store import Store
+from routescope.store import writer as writer_module
+from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 
 N_ROUTERS = 4
 N_EXPERTS = 8

@@ -11,7 +11,7 @@ import threading
 
 import streamlit as st
 
-from routescope.hooks import Store
+from routescope.store import Store
 
 from . import cache
 from .recording import DEFAULT_RUNS, record_default

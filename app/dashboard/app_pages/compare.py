@@ -20,7 +20,7 @@ from routescope.dashboard import cache, state, views
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import layers_of, open_store, pick_run, show_figure, show_table, user_errors
 from routescope.figures import figure_agreement, figure_side_by_side
-from routescope.hooks import Run, Store
+from routescope.store import Run, Store
 
 DEFAULT_KIND = "balance"
 

@@ -16,7 +16,7 @@ import streamlit as st
 from routescope.dashboard import cache, state
 from routescope.dashboard.widgets import open_store, pick_layer, pick_run, show_figure, user_errors
 from routescope.figures import figure_embedding
-from routescope.hooks import Run
+from routescope.store import Run
 
 OF = {"tokens": "Tokens (by router scores)", "experts": "Experts (by what they take)"}
 METHODS = {"pca": "PCA", "umap": "UMAP"}
