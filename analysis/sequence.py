@@ -173,11 +173,7 @@ def transitions(run: Run) -> pd.DataFrame:
     forward pass (diffusion: the same sampler step) at the same call of a router run several times per
     pass."""
     order = sorted(run.info.routers, key=lambda r: (r.stack, r.layer, r.id))
-    pairs = [
-        (a.id, b.id)
-        for a, b in itertools.pairwise(order)
-        if a.stack == b.stack and a.layer != b.layer
-    ]
+    pairs = [(a.id, b.id) for a, b in itertools.pairwise(order) if a.stack == b.stack and a.layer != b.layer]
     if not pairs:
         return pd.DataFrame(columns=["layer", "next_layer", "expert", "next_expert", "count", "share"])
     values = ", ".join(f"({a}, {b})" for a, b in pairs)

@@ -10,10 +10,15 @@ on open (`Run.info`), the writer on publish.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
+
+from .errors import CorruptRunError
+from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION
 
 REQUIRED_TABLES = ("samples", "tokens", "assignments", "decisions", "steps")
 """Tables every run has (diffusion runs add `images` and `x0`)."""
@@ -153,15 +158,7 @@ class RouterInfo(_Record):
 class RunManifest(_Record):
     """A run's manifest (docs/format.md, "The manifest"), typed. `run.info` returns it."""
 
-    REQUIRED: ClassVar[tuple[str, ...]] = (
-        "schema_version",
-        "name",
-        "status",
-        "model",
-        "routers",
-        "tables",
-        "created",
-    )
+    REQUIRED: ClassVar[tuple[str, ...]] = MANIFEST_REQUIRED
 
     schema_version: int
     name: str
@@ -241,3 +238,39 @@ class RunManifest(_Record):
             if info.id == router_id:
                 return info
         raise KeyError(router_id)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Read and check a run folder's manifest; raise `CorruptRunError` naming the file otherwise."""
+    path = folder / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorruptRunError(
+            f"{path}: manifest missing; the run is damaged, delete or re-record it"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRunError(
+            f"{path}: unreadable manifest ({exc.__class__.__name__}); re-record the run"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise CorruptRunError(f"{path}: manifest is not a JSON object; re-record the run")
+    missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
+    if missing:
+        raise CorruptRunError(f"{path}: manifest lacks {', '.join(missing)}; re-record the run")
+    version = manifest["schema_version"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise CorruptRunError(
+            f"{path}: schema version {version!r} is newer than this RouteScope reads ({SCHEMA_VERSION}); "
+            "upgrade routescope"
+        )
+    try:
+        RunManifest.from_dict(manifest)
+    except ManifestError as exc:
+        raise CorruptRunError(f"{path}: {exc}; re-record the run") from None
+    return manifest
+
+
+def read_info(folder: Path) -> RunManifest:
+    """Read, check and type a run folder's manifest (`read_manifest`, then `RunManifest`)."""
+    return RunManifest.from_dict(read_manifest(folder))

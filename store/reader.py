@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CorruptRunError, InvalidNameError, RunNotFoundError, StoreError
-from .manifest import ManifestError, RunManifest
-from .schema import CORE_TABLES, MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION, table_file
+from .manifest import RunManifest, read_manifest
+from .schema import CORE_TABLES, table_file
 
 INCOMPLETE_DIR = ".incomplete"
 TRASH_DIR = ".trash"
@@ -44,42 +44,6 @@ def check_run_name(name: str) -> str:
             "(no '/', '\\' or '..', at most 128 characters, starting with a letter or digit)"
         )
     return name
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check a run folder's manifest; raise `CorruptRunError` naming the file otherwise."""
-    path = folder / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptRunError(
-            f"{path}: manifest missing; the run is damaged, delete or re-record it"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRunError(
-            f"{path}: unreadable manifest ({exc.__class__.__name__}); re-record the run"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise CorruptRunError(f"{path}: manifest is not a JSON object; re-record the run")
-    missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
-    if missing:
-        raise CorruptRunError(f"{path}: manifest lacks {', '.join(missing)}; re-record the run")
-    version = manifest["schema_version"]
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise CorruptRunError(
-            f"{path}: schema version {version!r} is newer than this RouteScope reads ({SCHEMA_VERSION}); "
-            "upgrade routescope"
-        )
-    try:
-        RunManifest.from_dict(manifest)
-    except ManifestError as exc:
-        raise CorruptRunError(f"{path}: {exc}; re-record the run") from None
-    return manifest
-
-
-def read_info(folder: Path) -> RunManifest:
-    """Read, check and type a run folder's manifest (`read_manifest`, then `RunManifest`)."""
-    return RunManifest.from_dict(read_manifest(folder))
 
 
 def _pid_alive(pid: int) -> bool:
