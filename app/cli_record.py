@@ -174,7 +174,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             **common,
         )
     if shard is not None:
-        out(f"recorded shard {shard} of run {args.name!r} ({run.manifest['rows']['samples']} inputs)")
+        out(f"recorded shard {shard} of run {args.name!r} ({run.info.rows['samples']} inputs)")
         out(f"after all {shard.count} shards: routescope merge --store {store.path} --name {args.name}")
         return 0
     out(f"recorded run {run.name!r} in {store.path}")

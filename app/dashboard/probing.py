@@ -362,7 +362,7 @@ def _randoms(store: Store, run: Run, base: Run) -> list[Run]:
 
 def edit_table(entry: Mapping[str, Any], run: Run) -> pd.DataFrame:
     """`router, layer, disabled, forced, input_noise, logit_noise, shared_off`: the edit per router."""
-    layers = {r["path"]: int(r["layer"]) for r in run.routers}
+    layers = {r.path: r.layer for r in run.info.routers}
     rows = [
         {
             "router": path,

@@ -47,7 +47,7 @@ def router_names(run: Run) -> dict[int, str]:
     names = {}
     for spec in run.info.routers:
         stack = spec.stack
-        name = f"layer {int(spec['layer'])}"
+        name = f"layer {spec.layer}"
         if len(stacks) > 1:
             name = f"{stack} {name}"
         if per_layer[(stack, spec.layer)] > 1:

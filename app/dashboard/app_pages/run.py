@@ -159,7 +159,7 @@ def record_form(store: Store) -> None:
         show_error(exc)
         return
     state.set_last_recorded(run.name)
-    st.success(f"Recorded run {literal(run.name)}: {run.manifest['rows']['decisions']} routing decisions.")
+    st.success(f"Recorded run {literal(run.name)}: {run.info.rows['decisions']} routing decisions.")
 
 
 def show_text_run(run: Run) -> None:
@@ -213,7 +213,7 @@ def main() -> None:
     st.divider()
     st.subheader("A run's output")
     run = pick_run(store, state.RUN_RESULT_RUN)
-    model = run.manifest.get("model", {})
+    model = run.info.model
     st.caption(f"model {literal(model.get('spec') or model.get('class'))} · {len(run.info.routers)} routers")
     if run.info.is_diffusion:
         show_diffusion_run(run)
