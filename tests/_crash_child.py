@@ -195,7 +195,7 @@ class Tripwire:
         if event in ("call", "return"):
             phase = PYTHON_EVENTS.get(frame.f_code.co_name)
             module = str(frame.f_globals.get("__name__", ""))
-            if phase and module.startswith(("routescope.hooks", "pyarrow")):
+            if phase and module.startswith(("routescope.store", "pyarrow")):
                 self.hit(f"{phase}:{frame.f_code.co_name}:{event}")
         elif event in ("c_call", "c_return"):
             name = getattr(arg, "__name__", "")
