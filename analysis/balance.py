@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import check_by, counting, counting_label, experts_per_group, sql
 
@@ -111,7 +111,7 @@ def balance(
             }
         )
     table = pd.DataFrame(rows)
-    if run.manifest.get("options", {}).get("probs") and not table.empty:
+    if run.info.probs and not table.empty:
         table = table.merge(_aux_loss(run, columns, raw_load), on=columns, how="left")
     if capacity_factor is not None and not table.empty:
         table = table.merge(_overflow(run, columns, capacity_factor), on=columns, how="left")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .engine import connect, quote_path
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import label_join, sql
 from .information import nmi as nmi_of
@@ -78,14 +78,14 @@ def _ratio_metrics(names: dict[str, tuple[int, int]]) -> Callable[[np.ndarray], 
 def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tuple[pd.DataFrame, int, int]:
     """Per-sample sufficient statistics as a long table `layer, sample, stat, value`, the number of
     statistics per sample (`stat` < it) and, for nmi, the number of label values."""
-    n_experts = max(int(r["n_experts"]) for r in run.routers)
+    n_experts = max(r.n_experts for r in run.info.routers)
     if kind == "balance":
         table = sql(
             run,
             """SELECT layer, sample, expert AS stat, count(*) AS value FROM assignments
                WHERE NOT dropped GROUP BY ALL""",
         )
-        if not run.manifest.get("options", {}).get("probs"):
+        if not run.info.probs:
             return table, n_experts, 1
         probs = sql(  # per sample: Σ probabilities per expert (columns E … 2E−1) and decisions (column 2E)
             run,
@@ -204,7 +204,7 @@ def bootstrap_ci(
         np.add.at(matrix, (index, part["stat"].to_numpy(dtype=int)), part["value"].to_numpy(dtype=float))
         metric = _metric_function(kind, n_labels)
         if kind == "balance":
-            n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
+            n_experts = max(r.n_experts for r in run.info.routers if r.layer == int(layer))
             if width > n_experts + 1:  # probability sums follow the counts: aux loss too
                 full = width // 2
                 matrix = np.concatenate(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, RouterInfo, Run
 
 from .frames import counting, sql
 
@@ -31,13 +31,13 @@ def coactivation(run: Run, layer: int, *, ranks: str = "all", weight: str = "cou
     counting(ranks, weight)
     if ranks != "all":
         raise InputError("co-activation pairs two ranks of one decision; it counts all ranks (ranks='all')")
-    routers = [r for r in run.routers if int(r["layer"]) == int(layer)]
+    routers = [r for r in run.info.routers if r.layer == int(layer)]
     if not routers:
         raise InputError(
             f"run {run.name!r} has no router at layer {layer}; layers: "
-            + ", ".join(sorted({str(r["layer"]) for r in run.routers}))
+            + ", ".join(sorted({str(r.layer) for r in run.info.routers}))
         )
-    n_experts = max(int(r["n_experts"]) for r in routers)
+    n_experts = max(r.n_experts for r in routers)
     where = f"layer = {int(layer)} AND NOT dropped"
     keys = ", ".join(_decision_keys(routers))
     if weight == "gate":
@@ -85,14 +85,14 @@ def coactivation(run: Run, layer: int, *, ranks: str = "all", weight: str = "cou
     ).sort_values(["expert_a", "expert_b"], ignore_index=True)
 
 
-def _decision_keys(routers: list[dict]) -> list[str]:
+def _decision_keys(routers: list[RouterInfo]) -> list[str]:
     """The decision key columns that can vary within one layer: `router` only when the layer has several
     routers, `call` only when a router runs more than once per forward pass. Grouping 12.5 M rows by
     three columns instead of five saves about a tenth of the query."""
     keys = ["sample", "position", "step"]
     if len(routers) > 1:
         keys.append("router")
-    if any(int(r.get("call_count") or 2) != 1 for r in routers):
+    if any((r.call_count or 2) != 1 for r in routers):
         keys.append("call")
     return keys
 

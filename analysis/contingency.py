@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import FACT_LABELS, TOKEN_LABELS, check_by, counting, label_join, sql
 from .permutation import Scope

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 from .balance import expert_load
 

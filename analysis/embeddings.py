@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .engine import quote_path
 from .frames import label_join, sql
@@ -40,11 +40,11 @@ def _reduce(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 def _check_layer(run: Run, layer: int) -> int:
-    routers = [r for r in run.routers if int(r["layer"]) == int(layer)]
+    routers = [r for r in run.info.routers if r.layer == int(layer)]
     if not routers:
-        layers = ", ".join(sorted({str(r["layer"]) for r in run.routers}))
+        layers = ", ".join(sorted({str(r.layer) for r in run.info.routers}))
         raise InputError(f"run {run.name!r} has no router at layer {layer}; layers: {layers}")
-    return max(int(r["n_experts"]) for r in routers)
+    return max(r.n_experts for r in routers)
 
 
 def embeddings(
@@ -68,7 +68,7 @@ def embeddings(
     keys = "sample, position, step, call"
     chosen = f"""SELECT {keys} FROM decisions WHERE layer = {int(layer)}
                  ORDER BY hash(sample, position, step, call, {int(seed)}), {keys} LIMIT {int(max_points)}"""
-    probs = bool(run.manifest.get("options", {}).get("probs"))
+    probs = run.info.probs
     vectors_sql = (
         f"SELECT {keys}, d.probs FROM decisions d JOIN c USING ({keys}) WHERE d.layer = {int(layer)}"
         if probs
@@ -76,7 +76,7 @@ def embeddings(
                  FROM assignments a JOIN c USING ({keys}) WHERE a.layer = {int(layer)} AND NOT a.dropped
                  GROUP BY ALL"""
     )
-    stack = next(str(r["stack"]) for r in run.routers if int(r["layer"]) == int(layer))
+    stack = next(r.stack for r in run.info.routers if r.layer == int(layer))
     labels = "".join(f', s."{column}"' for column in run.label_columns)
     points = sql(  # one pass: the sampled decisions' vectors, top-1 expert, token and sample labels
         run,
@@ -110,7 +110,7 @@ def embeddings(
 def _expert_embedding(
     run: Run, layer: int, n_experts: int, method: str, label: str | None, seed: int
 ) -> pd.DataFrame:
-    is_image = run.manifest.get("kind") == "diffusion"
+    is_image = run.info.is_diffusion
     label = label or ("position" if is_image else "token_id")
     join, expr = label_join(run, label)
     counts = sql(

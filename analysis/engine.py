@@ -18,7 +18,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 EngineName = Literal["duckdb", "spark"]
 ENGINES: tuple[EngineName, ...] = ("duckdb", "spark")
@@ -61,10 +61,11 @@ def connect(run: Run, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     _disable_harmful_optimizers(con)
-    for table in run.manifest["tables"]:
+    for table in run.info.tables:
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({quote_path(run.table_path(table))})")
     routers = pd.DataFrame(
-        [{c: r.get(c) for c in ROUTER_COLUMNS} for r in run.routers], columns=list(ROUTER_COLUMNS)
+        [{c: r.to_dict().get(c) for c in ROUTER_COLUMNS} for r in run.info.routers],
+        columns=list(ROUTER_COLUMNS),
     )
     con.register("routers_frame", routers)
     con.execute("CREATE TABLE routers AS SELECT * FROM routers_frame")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import label_join, sql
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .engine import connect, current_engine, quote_path
 
@@ -55,8 +55,8 @@ def stack_of(run: Run, fact: str = "a") -> str:
     instead gives the planner a tokens × routers product to join with the facts: on a 100 M-row run it
     built a hash table of 25 M assignment rows (1.9 GB) for `vocabulary_specialization`."""
     stacks: dict[str, list[int]] = {}
-    for router in run.routers:
-        stacks.setdefault(str(router["stack"]), []).append(int(router["id"]))
+    for router in run.info.routers:
+        stacks.setdefault(router.stack, []).append(router.id)
     names = sorted(stacks)
     if not names:
         return "NULL"
@@ -92,13 +92,13 @@ def sql(run: Run, query: str, views: Mapping[str, Path] | None = None) -> pd.Dat
 def experts_per_group(run: Run, by: list[str]) -> dict[int, int] | int:
     """Number of experts: per layer or per router when grouping by them, else the largest router's."""
     if "router" in by:
-        return {int(r["id"]): int(r["n_experts"]) for r in run.routers}
+        return {r.id: r.n_experts for r in run.info.routers}
     if "layer" in by:
         sizes: dict[int, int] = {}
-        for r in run.routers:
-            sizes[int(r["layer"])] = max(sizes.get(int(r["layer"]), 0), int(r["n_experts"]))
+        for r in run.info.routers:
+            sizes[r.layer] = max(sizes.get(r.layer, 0), r.n_experts)
         return sizes
-    return max(int(r["n_experts"]) for r in run.routers)
+    return max(r.n_experts for r in run.info.routers)
 
 
 RANKS = ("all", "top1")

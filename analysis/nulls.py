@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .contingency import UnitTable, unit_tables
 from .frames import sql, stack_of
@@ -104,7 +104,7 @@ def repeat_null(
     run: Run, *, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, unit: str | None = None
 ) -> pd.DataFrame:
     """Consecutive-token top-1 repeat rate against experts shuffled within each sequence."""
-    if run.manifest.get("patch_grid"):
+    if run.info.patch_grid:
         raise InputError(
             f"run {run.name!r} is a patch grid; the repeat-rate null shuffles along text sequences only"
         )
@@ -227,7 +227,7 @@ def coactivation_null(
     experts = np.full((len(wide), k), -1, dtype=np.int64)
     for i, chosen in enumerate(wide["experts"]):
         experts[i, : len(chosen)] = chosen
-    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer))
+    n_experts = max(r.n_experts for r in run.info.routers if r.layer == int(layer))
     codes = unit_codes(run, name)
     units = wide["sample"].map(dict(zip(codes["sample"], codes["unit"], strict=True))).to_numpy()
     observed = _pair_lift(experts, n_experts)

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 Scope = Literal["across", "within"]
 SCOPES: tuple[Scope, ...] = ("across", "within")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .balance import expert_load
 from .specialization import label_nmi
@@ -81,9 +81,7 @@ def denoising_phases(run: Run, n_phases: int = 3, similarity: pd.DataFrame | Non
 
 def sensitivity(run: Run) -> pd.DataFrame:
     """`layer, label, nmi` for every label of SENSITIVITY_LABELS the run has (one table to compare them)."""
-    token_level = ("position", "row", "col", "step") + (
-        ("token_id",) if run.manifest.get("kind") != "diffusion" else ()
-    )
+    token_level = ("position", "row", "col", "step") + (("token_id",) if not run.info.is_diffusion else ())
     available = [label for label in SENSITIVITY_LABELS if label in token_level or label in run.label_columns]
     frames = [
         label_nmi(run, label, n_permutations=None)[["layer", "nmi"]].assign(label=label)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .ablation import ablation_loss
 from .balance import balance, expert_load

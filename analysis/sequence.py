@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import sql, stack_of
 
@@ -60,10 +60,10 @@ def neighbour_pairs_sql(
     router, call)."""
     if neighbours not in NEIGHBOURS:
         raise InputError(f"neighbours must be one of {', '.join(NEIGHBOURS)}, not {neighbours!r}")
-    grid = bool(run.manifest.get("patch_grid"))
+    grid = run.info.patch_grid is not None
     if not grid and neighbours == "grid":
         raise InputError(f"run {run.name!r} has no patch grid; neighbours='grid' needs a diffusion run")
-    per_step = grid or run.manifest.get("kind") == "diffusion"
+    per_step = grid or run.info.is_diffusion
     same = "b.sample = a.sample AND b.router = a.router AND b.call = a.call"
     if per_step:
         same += " AND b.step = a.step"
@@ -114,9 +114,9 @@ def repeat_rate(run: Run, neighbours: Literal["raster", "grid"] = "raster") -> p
     top-1 among the second's experts, and per (layer, expert) how many of the pairs' decisions chose it
     at any rank; the rates and chance levels are finished in pandas."""
     sizes: dict[int, tuple[int, int]] = {}
-    for router in run.routers:
-        layer = int(router["layer"])
-        size = (int(router["n_experts"]), int(router["top_k"]))
+    for router in run.info.routers:
+        layer = router.layer
+        size = (router.n_experts, router.top_k)
         sizes[layer] = max(sizes.get(layer, size), size)
     k = max(top_k for _, top_k in sizes.values())
     ctes, paired = neighbour_pairs_sql(run, neighbours, ranks=k)
@@ -172,12 +172,8 @@ def transitions(run: Run) -> pd.DataFrame:
     A token's two decisions are matched on (sample, position, step, call): the same token in the same
     forward pass (diffusion: the same sampler step) at the same call of a router run several times per
     pass."""
-    order = sorted(run.routers, key=lambda r: (r["stack"], r["layer"], r["id"]))
-    pairs = [
-        (int(a["id"]), int(b["id"]))
-        for a, b in itertools.pairwise(order)
-        if a["stack"] == b["stack"] and a["layer"] != b["layer"]
-    ]
+    order = sorted(run.info.routers, key=lambda r: (r.stack, r.layer, r.id))
+    pairs = [(a.id, b.id) for a, b in itertools.pairwise(order) if a.stack == b.stack and a.layer != b.layer]
     if not pairs:
         return pd.DataFrame(columns=["layer", "next_layer", "expert", "next_expert", "count", "share"])
     values = ", ".join(f"({a}, {b})" for a, b in pairs)

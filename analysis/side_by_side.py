@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .registry import ANALYSES, compute, keys_of
 

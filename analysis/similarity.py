@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .coactivation import coactivation
 from .frames import sql
@@ -43,7 +43,7 @@ MAX_DECISIONS = 200_000
 
 
 def _options(run: Run) -> dict[str, object]:
-    return run.manifest.get("options", {}) or {}
+    return dict(run.info.options)
 
 
 def _score_columns(run: Run, layer: int, column: str, max_decisions: int) -> np.ndarray:
@@ -93,7 +93,7 @@ def _coactivation_similarity(run: Run, layer: int) -> np.ndarray:
 
 
 def _n_experts(run: Run, layer: int) -> int:
-    sizes = [int(r["n_experts"]) for r in run.routers if int(r["layer"]) == int(layer)]
+    sizes = [r.n_experts for r in run.info.routers if r.layer == int(layer)]
     if not sizes:
         raise InputError(f"run {run.name!r} has no router at layer {layer}")
     return max(sizes)
@@ -193,7 +193,7 @@ def merge_budget(run: Run, average_groups: int) -> dict[int, int]:
     when that is every expert) is the threshold, and a layer gets as many groups as it has experts whose
     usage is strictly above it. Pass each layer's number to `merge_groups(run, layer, n_groups=...)`.
     With the budget fixed per layer instead (`n_groups` the same everywhere), MC-SMoE's uniform mode."""
-    layers = sorted({int(r["layer"]) for r in run.routers})
+    layers = sorted({r.layer for r in run.info.routers})
     usages = {}
     for layer in layers:
         usage = _usage(run, layer, _n_experts(run, layer))

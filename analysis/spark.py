@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .engine import ROUTER_COLUMNS
 
@@ -114,13 +114,14 @@ def session() -> Any:
 def register(spark: Any, run: Run) -> None:
     """Temporary views `samples`, `tokens`, `assignments`, `decisions`, `steps`, ... over the run's Parquet
     files and `routers` from its manifest (skipped when this run is already the registered one)."""
-    key = (str(run.path.resolve()), run.manifest.get("finished"), id(spark))
+    key = (str(run.path.resolve()), run.info.finished, id(spark))
     if _registered["key"] == key:
         return
-    for table in run.manifest["tables"]:
+    for table in run.info.tables:
         spark.read.parquet(str(run.table_path(table).resolve())).createOrReplaceTempView(table)
     routers = pd.DataFrame(
-        [{c: r.get(c) for c in ROUTER_COLUMNS} for r in run.routers], columns=list(ROUTER_COLUMNS)
+        [{c: r.to_dict().get(c) for c in ROUTER_COLUMNS} for r in run.info.routers],
+        columns=list(ROUTER_COLUMNS),
     )
     schema = (
         "id INT, path STRING, layer INT, kind STRING, stack STRING, n_experts INT, top_k INT, call_count INT"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import sql
 
@@ -22,7 +22,7 @@ COLUMNS = ["layer", "expert", "row", "col", "count", "share", "lift"]
 
 def spatial_preference(run: Run, layer: int | None = None, step: int | None = None) -> pd.DataFrame:
     """`layer, expert, row, col, count, share, lift` (see the module docstring); all layers unless `layer`."""
-    if not run.manifest.get("patch_grid"):
+    if not run.info.patch_grid:
         raise InputError(f"run {run.name!r} has no patch grid (row/col); spatial maps need a diffusion run")
     where = ["NOT a.dropped", "t.row IS NOT NULL"]
     if layer is not None:

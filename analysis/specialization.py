@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .contingency import unit_tables
 from .frames import check_by, counting, counting_label, experts_per_group, label_join, sql

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .engine import connect, quote_path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import label_join, sql
 from .uncertainty import DEFAULT_THRESHOLD

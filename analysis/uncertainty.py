@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import check_by, sql
 

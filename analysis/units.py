@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 SEQUENCE = "sample"
 """The unit of text runs: one input sequence."""
@@ -26,16 +26,11 @@ IMAGE = "pair"
 """The unit of diffusion runs: one generated image, both CFG branches (the samples table's `pair`)."""
 
 
-def is_diffusion(run: Run) -> bool:
-    """Whether the run comes from a diffusion sampler or pipeline (many steps, CFG branches)."""
-    return run.manifest.get("kind") == "diffusion"
-
-
 def unit_name(run: Run, unit: str | None = None) -> str:
     """The unit of independence of `run`: `unit` when given, else the manifest's, else `pair` for
     diffusion runs that have it and `sample` otherwise. A unit that is not a sample-level column of the run
     is a one-line error."""
-    name = unit or run.manifest.get("unit") or (IMAGE if IMAGE in run.label_columns else SEQUENCE)
+    name = unit or run.info.unit or (IMAGE if IMAGE in run.label_columns else SEQUENCE)
     if name != SEQUENCE and name not in run.label_columns:
         raise InputError(
             f"run {run.name!r} has no sample column {name!r} to use as the unit of independence; "

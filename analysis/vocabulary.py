@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .frames import sql, stack_of
 
@@ -59,7 +59,7 @@ def vocabulary_specialization(run: Run, target: Literal["input", "next"] = "inpu
     docstring)."""
     if target not in ("input", "next"):
         raise InputError(f"target must be 'input' or 'next', not {target!r}")
-    if target == "next" and run.manifest.get("patch_grid"):
+    if target == "next" and run.info.patch_grid:
         raise InputError(
             f"run {run.name!r} has a patch grid: target='next' needs text (there is no next token on an "
             "image); use target='input' or the spatial analysis"

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .hooks import RouteScopeError, Run, Store
-from .hooks.lazy import lazy_attributes
+from routescope.store import RouteScopeError, Run, Store
+from routescope.store.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from routescope.hooks import LoadedModel, record, record_diffusion, record_pipeline
+
     from .datasets import load_dataset
-    from .hooks import LoadedModel, record, record_diffusion, record_pipeline
     from .loading import load_model
 
 _LAZY = {  # these need torch: loaded on first use so reading runs stays light
     "load_dataset": ".datasets",
     "load_model": ".loading",
-    "LoadedModel": ".hooks",
-    "record": ".hooks",
-    "record_diffusion": ".hooks",
-    "record_pipeline": ".hooks",
+    "LoadedModel": "routescope.hooks",
+    "record": "routescope.hooks",
+    "record_diffusion": "routescope.hooks",
+    "record_pipeline": "routescope.hooks",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

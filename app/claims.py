@@ -3,6 +3,6 @@ under the short public name the notebooks and the `routescope claims` command us
 
 from __future__ import annotations
 
-from .analysis.claims import CLAIMS, Claim, Verdict, applicable, check, check_all
+from routescope.analysis.claims import CLAIMS, Claim, Verdict, applicable, check, check_all
 
 __all__ = ["CLAIMS", "Claim", "Verdict", "applicable", "check", "check_all"]

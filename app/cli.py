@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 
+from routescope.store import RouteScopeError
+
 from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_claims import add_claims_arguments, cmd_claims
@@ -24,7 +26,6 @@ from .cli_record import add_record_arguments, cmd_demo, cmd_record
 from .cli_report import add_report_arguments, cmd_report
 from .cli_runs import cmd_runs, cmd_show, damaged_run_message
 from .cli_train import add_train_arguments, cmd_train
-from .hooks import RouteScopeError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from routescope.store import InputError, Store
+
 from .dashboard import DEFAULT_STORE, ENTRY_SCRIPT, STORE_ENV
-from .hooks import InputError, Store
 
 LOOPBACK = "127.0.0.1"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -12,8 +12,9 @@ import json
 
 import pandas as pd
 
+from routescope.store import InputError, Store
+
 from .console import out
-from .hooks import InputError, Store
 from .tables import render
 
 CLAIM_FORMATS = ("table", "json", "markdown")
@@ -43,7 +44,7 @@ def add_claims_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from .analysis.claims import CLAIMS, applicable, check_all
+    from routescope.analysis.claims import CLAIMS, applicable, check_all
 
     run = Store(args.store).open(args.run)
     if args.claim is not None and args.claim not in CLAIMS:

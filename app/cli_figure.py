@@ -12,8 +12,9 @@ import argparse
 import re
 from pathlib import Path
 
+from routescope.store import InputError, Run, Store
+
 from .console import out
-from .hooks import InputError, Run, Store
 
 FORMATS = ("svg", "pdf", "png")
 
@@ -116,12 +117,12 @@ def _index(
     tables: list[str],
     skipped: list[tuple[str, str]],
 ) -> str:
-    model = run.manifest.get("model", {}).get("spec", "")
-    kind = "diffusion" if run.manifest.get("kind") == "diffusion" else "text"
+    model = run.info.model.get("spec", "")
+    kind = "diffusion" if run.info.is_diffusion else "text"
     lines = [
         f"# Figures of run `{_md(run.name)}`",
         "",
-        f"Model `{_md(model)}`, a {kind} run recorded {_md(run.manifest.get('created', ''))}. Written by "
+        f"Model `{_md(model)}`, a {kind} run recorded {_md(run.info.created)}. Written by "
         "`routescope figure --all`; sizes are paper column widths (docs/figures.md).",
         "",
         "| file | what it shows | layer | label |",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from routescope.store import Store
+
 from .cli_runs import show_run
 from .console import out
-from .hooks import Store
 
 
 def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .hooks.shards import merge
+    from routescope.store.shards import merge
 
     store = Store(args.store)
     run = merge(store, args.name, overwrite=args.overwrite)

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from routescope.store import InputError, ModelSpecError, Run, RunExistsError, Store
+from routescope.store.reader import check_run_name
+
 from .console import out
-from .hooks import InputError, ModelSpecError, Run, RunExistsError, Store
-from .hooks.store import check_run_name
 from .inputs import read_inputs
 
 MAX_SIDE = 16_384
@@ -107,7 +108,7 @@ def fit_default_area(pipe: Any, size: dict[str, int]) -> None:
 
 
 def cmd_record_pipeline(args: argparse.Namespace) -> int:
-    from .hooks.diffusers_loop import record_pipeline
+    from routescope.hooks.diffusers_loop import record_pipeline
 
     prompts = read_prompts(args.prompt, args.file, args.prompt_column)
     if args.steps < 1:
@@ -140,7 +141,7 @@ def cmd_record_pipeline(args: argparse.Namespace) -> int:
 
 def summarise(run: Run) -> None:
     """The recorded pipeline run: its sizes, sampling and per-router summary (one line per router)."""
-    from .analysis import router_summary
+    from routescope.analysis import router_summary
 
     m, rows = run.manifest, run.manifest.get("rows", {})
     options, (grid_rows, grid_cols) = m["options"], m["patch_grid"]

@@ -16,9 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, RunExistsError, Store
+
 from .cli_record import parse_classes
 from .console import out
-from .hooks import InputError, LoadedModel, RunExistsError, Store
 from .tables import FORMATS, render
 
 KINDS = ("ablate", "force", "noise", "batch")
@@ -82,7 +84,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inputs(args: argparse.Namespace, model: LoadedModel) -> tuple[Any, dict[str, list[Any]]]:
-    from .hooks.probes import Sampling
+    from routescope.hooks.probes import Sampling
 
     if model.sampler is not None:
         if args.text or args.file or args.dataset:
@@ -146,7 +148,8 @@ class _Probe:
 def cmd_probe(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .hooks.probes import RecordOptions
+    from routescope.hooks.probes import RecordOptions
+
     from .loading import load_model
 
     store = Store(args.store)
@@ -174,8 +177,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _force(p: _Probe) -> None:
-    from .analysis.forcing import set_share
-    from .hooks.probes import TokenSelection, probe_force
+    from routescope.analysis.forcing import set_share
+    from routescope.hooks.probes import TokenSelection, probe_force
 
     where = dict(_pair(text) for text in p.args.where)
     positions = None if p.args.position is None else frozenset(p.args.position)
@@ -198,9 +201,9 @@ def _force(p: _Probe) -> None:
 
 
 def _noise(p: _Probe) -> None:
-    from .analysis.stability import flip_correlation, flip_rate
-    from .hooks.probes import probe_noise, record_base
-    from .hooks.probes.noise import noise_intervention
+    from routescope.analysis.stability import flip_correlation, flip_rate
+    from routescope.hooks.probes import probe_noise, record_base
+    from routescope.hooks.probes.noise import noise_intervention
 
     noise_intervention(  # a bad σ or layer fails here, before the base run is written
         p.model, p.inputs, sigma=p.args.sigma, on=p.args.on, layers=p.args.layer, seed=p.args.noise_seed
@@ -228,8 +231,8 @@ def _noise(p: _Probe) -> None:
 
 
 def _batch(p: _Probe) -> None:
-    from .analysis.batching import batch_dependence
-    from .hooks.probes import probe_batch
+    from routescope.analysis.batching import batch_dependence
+    from routescope.hooks.probes import probe_batch
 
     alone, batched = probe_batch(
         p.model, p.inputs, store=p.store, name=p.args.name, batch_size=p.args.batch_size, options=p.options
@@ -246,8 +249,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def _ablate(p: _Probe) -> None:
-    from .analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
-    from .hooks.probes import Sampling, ablation_study, probe_of
+    from routescope.analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
+    from routescope.hooks.probes import Sampling, ablation_study, probe_of
 
     args = p.args
     if not (args.expert or args.top or args.shared):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from routescope.store import InputError, RunExistsError, Store
+
 from .cli_runs import show_run
 from .console import out
-from .hooks import InputError, RunExistsError, Store
 from .inputs import Inputs, read_inputs
 
 DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
@@ -94,7 +95,8 @@ def _text_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .hooks import record, record_diffusion
+    from routescope.hooks import record, record_diffusion
+
     from .loading import load_model
 
     store = Store(args.store)
@@ -111,12 +113,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if remote is not False:
         if diffusion_options:
             raise InputError("--remote records text models; diffusion sampling runs here")
-        from .hooks.remote import check_remote
+        from routescope.hooks.remote import check_remote
 
         check_remote(remote, args.model)  # key, service and hosting, before anything is loaded
     shard = None
     if args.shard is not None:
-        from .hooks.shards import parse_shard
+        from routescope.store.shards import parse_shard
 
         shard = parse_shard(args.shard)
         if diffusion_options:
@@ -172,7 +174,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             **common,
         )
     if shard is not None:
-        out(f"recorded shard {shard} of run {args.name!r} ({run.manifest['rows']['samples']} inputs)")
+        out(f"recorded shard {shard} of run {args.name!r} ({run.info.rows['samples']} inputs)")
         out(f"after all {shard.count} shards: routescope merge --store {store.path} --name {args.name}")
         return 0
     out(f"recorded run {run.name!r} in {store.path}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from routescope.store import InputError, Store
+
 from .console import out
-from .hooks import InputError, Store
 from .tables import FORMATS, render
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    from .analysis import ANALYSES
+    from routescope.analysis import ANALYSES
 
     parser.add_argument("--store", required=True)
     parser.add_argument("--run", required=True)
@@ -57,15 +58,15 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .analysis import use_engine
+    from routescope.analysis import use_engine
 
     with use_engine(args.engine):
         return _report(args)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .analysis import ANALYSES, bootstrap_ci, coerce_params, compute, side_by_side
-    from .analysis.registry import coerce_arguments
+    from routescope.analysis import ANALYSES, bootstrap_ci, coerce_params, compute, side_by_side
+    from routescope.analysis.registry import coerce_arguments
 
     store = Store(args.store)
     run = store.open(args.run)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from routescope.store import CorruptRunError, RouteScopeError, Store
+from routescope.store.reader import owner_alive, read_manifest
+from routescope.store.shards import pending_shards
+
 from .console import out
-from .hooks import CorruptRunError, RouteScopeError, Store
-from .hooks.shards import pending_shards
-from .hooks.store import owner_alive, read_manifest
 
 
 def shown(text: str) -> str:
@@ -132,7 +133,7 @@ def damaged_run_message(args: argparse.Namespace) -> str | None:
 
 def show_run(store: Store, name: str) -> None:
     """Print a run's header (model, sizes, labels) and its per-router summary."""
-    from .analysis import router_summary
+    from routescope.analysis import router_summary
 
     run = store.open(name)
     m = run.manifest

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .hooks import InputError
+from routescope.store import InputError
 
 BUNDLED_PREFIX = "bundled:"
 
 
 def load_dataset(spec: str) -> tuple[list[str], dict[str, list[str]]]:
     """Texts and label columns of `bundled:NAME` (e.g. `bundled:domains`, the moe-lm evaluation set)."""
-    from .models import load_bundled_dataset
+    from routescope.models import load_bundled_dataset
 
     name = spec[len(BUNDLED_PREFIX) :] if spec.startswith(BUNDLED_PREFIX) else ""
     try:

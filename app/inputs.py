@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hooks import InputError
+from routescope.store import InputError
 
 
 @dataclass

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from .hooks import LoadedModel, ModelSpecError
-from .models import BUNDLED, CHECKPOINT_FAMILIES, bundled_names, load_bundled
+from routescope.hooks import LoadedModel
+from routescope.models import BUNDLED, CHECKPOINT_FAMILIES, bundled_names, load_bundled
+from routescope.store import ModelSpecError
 
 BUNDLED_PREFIX = "bundled:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -72,7 +73,12 @@ def load_model(
                 f"unknown bundled model {name!r}; bundled models: {', '.join(bundled_names())}"
             ) from None
         loaded = LoadedModel(
-            model=model, tokenizer=tokenizer, spec=spec, source="bundled", sampler=BUNDLED[name].sampler
+            model=model,
+            tokenizer=tokenizer,
+            spec=spec,
+            source="bundled",
+            sampler=BUNDLED[name].sampler,
+            quality=BUNDLED[name].quality,
         )
         if device_map is not None:
             loaded = _place(loaded, dtype, None)

@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 UNCERTAIN = 0.9
 KEYS = ["sample", "position", "step", "router", "call"]

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from routescope.hooks import Run, Store
-from routescope.hooks.schema import ASSIGNMENTS, DECISIONS, STEPS, TOKENS, samples_schema
 from routescope.hooks.tables import token_table
-from routescope.hooks.writer import RunWriter
+from routescope.store import Run, Store
+from routescope.store.schema import ASSIGNMENTS, DECISIONS, STEPS, TOKENS, samples_schema
+from routescope.store.writer import RunWriter
 
 DOMAINS = ("code", "math", "web", "books", "science", "legal", "chat", "news")
 

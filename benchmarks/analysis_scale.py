@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from _synthetic_run import Shape, synthetic_run
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 TARGET_WALL_S = 30.0
 TARGET_RSS_MB = 2048.0

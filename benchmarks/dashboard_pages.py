@@ -41,10 +41,10 @@ import numpy as np
 import pyarrow as pa
 from _synthetic_run import Shape, _router_call, synthetic_run
 
-from routescope.hooks import Run, Store
-from routescope.hooks.schema import ASSIGNMENTS, DECISIONS, IMAGES, STEPS, TOKENS, samples_schema
 from routescope.hooks.tables import token_table
-from routescope.hooks.writer import RunWriter
+from routescope.store import Run, Store
+from routescope.store.schema import ASSIGNMENTS, DECISIONS, IMAGES, STEPS, TOKENS, samples_schema
+from routescope.store.writer import RunWriter
 
 TARGET_CACHED_S = 1.0
 DEFAULT_STORE = Path(tempfile.gettempdir()) / "routescope-dashboard-bench"

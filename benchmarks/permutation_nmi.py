@@ -48,7 +48,7 @@ def child(side: str, run_path: Path, permutations: int, out: Path) -> None:
     """Compute `label_nmi` (with the test when `side == "test"`), print its timings as one JSON line, then
     write its table to `out`."""
     from routescope import analysis
-    from routescope.hooks import Run
+    from routescope.store import Run
 
     run = Run(run_path)
     n_permutations = permutations if side == "test" else None

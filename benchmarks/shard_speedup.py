@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routescope.hooks import Store
+from routescope.store import Store
 
 KEYS = ["sample", "step", "router", "call", "position", "rank"]
 

@@ -1,15 +1,20 @@
-"""Capture room: find routers, record their decisions, and read and write the Parquet run store.
+"""Capture room: find routers, normalise their outputs, record their decisions (through
+`routescope.store`'s writer) and intervene on them.
 
-The store and the errors import at once; everything that needs torch (recording, router discovery) loads
-on first use, so reading runs — the analyses, the dashboard's pages, `routescope report` — never pays
-for importing torch.
+Everything here needs torch and loads on first use, so `import routescope.hooks` stays light.
+
+Compatibility: the run store (`Store`, `Run`, the errors) lives in `routescope.store` since the store
+moved out of this package; the names below that come from there are re-exported only so that code
+written against `from routescope.hooks import Run, Store, InputError` keeps working. New code imports
+them from `routescope.store`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import (
+# re-exported for compatibility only (see the docstring): new code imports these from routescope.store
+from routescope.store import (
     CorruptRunError,
     InputError,
     InvalidNameError,
@@ -17,12 +22,13 @@ from .errors import (
     NoRoutersError,
     RouterOutputError,
     RouteScopeError,
+    Run,
     RunExistsError,
     RunNotFoundError,
+    Store,
     StoreError,
 )
-from .lazy import lazy_attributes
-from .store import Run, Store
+from routescope.store.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .diffusers_loop import record_pipeline

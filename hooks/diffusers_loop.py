@@ -30,16 +30,17 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, ModelSpecError, NoRoutersError, RunExistsError
+from routescope.store.errors import InputError, ModelSpecError, NoRoutersError, RunExistsError
+from routescope.store.reader import Run, Store, check_run_name
+from routescope.store.schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.writer import RunWriter
+
 from .loaded import LoadedModel
 from .manifest import model_facts, package_versions
 from .normalise import normalise
 from .routers import RouterSpec, candidate_paths, describe_from_outputs
-from .schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
-from .store import Run, Store, check_run_name
 from .tables import router_call_tables, token_table
 from .units import Layout
-from .writer import RunWriter
 
 PIPELINE_LABELS = ["prompt", "branch", "pair"]
 VIEW = "routescope_view"

@@ -20,17 +20,18 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from routescope.store.errors import InputError, ModelSpecError, RunExistsError
+from routescope.store.reader import Run, Store, check_run_name
+from routescope.store.schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.writer import RunWriter
+
 from .capture import Capturer, Engine
-from .errors import InputError, ModelSpecError, RunExistsError
 from .loaded import LoadedModel
 from .manifest import model_facts, package_versions
 from .normalise import normalise
 from .routers import RouterSpec, describe_routers
-from .schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
-from .store import Run, Store, check_run_name
 from .tables import router_call_tables, token_table
 from .units import Layout
-from .writer import RunWriter
 
 DIFFUSION_LABELS = ["class", "branch", "pair"]
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .errors import InputError, RouteScopeError
+from routescope.store.errors import InputError, RouteScopeError
 
 LOGIT_OPS = frozenset({"linear", "matmul", "__matmul__", "mm", "addmm"})
 """Names of the products that may compute a router's logits (F.linear, `@`, torch.matmul, ...)."""

@@ -28,3 +28,7 @@ class LoadedModel:
     """Diffusion models: `sample(model, classes, *, steps, cfg_scale, seed, forward, on_step)` returning
     `[n, H, W]` images in [0, 1], calling `forward(x, t, y)` once per step on the CFG-doubled batch
     (conditional rows first). Its presence marks the model as a diffusion model (docs/diffusion.md)."""
+    quality: Callable[..., dict[str, Any]] | None = None
+    """Diffusion models: the quality a probe measures under its edit, `quality(model, sampler, *, classes,
+    samples_per_class, steps, cfg_scale, seed, batch_size)` returning a JSON-able dict (the bundled DiT
+    registers one with its `BundledModel`); None: probes store no metrics."""

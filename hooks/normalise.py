@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import torch
 
-from .errors import RouterOutputError
+from routescope.store.errors import RouterOutputError
+
 from .families import Scoring
 
 Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot"]

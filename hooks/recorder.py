@@ -18,19 +18,20 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from routescope.store.errors import InputError, RunExistsError
+from routescope.store.reader import Run, Store, check_run_name
+from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.shards import Shard, parse_shard, part_store
+from routescope.store.writer import RunWriter, check_label_columns
+
 from .capture import Captured, Capturer, Engine
-from .errors import InputError, RunExistsError
 from .loaded import LoadedModel
 from .manifest import model_facts, package_versions, tokenizer_name
 from .normalise import normalise
 from .remote import Remote, is_remote
 from .routers import RouterSpec, candidate_paths, describe_from_outputs, describe_routers
-from .schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
-from .shards import Shard, parse_shard, part_store
-from .store import Run, Store, check_run_name
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
 from .units import Layout, Padded, Unit, batches, make_units, pad, prompt_layout, step_layout
-from .writer import RunWriter, check_label_columns
 
 DEFAULT_CHUNK = 2048
 
@@ -355,7 +356,7 @@ def record(
     bar). Returns the published `Run`.
 
     `shard="i/n"` records only inputs i, i+n, ... (keeping their sample indices) as part i of run `name`;
-    `merge(store, name)` publishes the run once all n parts are recorded (hooks/shards.py). `remote=True`
+    `merge(store, name)` publishes the run once all n parts are recorded (store/shards.py). `remote=True`
     (NDIF), a host URL or `"local"` (nnsight's local simulation) runs the same nnsight trace remotely:
     the model may then be a meta-device model built from its hub config (see hooks/remote.py).
     """

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import RouteScopeError
+from routescope.store.errors import RouteScopeError
 
 Remote = bool | str
 """`False` (run here), `True` (NDIF), a host URL, or `"local"` (nnsight's local simulation)."""

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from routescope.store.errors import NoRoutersError
+
 from .capture import collect_outputs
-from .errors import NoRoutersError
 from .families import family_info
 from .normalise import DecodeRule, detect_convention, normalise
 

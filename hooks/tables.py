@@ -8,10 +8,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .errors import RouterOutputError
+from routescope.store.errors import RouterOutputError
+from routescope.store.schema import ASSIGNMENTS, DECISIONS, LOGITS_FIELD, PROBS_FIELD, TOKENS
+
 from .normalise import Decoded, decision_stats
 from .routers import RouterSpec
-from .schema import ASSIGNMENTS, DECISIONS, LOGITS_FIELD, PROBS_FIELD, TOKENS
 from .units import Layout
 
 

@@ -41,6 +41,13 @@ def sample_dit_digits(*args: Any, **kwargs: Any) -> torch.Tensor:
     return sample(*args, **kwargs)
 
 
+def quality_dit_digits(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """dit-digits' denoising loss and class accuracy under an edit (imported on first use)."""
+    from .dit_digits.measures import probe_quality
+
+    return probe_quality(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class BundledModel:
     """A bundled model: a builder returning (model, tokenizer) and one line saying what it is."""
@@ -49,6 +56,9 @@ class BundledModel:
     description: str
     sampler: Callable[..., torch.Tensor] | None = None
     """Diffusion models: the sampler RouteScope drives to record every denoising step."""
+    quality: Callable[..., dict[str, Any]] | None = None
+    """Diffusion models: quality under a probe's edit, `quality(model, sampler, *, classes,
+    samples_per_class, steps, cfg_scale, seed, batch_size)` (the loader puts it on the loaded model)."""
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -59,6 +69,7 @@ BUNDLED: dict[str, BundledModel] = {
     "dit-digits": BundledModel(
         build=build_dit_digits,
         sampler=sample_dit_digits,
+        quality=quality_dit_digits,
         description="trained class-conditional DiT-MoE on 8x8 digits (shared + 8 routed experts, top-2)",
     ),
     "moe-lm": BundledModel(

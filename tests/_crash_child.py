@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from routescope.hooks import Store
-from routescope.hooks import writer as writer_module
-from routescope.hooks.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store import Store
+from routescope.store import writer as writer_module
+from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 
 N_ROUTERS = 4
 N_EXPERTS = 8
@@ -195,7 +195,7 @@ class Tripwire:
         if event in ("call", "return"):
             phase = PYTHON_EVENTS.get(frame.f_code.co_name)
             module = str(frame.f_globals.get("__name__", ""))
-            if phase and module.startswith(("routescope.hooks", "pyarrow")):
+            if phase and module.startswith(("routescope.store", "pyarrow")):
                 self.hit(f"{phase}:{frame.f_code.co_name}:{event}")
         elif event in ("c_call", "c_return"):
             name = getattr(arg, "__name__", "")

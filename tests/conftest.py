@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import routescope
-from routescope.hooks import LoadedModel, Store
+from routescope.hooks import LoadedModel
+from routescope.store import Store
 
 torch.set_num_threads(2)
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may reach a model hub at test time (subprocesses inherit it)

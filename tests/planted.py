@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from routescope.hooks import Run, Store
-from routescope.hooks.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
-from routescope.hooks.writer import RunWriter
+from routescope.store import Run, Store
+from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.writer import RunWriter
 
 
 def planted_run(

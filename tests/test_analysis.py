@@ -28,7 +28,8 @@ from routescope.analysis import (
     uncertainty,
     vocabulary_specialization,
 )
-from routescope.hooks import InputError, LoadedModel, Store
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, Store
 from tests.planted import planted_run
 
 # layer 0: 8 top-1 decisions, experts 0 ×6, 1 ×2 (2 and 3 dead); layer 1: each expert twice

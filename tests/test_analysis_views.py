@@ -30,7 +30,7 @@ from routescope.analysis import (
     uncertainty_by_label,
 )
 from routescope.cli import main
-from routescope.hooks import InputError, Run, Store
+from routescope.store import InputError, Run, Store
 from tests.planted import planted_run
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from routescope.cli import main
-from routescope.hooks import Store
+from routescope.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert('x')</script> & <b>bold</b> | pipe"

@@ -16,7 +16,7 @@ from scipy.stats import chi2
 import routescope
 from routescope import claims
 from routescope.analysis.specialization import label_nmi
-from routescope.hooks import InputError, Run, Store
+from routescope.store import InputError, Run, Store
 from tests import planted_claims as planted
 
 PERMUTATIONS = {"n_permutations": 399, "n_boot": 200}

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 import routescope
-from routescope.hooks import Store
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import Store
 from tests.tiny_families import tiny_model
 
 CLI = [sys.executable, "-m", "routescope"]

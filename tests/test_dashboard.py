@@ -30,7 +30,7 @@ from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.markup import literal, tokens_html
 from routescope.dashboard.recording import DEFAULT_RUNS, check_new_run, typed_inputs, uploaded_inputs
 from routescope.dashboard.views import uncertain, weight_matrix
-from routescope.hooks import InputError, InvalidNameError, RunExistsError, Store
+from routescope.store import InputError, InvalidNameError, RunExistsError, Store
 from tests.dashboard_server import running_dashboard
 
 HOSTILE = "The cat <script>alert('x')</script> sat & <b>ran</b>."

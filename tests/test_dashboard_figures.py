@@ -26,7 +26,7 @@ from routescope.figures import (
     figure_token_weights,
     width_px,
 )
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 
 def z_of(fig, trace: int = 0) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from routescope.dashboard.first_start import DONE, defaults_to_record
 from routescope.dashboard.jobs import Jobs, one_line
 from routescope.default_runs import DEFAULT_RUNS
 from routescope.hooks import InputError, Store
-from routescope.hooks.store import OWNER_FILE
+from routescope.store.reader import OWNER_FILE
 from tests.dashboard_server import running_dashboard
 from tests.planted import planted_run
 

@@ -29,8 +29,8 @@ from routescope.dashboard import ENTRY_SCRIPT, STORE_ENV, state
 from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.exports import figure_bytes
 from routescope.figures import figure_load
-from routescope.hooks import Run, Store
-from routescope.hooks.store import INCOMPLETE_DIR
+from routescope.store import Run, Store
+from routescope.store.reader import INCOMPLETE_DIR
 from tests.dashboard_server import running_dashboard
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

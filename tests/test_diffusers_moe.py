@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from routescope.analysis.registry import compute
-from routescope.hooks import NoRoutersError
 from routescope.hooks.diffusers_loop import VIEW, record_pipeline
+from routescope.store import NoRoutersError
 
 diffusers = pytest.importorskip("diffusers")
 

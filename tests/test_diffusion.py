@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import routescope
-from routescope.hooks import InputError, LoadedModel, ModelSpecError, Store
+from routescope.hooks import LoadedModel
 from routescope.models.dit_digits import DiTDigitsConfig, DiTMoE, sample
+from routescope.store import InputError, ModelSpecError, Store
 
 STEPS = 4
 

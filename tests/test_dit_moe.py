@@ -20,7 +20,6 @@ from safetensors.torch import save_file
 
 import routescope
 from routescope.analysis.registry import compute
-from routescope.hooks import ModelSpecError, Store
 from routescope.models.dit_moe import (
     CheckpointError,
     DiTMoE,
@@ -36,6 +35,7 @@ from routescope.models.dit_moe import (
     respaced_timesteps,
 )
 from routescope.models.dit_moe.sampling import ddpm_alphas_cumprod, ddpm_posterior, rgb_to_unit_luma
+from routescope.store import ModelSpecError, Store
 
 TINY = {
     "name": "tiny",

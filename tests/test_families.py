@@ -26,8 +26,8 @@ import pytest
 import torch
 
 import routescope
-from routescope.hooks import Run, Store
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import Run, Store
 from tests.tiny_families import FAMILIES, router_paths, tiny_model
 
 TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens

@@ -61,7 +61,7 @@ from routescope.figures import (
 )
 from routescope.figures.axes import nice_stride
 from routescope.figures.theme import CATEGORICAL, FONT_PT
-from routescope.hooks import InputError, Store
+from routescope.store import InputError, Store
 from tests.planted import planted_run
 
 SKEWED = {0: [[0]] * 6 + [[1]] * 2, 1: [[0], [1], [2], [3]] * 2}

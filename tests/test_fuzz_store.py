@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routescope.cli import main
-from routescope.hooks import RouteScopeError, Store
-from routescope.hooks.schema import CORE_TABLES, MANIFEST_REQUIRED, SCHEMA_VERSION
+from routescope.store import RouteScopeError, Store
+from routescope.store.schema import CORE_TABLES, MANIFEST_REQUIRED, SCHEMA_VERSION
 from tests.planted import planted_run
 
 TABLES = ("samples", "tokens", "assignments", "decisions", "steps")

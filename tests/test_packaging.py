@@ -26,10 +26,11 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
 def test_one_namespace_only(tmp_path: Path) -> None:
     """The install exposes `routescope` and nothing else at top level (checked outside the repo's folder)."""
     probe = (
-        "import importlib.util, routescope, routescope.hooks, routescope.analysis, routescope.models,"
+        "import importlib.util, routescope, routescope.store, routescope.hooks, routescope.analysis,"
+        " routescope.models,"
         " routescope.dashboard, routescope.dashboard.app_pages, routescope.figures,"
         " routescope.models.dit_moe, routescope.hooks.probes;"
-        "print([m for m in ('hooks', 'analysis', 'app', 'models') if importlib.util.find_spec(m)])"
+        "print([m for m in ('store', 'hooks', 'analysis', 'app', 'models') if importlib.util.find_spec(m)])"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],

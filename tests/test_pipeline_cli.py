@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from routescope.cli import main
-from routescope.hooks import Store
 from routescope.hooks.diffusers_loop import record_pipeline
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import Store
 from tests.test_diffusers_moe import tiny_hidream
 
 diffusers = pytest.importorskip("diffusers")

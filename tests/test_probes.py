@@ -26,7 +26,7 @@ from routescope.analysis.batching import batch_dependence
 from routescope.analysis.forcing import set_share
 from routescope.analysis.stability import decision_changes, flip_correlation, flip_rate
 from routescope.cli import main
-from routescope.hooks import InputError, LoadedModel, Store
+from routescope.hooks import LoadedModel
 from routescope.hooks.interventions import Intervention, InterventionError, RouterEdit, intervene
 from routescope.hooks.probes import (
     RecordOptions,
@@ -42,6 +42,7 @@ from routescope.hooks.probes import (
     record_base,
 )
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import InputError, Store
 from tests.tiny_families import tiny_model
 
 TEXTS = [

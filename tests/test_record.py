@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import routescope
-from routescope.hooks import InputError, LoadedModel, NoRoutersError, Store
+from routescope.hooks import LoadedModel
 from routescope.hooks.normalise import DecodeRule
+from routescope.store import InputError, NoRoutersError, Store
 
 TEXTS = ["short", "a somewhat longer sentence to force padding", "def f(x): return x * 2"]
 KEYS = ["sample", "step", "router", "call", "position", "rank"]
@@ -343,7 +344,7 @@ def test_module_without_mask_gets_unpadded_batches(store: Store) -> None:
 
 
 def test_a_declared_rule_that_does_not_fit_is_a_clear_error(store: Store) -> None:
-    from routescope.hooks.errors import RouterOutputError
+    from routescope.store.errors import RouterOutputError
 
     with pytest.raises(RouterOutputError, match="does not fit the 'triple' convention"):
         routescope.record(

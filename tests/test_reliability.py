@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from routescope.cli import main
-from routescope.hooks import RunExistsError, Store
-from routescope.hooks.writer import RunWriter
+from routescope.store import RunExistsError, Store
+from routescope.store.writer import RunWriter
 from tests._crash_child import SCHEMAS, expected_tables, manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -381,8 +381,8 @@ def test_torch_file_that_would_run_code_is_refused_and_plain_tensors_load(tmp_pa
     import torch
 
     from routescope import load_model
-    from routescope.hooks import ModelSpecError
     from routescope.models.tokenizers import byte_tokenizer
+    from routescope.store import ModelSpecError
     from tests.tiny_families import tiny_model
 
     marker = tmp_path / "PWNED"

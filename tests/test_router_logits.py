@@ -24,11 +24,11 @@ import torch.nn.functional as F
 import routescope
 from routescope.analysis import expert_similarity, merge_groups
 from routescope.analysis.similarity import mc_smoe_groups
-from routescope.hooks import InputError, Run, Store
 from routescope.hooks.normalise import DecodeRule, normalise
-from routescope.hooks.schema import decisions_schema
-from routescope.hooks.writer import RunWriter
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import InputError, Run, Store
+from routescope.store.schema import decisions_schema
+from routescope.store.writer import RunWriter
 from tests.planted import planted_run
 from tests.tiny_families import FAMILIES, router_paths, tiny_model
 

@@ -26,9 +26,10 @@ import pytest
 
 import routescope
 from routescope.cli import main
-from routescope.hooks import InputError, LoadedModel, Run, RunExistsError, Store
-from routescope.hooks.shards import SHARDS_DIR, merge, parse_shard
+from routescope.hooks import LoadedModel
 from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import InputError, Run, RunExistsError, Store
+from routescope.store.shards import SHARDS_DIR, merge, parse_shard
 from tests.tiny_families import tiny_model
 
 TEXTS = ["short", "a somewhat longer sentence to force padding", "def f(x): return x * 2", "hi", '{"a": 1}']

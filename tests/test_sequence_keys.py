@@ -34,7 +34,8 @@ from routescope.analysis import (
     vocabulary_specialization,
 )
 from routescope.analysis.vocabulary import expected_top_share
-from routescope.hooks import InputError, LoadedModel, Run, Store
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, Run, Store
 
 STEPS = 4
 DECISION = ["sample", "position", "step", "router", "call"]

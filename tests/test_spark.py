@@ -19,7 +19,8 @@ import routescope
 from routescope.analysis import compute, current_engine, use_engine
 from routescope.analysis.spark import to_spark_sql
 from routescope.cli import main
-from routescope.hooks import InputError, LoadedModel, Run, Store
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, Run, Store
 
 needs_spark = pytest.mark.skipif(
     importlib.util.find_spec("pyspark") is None,

@@ -15,7 +15,7 @@ from routescope.analysis import nulls
 from routescope.analysis.permutation import permutation_p, shuffle_within
 from routescope.analysis.units import count_units, unit_codes, unit_name
 from routescope.cli import main
-from routescope.hooks import InputError, Store
+from routescope.store import InputError, Store
 from tests.planted_claims import add_second, diffusion_run, domain_run, text_run
 
 

@@ -10,16 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import routescope
-from routescope.hooks import (
+from routescope.hooks import LoadedModel
+from routescope.store import (
     CorruptRunError,
     InvalidNameError,
-    LoadedModel,
     RunExistsError,
     RunNotFoundError,
     Store,
     StoreError,
 )
-from routescope.hooks.schema import SCHEMA_VERSION
+from routescope.store.schema import SCHEMA_VERSION
 
 TEXTS = ["def f(x):\n    return x + 1", "The cat sat on the mat."]
 

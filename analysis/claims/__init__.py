@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .balance import switch_balance
 from .diffusion import (

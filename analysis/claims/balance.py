@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 from ..balance import balance
 from ..bootstrap import bootstrap_ci

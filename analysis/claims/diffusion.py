@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 from ..bootstrap import unit_interval
 from ..contingency import UnitTable, unit_tables
 from ..information import nmi
 from ..permutation import DEFAULT_PERMUTATIONS
 from ..specialization import label_nmi
-from ..units import count_units, is_diffusion
+from ..units import count_units
 from .language import ALPHA, check_resolution
 from .verdict import Verdict, yes_no
 
@@ -32,7 +32,7 @@ BALANCE_MARGIN = 0.02
 
 def needs_diffusion(run: Run) -> str | None:
     """None for diffusion runs; the reason otherwise."""
-    return None if is_diffusion(run) else "a claim about diffusion sampling; this is a text run"
+    return None if run.info.is_diffusion else "a claim about diffusion sampling; this is a text run"
 
 
 def needs_class(run: Run) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from ..bootstrap import bootstrap_ci, unit_interval
 from ..contingency import unit_tables
@@ -25,7 +25,7 @@ from ..permutation import DEFAULT_PERMUTATIONS
 from ..sequence import neighbour_pairs_sql
 from ..specialization import label_nmi
 from ..uncertainty import DEFAULT_THRESHOLD, uncertainty
-from ..units import count_units, is_diffusion, unit_codes, unit_name
+from ..units import count_units, unit_codes, unit_name
 from .verdict import Verdict, yes_no
 
 ALPHA = 0.01
@@ -39,7 +39,7 @@ def _adjusted(p_values: pd.Series) -> pd.Series:
 def check_resolution(run: Run, n_permutations: int) -> None:
     """A Bonferroni-corrected permutation test over L layers can reach α only with N ≥ L/α − 1
     permutations; fewer would make every verdict "does not reproduce", so that is refused in one line."""
-    n_layers = len({int(r["layer"]) for r in run.routers})
+    n_layers = len({r.layer for r in run.info.routers})
     needed = int(np.ceil(n_layers / ALPHA)) - 1
     if n_permutations < needed:
         raise InputError(
@@ -333,7 +333,7 @@ def gw_moe_uncertain_tokens(
 
 def needs_text(run: Run) -> str | None:
     """None for text runs; the reason otherwise."""
-    return "a claim about text sequences; this is a diffusion run" if is_diffusion(run) else None
+    return "a claim about text sequences; this is a diffusion run" if run.info.is_diffusion else None
 
 
 def needs_label(label: str) -> Callable[[Run], str | None]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from routescope.hooks import Run
+from routescope.store import Run
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from routescope.hooks import InputError, LoadedModel, Run, Store
-from routescope.hooks.schema import MANIFEST_FILE
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, Run, Store
+from routescope.store.schema import MANIFEST_FILE
 
 from ..loading import load_model
 from .jobs import Jobs

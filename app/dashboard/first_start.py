@@ -24,8 +24,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from routescope.hooks import LoadedModel, Store
-from routescope.hooks.store import OWNER_FILE, owner_alive
+from routescope.hooks import LoadedModel
+from routescope.store import Store
+from routescope.store.reader import OWNER_FILE, owner_alive
 
 from . import cache, state
 from .job_view import follow, show_failure, store_key

@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError, LoadedModel, Run, Store
+from routescope.hooks import LoadedModel
 from routescope.hooks.interventions import Intervention, RouterEdit, validate
 from routescope.hooks.probes import (
     RecordOptions,
@@ -38,6 +38,7 @@ from routescope.hooks.probes import (
 from routescope.hooks.probes.common import Inputs as ProbeInputs
 from routescope.hooks.probes.common import choose_routers
 from routescope.hooks.probes.noise import NoiseTarget
+from routescope.store import InputError, Run, Store
 
 from ..figures import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
 from ..figures.theme import Width
@@ -361,7 +362,7 @@ def _randoms(store: Store, run: Run, base: Run) -> list[Run]:
 
 def edit_table(entry: Mapping[str, Any], run: Run) -> pd.DataFrame:
     """`router, layer, disabled, forced, input_noise, logit_noise, shared_off`: the edit per router."""
-    layers = {r["path"]: int(r["layer"]) for r in run.routers}
+    layers = {r.path: r.layer for r in run.info.routers}
     rows = [
         {
             "router": path,

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from routescope.hooks import InputError, LoadedModel, Run, RunExistsError, Store
-from routescope.hooks.store import check_run_name
+from routescope.hooks import LoadedModel
+from routescope.store import InputError, Run, RunExistsError, Store
+from routescope.store.reader import check_run_name
 
 from ..datasets import load_dataset
 from ..default_runs import DEFAULT_RUNS as DEFAULT_RUNS  # re-exported: defined with `demo`

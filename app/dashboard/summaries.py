@@ -13,7 +13,7 @@ import pandas as pd
 
 from routescope.analysis import top_tokens
 from routescope.analysis.frames import label_join, sql
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 HISTOGRAM_VALUES = {
     "norm_entropy": "d.entropy / ln(greatest(r.n_experts, 2))",
@@ -96,9 +96,9 @@ def most_uncertain(run: Run, *, layer: int, n: int = 50) -> pd.DataFrame:
     position, step, call, token, top_expert, norm_entropy, margin` and the sample's labels."""
     if n < 1:
         raise InputError(f"n must be ≥ 1, not {n}")
-    routers = [r for r in run.routers if int(r["layer"]) == int(layer)]
+    routers = [r for r in run.info.routers if r.layer == int(layer)]
     if not routers:
-        layers = ", ".join(sorted({str(r["layer"]) for r in run.routers}))
+        layers = ", ".join(sorted({str(r.layer) for r in run.info.routers}))
         raise InputError(f"run {run.name!r} has no router at layer {layer}; layers: {layers}")
     keys = "sample, position, step, router, call"
     join, token = label_join(run, "token", fact="d")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from routescope.analysis import ANALYSES, agreement, connect, side_by_side
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from . import summaries
 
@@ -31,28 +31,28 @@ def _query(run: Run, query: str) -> pd.DataFrame:
 
 
 def _router(run: Run, router: int) -> dict[str, Any]:
-    for spec in run.routers:
-        if int(spec["id"]) == int(router):
+    for spec in run.info.routers:
+        if spec.id == int(router):
             return spec
-    raise InputError(f"run {run.name!r} has no router {router}; routers: 0..{len(run.routers) - 1}")
+    raise InputError(f"run {run.name!r} has no router {router}; routers: 0..{len(run.info.routers) - 1}")
 
 
 def router_names(run: Run) -> dict[int, str]:
     """A short name per router id: `layer L`, with its kind, stack or call count where a layer has several."""
     per_layer: dict[tuple[str, int], int] = {}
-    for spec in run.routers:
-        key = (str(spec.get("stack", "decoder")), int(spec["layer"]))
+    for spec in run.info.routers:
+        key = (spec.stack, spec.layer)
         per_layer[key] = per_layer.get(key, 0) + 1
-    stacks = {str(spec.get("stack", "decoder")) for spec in run.routers}
+    stacks = {spec.stack for spec in run.info.routers}
     names = {}
-    for spec in run.routers:
-        stack = str(spec.get("stack", "decoder"))
-        name = f"layer {int(spec['layer'])}"
+    for spec in run.info.routers:
+        stack = spec.stack
+        name = f"layer {spec.layer}"
         if len(stacks) > 1:
             name = f"{stack} {name}"
-        if per_layer[(stack, int(spec["layer"]))] > 1:
-            name += f" · {spec.get('kind', 'ffn')} #{int(spec['id'])}"
-        names[int(spec["id"])] = name
+        if per_layer[(stack, spec.layer)] > 1:
+            name += f" · {spec.kind} #{spec.id}"
+        names[spec.id] = name
     return names
 
 
@@ -65,7 +65,7 @@ def token_routing(run: Run, *, sample: int, router: int, step: int | None = None
     `step=None` takes every step; diffusion runs route every patch at every step, so give `step`.
     """
     spec = _router(run, router)
-    stack = str(spec.get("stack", "decoder")).replace("'", "''")
+    stack = spec.stack.replace("'", "''")
     on_step = "" if step is None else f" AND step = {int(step)}"
     where = f"sample = {int(sample)} AND router = {int(router)} AND call = 0{on_step}"
     return _query(
@@ -76,7 +76,7 @@ def token_routing(run: Run, *, sample: int, router: int, step: int | None = None
                  a AS (SELECT position, step, expert, weight, dropped FROM assignments
                        WHERE {where} AND rank = 0)
             SELECT t.position, t.token, t.generated, t."row", t.col, d.step, a.expert, a.weight, a.dropped,
-                   d.entropy, d.entropy / ln({int(spec["n_experts"])}) AS norm_entropy, d.margin
+                   d.entropy, d.entropy / ln({spec.n_experts}) AS norm_entropy, d.margin
             FROM t LEFT JOIN d USING (position) LEFT JOIN a ON a.position = d.position AND a.step = d.step
             ORDER BY t.position""",
     )
@@ -96,7 +96,7 @@ def token_weights(
             ORDER BY a.router, a.call, a.rank""",
     )
     calls = chosen[["router", "call"]].drop_duplicates()
-    sizes = {int(s["id"]): (int(s["n_experts"]), int(s["layer"])) for s in run.routers}
+    sizes = {s.id: (s.n_experts, s.layer) for s in run.info.routers}
     grid = pd.DataFrame(
         [
             {"router": int(r), "layer": sizes[int(r)][1], "call": int(c), "expert": e}
@@ -109,7 +109,7 @@ def token_weights(
     table["chosen"] = table["weight"].notna()
     table["weight"] = table["weight"].fillna(0.0).astype(float)
     table["prob"] = np.nan
-    if run.manifest.get("options", {}).get("probs"):
+    if run.info.probs:
         probs = _query(
             run,
             f"""SELECT a.router, a.call, a.probs FROM decisions a JOIN routers r ON r.id = a.router
@@ -194,6 +194,6 @@ def label_choices(run: Run) -> list[str]:
     """Labels a page offers to break routing down by: the run's sample labels (not the CFG `pair` id),
     then the patch row and column for images, then the position; each has few values, unlike token ids."""
     labels = [c for c in run.label_columns if c != "pair"]
-    if run.manifest.get("kind") == "diffusion":
+    if run.info.is_diffusion:
         labels += ["row", "col"]
     return [*labels, "position"]

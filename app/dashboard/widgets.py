@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from routescope.hooks import CorruptRunError, RouteScopeError, Run, Store
+from routescope.store import CorruptRunError, RouteScopeError, Run, Store
 
 from ..figures.theme import COLUMN_INCHES, Width
 from . import cache, state
@@ -237,13 +237,9 @@ def show_table(table: pd.DataFrame, *, key: str, name: str, height: int | None =
 
 def layers_of(run: Run) -> list[int]:
     """The run's MoE layers, in depth order."""
-    return sorted({int(r["layer"]) for r in run.routers})
+    return sorted({r.layer for r in run.info.routers})
 
 
 def pick_layer(run: Run, key: str, *, label: str = "Layer") -> int:
     """A layer selector (its key scoped by the run)."""
     return int(st.selectbox(label, layers_of(run), key=state.scoped(key, run.name)))
-
-
-def is_diffusion(run: Run) -> bool:
-    return run.manifest.get("kind") == "diffusion"

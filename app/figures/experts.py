@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .lines import integer_axis, series
 from .parts import full_range, grey_gaps, heatmap, lift_heatmap, matrix, plain, require

@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from choreographer.errors import ChromeNotFoundError
 
-from routescope.hooks import InputError, RouteScopeError
+from routescope.store import InputError, RouteScopeError
 
 from ..tables import render
 from .theme import CSS_DPI

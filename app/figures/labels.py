@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .axes import MAX_TICKS, SORTED_TICKS, block_order, thin_ticks
 from .lines import series

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .lines import integer_axis, panels
 from .parts import full_range, heatmap, label_axes, matrix, require

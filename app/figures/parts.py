@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .theme import DIVERGING, LIFT_RANGE, SEQUENTIAL, axis_title
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .parts import plain, require
 from .theme import CATEGORICAL, Width, paper_layout

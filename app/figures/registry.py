@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from routescope import analysis as A
-from routescope.hooks import InputError, Run
+from routescope.store import InputError, Run
 
 from .diffusion import figure_spatial, figure_step_similarity, figure_steps
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
@@ -72,7 +72,7 @@ def _decisions(request: FigureRequest) -> pd.DataFrame:
     """Decisions with `norm_entropy` = entropy / ln E, one layer if asked, and the `--by` label joined."""
     run = request.run
     table = run.decisions(columns=["sample", "position", "step", "router", "layer", "entropy", "margin"])
-    sizes = {int(r["id"]): int(r["n_experts"]) for r in run.routers}
+    sizes = {r.id: r.n_experts for r in run.info.routers}
     table["norm_entropy"] = table["entropy"] / np.log(table["router"].map(sizes).clip(lower=2))
     if request.layer is not None:
         table = _one_layer(table, request.layer, run)
@@ -88,14 +88,14 @@ def _decisions(request: FigureRequest) -> pd.DataFrame:
 def _one_layer(table: pd.DataFrame, layer: int, run: Run) -> pd.DataFrame:
     part = table[table["layer"] == int(layer)]
     if part.empty:
-        layers = ", ".join(sorted({str(r["layer"]) for r in run.routers}))
+        layers = ", ".join(sorted({str(r.layer) for r in run.info.routers}))
         raise InputError(f"run {run.name!r} has no router at layer {layer}; layers: {layers}")
     return part
 
 
 def _basis(request: FigureRequest) -> str:
     """Router logits when the run stored them, else its probabilities, else co-activation (Ochiai)."""
-    options = request.run.manifest.get("options", {})
+    options = dict(request.run.info.options)
     return "router" if options.get("logits") else "probs" if options.get("probs") else "coactivation"
 
 
@@ -113,9 +113,9 @@ def _merge_groups(request: FigureRequest) -> pd.DataFrame:
 def _layer_sizes(run: Run) -> dict[int, int]:
     """Experts per MoE layer (the largest router of the layer)."""
     sizes: dict[int, int] = {}
-    for router in run.routers:
-        layer = int(router["layer"])
-        sizes[layer] = max(sizes.get(layer, 0), int(router["n_experts"]))
+    for router in run.info.routers:
+        layer = router.layer
+        sizes[layer] = max(sizes.get(layer, 0), router.n_experts)
     return sizes
 
 
@@ -322,21 +322,17 @@ FIGURES: dict[str, FigureKind] = {
 
 
 def _experts(request: FigureRequest) -> int:
-    return max(int(r["n_experts"]) for r in request.run.routers if int(r["layer"]) == _layer(request))
-
-
-def is_diffusion(run: Run) -> bool:
-    return run.manifest.get("kind") == "diffusion"
+    return max(r.n_experts for r in request.run.info.routers if r.layer == _layer(request))
 
 
 def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
     """Why `kind` cannot be drawn for this run (None when it can)."""
     run = request.run
     checks = {
-        "diffusion": (is_diffusion(run), "a diffusion run"),
-        "text": (not is_diffusion(run), "a text run"),
-        "probs": (bool(run.manifest.get("options", {}).get("probs")), "a run recorded with --probs"),
-        "layers": (len({int(r["layer"]) for r in run.routers}) > 1, "a run with two or more MoE layers"),
+        "diffusion": (run.info.is_diffusion, "a diffusion run"),
+        "text": (not run.info.is_diffusion, "a text run"),
+        "probs": (run.info.probs, "a run recorded with --probs"),
+        "layers": (len({r.layer for r in run.info.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
         "other": (request.other is not None, "a second run: give it with --other NAME"),
     }
@@ -405,9 +401,9 @@ def default_label(run: Run) -> str | None:
 
 def standard_set(run: Run, by: str | None = None) -> list[StandardFigure]:
     """The figures `routescope figure --all` draws for `run` (see the module docstring)."""
-    run_kind = "diffusion" if is_diffusion(run) else "text"
+    run_kind = "diffusion" if run.info.is_diffusion else "text"
     label = by or default_label(run)
-    layers = sorted({int(r["layer"]) for r in run.routers})
+    layers = sorted({r.layer for r in run.info.routers})
     shown_layers = sorted({layers[0], layers[-1]})
     out = []
     for name, kind in FIGURES.items():

@@ -16,7 +16,7 @@ from typing import Literal
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 TEMPLATE = "routescope-paper"
 CSS_DPI = 96

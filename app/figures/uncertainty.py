@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from routescope.hooks import InputError
+from routescope.store import InputError
 
 from .lines import group_colours, panels
 from .parts import pick_layer, plain, require

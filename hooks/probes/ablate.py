@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
+
 from ..interventions import Intervention, RouterEdit, validate
 from ..loaded import LoadedModel
-from ..store import Run, Store
 from .common import Inputs, RecordOptions, Sampling, check_inputs, choose_routers, describe, record_probe
 from .metrics import quality
 

@@ -10,9 +10,10 @@ Switch counts capacity per sequence, so even it is batch-independent under right
 
 from __future__ import annotations
 
-from ..errors import InputError
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
+
 from ..loaded import LoadedModel
-from ..store import Run, Store
 from .common import Inputs, RecordOptions, Sampling, check_inputs, record_probe
 
 

@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
+
 from ..capture import Engine
 from ..diffusion import record_diffusion
-from ..errors import InputError
 from ..interventions import Intervention, RowSelector, intervene
 from ..loaded import LoadedModel
 from ..recorder import _context_length, _ModelCall, _tokenise, record
 from ..routers import describe_routers
-from ..store import Run, Store
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..errors import InputError
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
+
 from ..interventions import Intervention, RouterEdit, RowSelector, TokenSelection
 from ..loaded import LoadedModel
-from ..store import Run, Store
 from .common import (
     Inputs,
     RecordOptions,

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from ..errors import InputError
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
+
 from ..interventions import Intervention, RouterEdit, validate
 from ..loaded import LoadedModel
-from ..store import Run, Store
 from .common import Inputs, RecordOptions, check_inputs, choose_routers, describe, record_probe
 
 NoiseTarget = Literal["input", "logits"]

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from routescope.store.errors import InputError
+
 from ..interventions import InterventionError, TokenSelection
 from ..units import make_units
 

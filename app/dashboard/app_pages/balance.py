@@ -13,7 +13,6 @@ import streamlit as st
 
 from routescope.dashboard import cache, state
 from routescope.dashboard.widgets import (
-    is_diffusion,
     open_store,
     pick_layer,
     pick_run,
@@ -22,7 +21,7 @@ from routescope.dashboard.widgets import (
     user_errors,
 )
 from routescope.figures import figure_balance, figure_binned_histogram, figure_load, figure_uncertainty
-from routescope.hooks import Run
+from routescope.store import Run
 
 HISTOGRAMS = {
     "norm_entropy": ("Router entropy / ln E per decision (1 = evenly spread)", state.BALANCE_ENTROPY_CHART),
@@ -89,7 +88,7 @@ def uncertain_tokens(run: Run) -> None:
         key=state.scoped(state.BALANCE_UNCERTAIN_TABLE, run.name, layer, top),
         name=f"{run.name}-layer{layer}-most-uncertain",
     )
-    if not is_diffusion(run):
+    if not run.info.is_diffusion:
         by_token = cache.table(run, "uncertain-labels", label="token", min_count=BY_TOKEN_MIN)
         by_token = by_token[by_token["layer"] == layer].head(top)
         st.markdown(

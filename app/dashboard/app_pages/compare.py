@@ -20,7 +20,7 @@ from routescope.dashboard import cache, state, views
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import layers_of, open_store, pick_run, show_figure, show_table, user_errors
 from routescope.figures import figure_agreement, figure_side_by_side
-from routescope.hooks import Run, Store
+from routescope.store import Run, Store
 
 DEFAULT_KIND = "balance"
 
@@ -97,7 +97,7 @@ def same_inputs(run: Run, other: Run) -> bool:
     """Whether the two runs were recorded on the same inputs: the same samples with the same text (text
     runs) or the same class and branch (diffusion runs)."""
     mine, theirs = cache.table(run, "table.samples"), cache.table(other, "table.samples")
-    if len(mine) != len(theirs) or run.manifest.get("kind") != other.manifest.get("kind"):
+    if len(mine) != len(theirs) or run.info.kind != other.info.kind:
         return False
     columns = [c for c in ("text", "class", "branch") if c in mine.columns and c in theirs.columns]
     return all(

@@ -20,7 +20,7 @@ from routescope.dashboard.job_view import follow, show_failure, store_key
 from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.widgets import open_store, pick_layer, pick_run, show_figure, user_errors
 from routescope.figures import figure_embedding
-from routescope.hooks import Run, Store
+from routescope.store import Run, Store
 
 OF = {"tokens": "Tokens (by router scores)", "experts": "Experts (by what they take)"}
 METHODS = {"pca": "PCA", "umap": "UMAP"}

@@ -15,7 +15,6 @@ import streamlit as st
 from routescope.dashboard import cache, state, summaries, views
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import (
-    is_diffusion,
     open_store,
     pick_layer,
     pick_run,
@@ -30,7 +29,7 @@ from routescope.figures import (
     figure_partners,
     figure_top_tokens,
 )
-from routescope.hooks import Run
+from routescope.store import Run
 
 TOP_TOKENS = 20
 
@@ -73,7 +72,7 @@ def choose_expert(run: Run, load: pd.DataFrame) -> tuple[int, int]:
     columns = st.columns(2)
     with columns[0]:
         layer = pick_layer(run, state.EXPERTS_LAYER)
-    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == layer)
+    n_experts = max(r.n_experts for r in run.info.routers if r.layer == layer)
     shares = load[load["layer"] == layer].set_index("expert")["load"]
 
     def describe(expert: int) -> str:
@@ -112,7 +111,7 @@ def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame)
         name=f"{at}-{label}",
     )
 
-    if not is_diffusion(run):
+    if not run.info.is_diffusion:
         tokens = cache.table(run, "expert_tokens", layer=layer, expert=expert, n=TOP_TOKENS)
         st.markdown("**Top tokens**: assignments to this expert, with their lift and an example context")
         if tokens.empty:
@@ -131,7 +130,7 @@ def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame)
             )
 
     st.markdown("**Co-activated experts**: chosen for the same token")
-    top_k = max(int(r["top_k"]) for r in run.routers if int(r["layer"]) == layer)
+    top_k = max(r.top_k for r in run.info.routers if r.layer == layer)
     partners = cache.table(run, "coactivation", layer=layer) if top_k > 1 else pd.DataFrame()
     if partners.empty or not (partners["expert_a"] == expert).any():
         st.info("No other expert was chosen together with this one (top-1 routing, or an unused expert).")

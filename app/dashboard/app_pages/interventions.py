@@ -51,9 +51,9 @@ from routescope.dashboard.widgets import (
     show_table,
     user_errors,
 )
-from routescope.hooks import ModelSpecError, RouteScopeError, Run, Store
 from routescope.hooks.probes import Sampling
 from routescope.models import BUNDLED, bundled_names
+from routescope.store import ModelSpecError, RouteScopeError, Run, Store
 
 DEFAULT_MODEL = "moe-lm"
 EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"

@@ -18,7 +18,6 @@ from routescope.dashboard.markup import legend_html, patch_grid_html
 from routescope.dashboard.views import uncertain
 from routescope.dashboard.widgets import (
     enlarge,
-    is_diffusion,
     open_store,
     pick_layer,
     pick_run,
@@ -33,7 +32,7 @@ from routescope.figures import (
     figure_step_similarity,
     figure_steps,
 )
-from routescope.hooks import Run
+from routescope.store import Run
 
 UNCERTAIN_ENTROPY = 0.9
 UNCERTAIN_MARGIN = 0.05
@@ -147,13 +146,13 @@ def step_view(run: Run, layer: int) -> None:
             key=state.scoped(state.NOISE_STEP, run.name),
         )
     )
-    n_experts = max(int(r["n_experts"]) for r in run.routers if int(r["layer"]) == layer)
-    router = min(int(r["id"]) for r in run.routers if int(r["layer"]) == layer)
+    n_experts = max(r.n_experts for r in run.info.routers if r.layer == layer)
+    router = min(r.id for r in run.info.routers if r.layer == layer)
     routing = cache.table(run, "token_routing", sample=routed, router=router, step=step)
     flags = uncertain(routing, entropy_at_least=UNCERTAIN_ENTROPY, margin_at_most=UNCERTAIN_MARGIN)
     image, grid = st.columns([1, 2])
     with image:
-        if "x0" in run.manifest["tables"]:
+        if "x0" in run.info.tables:
             saved, x0 = cache.x0(run)
             index = saved.tolist().index(step) if step in saved.tolist() else None
             if index is not None:
@@ -175,7 +174,7 @@ def main() -> None:
     st.title("Noise steps")
     st.caption("How routing changes across the sampler's steps, from noise to image (diffusion runs).")
     store = open_store()
-    run = pick_run(store, state.NOISE_RUN, accept=is_diffusion, kind="diffusion run")
+    run = pick_run(store, state.NOISE_RUN, accept=lambda run: run.info.is_diffusion, kind="diffusion run")
     with user_errors():
         layer = pick_layer(run, state.NOISE_LAYER)
         usage(run, layer)

@@ -34,9 +34,9 @@ from routescope.dashboard.recording import (
     uploaded_inputs,
 )
 from routescope.dashboard.widgets import open_store, pick_run, show_error, show_images
-from routescope.hooks import InputError, ModelSpecError, RouteScopeError, Run, Store
 from routescope.inputs import Inputs
 from routescope.models import BUNDLED, bundled_names
+from routescope.store import InputError, ModelSpecError, RouteScopeError, Run, Store
 
 DEFAULT_MODEL = "moe-lm"
 EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"
@@ -165,7 +165,7 @@ def record_form(store: Store) -> None:
         return
     run = job.result
     state.set_last_recorded(run.name)
-    st.success(f"Recorded run {literal(run.name)}: {run.manifest['rows']['decisions']} routing decisions.")
+    st.success(f"Recorded run {literal(run.name)}: {run.info.rows['decisions']} routing decisions.")
 
 
 def recording_job(spec: str, record: Callable[..., Run], store: Store, name: str, overwrite: bool) -> Work:
@@ -199,7 +199,7 @@ def show_diffusion_run(run: Run) -> None:
     st.markdown("**Generated images**")
     captions = [f"#{s} · class {c}" for s, c in zip(cond["sample"], cond["class"], strict=True)]
     show_images(list(cache.images(run)), captions)
-    if "x0" not in run.manifest["tables"]:
+    if "x0" not in run.info.tables:
         st.caption("This run was recorded without x̂₀ (save_x0), so there is no denoising trajectory.")
         return
     st.markdown("**Denoising trajectory: x̂₀, the predicted clean image, at chosen steps**")
@@ -236,9 +236,9 @@ def main() -> None:
     st.divider()
     st.subheader("A run's output")
     run = pick_run(store, state.RUN_RESULT_RUN)
-    model = run.manifest.get("model", {})
-    st.caption(f"model {literal(model.get('spec') or model.get('class'))} · {len(run.routers)} routers")
-    if run.manifest.get("kind") == "diffusion":
+    model = run.info.model
+    st.caption(f"model {literal(model.get('spec') or model.get('class'))} · {len(run.info.routers)} routers")
+    if run.info.is_diffusion:
         show_diffusion_run(run)
     else:
         show_text_run(run)

@@ -15,21 +15,17 @@ from routescope.dashboard import cache, state, views
 from routescope.dashboard.markup import legend_html, literal, patch_grid_html, tokens_html
 from routescope.dashboard.widgets import enlarge, open_store, pick_run, show_figure
 from routescope.figures import figure_token_weights
-from routescope.hooks import Run
+from routescope.store import Run
 
 ALL = "(all)"
 DEFAULT_MARGIN = 0.05
 SNIPPET = 48
 
 
-def is_diffusion(run: Run) -> bool:
-    return run.manifest.get("kind") == "diffusion"
-
-
 def choose_sample(run: Run, samples: pd.DataFrame) -> int:
     """Label filter, then a sample (diffusion runs: a conditional sample; the branch is chosen apart)."""
-    shown = samples[samples["branch"] == "cond"] if is_diffusion(run) else samples
-    labels = [c for c in run.label_columns if not (is_diffusion(run) and c in ("branch", "pair"))]
+    shown = samples[samples["branch"] == "cond"] if run.info.is_diffusion else samples
+    labels = [c for c in run.label_columns if not (run.info.is_diffusion and c in ("branch", "pair"))]
     columns = st.columns(3)
     label = columns[0].selectbox(
         "Filter by label", [ALL, *labels], key=state.scoped(state.TOKENS_LABEL, run.name)
@@ -48,7 +44,7 @@ def choose_sample(run: Run, samples: pd.DataFrame) -> int:
     def describe(sample: int) -> str:
         row = described.loc[sample]
         tags = " · ".join(f"{c}: {row[c]}" for c in labels)
-        text = "" if is_diffusion(run) or row["text"] is None else str(row["text"])[:SNIPPET]
+        text = "" if run.info.is_diffusion or row["text"] is None else str(row["text"])[:SNIPPET]
         return " · ".join(part for part in (f"#{sample}", tags, repr(text) if text else "") if part)
 
     return int(
@@ -86,7 +82,7 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
     text = routed.set_index("position")["token"]
 
     def describe(position: int) -> str:
-        if is_diffusion(run):
+        if run.info.is_diffusion:
             return f"patch {position} (row, col = {text.loc[position]})"
         return f"{position}: {text.loc[position]!r}"
 
@@ -139,7 +135,7 @@ def choose_branch_and_step(run: Run, samples: pd.DataFrame, sample: int) -> tupl
 
 def show_x0(run: Run, samples: pd.DataFrame, cond_sample: int, step: int) -> None:
     """x̂₀ of the conditional sample at `step` (runs recorded with save_x0)."""
-    if "x0" not in run.manifest["tables"]:
+    if "x0" not in run.info.tables:
         st.caption("No x̂₀ in this run (recorded without save_x0).")
         return
     steps, x0 = cache.x0(run)
@@ -164,14 +160,14 @@ def main() -> None:
             key=state.scoped(state.TOKENS_LAYER, run.name),
         )
     )
-    spec = next(r for r in run.routers if int(r["id"]) == router)
+    spec = next(r for r in run.info.routers if r.id == router)
     sample, step = (chosen, None)
-    if is_diffusion(run):
+    if run.info.is_diffusion:
         sample, step = choose_branch_and_step(run, samples, chosen)
     entropy, margin = choose_thresholds()
     routing = cache.table(run, "token_routing", sample=sample, router=router, step=step)
     flags = views.uncertain(routing, entropy_at_least=entropy, margin_at_most=margin)
-    n_experts = int(spec["n_experts"])
+    n_experts = spec.n_experts
     experts = sorted(int(e) for e in routing["expert"].dropna().unique())
     st.caption(
         f"{len(routing)} tokens · {int(flags.sum())} uncertain · {len(experts)} of {n_experts} experts used"
@@ -187,7 +183,7 @@ def main() -> None:
     else:
         st.html(tokens_html(routing, flags, n_experts))
     st.subheader("One token's weights at every layer")
-    token_weights(run, routing, sample, str(spec.get("stack", "decoder")), step)
+    token_weights(run, routing, sample, spec.stack, step)
     with st.expander("Routing table of this sample"):
         st.dataframe(routing.assign(uncertain=flags), hide_index=True, width="stretch")
 

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputError, RunExistsError, StoreError
+from .manifest import ManifestError, RunManifest, label_problem
+from .reader import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, owner_alive
 from .schema import MANIFEST_FILE, RESERVED_COLUMNS, SCHEMA_VERSION, table_file
-from .store import INCOMPLETE_DIR, OWNER_FILE, TRASH_DIR, Store, label_problem, owner_alive
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -186,6 +187,10 @@ class RunWriter:
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             rows=dict(self.rows),
         )
+        try:  # the typed manifest checks the final one once, before it is written
+            RunManifest.from_dict(self.manifest)
+        except ManifestError as exc:
+            raise StoreError(f"run {self.name!r}: cannot publish a manifest whose {exc}") from None
         write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
         _fsync_dir(self.path)
         # owner.json stays until the run is in place, so `Store.clean` never touches a run being published;

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CorruptRunError, InputError, RunExistsError, RunNotFoundError
-from .store import TRASH_DIR, Run, Store, check_run_name
+from .reader import TRASH_DIR, Run, Store, check_run_name
 from .writer import ROW_GROUP_ROWS, RunWriter
 
 SHARDS_DIR = ".shards"

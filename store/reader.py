@@ -27,16 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CorruptRunError, InvalidNameError, RunNotFoundError, StoreError
-from .schema import CORE_TABLES, MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION, table_file
+from .manifest import RunManifest, read_manifest
+from .schema import CORE_TABLES, table_file
 
 INCOMPLETE_DIR = ".incomplete"
 TRASH_DIR = ".trash"
 OWNER_FILE = "owner.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-REQUIRED_TABLES = ("samples", "tokens", "assignments", "decisions", "steps")
-"""Tables every run has (diffusion runs add `images` and `x0`)."""
-_TABLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-"""A table name: a plain identifier, safe as a file name and as an SQL view name."""
 
 
 def check_run_name(name: str) -> str:
@@ -47,85 +44,6 @@ def check_run_name(name: str) -> str:
             "(no '/', '\\' or '..', at most 128 characters, starting with a letter or digit)"
         )
     return name
-
-
-def label_problem(column: str) -> str | None:
-    """Why `column` cannot name a label column (None if it can): empty, longer than 64 characters, or
-    holding a double quote or a control character (analyses quote label names in SQL)."""
-    if not column.strip():
-        return "is empty"
-    if len(column) > 64:
-        return "is longer than 64 characters"
-    if '"' in column or not column.isprintable():
-        return "holds a double quote or a control character"
-    return None
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check a run folder's manifest; raise `CorruptRunError` naming the file otherwise."""
-    path = folder / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptRunError(
-            f"{path}: manifest missing; the run is damaged, delete or re-record it"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRunError(
-            f"{path}: unreadable manifest ({exc.__class__.__name__}); re-record the run"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise CorruptRunError(f"{path}: manifest is not a JSON object; re-record the run")
-    missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
-    if missing:
-        raise CorruptRunError(f"{path}: manifest lacks {', '.join(missing)}; re-record the run")
-    version = manifest["schema_version"]
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise CorruptRunError(
-            f"{path}: schema version {version!r} is newer than this RouteScope reads ({SCHEMA_VERSION}); "
-            "upgrade routescope"
-        )
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise CorruptRunError(f"{path}: {problem}; re-record the run")
-    return manifest
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with the types of a manifest's fields (None if nothing), so that a damaged or
-    hand-edited manifest fails here, in one line, and not as a KeyError or an SQL error in an analysis."""
-    if not _is_int(manifest["schema_version"]) or manifest["schema_version"] < 1:
-        return f"schema version {manifest['schema_version']!r} is not a positive integer"
-    for key in ("name", "status", "created"):
-        if not isinstance(manifest[key], str):
-            return f"{key} is not a string"
-    if not isinstance(manifest["model"], dict):
-        return "model is not an object"
-    tables = manifest["tables"]
-    if not isinstance(tables, list) or not all(isinstance(t, str) and _TABLE.fullmatch(t) for t in tables):
-        return "tables is not a list of table names"
-    missing = [t for t in REQUIRED_TABLES if t not in tables]
-    if missing:
-        return f"tables lacks {', '.join(missing)}"
-    routers = manifest["routers"]
-    if not isinstance(routers, list) or not all(isinstance(r, dict) for r in routers):
-        return "routers is not a list of objects"
-    for router in routers:
-        if not all(_is_int(router.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
-            return "a router lacks an integer id, layer, n_experts or top_k"
-    labels = manifest.get("labels", [])
-    if not isinstance(labels, list) or not all(
-        isinstance(label, str) and label_problem(label) is None for label in labels
-    ):
-        return "labels is not a list of column names"
-    rows = manifest.get("rows", {})
-    if not isinstance(rows, dict) or not all(_is_int(n) and n >= 0 for n in rows.values()):
-        return "rows is not a map of table to row count"
-    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -157,6 +75,9 @@ class Run:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.manifest: dict[str, Any] = read_manifest(self.path)
+        """The manifest as read (a dict, kept for compatibility): new code reads `info`."""
+        self.info = RunManifest.from_dict(self.manifest)
+        """The typed manifest (`RunManifest`): `run.info.is_diffusion`, `run.info.routers`, ..."""
         if self.manifest.get("status") != "complete":
             raise CorruptRunError(f"{self.path}: run is not complete; re-record it")
         for table in self.manifest["tables"]:
@@ -208,18 +129,17 @@ class Run:
 
     @property
     def routers(self) -> list[dict[str, Any]]:
-        """The manifest's router list: id, module path, layer, kind, stack, n_experts, top_k, ..."""
+        """The manifest's router list as dicts (compatibility; new code reads `info.routers`)."""
         return list(self.manifest["routers"])
 
     @property
     def probe(self) -> dict[str, Any] | None:
         """The probe entry of the manifest (`model.probe`): which intervention made this run, or None."""
-        entry = self.manifest.get("model", {}).get("probe")
-        return dict(entry) if isinstance(entry, dict) else None
+        return self.info.probe
 
     @property
     def label_columns(self) -> list[str]:
-        return list(self.manifest.get("labels", []))
+        return self.info.label_columns
 
     def table_path(self, table: str) -> Path:
         """Path of a table's Parquet file (raises if the run has no such table)."""
