@@ -57,10 +57,13 @@ class FigureKind:
 
     analysis: str
     """A kind of `routescope.analysis.KINDS`; its label, layer and second run come from the request."""
-    build: Callable[[pd.DataFrame, FigureRequest], go.Figure]
+    build: Callable[..., go.Figure]
+    """The builder, `figure_*(table, width=..., **options)`."""
     description: str
     params: Callable[[FigureRequest], dict[str, Any]] = _no_params
     """Further analysis options this figure fixes (a basis, a grouping), from the request."""
+    options: Callable[[FigureRequest], dict[str, Any]] = _no_params
+    """The builder's options from the request (the layer shown, the label, the noise schedule)."""
     layer: Need = "no"
     label: Need = "no"
     expert: Need = "no"
@@ -72,6 +75,10 @@ class FigureKind:
 
     def __post_init__(self) -> None:
         assert self.analysis in KINDS, f"figure of unknown analysis {self.analysis!r}"
+
+    def draw(self, table: pd.DataFrame, request: FigureRequest) -> go.Figure:
+        """The figure of `table`: the builder with the request's width, options and extra `draw` ones."""
+        return self.build(table, width=request.width, **{**self.options(request), **request.draw})
 
 
 def table_call(kind: FigureKind, request: FigureRequest) -> tuple[str, dict[str, Any]]:

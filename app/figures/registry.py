@@ -63,6 +63,11 @@ __all__ = [
 ]
 
 
+def _merge_groups_figure(groups: pd.DataFrame, *, similarity: pd.DataFrame, width: Width) -> go.Figure:
+    """`expert-similarity` with the experts ordered and outlined by their merge group."""
+    return figure_expert_similarity(similarity, groups=groups, width=width)
+
+
 def _phases(request: FigureRequest) -> pd.DataFrame:
     """The denoising phases outlined on step-similarity: the caller's cached table, else computed."""
     return request.draw["phases"] if "phases" in request.draw else request.table("phases")
@@ -71,73 +76,79 @@ def _phases(request: FigureRequest) -> pd.DataFrame:
 FIGURES: dict[str, FigureKind] = {
     "load": FigureKind(
         analysis="load",
-        build=lambda t, r: figure_load(t, width=r.width),
+        build=figure_load,
         description="layer × expert heatmap of each expert's share of the layer's assignments",
     ),
     "balance": FigureKind(
         analysis="balance",
-        build=lambda t, r: figure_balance(t, width=r.width, **r.draw),
+        build=figure_balance,
         description="load balance per layer: max/mean load, CV, normalised load entropy, Gini",
         paper_table=True,
     ),
     "balance-steps": FigureKind(
         analysis="balance",
         params=lambda r: {"by": ("layer", "step")},
-        build=lambda t, r: figure_balance(t, x="step", width=r.width),
+        build=figure_balance,
+        options=lambda r: {"x": "step"},
         description="load balance at every sampler step, one line per layer",
         requires=("steps",),
         standard=("diffusion",),
     ),
     "specialization": FigureKind(
         analysis="specialization",
-        build=lambda t, r: figure_specialization(t, layer=r.layer, width=r.width),
+        build=figure_specialization,
+        options=lambda r: {"layer": r.layer},
         description="expert × label lift (log scale, 1 = the label's base rate) at one layer",
         layer="required",
         label="required",
     ),
     "nmi": FigureKind(
         analysis="nmi",
-        build=lambda t, r: figure_nmi(t, label=r.by, width=r.width),
+        build=figure_nmi,
+        options=lambda r: {"label": r.by},
         description="normalised mutual information of the label and the chosen expert per layer",
         label="required",
         paper_table=True,
     ),
     "sensitivity": FigureKind(
         analysis="sensitivity",
-        build=lambda t, r: figure_sensitivity(t, width=r.width),
+        build=figure_sensitivity,
         description="NMI of the expert with every available label (class, position, step, ...) per layer",
         paper_table=True,
     ),
     "uncertainty": FigureKind(
         analysis="uncertainty",
-        build=lambda t, r: figure_uncertainty(t, width=r.width),
+        build=figure_uncertainty,
         description="router uncertainty per layer: normalised entropy, top-1 − top-2 margin, uncertain share",
         paper_table=True,
     ),
     "uncertainty-histogram": FigureKind(
         analysis="decisions",
         params=lambda r: {"by": r.by},
-        build=lambda t, r: figure_uncertainty_histogram(t, by=r.by or "layer", width=r.width),
+        build=figure_uncertainty_histogram,
+        options=lambda r: {"by": r.by or "layer"},
         description="distribution of per-token router entropy / ln E, per layer (or per --by label)",
         layer="optional",
         label="optional",
     ),
     "coactivation": FigureKind(
         analysis="coactivation",
-        build=lambda t, r: figure_coactivation(t, n_experts=experts_at(r), width=r.width),
+        build=figure_coactivation,
+        options=lambda r: {"n_experts": experts_at(r)},
         description="expert × expert co-activation lift (log scale, 1 = chosen independently) at one layer",
         layer="required",
     ),
     "transitions": FigureKind(
         analysis="transitions",
-        build=lambda t, r: figure_transitions(t, layer=r.layer, width=r.width),
+        build=figure_transitions,
+        options=lambda r: {"layer": r.layer},
         description="P(top-1 expert at the next MoE layer | top-1 expert at this layer)",
         layer="optional",
         requires=("layers",),
     ),
     "repeat": FigureKind(
         analysis="repeat",
-        build=lambda t, r: figure_repeat(t, width=r.width),
+        build=figure_repeat,
         description="consecutive tokens with the same top-1 expert, with chance levels, per layer",
         requires=("text",),
         standard=("text",),
@@ -145,7 +156,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "steps": FigureKind(
         analysis="steps",
-        build=lambda t, r: figure_steps(t, layer=r.layer, noise=r.run.steps(), width=r.width),
+        build=figure_steps,
+        options=lambda r: {"layer": r.layer, "noise": r.run.steps()},
         description="expert × sampler step heatmap of load share at one layer (x ticks: timesteps)",
         layer="required",
         requires=("steps",),
@@ -153,7 +165,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "step-similarity": FigureKind(
         analysis="step-similarity",
-        build=lambda t, r: figure_step_similarity(t, layer=r.layer, phases=_phases(r), width=r.width),
+        build=figure_step_similarity,
+        options=lambda r: {"layer": r.layer, "phases": _phases(r)},
         description="step × step JS divergence of expert load at one layer, denoising phases outlined",
         layer="required",
         requires=("steps",),
@@ -161,7 +174,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "spatial": FigureKind(
         analysis="spatial",
-        build=lambda t, r: figure_spatial(t, layer=r.layer, width=r.width),
+        build=figure_spatial,
+        options=lambda r: {"layer": r.layer},
         description="each expert's share of every patch on the image grid at one layer",
         layer="required",
         requires=("diffusion",),
@@ -170,7 +184,7 @@ FIGURES: dict[str, FigureKind] = {
     "expert-similarity": FigureKind(
         analysis="similarity",
         params=lambda r: {"basis": basis(r)},
-        build=lambda t, r: figure_expert_similarity(t, width=r.width),
+        build=figure_expert_similarity,
         description="expert × expert similarity at one layer: router logits (MC-SMoE) if recorded with "
         "--probs, else co-activation (Ochiai)",
         layer="required",
@@ -178,9 +192,8 @@ FIGURES: dict[str, FigureKind] = {
     "merge-groups": FigureKind(
         analysis="merge-groups",
         params=lambda r: {"n_groups": max(1, experts_at(r) // 2), "basis": basis(r)},
-        build=lambda t, r: figure_expert_similarity(
-            r.table("similarity", layer=layer_of(r), basis=basis(r)), groups=t, width=r.width
-        ),
+        build=_merge_groups_figure,
+        options=lambda r: {"similarity": r.table("similarity", layer=layer_of(r), basis=basis(r))},
         description="expert-similarity with the experts ordered and outlined by merge group (E/2 groups, "
         "MC-SMoE)",
         layer="required",
@@ -188,7 +201,7 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "paths": FigureKind(
         analysis="paths",
-        build=lambda t, r: figure_paths(t, width=r.width),
+        build=figure_paths,
         description="the most frequent top-1 expert paths through depth (3>7>1>0), each beside its share if "
         "every layer chose independently",
         requires=("layers",),
@@ -197,7 +210,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "vocabulary": FigureKind(
         analysis="vocabulary",
-        build=lambda t, r: figure_vocabulary(t, n_experts=layer_sizes(r.run), width=r.width),
+        build=figure_vocabulary,
+        options=lambda r: {"n_experts": layer_sizes(r.run)},
         description="per layer, the CDF over tokens of the share of a token id routed to its top expert "
         "(1/E dashed: a uniform router)",
         requires=("text",),
@@ -205,7 +219,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "uncertain-labels": FigureKind(
         analysis="uncertain-labels",
-        build=lambda t, r: figure_uncertain_labels(t, label=str(r.by), layer=r.layer, width=r.width),
+        build=figure_uncertain_labels,
+        options=lambda r: {"label": str(r.by), "layer": r.layer},
         description="the label values (tokens, domains, ...) with the most uncertain decisions at one layer",
         layer="required",
         label="required",
@@ -214,7 +229,7 @@ FIGURES: dict[str, FigureKind] = {
     "top-tokens": FigureKind(
         analysis="top-tokens",
         params=lambda r: {"expert": int(r.expert or 0)},
-        build=lambda t, r: figure_top_tokens(t, width=r.width),
+        build=figure_top_tokens,
         description="the tokens one expert takes most often",
         layer="required",
         expert="required",
@@ -223,9 +238,8 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "embedding": FigureKind(
         analysis="embedding",
-        build=lambda t, r: figure_embedding(
-            t, color=r.by or "top_expert", width=r.width, **{"axis_names": ("PC 1", "PC 2"), **r.draw}
-        ),
+        build=figure_embedding,
+        options=lambda r: {"color": r.by or "top_expert", "axis_names": ("PC 1", "PC 2")},
         description="2-D PCA map of the decisions' router scores at one layer, coloured by --by",
         layer="required",
         label="optional",
@@ -233,7 +247,7 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "agreement": FigureKind(
         analysis="agreement",
-        build=lambda t, r: figure_agreement(t, width=r.width),
+        build=figure_agreement,
         description="per layer, how often two runs on the same inputs choose the same experts",
         requires=("other",),
         standard=(),
@@ -241,7 +255,7 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "changes": FigureKind(
         analysis="changes",
-        build=lambda t, r: figure_changes(t, width=r.width),
+        build=figure_changes,
         description="probes: per layer, the share of decisions whose top-1 expert or expert set changed "
         "against the base run (--compare: the probed run)",
         requires=("other",),
@@ -249,7 +263,7 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "flips": FigureKind(
         analysis="flips",
-        build=lambda t, r: figure_flip_rate(t, width=r.width),
+        build=figure_flip_rate,
         description="noise probe: top-1 flip rate and set-change rate per bucket of the base run's margin "
         "(--compare: the noisy run)",
         requires=("other",),
@@ -257,7 +271,7 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "batch-dependence": FigureKind(
         analysis="batch-dependence",
-        build=lambda t, r: figure_batch_dependence(t, width=r.width),
+        build=figure_batch_dependence,
         description="batch probe: per router, the share of decisions that change when inputs share a batch "
         "(--compare: the batched run)",
         requires=("other",),
@@ -283,7 +297,7 @@ def figure_table(name: str, request: FigureRequest) -> tuple[str, dict[str, Any]
 
 def draw(name: str, table: pd.DataFrame, request: FigureRequest) -> go.Figure:
     """Figure `name` drawn from `table` (the one `figure_table` names, or a caller's richer variant)."""
-    return check_request(name, request).build(table, request)
+    return check_request(name, request).draw(table, request)
 
 
 def make_figure(
@@ -301,7 +315,7 @@ def make_figure(
     kind = check_request(name, request)
     analysis, options = table_call(kind, request)
     table = compute(analysis, run, **options)
-    return kind.build(table, request), table
+    return kind.draw(table, request), table
 
 
 @dataclass(frozen=True)
