@@ -30,9 +30,10 @@ def _check_layer(run: Run, layer: int) -> None:
 
 
 def decision_entropy(run: Run, by: str | None = None, layer: int | None = None) -> pd.DataFrame:
-    """Every decision (of one `layer` if given): `sample, position, step, router, layer, entropy, margin,
-    norm_entropy` (= entropy / ln E), with the sample label `by` joined when it is not a column already."""
-    table = run.decisions(columns=["sample", "position", "step", "router", "layer", "entropy", "margin"])
+    """Every decision (of one `layer` if given): `sample, position, step, router, call, layer, entropy,
+    margin, norm_entropy` (= entropy / ln E), with the sample label `by` joined when not a column already."""
+    columns = ["sample", "position", "step", "router", "call", "layer", "entropy", "margin"]
+    table = run.decisions(columns=columns)
     sizes = {int(r["id"]): int(r["n_experts"]) for r in run.routers}
     table["norm_entropy"] = norm_entropy(table["entropy"], table["router"].map(sizes))
     if layer is not None:

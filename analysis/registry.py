@@ -165,35 +165,20 @@ ANALYSES: dict[str, Analysis] = {
 }
 
 
+DECISION = ("sample", "position", "step", "router", "call")
+"""The columns that identify one routing decision."""
+TOP_DECISION = ("sample", "position", "step", "call")
+"""`most_uncertain` rows: decisions of one layer (its router is not a column)."""
+
 VIEWS: dict[str, Analysis] = {
     "table.samples": Analysis(samples_table, "the run's samples with their labels", ("sample",)),
     "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",)),
-    "decisions": Analysis(
-        decision_entropy,
-        "every decision with entropy / ln E, the label `by` joined",
-        ("sample", "position", "step", "router"),
-        layer="optional",
-    ),
-    "decision_histogram": Analysis(
-        decision_histogram,
-        "per layer, decisions binned by entropy / ln E, margin or max prob",
-        ("layer", "bin"),
-    ),
-    "most_uncertain": Analysis(
-        most_uncertain,
-        "the decisions of a layer with the highest entropy / ln E",
-        ("sample", "position", "step", "call"),
-        layer="required",
-    ),
-    "expert_tokens": Analysis(
-        expert_tokens, "an expert's top tokens with their lift", ("token_id",), layer="required"
-    ),
-    "token_routing": Analysis(
-        token_routing, "one sample's tokens with a router's top-1 choice", ("position",)
-    ),
-    "token_weights": Analysis(
-        token_weights, "one token's weights at every router of its stack", ("router", "call", "expert")
-    ),
+    "decisions": Analysis(decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional"),
+    "decision_histogram": Analysis(decision_histogram, "decisions binned per layer", ("layer", "bin")),
+    "most_uncertain": Analysis(most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required"),
+    "expert_tokens": Analysis(expert_tokens, "top-tokens with lift", ("token_id",), layer="required"),
+    "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
+    "token_weights": Analysis(token_weights, "one token's weights", ("router", "call", "expert")),
 }
 """Registered views: tables that figures and the dashboard compute by kind, not offered as reports."""
 

@@ -64,17 +64,32 @@ class FigureKind:
     """Further analysis options this figure fixes (a basis, a grouping), from the request."""
     options: Callable[[FigureRequest], dict[str, Any]] = _no_params
     """The builder's options from the request (the layer shown, the label, the noise schedule)."""
-    layer: Need = "no"
-    label: Need = "no"
+    layer: Need | None = None
+    """None: what the analysis says (`required` if it needs a layer, else `no`)."""
+    label: Need | None = None
+    """None: what the analysis says (`required` if it takes a label, else `no`)."""
     expert: Need = "no"
     requires: tuple[Requirement, ...] = ()
-    standard: tuple[str, ...] = ("text", "diffusion")
-    """The run kinds whose `--all` set includes this figure (empty: only on request)."""
+    """What the run must be; a two-run analysis adds `other` itself."""
+    standard: tuple[str, ...] | None = None
+    """The run kinds whose `--all` set includes this figure (empty: only on request; None: text and
+    diffusion runs, or none for a two-run analysis)."""
     paper_table: bool = False
     """A small per-layer table: `--all` also writes it as CSV and LaTeX."""
 
     def __post_init__(self) -> None:
         assert self.analysis in KINDS, f"figure of unknown analysis {self.analysis!r}"
+        analysis = KINDS[self.analysis]
+        derived = {
+            "layer": "required" if analysis.layer == "required" else "no",
+            "label": "required" if analysis.label else "no",
+            "standard": () if analysis.other else ("text", "diffusion"),
+        }
+        for name, value in derived.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if analysis.other and "other" not in self.requires:
+            object.__setattr__(self, "requires", (*self.requires, "other"))
 
     def draw(self, table: pd.DataFrame, request: FigureRequest) -> go.Figure:
         """The figure of `table`: the builder with the request's width, options and extra `draw` ones."""

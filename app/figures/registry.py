@@ -100,14 +100,12 @@ FIGURES: dict[str, FigureKind] = {
         options=lambda r: {"layer": r.layer},
         description="expert × label lift (log scale, 1 = the label's base rate) at one layer",
         layer="required",
-        label="required",
     ),
     "nmi": FigureKind(
         analysis="nmi",
         build=figure_nmi,
         options=lambda r: {"label": r.by},
         description="normalised mutual information of the label and the chosen expert per layer",
-        label="required",
         paper_table=True,
     ),
     "sensitivity": FigureKind(
@@ -136,7 +134,6 @@ FIGURES: dict[str, FigureKind] = {
         build=figure_coactivation,
         options=lambda r: {"n_experts": experts_at(r)},
         description="expert × expert co-activation lift (log scale, 1 = chosen independently) at one layer",
-        layer="required",
     ),
     "transitions": FigureKind(
         analysis="transitions",
@@ -187,7 +184,6 @@ FIGURES: dict[str, FigureKind] = {
         build=figure_expert_similarity,
         description="expert × expert similarity at one layer: router logits (MC-SMoE) if recorded with "
         "--probs, else co-activation (Ochiai)",
-        layer="required",
     ),
     "merge-groups": FigureKind(
         analysis="merge-groups",
@@ -196,7 +192,6 @@ FIGURES: dict[str, FigureKind] = {
         options=lambda r: {"similarity": r.table("similarity", layer=layer_of(r), basis=basis(r))},
         description="expert-similarity with the experts ordered and outlined by merge group (E/2 groups, "
         "MC-SMoE)",
-        layer="required",
         standard=(),
     ),
     "paths": FigureKind(
@@ -223,7 +218,6 @@ FIGURES: dict[str, FigureKind] = {
         options=lambda r: {"label": str(r.by), "layer": r.layer},
         description="the label values (tokens, domains, ...) with the most uncertain decisions at one layer",
         layer="required",
-        label="required",
         standard=(),
     ),
     "top-tokens": FigureKind(
@@ -231,7 +225,6 @@ FIGURES: dict[str, FigureKind] = {
         params=lambda r: {"expert": int(r.expert or 0)},
         build=figure_top_tokens,
         description="the tokens one expert takes most often",
-        layer="required",
         expert="required",
         requires=("text",),
         standard=(),
@@ -241,7 +234,6 @@ FIGURES: dict[str, FigureKind] = {
         build=figure_embedding,
         options=lambda r: {"color": r.by or "top_expert", "axis_names": ("PC 1", "PC 2")},
         description="2-D PCA map of the decisions' router scores at one layer, coloured by --by",
-        layer="required",
         label="optional",
         standard=(),
     ),
@@ -249,8 +241,6 @@ FIGURES: dict[str, FigureKind] = {
         analysis="agreement",
         build=figure_agreement,
         description="per layer, how often two runs on the same inputs choose the same experts",
-        requires=("other",),
-        standard=(),
         paper_table=True,
     ),
     "changes": FigureKind(
@@ -258,24 +248,18 @@ FIGURES: dict[str, FigureKind] = {
         build=figure_changes,
         description="probes: per layer, the share of decisions whose top-1 expert or expert set changed "
         "against the base run (--compare: the probed run)",
-        requires=("other",),
-        standard=(),
     ),
     "flips": FigureKind(
         analysis="flips",
         build=figure_flip_rate,
         description="noise probe: top-1 flip rate and set-change rate per bucket of the base run's margin "
         "(--compare: the noisy run)",
-        requires=("other",),
-        standard=(),
     ),
     "batch-dependence": FigureKind(
         analysis="batch-dependence",
         build=figure_batch_dependence,
         description="batch probe: per router, the share of decisions that change when inputs share a batch "
         "(--compare: the batched run)",
-        requires=("other",),
-        standard=(),
     ),
 }
 
