@@ -205,7 +205,8 @@ def show_kind(
 ) -> go.Figure:
     """Figure kind `kind` of `run` with its export menu (as `show_figure`). Its table is the cached table of
     the analysis kind the figure names, unless the page passes the `table` it already has; `shown` is the
-    table offered for export (default: the drawn one); `options` go to the builder (metrics, axis names)."""
+    table offered for export (default: the drawn one, its `layer` rows where one layer is drawn);
+    `options` go to the builder (metrics, axis names, phases)."""
     request = FigureRequest(run=run, layer=layer, by=by, expert=expert, other=other, draw=options)
     if table is None:
         analysis, compute_options = figure_table(kind, request)
@@ -216,9 +217,12 @@ def show_kind(
             else cache.pair_table(run, second, analysis, **compute_options)
         )
     drawn = table
+    if shown is None:
+        one_layer = layer is not None and "layer" in table.columns
+        shown = table[table["layer"] == layer] if one_layer else table
     return show_figure(
         lambda width: draw(kind, drawn, replace(request, width=width)),
-        drawn if shown is None else shown,
+        shown,
         key=key,
         name=name,
     )

@@ -43,8 +43,6 @@ def usage(run: Run, layer: int) -> None:
         show_kind(
             "steps",
             run,
-            table=steps,
-            shown=steps[steps["layer"] == layer],
             layer=layer,
             key=state.scoped(state.NOISE_STEPS_CHART, run.name, layer),
             name=f"{name}-steps",
@@ -61,7 +59,6 @@ def usage(run: Run, layer: int) -> None:
 
 def phases(run: Run, layer: int) -> None:
     """Step × step similarity with phases, and the label sensitivity of every layer."""
-    similarity = cache.table(run, "step-similarity")
     phases = cache.table(run, "phases")
     left, right = st.columns(2)
     with left:
@@ -69,8 +66,6 @@ def phases(run: Run, layer: int) -> None:
         show_kind(
             "step-similarity",
             run,
-            table=similarity,
-            shown=similarity[similarity["layer"] == layer],
             layer=layer,
             phases=phases,
             key=state.scoped(state.NOISE_SIMILARITY_CHART, run.name, layer),
