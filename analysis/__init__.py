@@ -1,7 +1,8 @@
 """Analysis room: read runs (DuckDB over Parquet) and return tidy pandas tables.
 
 Each function takes a `Run` and returns a DataFrame; its docstring states the formula. `ANALYSES` maps
-report kinds to functions for the CLI and the dashboard.
+report kinds to functions and `VIEWS` the tables only figures and the dashboard draw; `compute(kind, run,
+...)` calls either, checking its options in one place.
 """
 
 from __future__ import annotations
@@ -12,28 +13,32 @@ from .batching import batch_dependence
 from .bootstrap import bootstrap_ci
 from .coactivation import coactivation
 from .comparison import agreement
+from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
 from .engine import ENGINES, connect, current_engine, use_engine
 from .forcing import set_share
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
-from .registry import ANALYSES, Analysis, coerce_params, compute, keys_of
+from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
 from .spatial import spatial_preference
-from .specialization import label_counts, label_nmi, specialization
+from .specialization import label_counts, label_nmi, peak_lift, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
 from .summary import router_summary
-from .tokens import top_tokens
+from .tokens import expert_tokens, top_tokens
 from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
+from .views import label_choices, router_names, token_routing, token_weights, uncertain, weight_matrix
 from .vocabulary import vocabulary_specialization
 
 __all__ = [
     "ANALYSES",
     "ENGINES",
+    "KINDS",
+    "VIEWS",
     "Analysis",
     "ablation_accuracy",
     "ablation_denoising",
@@ -48,19 +53,26 @@ __all__ = [
     "connect",
     "current_engine",
     "decision_changes",
+    "decision_entropy",
+    "decision_histogram",
     "denoising_phases",
     "embeddings",
     "expert_load",
     "expert_paths",
     "expert_similarity",
+    "expert_tokens",
     "flip_correlation",
     "flip_rate",
     "keys_of",
+    "label_choices",
     "label_counts",
     "label_nmi",
     "merge_budget",
     "merge_groups",
+    "most_uncertain",
+    "peak_lift",
     "repeat_rate",
+    "router_names",
     "router_summary",
     "sensitivity",
     "set_share",
@@ -69,10 +81,14 @@ __all__ = [
     "specialization",
     "step_similarity",
     "steps",
+    "token_routing",
+    "token_weights",
     "top_tokens",
     "transitions",
+    "uncertain",
     "uncertainty",
     "uncertainty_by_label",
     "use_engine",
     "vocabulary_specialization",
+    "weight_matrix",
 ]

@@ -29,7 +29,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import check_by, counting, counting_label, experts_per_group, sql
+from .frames import check_by, counting, counting_label, experts_per_group, load_entropy, sql
 
 
 def expert_load(
@@ -98,14 +98,13 @@ def balance(
         counts = part["count"].to_numpy(dtype=float)
         share = part["load"].to_numpy()
         n = len(counts)
-        nonzero = share[share > 0]
         rows.append(
             {
                 **dict(zip(columns, group if isinstance(group, tuple) else (group,), strict=True)),
                 "n_experts": n,
                 "max_over_mean": float(share.max() * n),
                 "cv": float(counts.std() / counts.mean()) if counts.mean() > 0 else 0.0,
-                "norm_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(n)) if n > 1 else 1.0,
+                "norm_entropy": float(load_entropy(share)),
                 "gini": _gini(counts),
                 "dead_experts": int((counts == 0).sum()),
             }

@@ -29,7 +29,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import label_join, sql
+from .frames import label_join, load_entropy, norm_entropy_sql, sql
 from .information import nmi as nmi_of
 from .sequence import neighbour_pairs_sql
 from .uncertainty import DEFAULT_THRESHOLD
@@ -47,8 +47,6 @@ def _balance_metrics(counts: np.ndarray) -> dict[str, np.ndarray]:
     n = counts.shape[1]
     total = counts.sum(axis=1, keepdims=True)
     load = counts / np.maximum(total, 1e-300)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(load > 0, load * np.log(load), 0.0).sum(axis=1)
     mean = counts.mean(axis=1)
     gini = np.abs(counts[:, :, None] - counts[:, None, :]).sum(axis=(1, 2)) / (
         2 * n**2 * np.maximum(mean, 1e-300)
@@ -56,7 +54,7 @@ def _balance_metrics(counts: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "max_over_mean": load.max(axis=1) * n,
         "cv": counts.std(axis=1) / np.maximum(mean, 1e-300),
-        "norm_entropy": entropy / np.log(n) if n > 1 else np.ones(len(counts)),
+        "norm_entropy": load_entropy(load, axis=1),
         "gini": gini,
     }
 
@@ -122,7 +120,7 @@ def _per_sample(run: Run, kind: str, label: str | None, threshold: float) -> tup
         table = sql(
             run,
             f"""SELECT d.layer, d.sample, count(*) AS n, sum(d.entropy) AS entropy, sum(d.margin) AS margin,
-                       sum(CASE WHEN d.entropy / ln(r.n_experts) >= {float(threshold)} THEN 1 ELSE 0 END)
+                       sum(CASE WHEN {norm_entropy_sql()} >= {float(threshold)} THEN 1 ELSE 0 END)
                            AS uncertain
                 FROM decisions d JOIN routers r ON r.id = d.router GROUP BY ALL""",
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from routescope.store import InputError, Run
@@ -126,3 +128,24 @@ def counting_label(ranks: str = "all", weight: str = "count") -> str:
     which = "all k ranks" if ranks == "all" else "top-1 only"
     what = "gate-weighted" if weight == "gate" else "counts"
     return f"{which}, {what}"
+
+
+def norm_entropy_sql(entropy: str = "d.entropy", n_experts: str = "r.n_experts") -> str:
+    """SQL for the normalised router entropy H / ln E of a decision, in [0, 1] (1: probability spread
+    evenly over the E experts). The one definition every analysis, view and dashboard table uses; a
+    one-expert router counts as E = 2, so it reads 0, never a division by zero."""
+    return f"{entropy} / ln(greatest({n_experts}, 2))"
+
+
+def norm_entropy(entropy: np.ndarray | pd.Series | float, n_experts: Any) -> Any:
+    """`norm_entropy_sql` in numpy/pandas: entropy (nats) over ln E, E counted as at least 2."""
+    return entropy / np.log(np.maximum(n_experts, 2))
+
+
+def load_entropy(share: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Normalised entropy of expert load shares along `axis` (the E experts): −Σ p ln p / ln E; 1 for a
+    one-expert layer, whose load is as even as it can be."""
+    n = share.shape[axis]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(share > 0, share * np.log(share), 0.0).sum(axis=axis)
+    return norm_entropy(entropy, n) if n > 1 else np.ones_like(entropy)

@@ -30,7 +30,7 @@ import pandas as pd
 from routescope.store import InputError, Run
 
 from .contingency import UnitTable, unit_tables
-from .frames import sql, stack_of
+from .frames import norm_entropy_sql, sql, stack_of
 from .information import mutual_information
 from .permutation import DEFAULT_PERMUTATIONS, NullDistribution, permutation_null
 from .uncertainty import DEFAULT_THRESHOLD
@@ -178,7 +178,7 @@ def uncertainty_tables(
     decisions = sql(
         run,
         f"""SELECT d.layer, d.sample, t.token_id,
-                   CASE WHEN d.entropy / ln(r.n_experts) >= {float(threshold)} THEN 1 ELSE 0 END AS flag
+                   CASE WHEN {norm_entropy_sql()} >= {float(threshold)} THEN 1 ELSE 0 END AS flag
             FROM decisions d JOIN routers r ON r.id = d.router
             JOIN tokens t ON t.sample = d.sample AND t.position = d.position
                           AND t.stack = {stack_of(run, "d")}

@@ -1,10 +1,14 @@
 """The explicit registry of analyses: report kind → function, for the CLI, the figures and the dashboard.
 
-Each entry says what the function needs — a label (`--by`), a layer (`--layer`), a second run
-(`--compare`) — and which columns identify a row (`keys`, used to put two runs side by side), so callers
-never guess. `compute` is the one way to call an analysis by kind; `coerce_params` turns `key=value`
-strings from the command line into the function's own argument types. Registering is a line here, never
-an import side effect.
+`ANALYSES` are the report kinds (`routescope report --kind`); `VIEWS` are the tables figures and the
+dashboard draw that no report prints (one sample's tokens, histograms, the most uncertain decisions, a
+run's own small tables). Both are `Analysis` entries and go through the same `compute`, so a figure kind
+(`routescope.figures.registry`) and a dashboard view (`cache.table`) name an analysis kind and never call
+its function themselves. Each entry says what the function needs — a label (`--by`), a layer
+(`--layer`), a second run (`--compare`) — and which columns identify a row (`keys`, used to put two runs
+side by side), so callers never guess. `compute` is the one way to call an analysis by kind, and the one
+place its options are checked; `coerce_params` turns `key=value` strings from the command line into the
+function's own argument types. Registering is a line here, never an import side effect.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .balance import balance, expert_load
 from .batching import batch_dependence
 from .coactivation import coactivation
 from .comparison import agreement
+from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
 from .paths import expert_paths
@@ -35,9 +40,10 @@ from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
 from .summary import router_summary
-from .tokens import top_tokens
+from .tokens import expert_tokens, top_tokens
 from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
+from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
 
 LABEL = "{label}"
@@ -159,9 +165,31 @@ ANALYSES: dict[str, Analysis] = {
 }
 
 
+DECISION = ("sample", "position", "step", "router", "call")
+"""The columns that identify one routing decision."""
+TOP_DECISION = ("sample", "position", "step", "call")
+"""`most_uncertain` rows: decisions of one layer (its router is not a column)."""
+
+VIEWS: dict[str, Analysis] = {
+    "table.samples": Analysis(samples_table, "the run's samples with their labels", ("sample",)),
+    "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",)),
+    "decisions": Analysis(decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional"),
+    "decision_histogram": Analysis(decision_histogram, "decisions binned per layer", ("layer", "bin")),
+    "most_uncertain": Analysis(most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required"),
+    "expert_tokens": Analysis(expert_tokens, "top-tokens with lift", ("token_id",), layer="required"),
+    "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
+    "token_weights": Analysis(token_weights, "one token's weights", ("router", "call", "expert")),
+}
+"""Registered views: tables that figures and the dashboard compute by kind, not offered as reports."""
+
+KINDS: dict[str, Analysis] = {**ANALYSES, **VIEWS}
+"""Every kind `compute` knows: the report kinds, then the views."""
+assert len(KINDS) == len(ANALYSES) + len(VIEWS), "a view is named like an analysis"
+
+
 def keys_of(kind: str, label: str | None = None) -> list[str]:
     """The columns that identify a row of `kind`'s table (the label placeholder filled in)."""
-    return [label or "label" if key == LABEL else key for key in ANALYSES[kind].keys]
+    return [label or "label" if key == LABEL else key for key in KINDS[kind].keys]
 
 
 def compute(
@@ -175,9 +203,9 @@ def compute(
 ) -> pd.DataFrame:
     """Run analysis `kind` on `run`, checking that what it needs was given; a mistake is a one-line
     `InputError` naming the missing or unused option."""
-    if kind not in ANALYSES:
+    if kind not in KINDS:
         raise InputError(f"unknown analysis {kind!r}; kinds: {', '.join(sorted(ANALYSES))}")
-    analysis = ANALYSES[kind]
+    analysis = KINDS[kind]
     args: list[Any] = [run]
     if analysis.other:
         if other is None:
@@ -212,7 +240,7 @@ def compute(
 
 def parameters(kind: str) -> dict[str, inspect.Parameter]:
     """The keyword parameters of `kind`'s function that callers may set (beyond run, label, layer, other)."""
-    analysis = ANALYSES[kind]
+    analysis = KINDS[kind]
     taken = 1 + int(analysis.other) + int(analysis.label)
     signature = inspect.signature(analysis.function)
     names = list(signature.parameters)[taken:]
@@ -221,7 +249,7 @@ def parameters(kind: str) -> dict[str, inspect.Parameter]:
 
 def coerce_params(kind: str, raw: dict[str, str]) -> dict[str, Any]:
     """`key=value` strings → the function's argument types (int, float, bool, str, tuple of str)."""
-    return coerce_arguments(ANALYSES[kind].function, raw, list(parameters(kind)), kind)
+    return coerce_arguments(KINDS[kind].function, raw, list(parameters(kind)), kind)
 
 
 def coerce_arguments(

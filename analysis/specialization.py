@@ -208,3 +208,20 @@ def label_nmi(
     table = pd.DataFrame(rows, columns=[*columns, *NMI_COLUMNS])
     table.attrs["counting"] = counting_label(ranks, weight)
     return table
+
+
+def peak_lift(specialization: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Per layer and expert, the `label` value it prefers most: `layer, expert, top_value, count, share,
+    lift` from the table of `specialization(run, label)` — the row of largest lift (ties: more
+    assignments, then the first value in sorted order)."""
+    needed = ["layer", "expert", label, "count", "share", "lift"]
+    missing = [c for c in needed if c not in specialization.columns]
+    if missing:
+        raise InputError(f"peak lift needs specialization(run, {label!r}); the table lacks {missing}")
+    rows = specialization.dropna(subset=["lift"]).assign(_value=lambda t: t[label].astype(str))
+    rows = rows.sort_values(
+        ["layer", "expert", "lift", "count", "_value"], ascending=[True, True, False, False, True]
+    )
+    top = rows.groupby(["layer", "expert"], as_index=False, sort=True).head(1)
+    out = top[["layer", "expert", label, "count", "share", "lift"]].rename(columns={label: "top_value"})
+    return out.reset_index(drop=True)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import sql
+from .frames import label_join, sql
 
 
 def top_tokens(run: Run, layer: int, expert: int, n: int = 20, context: int = 4) -> pd.DataFrame:
@@ -58,3 +58,29 @@ def top_tokens(run: Run, layer: int, expert: int, n: int = 20, context: int = 4)
     top["token"], top["example"] = texts, examples
     top["share"] = top["count"] / top["seen"]
     return top[["token_id", "token", "count", "share", "example"]]
+
+
+def expert_tokens(run: Run, *, layer: int, expert: int, n: int = 20) -> pd.DataFrame:
+    """`top_tokens(run, layer, expert, n)` with `lift` = P(token → expert) / P(any token → expert) on
+    assignments (not dropped) at `layer`: the token's share of its assignments that go to `expert`, over
+    the expert's share of the layer's assignments — `specialization(run, "token_id")`'s lift, for these
+    tokens only."""
+    top = top_tokens(run, int(layer), int(expert), n=n)
+    if top.empty:
+        return top.assign(lift=pd.Series(dtype=float))
+    join, token = label_join(run, "token_id")
+    ids = ", ".join(str(int(t)) for t in top["token_id"])
+    per_token = sql(
+        run,
+        f"""SELECT {token} AS token_id, count(*) AS assignments FROM assignments a {join}
+            WHERE a.layer = {int(layer)} AND NOT a.dropped AND {token} IN ({ids}) GROUP BY ALL""",
+    )
+    totals = sql(
+        run,
+        f"""SELECT count(*) AS total, count(*) FILTER (WHERE expert = {int(expert)}) AS chosen
+            FROM assignments WHERE layer = {int(layer)} AND NOT dropped""",
+    )
+    load = float(totals["chosen"].iloc[0]) / max(float(totals["total"].iloc[0]), 1.0)
+    merged = top.merge(per_token, on="token_id", how="left")
+    merged["lift"] = merged["count"] / merged["assignments"] / load
+    return merged[["token_id", "token", "count", "share", "lift", "example"]]

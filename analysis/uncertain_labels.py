@@ -12,7 +12,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import label_join, sql
+from .frames import label_join, norm_entropy_sql, sql
 from .uncertainty import DEFAULT_THRESHOLD
 
 
@@ -23,11 +23,12 @@ def uncertainty_by_label(
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold {threshold} must be between 0 and 1 (a normalised entropy)")
     join, expr = label_join(run, label, fact="d")
+    norm = norm_entropy_sql(n_experts="r0.n_experts")
     table = sql(
         run,
         f"""SELECT d.layer, {expr} AS "{label}", count(*) AS decisions,
-                   avg(d.entropy / ln(r0.n_experts)) AS mean_norm_entropy, avg(d.margin) AS mean_margin,
-                   avg(CASE WHEN d.entropy / ln(r0.n_experts) >= {float(threshold)} THEN 1.0 ELSE 0.0 END)
+                   avg({norm}) AS mean_norm_entropy, avg(d.margin) AS mean_margin,
+                   avg(CASE WHEN {norm} >= {float(threshold)} THEN 1.0 ELSE 0.0 END)
                        AS uncertain_share
             FROM decisions d JOIN routers r0 ON r0.id = d.router {join}
             GROUP BY ALL HAVING count(*) >= {int(min_count)}""",

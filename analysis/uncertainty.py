@@ -16,7 +16,9 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import check_by, sql
+from .frames import check_by, norm_entropy_sql, sql
+
+NORM_ENTROPY = norm_entropy_sql()
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -32,8 +34,8 @@ def uncertainty(
     return sql(
         run,
         f"""SELECT {keys}, count(*) AS decisions, avg(d.entropy) AS mean_entropy,
-                   avg(d.entropy / ln(r.n_experts)) AS mean_norm_entropy, avg(d.margin) AS mean_margin,
-                   avg(CASE WHEN d.entropy / ln(r.n_experts) >= {float(threshold)} THEN 1.0 ELSE 0.0 END)
+                   avg({NORM_ENTROPY}) AS mean_norm_entropy, avg(d.margin) AS mean_margin,
+                   avg(CASE WHEN {NORM_ENTROPY} >= {float(threshold)} THEN 1.0 ELSE 0.0 END)
                        AS uncertain_share
             FROM decisions d JOIN routers r ON r.id = d.router
             GROUP BY ALL ORDER BY ALL""",

@@ -1,7 +1,7 @@
 """`routescope figure`: one paper figure of a run (`--kind`), or a run's standard set with an index (`--all`).
 
 One figure: `--kind KIND --out FILE.svg|.pdf|.png` with the options the kind needs (`--layer`, `--by`,
-`--expert`, `--other`). The set: `--all --out DIR` writes every figure that applies to the run (diffusion
+`--expert`, `--compare`). The set: `--all --out DIR` writes every figure that applies to the run (diffusion
 figures only for diffusion runs; one-layer figures at the first and last MoE layer), the per-layer tables
 as CSV and LaTeX, and `index.md` saying what each file shows. All figures of a call share one browser.
 """
@@ -30,7 +30,9 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", help="label: domain, class, token_id, row, step, ... (specialization, nmi)")
     parser.add_argument("--expert", type=int, help="the expert of top-tokens")
     parser.add_argument(
-        "--other", help="a second run of the same store (agreement, changes, flips, batch-dependence)"
+        "--compare",
+        metavar="NAME",
+        help="a second run of the same store (agreement, changes, flips, batch-dependence)",
     )
     parser.add_argument("--out", required=True, help="FILE.svg|.pdf|.png, or a folder with --all")
     parser.add_argument("--width", choices=("single", "double"), default="single", help="paper column width")
@@ -47,7 +49,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     run = store.open(args.run)
     if args.kind:
         return _one(args, store, run)
-    for option in ("layer", "expert", "other"):
+    for option in ("layer", "expert", "compare"):
         if getattr(args, option) is not None:
             raise InputError(f"--all draws the first and last MoE layer; --{option} goes with --kind")
     return _standard(args, run)
@@ -58,7 +60,7 @@ def _one(args: argparse.Namespace, store: Store, run: Run) -> int:
     from .figures.export import check_figure_path
 
     path = check_figure_path(args.out)
-    other = store.open(args.other) if args.other else None
+    other = store.open(args.compare) if args.compare else None
     fig, _ = make_figure(
         args.kind, run, layer=args.layer, by=args.by, expert=args.expert, other=other, width=args.width
     )

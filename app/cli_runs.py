@@ -117,11 +117,11 @@ def _sampling(manifest: dict) -> str:
 
 def damaged_run_message(args: argparse.Namespace) -> str | None:
     """After DuckDB failed to read a run: the first damaged file among the runs the command named
-    (`--run`, `--other`, `--compare`), found by `Run.verify`; None when they all read cleanly."""
+    (`--run`, `--compare`), found by `Run.verify`; None when they all read cleanly."""
     store = getattr(args, "store", None)
     if not isinstance(store, str) or not store.strip():
         return None
-    for option in ("run", "other", "compare"):
+    for option in ("run", "compare"):
         name = getattr(args, option, None)
         if isinstance(name, str) and name:
             try:

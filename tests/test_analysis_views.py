@@ -275,3 +275,26 @@ def test_report_cli_params_ci_and_errors(recorded: Store, capsys: pytest.Capture
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main([*base, "--kind", "spatial"]) == 2
     assert "patch grid" in capsys.readouterr().err
+
+
+def test_views_share_one_normalised_entropy(recorded: Store) -> None:
+    """`norm_entropy` (H / ln E) is one definition: the registered views, `uncertainty` and
+    `uncertainty_by_label` all agree with each other on the same decisions."""
+    from routescope.analysis import VIEWS, compute, uncertainty
+
+    run = recorded.open("lm")
+    assert "decisions" in VIEWS
+    assert "decisions" not in routescope.analysis.ANALYSES
+    per_decision = compute("decisions", run)
+    means = per_decision.groupby("layer")["norm_entropy"].mean()
+    assert uncertainty(run).set_index("layer")["mean_norm_entropy"].to_numpy() == pytest.approx(
+        means.to_numpy()
+    )
+    histogram = compute("decision_histogram", run, bins=10)
+    assert histogram.groupby("layer")["count"].sum().tolist() == per_decision.groupby("layer").size().tolist()
+    top = compute("most_uncertain", run, layer=0, n=3)
+    assert top["norm_entropy"].iloc[0] == pytest.approx(
+        per_decision.loc[per_decision["layer"] == 0, "norm_entropy"].max()
+    )
+    with pytest.raises(InputError, match="needs a layer"):
+        compute("most_uncertain", run)

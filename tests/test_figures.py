@@ -646,6 +646,15 @@ def test_cli_all_writes_the_standard_set_and_index(runs: dict[str, Any], tmp_pat
         (["--run", "lm", "--kind", "load", "--layer", "0", "--out", "x.svg"], "takes no --layer"),
         (["--run", "lm", "--out", "x.svg"], "give --kind KIND"),
         (["--run", "lm", "--all", "--out", "RUN_FOLDER"], "is a run's folder"),
+        (
+            ["--run", "lm", "--kind", "agreement", "--out", "x.svg"],
+            "a second run: give it with --compare NAME",
+        ),
+        (
+            ["--run", "lm", "--kind", "agreement", "--compare", "missing", "--out", "x.svg"],
+            "no run 'missing'",
+        ),
+        (["--run", "lm", "--all", "--compare", "lm", "--out", "x"], "--compare goes with --kind"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(
@@ -660,6 +669,29 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert err.startswith("routescope: error: ")
     assert message in err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_second_run_is_compare_in_report_and_figure(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One flag name for a second run: `figure --other` is gone, with no alias."""
+    args = ["figure", "--store", str(runs["store"].path), "--run", "lm", "--kind", "agreement"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--other", "lm", "--out", str(tmp_path / "a.svg")])
+    assert stopped.value.code == 2
+    assert "--other" in capsys.readouterr().err
+
+
+def test_figure_kinds_name_registered_analyses(runs: dict[str, Any]) -> None:
+    """Each figure's table is its analysis kind's `compute` table, with the figure's options."""
+    for kind in FIGURES.values():
+        assert kind.analysis in A.KINDS
+    _fig, table = make_figure("balance-steps", runs["dit"])
+    pd.testing.assert_frame_equal(table, A.compute("balance", runs["dit"], by=("layer", "step")))
+    _, table = make_figure("uncertainty-histogram", runs["lm"], layer=1, by="domain")
+    assert set(table["layer"]) == {1}
+    assert "domain" in table.columns
+    assert table["norm_entropy"].between(0, 1).all()
 
 
 def test_export_without_a_browser_is_one_line(

@@ -15,6 +15,7 @@ from routescope.store import Run
 
 from ..bootstrap import unit_interval
 from ..contingency import UnitTable, unit_tables
+from ..frames import load_entropy
 from ..information import nmi
 from ..permutation import DEFAULT_PERMUTATIONS
 from ..specialization import label_nmi
@@ -154,10 +155,7 @@ def dit_moe_depth_dispersion(
     def norm_entropy(m: np.ndarray, layer: int) -> np.ndarray:
         part = m[:, :split] if layer == first else m[:, split:]
         load = part.reshape(len(m), *shapes[layer]).sum(axis=1)
-        p = load / np.maximum(load.sum(axis=1, keepdims=True), 1e-300)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-        return h / np.log(shapes[layer][1])
+        return load_entropy(load / np.maximum(load.sum(axis=1, keepdims=True), 1e-300), axis=1)
 
     drop, drop_lo, drop_hi = unit_interval(
         matrix, lambda m: layer_nmi(m, first) - layer_nmi(m, last), n_boot=n_boot, seed=seed

@@ -5,8 +5,9 @@
 - Jobs: `jobs()`, the one `jobs.Jobs` registry of this server process (`st.cache_resource`).
 - Runs and tables: keyed by the run folder *and* the modification time of its `manifest.json`, which a
   recording writes last (and `--overwrite` replaces), so a re-recorded run is never served stale.
-  `table(run, kind, **options)` caches any entry of `views.TABLES` (raw tables, every registered
-  analysis, the pages' per-sample views) with `st.cache_data`; a new page adds its kind there, not a cache.
+  `table(run, kind, **options)` caches any entry of `views.TABLES` — every registered analysis and view
+  of `routescope.analysis` (raw tables, aggregates, per-sample views), computed by `analysis.compute` —
+  with `st.cache_data`; a new page registers its view in `analysis`, not a cache.
   `pair_table(run, other, kind, **options)` does the same for `views.PAIR_TABLES` (two runs compared),
   keyed by both runs.
 - Images (`run.images()`, `run.x0()`) likewise with `st.cache_data`.

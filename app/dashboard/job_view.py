@@ -15,7 +15,7 @@ import time
 
 import streamlit as st
 
-from routescope.hooks import RunExistsError, Store
+from routescope.store import RunExistsError, Store
 
 from . import cache, state
 from .jobs import Job, Work

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from routescope.hooks import RouteScopeError
+from routescope.store import RouteScopeError
 
 Status = Literal["queued", "running", "done", "failed"]
 Report = Callable[[float, str], None]

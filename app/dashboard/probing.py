@@ -40,7 +40,8 @@ from routescope.hooks.probes.common import choose_routers
 from routescope.hooks.probes.noise import NoiseTarget
 from routescope.store import InputError, Run, Store
 
-from ..figures import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
+from ..figures import figure_ablation, figure_set_share
+from ..figures.registry import FigureRequest, draw
 from ..figures.theme import Width
 from ..inputs import Inputs
 from .recording import Progress, check_new_run
@@ -425,7 +426,7 @@ def probe_result(store: Store, run: Run) -> ProbeResult:
         key="batch",
         title=f"Decisions that change when the inputs share a batch of {size} (against one at a time)",
         table=table,
-        figure=lambda width: figure_batch_dependence(table, width=width),
+        figure=lambda width: draw("batch-dependence", table, FigureRequest(run=base, other=run, width=width)),
     )
     return result(edit=edit, tables=[batch])
 
@@ -508,7 +509,7 @@ def noise_tables(base: Run, noisy: Run) -> list[ResultTable]:
             key="flip-rate",
             title="Top-1 flip rate under noise, by the base run's top-1 − top-2 margin",
             table=rates,
-            figure=lambda width: figure_flip_rate(rates, width=width),
+            figure=lambda width: draw("flips", rates, FigureRequest(run=base, other=noisy, width=width)),
         ),
         ResultTable(
             key="flip-correlation",

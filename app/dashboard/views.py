@@ -1,176 +1,46 @@
-"""The small per-sample tables the pages show, read with DuckDB straight from a run's Parquet files.
+"""What `cache.table` and `cache.pair_table` may compute: the analysis registry, seen from the dashboard.
 
-Analyses (`routescope.analysis`) aggregate whole runs; a page also needs one sample's tokens with their
-routing, or one token's weights at every layer. These stay here, next to the pages, because no analysis
-or CLI report needs them; each filters on `sample` first, so a page reads a few row groups of a large
-run, not the run. Top-1 means `rank = 0`, as in the analyses. `TABLES` names everything `cache.table`
-may cache: the run's own tables, every registered analysis, these views and the aggregated ones of
-`summaries.py`; `PAIR_TABLES` the tables of two runs (`cache.pair_table`).
+Every table a page shows is a registered kind of `routescope.analysis` — a report kind of `ANALYSES` or a
+view of `VIEWS` (one sample's tokens, one token's weights, histograms, a run's own small tables) — and is
+computed by `analysis.compute`, which checks its options in one place. No SQL lives in the dashboard. The
+per-sample helpers are re-exported here for the pages and for code that imported them from this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from routescope.analysis import ANALYSES, agreement, connect, side_by_side
+from routescope.analysis import KINDS, compute, side_by_side
+from routescope.analysis.views import (
+    label_choices,
+    router_names,
+    token_routing,
+    token_weights,
+    uncertain,
+    weight_matrix,
+)
 from routescope.store import InputError, Run
 
-from . import summaries
+__all__ = [
+    "PAIR_TABLES",
+    "TABLES",
+    "label_choices",
+    "router_names",
+    "token_routing",
+    "token_weights",
+    "uncertain",
+    "weight_matrix",
+]
 
-
-def _query(run: Run, query: str) -> pd.DataFrame:
-    con = connect(run, threads=2)
-    try:
-        return con.execute(query).df()
-    finally:
-        con.close()
-
-
-def _router(run: Run, router: int) -> dict[str, Any]:
-    for spec in run.info.routers:
-        if spec.id == int(router):
-            return spec
-    raise InputError(f"run {run.name!r} has no router {router}; routers: 0..{len(run.info.routers) - 1}")
-
-
-def router_names(run: Run) -> dict[int, str]:
-    """A short name per router id: `layer L`, with its kind, stack or call count where a layer has several."""
-    per_layer: dict[tuple[str, int], int] = {}
-    for spec in run.info.routers:
-        key = (spec.stack, spec.layer)
-        per_layer[key] = per_layer.get(key, 0) + 1
-    stacks = {spec.stack for spec in run.info.routers}
-    names = {}
-    for spec in run.info.routers:
-        stack = spec.stack
-        name = f"layer {spec.layer}"
-        if len(stacks) > 1:
-            name = f"{stack} {name}"
-        if per_layer[(stack, spec.layer)] > 1:
-            name += f" · {spec.kind} #{spec.id}"
-        names[spec.id] = name
-    return names
-
-
-def token_routing(run: Run, *, sample: int, router: int, step: int | None = None) -> pd.DataFrame:
-    """One sample's tokens (of the router's stack) with the router's top-1 choice for each.
-
-    Columns: `position, token, generated, row, col, step, expert, weight, dropped, entropy, norm_entropy,
-    margin`. `expert` is the rank-0 expert (null where the router never saw the token, e.g. the last
-    generated token); `norm_entropy` = entropy / ln E. Text runs route each position at one step, so
-    `step=None` takes every step; diffusion runs route every patch at every step, so give `step`.
-    """
-    spec = _router(run, router)
-    stack = spec.stack.replace("'", "''")
-    on_step = "" if step is None else f" AND step = {int(step)}"
-    where = f"sample = {int(sample)} AND router = {int(router)} AND call = 0{on_step}"
-    return _query(
-        run,
-        f"""WITH t AS (SELECT position, token, generated, "row", col FROM tokens
-                       WHERE sample = {int(sample)} AND stack = '{stack}'),
-                 d AS (SELECT position, step, entropy, margin FROM decisions WHERE {where}),
-                 a AS (SELECT position, step, expert, weight, dropped FROM assignments
-                       WHERE {where} AND rank = 0)
-            SELECT t.position, t.token, t.generated, t."row", t.col, d.step, a.expert, a.weight, a.dropped,
-                   d.entropy, d.entropy / ln({spec.n_experts}) AS norm_entropy, d.margin
-            FROM t LEFT JOIN d USING (position) LEFT JOIN a ON a.position = d.position AND a.step = d.step
-            ORDER BY t.position""",
-    )
-
-
-def token_weights(
-    run: Run, *, sample: int, position: int, stack: str = "decoder", step: int | None = None
-) -> pd.DataFrame:
-    """One token's routing at every router of its stack: `router, layer, call, expert, weight, chosen,
-    prob` with a row for every expert (weight 0 where not chosen; `prob` only if the run kept `probs`)."""
-    quoted = stack.replace("'", "''")
-    on_step = "" if step is None else f" AND a.step = {int(step)}"
-    chosen = _query(
-        run,
-        f"""SELECT a.router, a.call, a.expert, a.weight FROM assignments a JOIN routers r ON r.id = a.router
-            WHERE a.sample = {int(sample)} AND a.position = {int(position)} AND r.stack = '{quoted}'{on_step}
-            ORDER BY a.router, a.call, a.rank""",
-    )
-    calls = chosen[["router", "call"]].drop_duplicates()
-    sizes = {s.id: (s.n_experts, s.layer) for s in run.info.routers}
-    grid = pd.DataFrame(
-        [
-            {"router": int(r), "layer": sizes[int(r)][1], "call": int(c), "expert": e}
-            for r, c in calls.itertuples(index=False)
-            for e in range(sizes[int(r)][0])
-        ],
-        columns=["router", "layer", "call", "expert"],
-    )
-    table = grid.merge(chosen, on=["router", "call", "expert"], how="left")
-    table["chosen"] = table["weight"].notna()
-    table["weight"] = table["weight"].fillna(0.0).astype(float)
-    table["prob"] = np.nan
-    if run.info.probs:
-        probs = _query(
-            run,
-            f"""SELECT a.router, a.call, a.probs FROM decisions a JOIN routers r ON r.id = a.router
-                WHERE a.sample = {int(sample)} AND a.position = {int(position)}
-                AND r.stack = '{quoted}'{on_step}""",
-        )
-        for r, c, values in probs.itertuples(index=False):
-            rows = (table["router"] == r) & (table["call"] == c)
-            table.loc[rows, "prob"] = np.asarray(values, dtype=float)[table.loc[rows, "expert"].to_numpy()]
-    return table.sort_values(["router", "call", "expert"]).reset_index(drop=True)
-
-
-def weight_matrix(weights: pd.DataFrame, names: dict[int, str], value: str = "weight") -> pd.DataFrame:
-    """The router × expert matrix of `token_weights` (`value`: weight or prob); rows named by `names`."""
-    if value not in ("weight", "prob"):
-        raise InputError(f"value must be weight or prob, not {value!r}")
-    labels = [
-        names.get(int(r), str(r)) + (f" call {int(c)}" if c else "")
-        for r, c in zip(weights["router"], weights["call"], strict=True)
-    ]
-    frame = weights.assign(router_name=labels)
-    order = list(dict.fromkeys(labels))
-    matrix = frame.pivot(index="router_name", columns="expert", values=value).reindex(order)
-    matrix.index.name, matrix.columns.name = "router", "expert"
-    return matrix
-
-
-def uncertain(routing: pd.DataFrame, *, entropy_at_least: float, margin_at_most: float) -> pd.Series:
-    """Tokens whose normalised entropy is ≥ `entropy_at_least` or whose top-1/top-2 margin is ≤
-    `margin_at_most` (the GW-MoE reading of an unsure router); unrouted tokens are never uncertain."""
-    flagged = (routing["norm_entropy"] >= entropy_at_least) | (routing["margin"] <= margin_at_most)
-    return flagged.fillna(False).astype(bool)
-
-
-def _raw(table: str) -> Callable[..., pd.DataFrame]:
-    def read(run: Run) -> pd.DataFrame:
-        return run.read_table(table).to_pandas()
-
-    read.__name__ = table
-    return read
-
-
-def _tables() -> dict[str, Callable[..., pd.DataFrame]]:
-    raw = {f"table.{table}": _raw(table) for table in ("samples", "steps")}
-    analyses = {kind: analysis.function for kind, analysis in ANALYSES.items() if not analysis.other}
-    pages = {
-        "token_routing": token_routing,
-        "token_weights": token_weights,
-        "expert_tokens": summaries.expert_tokens,
-        "decision_histogram": summaries.decision_histogram,
-        "most_uncertain": summaries.most_uncertain,
-    }
-    clash = (set(raw) & set(analyses)) | (set(raw) & set(pages)) | (set(analyses) & set(pages))
-    assert not clash, f"table kinds named twice: {sorted(clash)}"
-    return {**raw, **analyses, **pages}
-
-
-TABLES: dict[str, Callable[..., pd.DataFrame]] = _tables()
-"""Everything `cache.table(run, kind, **options)` may compute: a run's own small tables (`table.samples`,
-`table.steps`), every registered analysis of one run (`routescope.analysis.ANALYSES`) and the page views
-here and in `summaries.py`."""
+TABLES: dict[str, Callable[..., pd.DataFrame]] = {
+    kind: partial(compute, kind) for kind, analysis in KINDS.items() if not analysis.other
+}
+"""Everything `cache.table(run, kind, **options)` may compute: every registered analysis and view of one
+run, through `compute` (so `label=` and `layer=` mean what they mean to `routescope report`)."""
 
 
 def _side_by_side(run: Run, other: Run, *, analysis: str, **options: Any) -> pd.DataFrame:
@@ -183,17 +53,16 @@ def _side_by_side(run: Run, other: Run, *, analysis: str, **options: Any) -> pd.
         ) from None
 
 
+def _compared(kind: str) -> Callable[..., pd.DataFrame]:
+    def table(run: Run, other: Run, **options: Any) -> pd.DataFrame:
+        return compute(kind, run, other=other, **options)
+
+    return table
+
+
 PAIR_TABLES: dict[str, Callable[..., pd.DataFrame]] = {
-    "agreement": agreement,
+    **{kind: _compared(kind) for kind, analysis in KINDS.items() if analysis.other},
     "side_by_side": _side_by_side,
 }
-"""What `cache.pair_table(run, other, kind, **options)` may compute: tables of two runs."""
-
-
-def label_choices(run: Run) -> list[str]:
-    """Labels a page offers to break routing down by: the run's sample labels (not the CFG `pair` id),
-    then the patch row and column for images, then the position; each has few values, unlike token ids."""
-    labels = [c for c in run.label_columns if c != "pair"]
-    if run.info.is_diffusion:
-        labels += ["row", "col"]
-    return [*labels, "position"]
+"""What `cache.pair_table(run, other, kind, **options)` may compute: every registered two-run analysis
+(agreement, changes, flips, ...) and any one-run analysis side by side."""

@@ -8,14 +8,19 @@ traceback. So does a DuckDB error from a damaged data page, named by verifying t
 `show_figure(build, table, key=..., name=...)` draws a paper figure (`build(width)` returns it at a column
 width) with an Export menu beside it: SVG / PDF / PNG at single or double column width, rendered only when
 the Prepare button is pressed (a browser start costs seconds), then offered for download; and the table
-behind it as CSV or LaTeX. `show_table` gives a bare table the same two table downloads.
+behind it as CSV or LaTeX. `show_table` gives a bare table the same two table downloads. `show_kind(kind,
+run, ...)` does the same for a registered figure kind (`routescope.figures.FIGURES`): its table comes from
+the analysis kind the figure names, through `cache`, and it is drawn by the kind's own builder — the
+figure `routescope figure --kind` writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -25,6 +30,7 @@ import streamlit as st
 
 from routescope.store import CorruptRunError, RouteScopeError, Run, Store
 
+from ..figures.registry import FigureRequest, draw, figure_table
 from ..figures.theme import COLUMN_INCHES, Width
 from . import cache, state
 from .exports import FIGURE_FORMATS, TABLE_FORMATS, figure_bytes, file_stem, table_text
@@ -170,6 +176,45 @@ def show_figure(
     st.plotly_chart(fig, key=key, width="content", config={"displaylogo": False})
     export_menu(build, table, key=key, name=name)
     return fig
+
+
+def show_kind(
+    kind: str,
+    run: Run,
+    *,
+    key: str,
+    name: str,
+    table: pd.DataFrame | None = None,
+    shown: pd.DataFrame | None = None,
+    layer: int | None = None,
+    by: str | None = None,
+    expert: int | None = None,
+    other: Run | None = None,
+    **options: Any,
+) -> go.Figure:
+    """Figure kind `kind` of `run` with its export menu (as `show_figure`). Its table is the cached table of
+    the analysis kind the figure names, unless the page passes the `table` it already has; `shown` is the
+    table offered for export (default: the drawn one, its `layer` rows where one layer is drawn);
+    `options` go to the builder (metrics, axis names, phases)."""
+    request = FigureRequest(run=run, layer=layer, by=by, expert=expert, other=other, draw=options)
+    if table is None:
+        analysis, compute_options = figure_table(kind, request)
+        second = compute_options.pop("other", None)
+        table = (
+            cache.table(run, analysis, **compute_options)
+            if second is None
+            else cache.pair_table(run, second, analysis, **compute_options)
+        )
+    drawn = table
+    if shown is None:
+        one_layer = layer is not None and "layer" in table.columns
+        shown = table[table["layer"] == layer] if one_layer else table
+    return show_figure(
+        lambda width: draw(kind, drawn, replace(request, width=width)),
+        shown,
+        key=key,
+        name=name,
+    )
 
 
 def export_menu(

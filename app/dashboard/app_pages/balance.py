@@ -17,10 +17,11 @@ from routescope.dashboard.widgets import (
     pick_layer,
     pick_run,
     show_figure,
+    show_kind,
     show_table,
     user_errors,
 )
-from routescope.figures import figure_balance, figure_binned_histogram, figure_load, figure_uncertainty
+from routescope.figures import figure_binned_histogram
 from routescope.store import Run
 
 HISTOGRAMS = {
@@ -31,35 +32,35 @@ BY_TOKEN_MIN = 5
 
 
 def balance_section(run: Run) -> None:
-    load = cache.table(run, "load")
     balance = cache.table(run, "balance")
     metrics = ["cv", "norm_entropy", "aux_loss" if "aux_loss" in balance.columns else "gini", "max_over_mean"]
     left, right = st.columns(2)
     with left:
         st.markdown("**Load** per expert and layer")
-        show_figure(
-            lambda width: figure_load(load, width=width),
-            load,
+        show_kind(
+            "load",
+            run,
             key=state.scoped(state.BALANCE_LOAD_CHART, run.name),
             name=f"{run.name}-load",
         )
     with right:
         st.markdown("**Balance** per layer" + ("" if "aux_loss" in balance else " (aux. loss needs probs)"))
-        show_figure(
-            lambda width: figure_balance(balance, metrics=metrics, width=width),
-            balance,
+        show_kind(
+            "balance",
+            run,
+            table=balance,
             key=state.scoped(state.BALANCE_METRICS_CHART, run.name),
             name=f"{run.name}-balance",
+            metrics=metrics,
         )
     show_table(balance, key=state.scoped(state.BALANCE_TABLE, run.name), name=f"{run.name}-balance")
 
 
 def uncertainty_section(run: Run) -> None:
-    uncertainty = cache.table(run, "uncertainty")
     st.markdown("**Router uncertainty** per layer: mean entropy / ln E, margin, share with entropy ≥ 0.9")
-    show_figure(
-        lambda width: figure_uncertainty(uncertainty, width=width),
-        uncertainty,
+    show_kind(
+        "uncertainty",
+        run,
         key=state.scoped(state.BALANCE_UNCERTAINTY_CHART, run.name),
         name=f"{run.name}-uncertainty",
     )

@@ -14,12 +14,20 @@ import inspect
 
 import streamlit as st
 
-from routescope.analysis import ANALYSES, keys_of
+from routescope.analysis import ANALYSES, keys_of, label_choices
 from routescope.analysis.registry import parameters
-from routescope.dashboard import cache, state, views
+from routescope.dashboard import cache, state
 from routescope.dashboard.markup import literal
-from routescope.dashboard.widgets import layers_of, open_store, pick_run, show_figure, show_table, user_errors
-from routescope.figures import figure_agreement, figure_side_by_side
+from routescope.dashboard.widgets import (
+    layers_of,
+    open_store,
+    pick_run,
+    show_figure,
+    show_kind,
+    show_table,
+    user_errors,
+)
+from routescope.figures import figure_side_by_side
 from routescope.store import Run, Store
 
 DEFAULT_KIND = "balance"
@@ -63,7 +71,7 @@ def side_by_side(run: Run, other: Run) -> None:
     if ANALYSES[kind].label:
         options["label"] = str(
             columns[1].selectbox(
-                "Label", views.label_choices(run), key=state.scoped(state.COMPARE_LABEL, run.name, kind)
+                "Label", label_choices(run), key=state.scoped(state.COMPARE_LABEL, run.name, kind)
             )
         )
     if ANALYSES[kind].layer == "required":
@@ -121,9 +129,11 @@ def agreement(run: Run, other: Run) -> None:
         )
         return
     st.caption(f"Over {int(table['decisions'].sum()):,} decisions both runs made")
-    show_figure(
-        lambda width: figure_agreement(table, width=width),
-        table,
+    show_kind(
+        "agreement",
+        run,
+        table=table,
+        other=other,
         key=state.scoped(state.COMPARE_AGREEMENT_CHART, run.name, other.name),
         name=f"{run.name}-vs-{other.name}-agreement",
     )

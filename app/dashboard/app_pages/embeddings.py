@@ -18,8 +18,7 @@ import streamlit as st
 from routescope.dashboard import cache, state
 from routescope.dashboard.job_view import follow, show_failure, store_key
 from routescope.dashboard.jobs import Report, Work
-from routescope.dashboard.widgets import open_store, pick_layer, pick_run, show_figure, user_errors
-from routescope.figures import figure_embedding
+from routescope.dashboard.widgets import open_store, pick_layer, pick_run, show_kind, user_errors
 from routescope.store import Run, Store
 
 OF = {"tokens": "Tokens (by router scores)", "experts": "Experts (by what they take)"}
@@ -117,11 +116,13 @@ def main() -> None:
         )
         st.caption(f"{len(table):,} points at layer {chosen['layer']}")
         stem = f"{run.name}-layer{chosen['layer']}-{chosen['of']}-{chosen['method']}-{colour}"
-        show_figure(
-            lambda width: figure_embedding(
-                table, color=colour, axis_names=AXES[chosen["method"]], width=width
-            ),
-            table,
+        show_kind(
+            "embedding",
+            run,
+            table=table,
+            layer=chosen["layer"],
+            by=colour,
+            axis_names=AXES[chosen["method"]],
             key=state.scoped(state.EMBED_CHART, run.name, *(v for _, v in sorted(chosen.items())), colour),
             name=stem,
         )

@@ -12,22 +12,22 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from routescope.dashboard import cache, state, summaries, views
+from routescope.analysis import label_choices, peak_lift
+from routescope.dashboard import cache, state
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import (
     open_store,
     pick_layer,
     pick_run,
     show_figure,
+    show_kind,
     show_table,
     user_errors,
 )
 from routescope.figures import (
     figure_expert_overview,
     figure_expert_steps,
-    figure_load,
     figure_partners,
-    figure_top_tokens,
 )
 from routescope.store import Run
 
@@ -39,20 +39,21 @@ def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     label = str(
         st.selectbox(
             "Specialization by label",
-            views.label_choices(run),
+            label_choices(run),
             key=state.scoped(state.EXPERTS_LABEL, run.name),
             help="lift = P(label value | expert) / P(label value); 1 means no preference",
         )
     )
     load = cache.table(run, "load")
     specialization = cache.table(run, "specialization", label=label)
-    peaks = summaries.peak_lift(specialization, label)
+    peaks = peak_lift(specialization, label)
     left, right = st.columns(2)
     with left:
         st.markdown("**Load**: each expert's share of its layer's assignments")
-        show_figure(
-            lambda width: figure_load(load, width=width),
-            load,
+        show_kind(
+            "load",
+            run,
+            table=load,
             key=state.scoped(state.EXPERTS_LOAD_CHART, run.name),
             name=f"{run.name}-load",
         )
@@ -117,9 +118,12 @@ def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame)
         if tokens.empty:
             st.info("This expert took no token at this layer.")
         else:
-            show_figure(
-                lambda width: figure_top_tokens(tokens, width=width),
-                tokens,
+            show_kind(
+                "top-tokens",
+                run,
+                table=tokens,
+                layer=layer,
+                expert=expert,
                 key=state.scoped(state.EXPERTS_TOKENS_CHART, run.name, layer, expert),
                 name=f"{at}-top-tokens",
             )

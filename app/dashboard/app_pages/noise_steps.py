@@ -13,24 +13,21 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from routescope.analysis import uncertain
 from routescope.dashboard import cache, state
 from routescope.dashboard.markup import legend_html, patch_grid_html
-from routescope.dashboard.views import uncertain
 from routescope.dashboard.widgets import (
     enlarge,
     open_store,
     pick_layer,
     pick_run,
     show_figure,
+    show_kind,
     user_errors,
 )
 from routescope.figures import (
     figure_branches,
-    figure_sensitivity,
-    figure_spatial,
     figure_step_lines,
-    figure_step_similarity,
-    figure_steps,
 )
 from routescope.store import Run
 
@@ -41,14 +38,14 @@ UNCERTAIN_MARGIN = 0.05
 def usage(run: Run, layer: int) -> None:
     """Expert usage against the step: heatmap and lines."""
     steps = cache.table(run, "steps")
-    noise = cache.table(run, "table.steps")
     name = f"{run.name}-layer{layer}"
     left, right = st.columns(2)
     with left:
         st.markdown("**Expert usage per step** (x: timestep, from noise to image)")
-        show_figure(
-            lambda width: figure_steps(steps, layer=layer, noise=noise, width=width),
-            steps[steps["layer"] == layer],
+        show_kind(
+            "steps",
+            run,
+            layer=layer,
             key=state.scoped(state.NOISE_STEPS_CHART, run.name, layer),
             name=f"{name}-steps",
         )
@@ -64,23 +61,23 @@ def usage(run: Run, layer: int) -> None:
 
 def phases(run: Run, layer: int) -> None:
     """Step × step similarity with phases, and the label sensitivity of every layer."""
-    similarity = cache.table(run, "step-similarity")
     phases = cache.table(run, "phases")
-    sensitivity = cache.table(run, "sensitivity")
     left, right = st.columns(2)
     with left:
         st.markdown("**Step × step divergence** of expert load; white lines: denoising phases")
-        show_figure(
-            lambda width: figure_step_similarity(similarity, layer=layer, phases=phases, width=width),
-            similarity[similarity["layer"] == layer],
+        show_kind(
+            "step-similarity",
+            run,
+            layer=layer,
+            phases=phases,
             key=state.scoped(state.NOISE_SIMILARITY_CHART, run.name, layer),
             name=f"{run.name}-layer{layer}-step-similarity",
         )
     with right:
         st.markdown("**What routing follows**: NMI of the expert with class, position, step, … per layer")
-        show_figure(
-            lambda width: figure_sensitivity(sensitivity, width=width),
-            sensitivity,
+        show_kind(
+            "sensitivity",
+            run,
             key=state.scoped(state.NOISE_SENSITIVITY_CHART, run.name),
             name=f"{run.name}-sensitivity",
         )
@@ -88,11 +85,11 @@ def phases(run: Run, layer: int) -> None:
 
 def space_and_branches(run: Run, layer: int) -> None:
     """Spatial preference maps, and the conditional against the unconditional branch."""
-    spatial = cache.table(run, "spatial", layer=layer)
     st.markdown("**Spatial preference**: P(expert | patch) on the patch grid, over all steps")
-    show_figure(
-        lambda width: figure_spatial(spatial, layer=layer, width=width),
-        spatial,
+    show_kind(
+        "spatial",
+        run,
+        layer=layer,
         key=state.scoped(state.NOISE_SPATIAL_CHART, run.name, layer),
         name=f"{run.name}-layer{layer}-spatial",
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from routescope.analysis import router_names, uncertain, weight_matrix
 from routescope.analysis.uncertainty import DEFAULT_THRESHOLD
-from routescope.dashboard import cache, state, views
+from routescope.dashboard import cache, state
 from routescope.dashboard.markup import legend_html, literal, patch_grid_html, tokens_html
 from routescope.dashboard.widgets import enlarge, open_store, pick_run, show_figure
 from routescope.figures import figure_token_weights
@@ -106,7 +107,7 @@ def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step
                 key=state.scoped(state.TOKENS_VALUES, run.name),
             )
         )
-    matrix = views.weight_matrix(weights, views.router_names(run), value)
+    matrix = weight_matrix(weights, router_names(run), value)
     show_figure(
         lambda width: figure_token_weights(matrix, value=value, width=width),
         matrix.reset_index(),
@@ -151,7 +152,7 @@ def main() -> None:
     run = pick_run(store, state.TOKENS_RUN)
     samples = cache.table(run, "table.samples")
     chosen = choose_sample(run, samples)
-    names = views.router_names(run)
+    names = router_names(run)
     router = int(
         st.selectbox(
             "Layer",
@@ -166,7 +167,7 @@ def main() -> None:
         sample, step = choose_branch_and_step(run, samples, chosen)
     entropy, margin = choose_thresholds()
     routing = cache.table(run, "token_routing", sample=sample, router=router, step=step)
-    flags = views.uncertain(routing, entropy_at_least=entropy, margin_at_most=margin)
+    flags = uncertain(routing, entropy_at_least=entropy, margin_at_most=margin)
     n_experts = spec.n_experts
     experts = sorted(int(e) for e in routing["expert"].dropna().unique())
     st.caption(
