@@ -16,60 +16,39 @@ in one call; they become samples `n..2n-1` (`branch=uncond`) and `0..n-1` (`bran
 image patches (`row`, `col` from the latent grid) and, in single-stream blocks that route text tokens too,
 the text positions after them (no row/col). Expert-choice layers (NucleusMoE: each expert picks its
 tokens, so a token has a variable number of experts) do not fit one-row-per-choice-rank and are refused.
+
+`record_pipeline()` checks its arguments into a `PipelineSource` and hands it to the recording driver
+(hooks/driver.py), which owns the opening checks, the manifest, the writer and the progress; the gate
+observers live in hooks/gates.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
-from routescope.store.errors import InputError, ModelSpecError, NoRoutersError, RunExistsError
-from routescope.store.reader import Run, Store, check_run_name
-from routescope.store.schema import ASSIGNMENTS, IMAGES, STEPS, TOKENS, decisions_schema, samples_schema
-from routescope.store.writer import RunWriter
+from routescope.store.errors import InputError, ModelSpecError, NoRoutersError
+from routescope.store.reader import Run, Store
+from routescope.store.schema import IMAGES, TOKENS
 
+from .dimensions import image_rows, samples_table, steps_table
+from .driver import record_source
+from .gates import VIEW, GateView, is_index_weight_gate, observed_gates
 from .loaded import LoadedModel
-from .manifest import model_facts, package_versions
+from .manifest import ManifestFacts, model_facts
 from .normalise import normalise
 from .routers import RouterSpec, candidate_paths, describe_from_outputs
+from .source import BaseSource, Plan, Sink
 from .tables import router_call_tables, token_table
 from .units import Layout
 
 PIPELINE_LABELS = ["prompt", "branch", "pair"]
-VIEW = "routescope_view"
-"""Name of the observer child attached under an index-weight gate while recording."""
-
-
-class GateView(torch.nn.Module):
-    """Parameter-free observer: `forward(logits, weights, indices)` returns the `triple` convention with
-    the chosen experts ordered by weight (rank 0 = top-1); the experts and weights are the gate's own."""
-
-    def forward(
-        self, logits: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        order = weights.argsort(dim=-1, descending=True)
-        return logits.float(), weights.gather(-1, order).float(), indices.gather(-1, order)
-
-
-def is_index_weight_gate(module: torch.nn.Module, parent: torch.nn.Module | None) -> bool:
-    """A DeepSeek-style gate: own `weight` [E, D], an int `top_k`, softmax scoring, `experts` beside it."""
-    weight = getattr(module, "weight", None)
-    return (
-        not isinstance(module, torch.nn.Linear)
-        and isinstance(weight, torch.nn.Parameter)
-        and weight.dim() == 2
-        and isinstance(getattr(module, "top_k", None), int)
-        and getattr(module, "scoring_func", "softmax") == "softmax"
-        and parent is not None
-        and hasattr(parent, "experts")
-    )
+__all__ = ["PIPELINE_LABELS", "VIEW", "GateView", "PipelineSource", "is_index_weight_gate", "record_pipeline"]
 
 
 def _refuse_expert_choice(model: torch.nn.Module) -> None:
@@ -79,33 +58,6 @@ def _refuse_expert_choice(model: torch.nn.Module) -> None:
                 f"{path} ({type(module).__name__}) routes by expert choice (each expert picks its tokens); "
                 "RouteScope records token-choice top-k routers only"
             )
-
-
-@contextmanager
-def observed_gates(model: torch.nn.Module) -> Iterator[dict[str, str]]:
-    """Attach a `GateView` under every index-weight gate; yields view path → gate path; detaches after."""
-    names = dict(model.named_modules())
-    views: dict[str, str] = {}
-    handles = []
-
-    def hook(gate: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        hidden = args[0]
-        logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), gate.weight)  # type: ignore[arg-type]
-        getattr(gate, VIEW)(logits, output[1], output[0])
-
-    for path, module in names.items():
-        parent = names.get(path.rpartition(".")[0]) if "." in path else model
-        if path and is_index_weight_gate(module, parent):
-            module.add_module(VIEW, GateView())
-            handles.append(module.register_forward_hook(hook))
-            views[f"{path}.{VIEW}"] = path
-    try:
-        yield views
-    finally:
-        for handle in handles:
-            handle.remove()
-        for path in views.values():
-            delattr(names[path], VIEW)
 
 
 def _unit_images(images: Any) -> np.ndarray:
@@ -125,7 +77,7 @@ class _Listener:
     """Collects router outputs between step callbacks and writes each finished step."""
 
     n: int
-    writer: RunWriter
+    writer: Sink
     paths: list[str]
     views: dict[str, str]
     declared: Sequence[str] | Mapping[str, Any] | None
@@ -223,12 +175,123 @@ class _Listener:
                 self.writer.write("decisions", decisions)
         sigmas = getattr(self.scheduler, "sigmas", None)
         sigma = float(sigmas[step]) if isinstance(sigmas, torch.Tensor) and step < len(sigmas) else None
-        self.writer.write(
-            "steps",
-            pa.table({"step": [step], "timestep": [float(timestep)], "sigma": [sigma]}, schema=STEPS),
-        )
+        self.writer.write("steps", steps_table([step], [float(timestep)], [sigma]))
         self.outputs.clear()
         self.calls_this_step = 0
+        self.writer.advance()
+
+
+class PipelineSource(BaseSource):
+    """A diffusers pipeline run once on prompts, listened to: routers and patch grid are learnt as it runs."""
+
+    labels = PIPELINE_LABELS
+
+    def __init__(
+        self,
+        pipe: Any,
+        prompts: Sequence[str],
+        *,
+        steps: int,
+        guidance_scale: float,
+        seed: int,
+        probs: bool,
+        routers: Sequence[str] | Mapping[str, Any] | None,
+        progress: bool,
+        pipeline_kwargs: dict[str, Any],
+    ) -> None:
+        transformer = getattr(pipe, "transformer", None)
+        if not isinstance(transformer, torch.nn.Module):
+            raise ModelSpecError(f"{type(pipe).__name__} has no transformer to record")
+        self.pipe, self.transformer, self.prompt_input = pipe, transformer, prompts
+        self.steps, self.guidance_scale, self.seed, self.probs = steps, guidance_scale, seed, probs
+        self.declared, self.progress, self.pipeline_kwargs = routers, progress, pipeline_kwargs
+        self.extra_tables = {"images": IMAGES}
+
+    def prepare(self) -> Plan:
+        self.prompts = prompts = list(self.prompt_input)
+        if not prompts or not all(isinstance(p, str) for p in prompts) or self.steps < 1:
+            raise InputError("give at least one prompt (a string per image) and steps ≥ 1")
+        _refuse_expert_choice(self.transformer)
+        return Plan(batches=1, units=self.steps)
+
+    def routers(self) -> list[RouterSpec]:
+        return []  # learnt from the first step (`late_facts`)
+
+    def manifest_facts(self) -> ManifestFacts:
+        options = {
+            "probs": self.probs,
+            "logits": self.probs,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "prompts": self.prompts,
+        }
+        subject = LoadedModel(model=self.transformer, spec=type(self.pipe).__name__, source="object")
+        return ManifestFacts(
+            kind="diffusion",
+            model=model_facts(subject),
+            tokenizer=None,
+            labels=PIPELINE_LABELS,
+            seed=self.seed,
+            options=options,
+        )
+
+    def batches(self, sink: Sink) -> Iterator[None]:
+        """The whole pipeline call is one batch; each denoising step is written when the pipeline ends it."""
+        pipe, transformer, routers, kwargs = (
+            self.pipe,
+            self.transformer,
+            self.declared,
+            dict(self.pipeline_kwargs),
+        )
+        with observed_gates(transformer) as views:
+            paths = list(views) if views and not routers else candidate_paths(transformer, routers)
+            listener = _Listener(
+                len(self.prompts), sink, paths, views, routers, self.probs, transformer, pipe.scheduler
+            )
+            modules = dict(transformer.named_modules())
+            handles = [modules[p].register_forward_hook(listener.keep(p)) for p in paths]
+            handles.append(
+                transformer.register_forward_pre_hook(listener.before_transformer, with_kwargs=True)
+            )
+            user_callback = kwargs.pop("callback_on_step_end", None)
+
+            def callback(
+                pipeline: Any, step: int, timestep: Any, step_kwargs: dict[str, Any]
+            ) -> dict[str, Any]:
+                listener.on_step_end(pipeline, step, timestep, step_kwargs)
+                return user_callback(pipeline, step, timestep, step_kwargs) if user_callback else {}
+
+            if not any("prompt_embeds" in key for key in kwargs):
+                kwargs["prompt"] = self.prompts
+            if getattr(pipe, "vae", None) is None:
+                kwargs.setdefault("output_type", "latent")
+            kwargs.setdefault("output_type", "pt")
+            if hasattr(pipe, "set_progress_bar_config"):
+                pipe.set_progress_bar_config(disable=not self.progress)
+            try:
+                with torch.no_grad():
+                    result = pipe(
+                        num_inference_steps=self.steps,
+                        guidance_scale=self.guidance_scale,
+                        generator=torch.Generator().manual_seed(self.seed),
+                        callback_on_step_end=callback,
+                        **kwargs,
+                    )
+            finally:
+                for handle in handles:
+                    handle.remove()
+            if listener.specs is None or listener.grid is None:
+                raise NoRoutersError(f"no router ran while {type(pipe).__name__} denoised")
+        self.listener = listener
+        self.images = _unit_images(result.images if hasattr(result, "images") else result[0])
+        yield
+
+    def late_facts(self) -> dict[str, Any]:
+        specs, grid = self.listener.specs or [], self.listener.grid or (0, 0)
+        return {"routers": [s.to_manifest() for s in specs], "patch_grid": list(grid)}
+
+    def dimensions(self) -> Iterator[tuple[str, pa.Table]]:
+        return _dimensions(self.prompts, self.listener, self.images)
 
 
 def record_pipeline(
@@ -253,136 +316,52 @@ def record_pipeline(
     pipeline as they are (height, width, negative prompts, ...). The final images are stored as luminance
     (or, with `output_type="latent"` or no VAE, as a latent preview).
     """
-    transformer = getattr(pipe, "transformer", None)
-    if not isinstance(transformer, torch.nn.Module):
-        raise ModelSpecError(f"{type(pipe).__name__} has no transformer to record")
-    store = store if isinstance(store, Store) else Store(store)
-    check_run_name(name)
-    if store.exists(name) and not overwrite:
-        raise RunExistsError(
-            f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
-        )
-    prompts = list(prompts)
-    if not prompts or not all(isinstance(p, str) for p in prompts) or steps < 1:
-        raise InputError("give at least one prompt (a string per image) and steps ≥ 1")
-    _refuse_expert_choice(transformer)
-    n = len(prompts)
-    schemas = {
-        "samples": samples_schema(PIPELINE_LABELS),
-        "tokens": TOKENS,
-        "assignments": ASSIGNMENTS,
-        "decisions": decisions_schema(probs, with_logits=probs),
-        "steps": STEPS,
-        "images": IMAGES,
-    }
-    options = {
-        "probs": probs,
-        "logits": probs,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "prompts": prompts,
-    }
-    manifest = {
-        "kind": "diffusion",
-        "model": model_facts(LoadedModel(model=transformer, spec=type(pipe).__name__, source="object")),
-        "tokenizer": None,
-        "routers": [],
-        "labels": PIPELINE_LABELS,
-        "seed": seed,
-        "options": options,
-        "packages": package_versions(),
-    }
-    with (
-        observed_gates(transformer) as views,
-        RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer,
-    ):
-        paths = list(views) if views and not routers else candidate_paths(transformer, routers)
-        listener = _Listener(n, writer, paths, views, routers, probs, transformer, pipe.scheduler)
-        modules = dict(transformer.named_modules())
-        handles = [modules[p].register_forward_hook(listener.keep(p)) for p in paths]
-        handles.append(transformer.register_forward_pre_hook(listener.before_transformer, with_kwargs=True))
-        user_callback = pipeline_kwargs.pop("callback_on_step_end", None)
-
-        def callback(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            listener.on_step_end(pipeline, step, timestep, kwargs)
-            return user_callback(pipeline, step, timestep, kwargs) if user_callback else {}
-
-        if not any("prompt_embeds" in key for key in pipeline_kwargs):
-            pipeline_kwargs["prompt"] = prompts
-        if getattr(pipe, "vae", None) is None:
-            pipeline_kwargs.setdefault("output_type", "latent")
-        pipeline_kwargs.setdefault("output_type", "pt")
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=not progress)
-        try:
-            with torch.no_grad():
-                result = pipe(
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                    generator=torch.Generator().manual_seed(seed),
-                    callback_on_step_end=callback,
-                    **pipeline_kwargs,
-                )
-        finally:
-            for handle in handles:
-                handle.remove()
-        if listener.specs is None or listener.grid is None:
-            raise NoRoutersError(f"no router ran while {type(pipe).__name__} denoised")
-        images = _unit_images(result.images if hasattr(result, "images") else result[0])
-        _write_dimensions(writer, prompts, listener, images)
-        path = writer.publish(
-            {"routers": [s.to_manifest() for s in listener.specs], "patch_grid": list(listener.grid)}
-        )
-    return Run(path)
+    source = PipelineSource(
+        pipe,
+        prompts,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        probs=probs,
+        routers=routers,
+        progress=progress,
+        pipeline_kwargs=pipeline_kwargs,
+    )
+    return record_source(source, store=store, name=name, overwrite=overwrite, progress=progress)
 
 
-def _write_dimensions(writer: RunWriter, prompts: list[str], listener: _Listener, images: np.ndarray) -> None:
+def _dimensions(
+    prompts: list[str], listener: _Listener, images: np.ndarray
+) -> Iterator[tuple[str, pa.Table]]:
     """Samples (cond, then uncond when guided), one token row per recorded position, final images."""
     n, guided = len(prompts), listener.batch == 2 * len(prompts)
     count = 2 * n if guided else n
     rows, cols = listener.grid or (0, 0)
     patches = rows * cols
     positions = [p for p in range(listener.max_len) if p < patches or p >= listener.image_len]
-    writer.write(
+    labels = {
+        "prompt": (prompts * 2)[:count],
+        "branch": ["cond"] * n + ["uncond"] * (count - n),
+        "pair": [str(i) for i in range(n)] * (count // n),
+    }
+    yield (
         "samples",
-        pa.table(
-            {
-                "sample": np.arange(count, dtype=np.int32),
-                "text": (prompts * 2)[:count],
-                "n_tokens": np.full(count, len(positions), np.int32),
-                "n_generated": np.zeros(count, np.int32),
-                "generated": pa.nulls(count, pa.string()),
-                "prompt": (prompts * 2)[:count],
-                "branch": ["cond"] * n + ["uncond"] * (count - n),
-                "pair": [str(i) for i in range(n)] * (count // n),
-            }
+        samples_table(
+            np.arange(count),
+            text=(prompts * 2)[:count],
+            n_tokens=np.full(count, len(positions)),
+            labels=labels,
         ),
     )
     grid_rows = [p // cols if p < patches else None for p in positions]
     grid_cols = [p % cols if p < patches else None for p in positions]
-    labels = {
+    names = {
         p: f"{p // cols},{p % cols}" if p < patches else f"text:{p - listener.image_len}" for p in positions
     }
     for sample in range(count):
         columns = token_table(
-            sample, positions, positions, labels.__getitem__, generated=False, stack="decoder"
+            sample, positions, positions, names.__getitem__, generated=False, stack="decoder"
         ).columns
         columns[6], columns[7] = pa.array(grid_rows, pa.int32()), pa.array(grid_cols, pa.int32())
-        writer.write("tokens", pa.Table.from_arrays(columns, schema=TOKENS))
-    heights, widths = images.shape[1], images.shape[2]
-    flat = pa.array(images.reshape(-1).astype(np.float32))
-    writer.write(
-        "images",
-        pa.table(
-            {
-                "sample": np.arange(n, dtype=np.int32),
-                "step": np.full(n, -1, np.int32),
-                "height": np.full(n, heights, np.int32),
-                "width": np.full(n, widths, np.int32),
-                "pixels": pa.ListArray.from_arrays(
-                    pa.array(np.arange(n + 1, dtype=np.int32) * heights * widths), flat
-                ),
-            },
-            schema=IMAGES,
-        ),
-    )
+        yield "tokens", pa.Table.from_arrays(columns, schema=TOKENS)
+    yield "images", image_rows(range(n), images, -1)

@@ -1,13 +1,23 @@
-"""Facts every run's manifest carries about the model and the software that recorded it."""
+"""Every run's manifest: the facts a source gives, laid out by one builder, plus the model and software.
+
+Text, sampler and pipeline recordings built their manifests as separate dict literals; `run_manifest` is
+now the one place that says which entries a manifest has and in which order (tests compare manifests),
+so a new source states facts (`ManifestFacts`) and never the layout.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata as metadata
 import platform
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from .routers import RouterSpec
 
 
 @functools.cache
@@ -49,4 +59,34 @@ def model_facts(subject: LoadedModel) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
         **subject.info,
+    }
+
+
+@dataclass(frozen=True)
+class ManifestFacts:
+    """A source's part of the manifest: what was recorded, from what model, with which options."""
+
+    kind: str
+    """"text" or "diffusion" (sampler and pipeline runs alike)."""
+    model: dict[str, Any]
+    tokenizer: str | None
+    labels: list[str]
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+    patch_grid: tuple[int, int] | None = None
+    """Rows and columns of the patch grid, when known before recording."""
+
+
+def run_manifest(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> dict[str, Any]:
+    """The manifest a recording opens with (the writer adds name, status, tables and times)."""
+    return {
+        "kind": facts.kind,
+        "model": facts.model,
+        "tokenizer": facts.tokenizer,
+        "routers": [spec.to_manifest() for spec in routers],
+        "labels": list(facts.labels),
+        "seed": facts.seed,
+        **({"patch_grid": list(facts.patch_grid)} if facts.patch_grid is not None else {}),
+        "options": facts.options,
+        "packages": package_versions(),
     }

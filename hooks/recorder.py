@@ -4,36 +4,40 @@ The loop is: tokenise → chunk → batch → capture (nnsight or hooks) → nor
 Arrow row groups → publish. Memory is bounded by one batch. Generation records step 0 (the prompt) and
 one step per new token; encoder–decoder models feed the text to the encoder and run the decoder on its
 start token (forward) or on the tokens it generates.
+
+`record()` checks its arguments into a `TextSource` and hands it to the recording driver
+(hooks/driver.py), which owns the opening checks, the manifest, the writer and the progress; the
+per-batch capture and writing live in hooks/text_session.py.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
-from routescope.store.errors import InputError, RunExistsError
-from routescope.store.reader import Run, Store, check_run_name
-from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.errors import InputError
+from routescope.store.reader import Run, Store
 from routescope.store.shards import Shard, parse_shard, part_store
-from routescope.store.writer import RunWriter, check_label_columns
+from routescope.store.writer import check_label_columns
 
-from .capture import Captured, Capturer, Engine
+from .capture import Engine
+from .dimensions import samples_table, steps_table
+from .driver import record_source
 from .loaded import LoadedModel
-from .manifest import model_facts, package_versions, tokenizer_name
-from .normalise import normalise
+from .manifest import ManifestFacts, model_facts, tokenizer_name
 from .remote import Remote, is_remote
 from .routers import RouterSpec, candidate_paths, describe_from_outputs, describe_routers
-from .tables import TokenTexts, alive_mask, router_call_tables, token_table
-from .units import Layout, Padded, Unit, batches, make_units, pad, prompt_layout, step_layout
+from .source import BaseSource, Plan, Sink
+from .text_session import _input_device, _ModelCall, _Prepared, _Session
+from .units import Unit, batches, make_units
 
 DEFAULT_CHUNK = 2048
+__all__ = ["DEFAULT_CHUNK", "TextSource", "_ModelCall", "_Session", "_input_device", "record"]
 
 
 def _tokenise(
@@ -121,204 +125,157 @@ def _context_length(model: torch.nn.Module) -> int:
     return DEFAULT_CHUNK
 
 
-def _input_device(model: torch.nn.Module) -> torch.device | None:
-    """Where the model reads its input ids (its input embedding's device), or None when the inputs can
-    stay on the CPU: CPU models, and meta-device models whose forward runs remotely."""
-    try:
-        embeddings = model.get_input_embeddings()  # type: ignore[operator]
-        device = embeddings.weight.device
-    except (AttributeError, NotImplementedError, TypeError):
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    return None if device.type in ("cpu", "meta") else device
+class TextSource(BaseSource):
+    """A text model run over inputs, batch by batch: forward, or generating `max_new_tokens` per input."""
 
-
-class _ModelCall:
-    """How to call a model's forward: HF models take `input_ids=`/`attention_mask=`; a plain module may
-    take the ids positionally and no mask (then batches hold equal-length inputs only, so no padding)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        try:
-            params = dict(inspect.signature(model.forward).parameters)
-        except (TypeError, ValueError):
-            params = {}
-        any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        self.by_name = any_kw or "input_ids" in params
-        self.takes_mask = self.by_name and (any_kw or "attention_mask" in params)
-
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if not self.by_name:
-            return (ids,), {}
-        return (), ({"input_ids": ids, "attention_mask": mask} if self.takes_mask else {"input_ids": ids})
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """One batch after the model ran: its padded inputs and what the routers returned."""
-
-    batch: Padded
-    decoder: Padded | None
-    keep: torch.Tensor | None
-    captured: Captured
-
-
-class _Session:
-    """State of one recording: model, routers, writer and the per-batch decoding."""
+    verb = "recording"
 
     def __init__(
         self,
         subject: LoadedModel,
-        paths: list[str],
+        inputs: Sequence[str | torch.Tensor | Sequence[int]],
         *,
+        labels: Mapping[str, Sequence[Any]] | None,
+        probs: bool,
+        max_new_tokens: int,
+        targets: Sequence[str | Sequence[int]] | None,
+        batch_size: int,
+        chunk_size: int | None,
+        routers: Sequence[str] | Mapping[str, Any] | None,
         engine: Engine,
-        with_probs: bool,
-        generate_kwargs: dict[str, Any],
-        targets: dict[int, list[int]],
-        remote: Remote = False,
+        seed: int,
+        generate_kwargs: Mapping[str, Any] | None,
+        shard: Shard | str | None,
+        remote: Remote,
     ) -> None:
-        self.model = subject.model
-        self.tokenizer = subject.tokenizer
-        self.paths = paths
-        self.specs: list[RouterSpec] = []  # set once the routers are described
-        self.writer: RunWriter | None = None  # set once the run is opened
-        self.with_probs = with_probs
-        self.generate_kwargs = generate_kwargs
-        self.capturer = Capturer(self.model, paths, engine, subject.tokenizer, remote=remote)
-        self.device = None if is_remote(remote) else _input_device(self.model)
-        self.text_of = TokenTexts(subject.tokenizer)
-        config = getattr(self.model, "config", None)
-        self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
-        self.decoder_start = int(getattr(config, "decoder_start_token_id", None) or 0)
-        self.pad_id = int(
-            getattr(self.tokenizer, "pad_token_id", None) or getattr(config, "pad_token_id", 0) or 0
+        self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
+        self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
+            probs,
+            max_new_tokens,
+            batch_size,
+            chunk_size,
         )
-        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        self.eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
-        self.generated: dict[int, list[int]] = {}
-        self.targets = targets
-        self.call = _ModelCall(self.model)
-        self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
+        self.declared, self.engine, self.seed, self.remote = routers, engine, seed, remote
+        self.generate_kwargs, self.shard = generate_kwargs, shard
+        self.labels: list[str] = []
 
-    def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:
-        """Decoder inputs of an encoder–decoder batch (the start token, then the targets if given) and which
-        rows to record: one decoder pass per sample — its first chunk, or the chunk that generates."""
-        decoder_units = [
-            Unit(u.sample, 0, (self.decoder_start, *(self.targets.get(u.sample, ()) if with_targets else ())))
-            for u in units
-        ]
-        keep = torch.tensor([u.generate if self.generating_run else u.offset == 0 for u in units])
-        return pad(decoder_units, self.pad_id, left=False), keep
-
-    def capture(self, units: list[Unit]) -> _Prepared:
-        """Run one batch and keep what its routers returned (nothing is written yet)."""
-        generating = units[0].generate
-        batch = pad(units, self.pad_id, left=generating and not self.encoder_decoder)
-        args, inputs = self.call(self._placed(batch.input_ids), self._placed(batch.attention_mask))
-        decoder, keep = None, None
-        if self.encoder_decoder:
-            decoder, keep = self._decoder_batch(units, with_targets=not generating)
-            if not generating:
-                inputs.update(
-                    decoder_input_ids=self._placed(decoder.input_ids),
-                    decoder_attention_mask=self._placed(decoder.attention_mask),
+    def prepare(self) -> Plan:
+        """Check the arguments, tokenise and chunk the inputs, and describe the routers (one model call)."""
+        max_new_tokens, chunk_size, subject = self.max_new_tokens, self.chunk_size, self.subject
+        if self.batch_size < 1 or max_new_tokens < 0 or (chunk_size is not None and chunk_size < 1):
+            raise InputError("batch_size and chunk_size must be ≥ 1 and max_new_tokens ≥ 0")
+        if not -(2**63) <= self.seed < 2**63:
+            raise InputError(f"seed {self.seed} is out of range; give an integer in -2**63..2**63-1")
+        if is_remote(self.remote) and self.engine != "nnsight":
+            raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
+        inputs, labels, targets = self.inputs, self.label_input, self.targets
+        self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
+        self.sample_ids = list(range(self.n_inputs))
+        self.part = part = parse_shard(self.shard) if self.shard is not None else None
+        if part is not None:
+            self.sample_ids = part.samples(self.n_inputs)
+            if not self.sample_ids:
+                raise InputError(
+                    f"shard {part} has no inputs: {self.n_inputs} inputs for {part.count} shards"
                 )
-        if generating:
-            captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
-        else:
-            captured = self.capturer.forward(inputs, args)
-        return _Prepared(batch, decoder, keep, captured)
-
-    def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
-        """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
-        return tensor if self.device is None else tensor.to(self.device)
-
-    def write(self, units: list[Unit], prepared: _Prepared) -> None:
-        """Write one captured batch: its tokens, generated tokens and every router call's rows."""
-        writer = self.writer
-        assert writer is not None, "write() before the run was opened"
-        batch, decoder, keep, captured = prepared.batch, prepared.decoder, prepared.keep, prepared.captured
-        stack = "encoder" if self.encoder_decoder else "decoder"
-        samples = np.concatenate([np.full(len(u.ids), u.sample, np.int32) for u in units])
-        positions = np.concatenate(
-            [np.arange(u.offset, u.offset + len(u.ids), dtype=np.int32) for u in units]
-        )
-        ids = np.concatenate([np.asarray(u.ids, np.int32) for u in units])
-        writer.write(
-            "tokens", token_table(samples, positions, ids, self.text_of, generated=False, stack=stack)
-        )
-        if decoder is not None and keep is not None:
-            for row, sample in enumerate(decoder.samples.tolist()):
-                if keep[row]:
-                    decoded = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
-                    writer.write(
-                        "tokens",
-                        token_table(
-                            sample,
-                            range(len(decoded)),
-                            decoded,
-                            self.text_of,
-                            generated=False,
-                            stack="decoder",
-                        ),
-                    )
-        alive = self._new_tokens(writer, batch, captured)
-        for spec in self.specs:
-            for index, output in enumerate(captured.outputs.get(spec.path, [])):
-                step, call = divmod(index, spec.call_count)
-                if decoder is not None and spec.stack == "decoder":
-                    layout = self._layout(decoder, step, alive, keep)
-                else:
-                    layout = self._layout(batch, step, alive, None)
-                assignments, decisions = router_call_tables(
-                    normalise(output, spec.rule),
-                    layout,
-                    spec,
-                    step=step,
-                    call=call,
-                    with_probs=self.with_probs,
+            full = _labels(labels, self.n_inputs)  # checked on all inputs, then kept for this shard's
+            labels = {column: [values[i] for i in self.sample_ids] for column, values in full.items()}
+            if targets is not None and len(targets) != self.n_inputs:
+                raise InputError(
+                    f"{len(targets)} targets for {self.n_inputs} inputs; give one target per input"
                 )
-                writer.write("assignments", assignments)
-                writer.write("decisions", decisions)
+            targets = [targets[i] for i in self.sample_ids] if targets is not None else None
+            inputs = [inputs[i] for i in self.sample_ids]
+        self.token_ids, self.texts = _tokenise(inputs, subject.tokenizer)
+        self.label_values = _labels(labels, len(self.token_ids))
+        self.labels = list(self.label_values)
+        torch_model = subject.model.eval()
+        if max_new_tokens and subject.tokenizer is None:
+            raise InputError("generation needs a tokenizer; pass tokenizer= or use max_new_tokens=0")
+        self.chunk = chunk = chunk_size or _context_length(torch_model)
+        if max_new_tokens and max_new_tokens >= chunk:
+            raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
+        units = make_units(self.token_ids, chunk, generate_room=max_new_tokens)
+        target_ids = _targets(
+            targets, torch_model, subject.tokenizer, len(self.token_ids), max_new_tokens, units
+        )
+        if part is not None:  # shard-local indices → the inputs' original sample indices
+            units = [replace(unit, sample=self.sample_ids[unit.sample]) for unit in units]
+            target_ids = {self.sample_ids[local]: ids for local, ids in target_ids.items()}
+        declared = self.declared or subject.routers
+        gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(self.generate_kwargs or {})}
+        self.session = session = _Session(
+            subject,
+            candidate_paths(torch_model, declared),
+            engine=self.engine,
+            with_probs=self.probs,
+            generate_kwargs=gen_kwargs,
+            targets=target_ids,
+            remote=self.remote,
+        )
+        self.groups = list(batches(units, self.batch_size, same_length=not session.call.takes_mask))
+        torch.manual_seed(self.seed)
+        self.first: _Prepared | None = None
+        if max_new_tokens:  # a dry forward pass on two tokens says what each router returns
+            specs = describe_routers(torch_model, lambda: session.capture([_probe(units[0])]), declared)
+        else:  # a forward pass already says it: describe the routers from the first batch
+            self.first = session.capture(self.groups[0])
+            specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
+        session.specs = specs
+        return Plan(batches=len(self.groups), units=len(self.groups))
 
-    def _new_tokens(self, writer: RunWriter, batch: Padded, captured: Captured) -> torch.Tensor | None:
-        """Write the generated tokens (up to and including the first EOS); return which steps were real."""
-        if captured.sequences is None:
-            return None
-        prompt = 1 if self.encoder_decoder else batch.input_ids.shape[1]
-        new_tokens = captured.sequences[:, prompt:]
-        alive = alive_mask(new_tokens, self.eos_ids)
-        for row, sample in enumerate(batch.samples.tolist()):
-            kept = new_tokens[row][alive[row]].tolist()
-            self.generated[sample] = kept
-            start = 1 if self.encoder_decoder else int(batch.offsets[row] + batch.lengths[row])
-            writer.write(
-                "tokens",
-                token_table(
-                    sample,
-                    range(start, start + len(kept)),
-                    kept,
-                    self.text_of,
-                    generated=True,
-                    stack="decoder",
-                ),
-            )
-        return alive
+    def destination(self, store: Store, name: str) -> tuple[Store, str]:
+        return (store, name) if self.part is None else (part_store(store, name), self.part.part_name())
 
-    @staticmethod
-    def _layout(source: Padded, step: int, alive: torch.Tensor | None, keep: torch.Tensor | None) -> Layout:
-        """Rows of one router call: the whole (padded) input at step 0, one new token per row after;
-        rows of batch entries not to record (`keep` false) count as padding."""
-        if step == 0:
-            layout = prompt_layout(source)
-        else:
-            assert alive is not None, "a decode step without generated tokens"
-            n = source.input_ids.shape[0]
-            real = alive[:, step - 1] if step - 1 < alive.shape[1] else torch.zeros(n, dtype=torch.bool)
-            layout = step_layout(source.samples, source.offsets + source.lengths + step - 1, real)
-        if keep is None:
-            return layout
-        per_row = layout.rows // len(keep)
-        return Layout(layout.sample, layout.position, layout.real & keep.repeat_interleave(per_row))
+    def routers(self) -> list[RouterSpec]:
+        return self.session.specs
+
+    def manifest_facts(self) -> ManifestFacts:
+        part, remote = self.part, self.remote
+        options = {
+            "probs": self.probs,
+            "logits": self.probs,
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+            "chunk_size": self.chunk,
+            "engine": self.engine,
+            "generate_kwargs": dict(self.generate_kwargs or {}),
+            **({"shard": str(part), "inputs": self.n_inputs} if part is not None else {}),
+            **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
+        }
+        return ManifestFacts(
+            kind="text",
+            model=model_facts(self.subject),
+            tokenizer=tokenizer_name(self.subject),
+            labels=self.labels,
+            seed=self.seed,
+            options=options,
+        )
+
+    def batches(self, sink: Sink) -> Iterator[None]:
+        self.session.writer = sink
+        for index, group in enumerate(self.groups):
+            first = self.first if index == 0 else None
+            self.session.write(group, first if first is not None else self.session.capture(group))
+            sink.advance()
+            yield
+
+    def dimensions(self) -> Iterator[tuple[str, pa.Table]]:
+        n_steps = max(self.max_new_tokens, 1)  # step t < max_new_tokens routes a token; the last is never fed
+        yield "steps", steps_table(np.arange(n_steps))
+        decode = getattr(self.subject.tokenizer, "decode", None)
+        generated = [self.session.generated.get(i, []) for i in self.sample_ids]
+        yield (
+            "samples",
+            samples_table(
+                self.sample_ids,
+                text=self.texts,
+                n_tokens=[len(t) for t in self.token_ids],
+                n_generated=[len(g) for g in generated],
+                generated=[decode(g) if decode and g else None for g in generated],
+                labels=self.label_values,
+            ),
+        )
 
 
 def record(
@@ -363,123 +320,22 @@ def record(
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
         subject.tokenizer = tokenizer
-    store = store if isinstance(store, Store) else Store(store)
-    check_run_name(name)
-    if store.exists(name) and not overwrite:
-        raise RunExistsError(
-            f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
-        )
-    if batch_size < 1 or max_new_tokens < 0 or (chunk_size is not None and chunk_size < 1):
-        raise InputError("batch_size and chunk_size must be ≥ 1 and max_new_tokens ≥ 0")
-    if not -(2**63) <= seed < 2**63:
-        raise InputError(f"seed {seed} is out of range; give an integer in -2**63..2**63-1")
-    if is_remote(remote) and engine != "nnsight":
-        raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
-    n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
-    sample_ids = list(range(n_inputs))
-    part = parse_shard(shard) if shard is not None else None
-    if part is not None:
-        sample_ids = part.samples(n_inputs)
-        if not sample_ids:
-            raise InputError(f"shard {part} has no inputs: {n_inputs} inputs for {part.count} shards")
-        full = _labels(labels, n_inputs)  # checked on all inputs, then kept for this shard's
-        labels = {column: [values[i] for i in sample_ids] for column, values in full.items()}
-        if targets is not None and len(targets) != n_inputs:
-            raise InputError(f"{len(targets)} targets for {n_inputs} inputs; give one target per input")
-        targets = [targets[i] for i in sample_ids] if targets is not None else None
-        inputs = [inputs[i] for i in sample_ids]
-        store, name = part_store(store, name), part.part_name()
-    token_ids, texts = _tokenise(inputs, subject.tokenizer)
-    label_values = _labels(labels, len(token_ids))
-    torch_model = subject.model.eval()
-    if max_new_tokens and subject.tokenizer is None:
-        raise InputError("generation needs a tokenizer; pass tokenizer= or use max_new_tokens=0")
-    chunk = chunk_size or _context_length(torch_model)
-    if max_new_tokens and max_new_tokens >= chunk:
-        raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
-    units = make_units(token_ids, chunk, generate_room=max_new_tokens)
-    target_ids = _targets(targets, torch_model, subject.tokenizer, len(token_ids), max_new_tokens, units)
-    if part is not None:  # shard-local indices → the inputs' original sample indices
-        units = [replace(unit, sample=sample_ids[unit.sample]) for unit in units]
-        target_ids = {sample_ids[local]: ids for local, ids in target_ids.items()}
-
-    declared = routers or subject.routers
-    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generate_kwargs or {})}
-    session = _Session(
+    source = TextSource(
         subject,
-        candidate_paths(torch_model, declared),
+        inputs,
+        labels=labels,
+        probs=probs,
+        max_new_tokens=max_new_tokens,
+        targets=targets,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        routers=routers,
         engine=engine,
-        with_probs=probs,
-        generate_kwargs=gen_kwargs,
-        targets=target_ids,
+        seed=seed,
+        generate_kwargs=generate_kwargs,
+        shard=shard,
         remote=remote,
     )
-    groups = list(batches(units, batch_size, same_length=not session.call.takes_mask))
-    torch.manual_seed(seed)
-    first: _Prepared | None = None
-    if max_new_tokens:  # a dry forward pass on two tokens says what each router returns
-        specs = describe_routers(torch_model, lambda: session.capture([_probe(units[0])]), declared)
-    else:  # a forward pass already says it: describe the routers from the first batch
-        first = session.capture(groups[0])
-        specs = describe_from_outputs(torch_model, session.paths, first.captured.outputs, declared)
-    session.specs = specs
-
-    manifest = {
-        "kind": "text",
-        "model": model_facts(subject),
-        "tokenizer": tokenizer_name(subject),
-        "routers": [s.to_manifest() for s in specs],
-        "labels": list(label_values),
-        "seed": seed,
-        "options": {
-            "probs": probs,
-            "logits": probs,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "chunk_size": chunk,
-            "engine": engine,
-            "generate_kwargs": dict(generate_kwargs or {}),
-            **({"shard": str(part), "inputs": n_inputs} if part is not None else {}),
-            **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
-        },
-        "packages": package_versions(),
-    }
-    schemas = {
-        "samples": samples_schema(list(label_values)),
-        "tokens": TOKENS,
-        "assignments": ASSIGNMENTS,
-        "decisions": decisions_schema(probs, with_logits=probs),
-        "steps": STEPS,
-    }
-    with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
-        session.writer = writer
-        bar = tqdm(groups, desc=f"recording {name}", unit="batch", disable=not progress or len(groups) < 2)
-        for index, group in enumerate(bar):
-            session.write(group, first if index == 0 and first is not None else session.capture(group))
-            if on_progress is not None:
-                on_progress(index + 1, len(groups))
-        n_steps = max(max_new_tokens, 1)  # step t < max_new_tokens routes a token; the last one is never fed
-        writer.write(
-            "steps",
-            pa.table(
-                {
-                    "step": np.arange(n_steps, dtype=np.int32),
-                    "timestep": pa.nulls(n_steps, pa.float64()),
-                    "sigma": pa.nulls(n_steps, pa.float64()),
-                },
-                schema=STEPS,
-            ),
-        )
-        decode = getattr(subject.tokenizer, "decode", None)
-        generated = [session.generated.get(i, []) for i in sample_ids]
-        samples = {
-            "sample": np.asarray(sample_ids, dtype=np.int32),
-            "text": texts,
-            "n_tokens": np.array([len(t) for t in token_ids], dtype=np.int32),
-            "n_generated": np.array([len(g) for g in generated], dtype=np.int32),
-            "generated": [decode(g) if decode and g else None for g in generated],
-            **label_values,
-        }
-        writer.write("samples", pa.table(samples, schema=schemas["samples"]))
-        path = writer.publish()
-    return Run(path)
+    return record_source(
+        source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress
+    )
