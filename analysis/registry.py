@@ -220,7 +220,7 @@ def compute(
     elif label:
         raise InputError(f"{kind} takes no label (--by)")
     if analysis.layer == "required" and layer is None:
-        raise InputError(f"{kind} needs a layer (--layer L)")
+        raise InputError(f"{kind} needs a layer", field="layer")
     if analysis.layer in ("required", "optional") and layer is not None:
         params["layer"] = layer
     missing = [

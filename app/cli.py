@@ -75,6 +75,24 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+FLAGS: dict[str, str] = {
+    "overwrite": "--overwrite",
+    "layer": "--layer",
+    "by": "--by",
+    "compare": "--compare",
+    "name": "--name",
+    "weights": "--weights",
+}
+"""How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
+
+
+def render_error(exc: RouteScopeError) -> str:
+    """An error's one line as the CLI prints it: the library's message, and the flag of the option it
+    concerns (`RunExistsError` → "...; choose another name or overwrite it (pass --overwrite)")."""
+    flag = FLAGS.get(exc.field or "")
+    return f"{exc} (pass {flag})" if flag else str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -85,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args, extra)
         return COMMANDS[args.command](args)
     except RouteScopeError as exc:
-        sys.stderr.write(f"routescope: error: {exc}\n")
+        sys.stderr.write(f"routescope: error: {render_error(exc)}\n")
         return 2
     except duckdb.Error:  # a data page DuckDB could not decode: name the damaged file, else it is a bug
         damage = damaged_run_message(args)

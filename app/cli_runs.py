@@ -117,18 +117,16 @@ def _sampling(manifest: dict) -> str:
 
 def damaged_run_message(args: argparse.Namespace) -> str | None:
     """After DuckDB failed to read a run: the first damaged file among the runs the command named
-    (`--run`, `--compare`), found by `Run.verify`; None when they all read cleanly."""
+    (`--run`, `--compare`), found by `Store.first_damage`; None when they all read cleanly."""
     store = getattr(args, "store", None)
     if not isinstance(store, str) or not store.strip():
         return None
-    for option in ("run", "compare"):
-        name = getattr(args, option, None)
-        if isinstance(name, str) and name:
-            try:
-                Store(store).open(name).verify()
-            except RouteScopeError as exc:
-                return str(exc)
-    return None
+    names = [getattr(args, option, None) for option in ("run", "compare")]
+    try:
+        damage = Store(store).first_damage(n for n in names if isinstance(n, str) and n)
+    except RouteScopeError as exc:  # the store folder itself cannot be used
+        return str(exc)
+    return None if damage is None else str(damage)
 
 
 def show_run(store: Store, name: str) -> None:

@@ -23,18 +23,13 @@ from .manifest import run_manifest
 from .source import Source
 
 
-def run_exists_message(store: Store, name: str) -> str:
-    """The one wording for a taken run name, fit for the library, the CLI and the dashboard alike."""
-    return f"run {name!r} already exists in {store.path}; choose another name or overwrite it"
-
-
 def check_new_run(store: Store | str, name: str, overwrite: bool) -> Store:
     """The opening checks of every recording: a usable store folder (not a file), a safe run name, and no
     run of that name unless `overwrite`. Returns the store."""
     store = store if isinstance(store, Store) else Store(store)
     check_run_name(name)
     if store.exists(name) and not overwrite:
-        raise RunExistsError(run_exists_message(store, name))
+        raise RunExistsError(name=name, store=store.path)
     return store
 
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import torch
 from torch.overrides import TorchFunctionMode
 
-from routescope.store.errors import InputError, RouteScopeError
+from routescope.store.errors import InputError, InterventionError
 
 LOGIT_OPS = frozenset({"linear", "matmul", "__matmul__", "mm", "addmm"})
 """Names of the products that may compute a router's logits (F.linear, `@`, torch.matmul, ...)."""
@@ -43,10 +43,6 @@ LOGIT_OPS = frozenset({"linear", "matmul", "__matmul__", "mm", "addmm"})
 SELECTION_BIASES = ("e_score_correction_bias",)
 """Per-expert tensors some routers add to their scores for *selection only* (DeepSeek-V3 and its kin):
 masked with the logits, or a disabled expert could still be chosen on its bias."""
-
-
-class InterventionError(RouteScopeError):
-    """An edit that cannot be applied to this model as asked (the message says why and what to do)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from routescope.store.errors import RouteScopeError
+from routescope.store.errors import RemoteUnavailableError
 
 Remote = bool | str
 """`False` (run here), `True` (NDIF), a host URL, or `"local"` (nnsight's local simulation)."""
@@ -25,10 +25,6 @@ Remote = bool | str
 LOCAL = "local"
 STATUS_TIMEOUT_S = (5.0, 20.0)
 """(connect, read) seconds for the service's status request: an unreachable host fails in seconds."""
-
-
-class RemoteUnavailableError(RouteScopeError):
-    """Remote recording cannot start: no API key, the service is unreachable, or the model is not hosted."""
 
 
 def is_remote(remote: Remote) -> bool:

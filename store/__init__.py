@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from .errors import (
     CorruptRunError,
+    ExportError,
     InputError,
+    InterventionError,
     InvalidNameError,
     ModelSpecError,
     NoRoutersError,
+    RemoteUnavailableError,
     RouterOutputError,
     RouteScopeError,
     RunExistsError,
     RunNotFoundError,
     StoreError,
+    first_damage,
 )
 from .manifest import RouterInfo, RunManifest
 from .reader import Run, Store, check_run_name
@@ -26,10 +30,13 @@ from .writer import RunWriter
 
 __all__ = [
     "CorruptRunError",
+    "ExportError",
     "InputError",
+    "InterventionError",
     "InvalidNameError",
     "ModelSpecError",
     "NoRoutersError",
+    "RemoteUnavailableError",
     "RouteScopeError",
     "RouterInfo",
     "RouterOutputError",
@@ -41,4 +48,5 @@ __all__ = [
     "Store",
     "StoreError",
     "check_run_name",
+    "first_damage",
 ]

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CorruptRunError, InvalidNameError, RunNotFoundError, StoreError
+from .errors import (
+    CorruptRunError,
+    InvalidNameError,
+    RouteScopeError,
+    RunNotFoundError,
+    StoreError,
+    first_damage,
+)
 from .manifest import RunManifest, read_manifest
 from .schema import CORE_TABLES, table_file
 
@@ -313,6 +321,20 @@ class Store:
         say complete, or a name that is not a run name (named, so a user can delete them)."""
         complete = set(self.runs())
         return [child.name for child in self._folders() if child.name not in complete]
+
+    def first_damage(self, names: Iterable[str]) -> CorruptRunError | None:
+        """After DuckDB failed reading runs `names`: the error naming the first damaged file among them
+        (opening checks footers, `Run.verify` every page), or None when they all read cleanly (a name
+        that does not open for another reason is skipped: it cannot be what DuckDB failed on)."""
+        runs = []
+        for name in names:
+            try:
+                runs.append(self.open(name))
+            except CorruptRunError as exc:
+                return exc
+            except RouteScopeError:
+                continue
+        return first_damage(runs)
 
     def unpublished(self) -> list[str]:
         """Interrupted recordings that had finished (manifest "complete", every file checked) but were not

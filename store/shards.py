@@ -7,7 +7,7 @@ tables equal a single-process recording row for row (up to row order, which no t
 Crash safety follows the store's rules. A part is an ordinary run written by `RunWriter` into a hidden
 part store, `STORE/.shards/NAME/part-0000i-of-0000n/` — first under that folder's `.incomplete/`, renamed
 into place when the part is complete — so `routescope runs` never lists a part as a run and a killed
-shard leaves only its own part unfinished (re-run that shard with `--overwrite`). `merge` checks that all
+shard leaves only its own part unfinished (re-run that shard, overwriting). `merge` checks that all
 n parts are complete and agree (model, routers, labels, options), streams their row groups into one new
 run through `RunWriter` (which publishes it with a single rename), and only then removes the parts.
 """
@@ -166,9 +166,7 @@ def merge(store: Store | str, name: str, *, overwrite: bool = False) -> Run:
     `steps` table; the parts are removed once the run is in place."""
     store = store if isinstance(store, Store) else Store(store)
     if store.exists(name) and not overwrite:
-        raise RunExistsError(
-            f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
-        )
+        raise RunExistsError(name=name, store=store.path)
     count, found = _complete_parts(store, name)
     parts = [found[i] for i in range(count)]
     manifest = _shared_manifest(parts)

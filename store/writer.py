@@ -95,9 +95,7 @@ class RunWriter:
         self.final_path = store.run_path(name)
         self.overwrite = overwrite
         if self.final_path.exists() and not overwrite:
-            raise RunExistsError(
-                f"run {name!r} already exists in {store.path}; pick another name or pass --overwrite"
-            )
+            raise RunExistsError(name=name, store=store.path)
         self.schemas = schemas
         self.rows = dict.fromkeys(schemas, 0)
         self.manifest = {
@@ -129,8 +127,11 @@ class RunWriter:
                 ) from None
             if not self.overwrite:
                 raise RunExistsError(
-                    f"an interrupted recording of {self.name!r} exists; pass --overwrite to replace it "
-                    f"or remove it with `routescope runs --store {self.store.path} --clean`"
+                    f"an interrupted recording of {self.name!r} exists in {self.store.path}; overwrite it, "
+                    "or clean the store's interrupted recordings",
+                    name=self.name,
+                    store=self.store.path,
+                    field="overwrite",
                 ) from None
             shutil.rmtree(path)
             path.mkdir()

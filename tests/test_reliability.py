@@ -205,7 +205,7 @@ def test_sigkill_at_any_point_loses_no_run_and_publishes_no_half_run(
             assert line.startswith(f"{target}\tincomplete\t(interrupted; delete it with `routescope runs")
             assert "--clean" in line
             assert f"--name {target} --overwrite" in line
-            refusal = "already exists" if target == "victim" else "interrupted recording.*--clean"
+            refusal = "already exists" if target == "victim" else "interrupted recording.*clean"
             with pytest.raises(RunExistsError, match=refusal):
                 RunWriter(store, target, schemas=SCHEMAS, manifest=manifest(seed), overwrite=False)
             if number % 3 == 0:  # re-record over the interrupted one: it must come out whole

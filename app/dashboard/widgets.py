@@ -16,7 +16,7 @@ figure `routescope figure --kind` writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -28,7 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from routescope.store import CorruptRunError, RouteScopeError, Run, Store
+from routescope.store import CorruptRunError, RouteScopeError, Run, Store, first_damage
 
 from ..figures.registry import FigureRequest, draw, figure_table
 from ..figures.theme import COLUMN_INCHES, Width
@@ -41,9 +41,26 @@ IMAGE_PIXELS = 96
 """Width and height, in pixels, at which the small generated images are drawn."""
 
 
-def show_error(exc: RouteScopeError) -> None:
-    """A user mistake as one `st.error` line (its message, read literally)."""
-    st.error(literal(str(exc)), icon="⚠️")
+WIDGETS: dict[str, str] = {
+    "overwrite": "tick “Replace a run of that name”",
+    "layer": "choose a “Layer”",
+    "by": "choose a label",
+    "compare": "choose a second run",
+    "name": "choose another “Run name”",
+}
+"""How the dashboard names the option an error concerns (`RouteScopeError.field`): by its widget."""
+
+
+def render_error(exc: RouteScopeError, widgets: Mapping[str, str] | None = None) -> str:
+    """An error's one line as the dashboard shows it: the library's message, and what to do with the
+    widget of the option it concerns (`widgets` overrides `WIDGETS` for a page's own labels)."""
+    hint = {**WIDGETS, **(widgets or {})}.get(exc.field or "")
+    return f"{exc} ({hint})" if hint else str(exc)
+
+
+def show_error(exc: RouteScopeError, widgets: Mapping[str, str] | None = None) -> None:
+    """A user mistake as one `st.error` line (its message, read literally, and its widget named)."""
+    st.error(literal(render_error(exc, widgets)), icon="⚠️")
 
 
 @contextmanager
@@ -72,24 +89,17 @@ def user_errors(*, stop: bool = True, runs: Sequence[Run] = ()) -> Iterator[None
 
 def damaged_run(runs: Sequence[Run] = ()) -> CorruptRunError | None:
     """After DuckDB failed on a read: the error naming the first damaged file of `runs` (default: the
-    run the pages are browsing, in the dashboard's store), found by `Run.verify`; None if all read
-    cleanly."""
-    if not runs:
-        name = state.current_run()
-        if name is None:
-            return None
-        try:
-            runs = [Store(store_folder()).open(name)]
-        except CorruptRunError as exc:
-            return exc
-        except RouteScopeError:
-            return None
-    for run in runs:
-        try:
-            run.verify()
-        except CorruptRunError as exc:
-            return exc
-    return None
+    run the pages are browsing, in the dashboard's store), found by `routescope.store.first_damage` as the
+    CLI does; None if all read cleanly."""
+    if runs:
+        return first_damage(runs)
+    name = state.current_run()
+    if name is None:
+        return None
+    try:
+        return Store(store_folder()).first_damage([name])
+    except RouteScopeError:
+        return None
 
 
 def open_store() -> Store:

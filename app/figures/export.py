@@ -24,7 +24,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from choreographer.errors import ChromeNotFoundError
 
-from routescope.store import InputError, RouteScopeError
+from routescope.store import InputError
+from routescope.store.errors import ExportError
 
 from ..tables import render
 from .theme import CSS_DPI
@@ -33,10 +34,6 @@ FIGURE_SUFFIXES = (".svg", ".pdf", ".png")
 TABLE_SUFFIXES = {".csv": "csv", ".tex": "latex", ".md": "markdown"}
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 DEFAULT_DPI = 300
-
-
-class ExportError(RouteScopeError):
-    """A figure could not be rendered: no browser, or the browser failed or timed out."""
 
 
 def browser_path() -> str | None:

@@ -257,7 +257,7 @@ def probe_form(store: Store) -> None:
             work = probe_job(spec, read_inputs(), settings, store, name, names, overwrite)
             own(state.PROBE_JOB, start_writing(store, name, f"{kind} probe {name}", work))
         except RouteScopeError as exc:
-            show_error(exc)
+            show_error(exc, {"overwrite": "tick “Replace runs of those names”"})
             return
     job = watch(state.PROBE_JOB)
     if job is None:
