@@ -9,6 +9,7 @@ from routescope.store import InputError, RunExistsError, Store
 from .cli_runs import show_run
 from .console import out
 from .inputs import Inputs, read_inputs
+from .requests import DiffusionRequest, RecordRequest
 
 DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
 MAX_CLASSES = 100_000
@@ -33,39 +34,72 @@ def parse_classes(text: str) -> list[int]:
     return classes
 
 
-def add_record_arguments(rec: argparse.ArgumentParser) -> None:
-    rec.add_argument(
-        "model", help="bundled:NAME, FAMILY:CONFIG (e.g. dit-moe:S-8E2A), a checkpoint folder, or a hub id"
-    )
-    rec.add_argument("--store", required=True, help="store folder (created if absent)")
-    rec.add_argument("--name", required=True, help="run name (letters, digits, . _ -)")
-    text = rec.add_argument_group("text models")
+def add_shared_arguments(
+    parser: argparse.ArgumentParser, *, model_help: str, name_help: str
+) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup]:
+    """The options `record` and `probe` share (defined once; the defaults live in `requests`): the model,
+    store and name, the text inputs, the diffusion sampling and how to load and record. Returns the text
+    and diffusion groups for a command's own options."""
+    parser.add_argument("model", help=model_help)
+    parser.add_argument("--store", required=True, help="store folder (created if absent)")
+    parser.add_argument("--name", required=True, help=name_help)
+    text = parser.add_argument_group("text models")
     text.add_argument("--text", action="append", help="an input text (repeatable)")
     text.add_argument("--file", help="inputs: .txt (one per line) or .jsonl (see --text-column)")
     text.add_argument("--dataset", help="a bundled dataset, e.g. bundled:domains (labels come along)")
     text.add_argument("--text-column", default="text", help="text column of a .jsonl file (default: text)")
     text.add_argument("--label-column", action="append", default=[], help="label column of a .jsonl file")
+    text.add_argument("--chunk-size", type=int, default=None, help="split longer inputs (default: context)")
+    sampling = DiffusionRequest()
+    diffusion = parser.add_argument_group("diffusion models")
+    diffusion.add_argument("--classes", help="classes to sample, e.g. 0-9 or 1,3,5 (default 0-9)")
+    diffusion.add_argument(
+        "--samples-per-class", type=int, help=f"images per class (default {sampling.samples_per_class})"
+    )
+    diffusion.add_argument("--steps", type=int, help=f"sampling steps (default {sampling.steps})")
+    diffusion.add_argument(
+        "--cfg-scale", type=float, help=f"classifier-free guidance scale (default {sampling.cfg_scale})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling / generation seed (0)")
+    parser.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
+    parser.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
+    parser.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
+    parser.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
+    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run"
+    )
+    return text, diffusion
+
+
+def diffusion_request(args: argparse.Namespace, *, save_x0: bool = False) -> DiffusionRequest:
+    """`--classes`, `--samples-per-class`, `--steps`, `--cfg-scale`, `--seed`, `--batch-size` → a request;
+    an option not given keeps the request's default."""
+    given = {
+        "samples_per_class": args.samples_per_class,
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "batch_size": args.batch_size,
+    }
+    classes = {} if args.classes is None else {"classes": tuple(parse_classes(args.classes))}
+    chosen = {key: value for key, value in given.items() if value is not None}
+    return DiffusionRequest(**classes, **chosen, seed=args.seed, save_x0=save_x0)
+
+
+def add_record_arguments(rec: argparse.ArgumentParser) -> None:
+    text, diffusion = add_shared_arguments(
+        rec,
+        model_help="bundled:NAME, FAMILY:CONFIG (e.g. dit-moe:S-8E2A), a checkpoint folder, or a hub id",
+        name_help="run name (letters, digits, . _ -)",
+    )
     text.add_argument("--target-column", help="decoder target column of a .jsonl file (encoder–decoder)")
     text.add_argument("--max-new-tokens", type=int, default=0, help="generate N tokens and record them too")
-    text.add_argument("--chunk-size", type=int, default=None, help="split longer inputs (default: context)")
-    diffusion = rec.add_argument_group("diffusion models")
-    diffusion.add_argument("--classes", help="classes to sample, e.g. 0-9 or 1,3,5")
-    diffusion.add_argument("--samples-per-class", type=int, help="images per class (default 1)")
-    diffusion.add_argument("--steps", type=int, help="sampling steps (default 50)")
-    diffusion.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 4.0)")
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
     diffusion.add_argument("--vae", help="dit-moe: a local diffusers VAE folder to decode latents")
     diffusion.add_argument(
         "--sampler", choices=("ddpm", "ddim", "rf"), help="dit-moe: override the trained-for sampler"
     )
-    rec.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
-    rec.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
-    rec.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
-    rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
-    rec.add_argument("--device", default=None, help="torch device (default: CPU)")
-    rec.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
     scale = rec.add_argument_group("past one machine (docs/scale.md)")
     scale.add_argument(
@@ -95,8 +129,6 @@ def _text_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from routescope.hooks import record, record_diffusion
-
     from .loading import load_model
 
     store = Store(args.store)
@@ -136,43 +168,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     if model.info.get("vae", "") is None:
         out("note: no --vae given: images are latent previews; the routing record is complete")
-    common = {
-        "store": store,
-        "name": args.name,
-        "probs": args.probs,
-        "engine": args.engine,
-        "overwrite": args.overwrite,
-    }
-    if model.sampler is not None:
-        if args.text or args.file or args.dataset:
-            raise InputError(f"{args.model} is a diffusion model: give --classes, not text")
-        run = record_diffusion(
-            model,
-            classes=parse_classes(args.classes or "0"),
-            samples_per_class=1 if args.samples_per_class is None else args.samples_per_class,
-            steps=50 if args.steps is None else args.steps,
-            cfg_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
-            seed=args.seed,
-            save_x0=args.save_x0,
-            batch_size=64 if args.batch_size is None else args.batch_size,
-            **common,
-        )
-    else:
-        if inputs is None:
-            raise InputError(f"--{diffusion_options[0].replace('_', '-')} is for diffusion models; give text")
-        run = record(
-            model,
-            inputs.texts,
-            labels=inputs.labels or None,
-            targets=inputs.targets,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=8 if args.batch_size is None else args.batch_size,
-            chunk_size=args.chunk_size,
-            seed=args.seed,
-            shard=shard,
-            remote=remote,
-            **common,
-        )
+    if model.sampler is not None and (args.text or args.file or args.dataset):
+        raise InputError(f"{args.model} is a diffusion model: give --classes, not text")
+    if model.sampler is None and inputs is None:
+        raise InputError(f"--{diffusion_options[0].replace('_', '-')} is for diffusion models; give text")
+    request = record_request(args, inputs if model.sampler is None else None)
+    extra = {} if model.sampler is not None else {"shard": shard, "remote": remote}
+    run = request.execute(model, store=store, terminal=True, **extra)
     if shard is not None:
         out(f"recorded shard {shard} of run {args.name!r} ({run.info.rows['samples']} inputs)")
         out(f"after all {shard.count} shards: routescope merge --store {store.path} --name {args.name}")
@@ -180,6 +182,22 @@ def cmd_record(args: argparse.Namespace) -> int:
     out(f"recorded run {run.name!r} in {store.path}")
     show_run(store, run.name)
     return 0
+
+
+def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordRequest:
+    """`routescope record`'s arguments as a request: text `inputs`, or (None) the diffusion options."""
+    return RecordRequest(
+        name=args.name,
+        inputs=inputs,
+        diffusion=None if inputs is not None else diffusion_request(args, save_x0=args.save_x0),
+        probs=args.probs,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        engine=args.engine,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
 
 
 def _remote(value: str | None) -> bool | str:

@@ -15,7 +15,7 @@ from the store alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -23,85 +23,27 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from routescope.hooks import LoadedModel
-from routescope.hooks.interventions import Intervention, RouterEdit, validate
-from routescope.hooks.probes import (
-    RecordOptions,
-    Sampling,
-    ablation_study,
-    describe,
-    probe_batch,
-    probe_force,
-    probe_noise,
-    probe_of,
-    record_base,
-)
-from routescope.hooks.probes.common import Inputs as ProbeInputs
-from routescope.hooks.probes.common import choose_routers
-from routescope.hooks.probes.noise import NoiseTarget
+from routescope.hooks.probes import Sampling, probe_of
 from routescope.store import InputError, Run, Store
 
 from ..figures import figure_ablation, figure_set_share
 from ..figures.registry import FigureRequest, draw
 from ..figures.theme import Width
 from ..inputs import Inputs
+from ..requests import PROBE_KINDS as PROBE_KINDS
+from ..requests import Ablate as Ablate
+from ..requests import Batch as Batch
+from ..requests import DiffusionRequest, ProbeRequest, companion_names
+from ..requests import Force as Force
+from ..requests import Noise as Noise
+from ..requests import ProbeSettings as ProbeSettings
+from ..requests import parse_ints as parse_ints
 from .recording import Progress, check_new_run
 
-PROBE_KINDS = ("ablate", "force", "noise", "batch")
 MAX_SEEDS = 10
 """At most this many random ablations from the page (each is a recording with the quality measure)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Ablate:
-    """Disable experts: a list, or each router's `top` most used in the base run; and/or the shared one."""
-
-    experts: tuple[int, ...] = ()
-    top: int | None = None
-    shared: bool = False
-    seeds: int = 3
-    """Random ablations of the same size (seeds 0..n-1)."""
-    layers: tuple[int, ...] | None = None
-    """MoE layers to edit (None: all)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Force:
-    """Route the selected tokens (all, or those whose labels match `where`) to `experts`."""
-
-    experts: tuple[int, ...]
-    where: Mapping[str, str] = field(default_factory=dict)
-    layers: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Noise:
-    """Gaussian noise of scale `sigma` on the router input (relative to its RMS) or logits."""
-
-    sigma: float = 0.05
-    on: NoiseTarget = "input"
-    seed: int = 0
-    layers: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Batch:
-    """The same texts one at a time and `batch_size` at a time."""
-
-    batch_size: int = 4
-
-
-ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch
-PageInputs: TypeAlias = Inputs | Sampling
+PageInputs: TypeAlias = Inputs | Sampling | DiffusionRequest
 """Text inputs with their labels, or what a diffusion model samples."""
-
-
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    """`"0, 3,5"` → (0, 3, 5); blank → (). A one-line error for anything else."""
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    try:
-        return tuple(int(part) for part in parts)
-    except ValueError:
-        raise InputError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 0, 3") from None
 
 
 def parse_where(text: str) -> dict[str, str]:
@@ -141,14 +83,8 @@ def domain_subset(inputs: Inputs, n: int, values: Sequence[str] = (), label: str
 
 
 def run_names(name: str, settings: ProbeSettings) -> list[str]:
-    """Every run the probe writes, in the order it records them (the probe's own run last but for the
-    random ablations)."""
-    if isinstance(settings, Ablate):
-        seeds = settings.seeds if (settings.experts or settings.top) else 0
-        return [f"{name}.base", name, *(f"{name}.random-{seed}" for seed in range(seeds))]
-    if isinstance(settings, Batch):
-        return [f"{name}.alone", name]
-    return [f"{name}.base", name]
+    """Every run the probe writes, in the order it records them (`requests.companion_names`)."""
+    return companion_names(name, settings)
 
 
 def check_settings(settings: ProbeSettings) -> None:
@@ -162,7 +98,7 @@ def check_settings(settings: ProbeSettings) -> None:
             raise InputError(f"random ablations: 0 to {MAX_SEEDS}, not {settings.seeds}")
     elif isinstance(settings, Force) and not settings.experts:
         raise InputError("give the experts to force the tokens to, e.g. 0, 1")
-    elif isinstance(settings, Batch) and settings.batch_size < 2:
+    elif isinstance(settings, Batch) and (settings.batch_size or 0) < 2:
         raise InputError(f"the batch probe needs a batch of at least 2 inputs, not {settings.batch_size}")
 
 
@@ -170,16 +106,6 @@ def check_names(store: Store, name: str, settings: ProbeSettings, overwrite: boo
     """The run names the probe will write, each checked (valid, not taken unless `overwrite`)."""
     name = check_new_run(store, name, overwrite)
     return [check_new_run(store, run, overwrite) for run in run_names(name, settings)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Options(RecordOptions):
-    """`RecordOptions` that also pass a progress callback to `record()` / `record_diffusion()`."""
-
-    on_progress: Progress | None = None
-
-    def for_inputs(self, inputs: ProbeInputs) -> dict[str, Any]:
-        return {**super().for_inputs(inputs), "on_progress": self.on_progress}
 
 
 class StagedProgress:
@@ -204,44 +130,18 @@ class StagedProgress:
         )
 
 
-def _check_where(where: Mapping[str, str], inputs: PageInputs) -> None:
+def probe_request(inputs: PageInputs, settings: ProbeSettings, *, name: str, overwrite: bool) -> ProbeRequest:
+    """The page's probe as the request the CLI builds for the same inputs."""
     if isinstance(inputs, Sampling):
-        if set(where) - {"class"}:
-            raise InputError(f"diffusion inputs have the label `class` only, not {sorted(set(where))[0]!r}")
-        if "class" in where and where["class"] not in {str(c) for c in inputs.classes}:
-            raise InputError(f"class {where['class']!r} is not among the sampled classes")
-        return
-    matching = set(range(len(inputs.texts)))
-    for column, value in where.items():
-        if column not in inputs.labels:
-            raise InputError(f"no label column {column!r}; labels: {', '.join(inputs.labels) or 'none'}")
-        matching &= {i for i, v in enumerate(inputs.labels[column]) if str(v) == value}
-    if not matching:
-        raise InputError(f"no input has the labels {dict(where)}")
-
-
-def check_edit(model: LoadedModel, inputs: PageInputs, settings: ProbeSettings) -> None:
-    """Refuse an edit this model cannot take (a layer without a router, an expert out of range, too many
-    disabled, a forced set smaller than top-k, a label no input has) before anything is recorded."""
-    if isinstance(settings, (Ablate, Batch)):
-        return  # ablation_study and probe_batch check everything before their first run
-    if (model.sampler is None) == isinstance(inputs, Sampling):
-        kind = "a diffusion model: give classes" if model.sampler is not None else "a text model: give text"
-        raise InputError(f"{model.spec or 'this model'} is {kind}")
-    all_routers = describe(model, _probe_inputs(inputs))
-    routers = choose_routers(all_routers, settings.layers)
-    if isinstance(settings, Force):
-        _check_where(settings.where, inputs)
-        edit = RouterEdit(force=tuple(settings.experts))
-    elif settings.on == "input":
-        edit = RouterEdit(input_noise=settings.sigma)
-    else:
-        edit = RouterEdit(logit_noise=settings.sigma)
-    validate(Intervention(edits={r["path"]: edit for r in routers}), all_routers)
-
-
-def _probe_inputs(inputs: PageInputs) -> ProbeInputs:
-    return inputs if isinstance(inputs, Sampling) else list(inputs.texts)
+        inputs = DiffusionRequest(
+            classes=tuple(inputs.classes),
+            samples_per_class=inputs.samples_per_class,
+            steps=inputs.steps,
+            cfg_scale=inputs.cfg_scale,
+            seed=inputs.seed,
+            batch_size=inputs.batch_size,
+        )
+    return ProbeRequest(name=name, settings=settings, inputs=inputs, overwrite=overwrite)
 
 
 def run_probe(
@@ -256,49 +156,10 @@ def run_probe(
 ) -> Run:
     """Record the probe's runs (`run_names(name, settings)`, in that order) and return its own run."""
     check_settings(settings)
-    check_edit(model, inputs, settings)
-    labels = None if isinstance(inputs, Sampling) else (dict(inputs.labels) or None)
-    options = _Options(labels=labels, overwrite=overwrite, on_progress=progress)
-    given = _probe_inputs(inputs)
-    common: dict[str, Any] = {"store": store, "options": options}
-    if isinstance(settings, Ablate):
-        study = ablation_study(
-            model,
-            given,
-            name=name,
-            experts=settings.experts or None,
-            top=settings.top,
-            layers=settings.layers,
-            shared=settings.shared,
-            seeds=settings.seeds,
-            **common,
-        )
-        return study.ablated
-    if isinstance(settings, Batch):
-        return probe_batch(model, given, name=name, batch_size=settings.batch_size, **common)[1]
-    base = record_base(model, given, name=f"{name}.base", **common)
-    if isinstance(settings, Force):
-        return probe_force(
-            model,
-            given,
-            name=name,
-            experts=settings.experts,
-            layers=settings.layers,
-            where=dict(settings.where) or None,
-            base=base,
-            **common,
-        )
-    return probe_noise(
-        model,
-        given,
-        name=name,
-        sigma=settings.sigma,
-        on=settings.on,
-        layers=settings.layers,
-        seed=settings.seed,
-        base=base,
-        **common,
+    runs = probe_request(inputs, settings, name=name, overwrite=overwrite).execute(
+        model, store=store, progress=progress
     )
+    return runs[1]
 
 
 # --- Results ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ loading is passed in (`load`), so the dashboard can hand over its cached loader.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from ..default_runs import DEFAULT_RUNS as DEFAULT_RUNS  # re-exported: defined 
 from ..default_runs import DefaultRun as DefaultRun
 from ..default_runs import record_default as record_default
 from ..inputs import Inputs, read_inputs
+from ..requests import DEFAULT_STEPS, DiffusionRequest, RecordRequest
+from ..requests import Progress as Progress
 
-Progress = Callable[[int, int], None]
-"""`progress(done, total)`, called as a recording advances."""
 INPUT_SUFFIXES = (".txt", ".jsonl")
 
 
@@ -45,7 +44,7 @@ class DiffusionOptions:
     """Classes to sample."""
     samples_per_class: int = 1
     """Images per class."""
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     """Sampler steps."""
     cfg_scale: float = 4.0
     """Classifier-free guidance scale."""
@@ -93,6 +92,32 @@ def dataset_inputs(spec: str = "bundled:domains") -> Inputs:
     return Inputs(texts=texts, labels={column: list(values) for column, values in labels.items()})
 
 
+def text_request(
+    inputs: Inputs, options: TextOptions, *, name: str, overwrite: bool = False
+) -> RecordRequest:
+    """The Run page's text recording as the request `routescope record` builds for the same inputs."""
+    return RecordRequest(
+        name=name,
+        inputs=inputs,
+        probs=options.probs,
+        max_new_tokens=options.max_new_tokens,
+        overwrite=overwrite,
+    )
+
+
+def image_request(options: DiffusionOptions, *, name: str, overwrite: bool = False) -> RecordRequest:
+    """The Run page's diffusion recording as the request `routescope record` builds for the same options."""
+    sampling = DiffusionRequest(
+        classes=tuple(options.classes),
+        samples_per_class=options.samples_per_class,
+        steps=options.steps,
+        cfg_scale=options.cfg_scale,
+        seed=options.seed,
+        save_x0=options.save_x0,
+    )
+    return RecordRequest(name=name, diffusion=sampling, probs=options.probs, overwrite=overwrite)
+
+
 def record_text(
     model: LoadedModel,
     inputs: Inputs,
@@ -104,22 +129,10 @@ def record_text(
     progress: Progress | None = None,
 ) -> Run:
     """Record a text model on `inputs` into run `name`."""
-    from routescope.hooks import record
-
     if model.sampler is not None:
         raise InputError(f"{model.spec} is a diffusion model: give classes, not text")
-    return record(
-        model,
-        inputs.texts,
-        store=store,
-        name=name,
-        labels=inputs.labels or None,
-        probs=options.probs,
-        max_new_tokens=options.max_new_tokens,
-        overwrite=overwrite,
-        progress=False,
-        on_progress=progress,
-    )
+    request = text_request(inputs, options, name=name, overwrite=overwrite)
+    return request.execute(model, store=store, progress=progress)
 
 
 def record_images(
@@ -132,22 +145,7 @@ def record_images(
     progress: Progress | None = None,
 ) -> Run:
     """Sample and record a diffusion model into run `name`."""
-    from routescope.hooks import record_diffusion
-
     if model.sampler is None:
         raise InputError(f"{model.spec} is not a diffusion model: give text inputs")
-    return record_diffusion(
-        model,
-        classes=options.classes,
-        samples_per_class=options.samples_per_class,
-        steps=options.steps,
-        cfg_scale=options.cfg_scale,
-        seed=options.seed,
-        probs=options.probs,
-        save_x0=options.save_x0,
-        store=store,
-        name=name,
-        overwrite=overwrite,
-        progress=False,
-        on_progress=progress,
-    )
+    request = image_request(options, name=name, overwrite=overwrite)
+    return request.execute(model, store=store, progress=progress)

@@ -36,6 +36,7 @@ from routescope.dashboard.recording import (
 from routescope.dashboard.widgets import open_store, pick_run, show_error, show_images
 from routescope.inputs import Inputs
 from routescope.models import BUNDLED, bundled_names
+from routescope.requests import DEFAULT_STEPS
 from routescope.store import InputError, ModelSpecError, RouteScopeError, Run, Store
 
 DEFAULT_MODEL = "moe-lm"
@@ -113,7 +114,7 @@ def diffusion_inputs() -> Callable[[], DiffusionOptions]:
     columns = st.columns(5)
     classes = columns[0].text_input("Classes", value="0-9", key=state.RUN_CLASSES)
     per_class = columns[1].number_input("Samples per class", 1, 64, 1, key=state.RUN_SAMPLES_PER_CLASS)
-    steps = columns[2].number_input("Steps", 1, 1000, 25, key=state.RUN_STEPS)
+    steps = columns[2].number_input("Steps", 1, 1000, DEFAULT_STEPS, key=state.RUN_STEPS)
     cfg = columns[3].number_input("CFG scale", 0.0, 20.0, 4.0, step=0.5, key=state.RUN_CFG_SCALE)
     seed = columns[4].number_input("Seed", 0, 2**31 - 1, 0, key=state.RUN_SEED)
     probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)

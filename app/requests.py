@@ -1,0 +1,367 @@
+"""Requests shared by the CLI and the dashboard: what to record or probe, with every default and every
+companion-run name in one place.
+
+The CLI turns arguments into a request (`cli_record`, `cli_probe`), the dashboard turns widgets into the
+same request (`dashboard/recording.py`, `dashboard/probing.py`), and `request.execute(model, ...)` calls
+the library. Model loading stays with the front end (the CLI's flags, the dashboard's cached loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from routescope.hooks import LoadedModel
+from routescope.hooks.probes import RecordOptions, Sampling
+from routescope.hooks.probes.common import Inputs as ProbeInputs
+from routescope.hooks.probes.noise import NoiseTarget
+from routescope.store import InputError, Run, Store
+
+from .inputs import Inputs
+
+Progress = Callable[[int, int], None]
+"""`progress(done, total)`, called as a recording advances."""
+DEFAULT_STEPS = 25
+"""Sampler steps when none are given (the README's and docs/dashboard.md's value)."""
+DEFAULT_CLASSES = tuple(range(10))
+"""Classes sampled when none are given."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionRequest:
+    """How to sample a class-conditional diffusion model."""
+
+    classes: tuple[int, ...] = DEFAULT_CLASSES
+    """Classes to sample."""
+    samples_per_class: int = 1
+    """Images per class."""
+    steps: int = DEFAULT_STEPS
+    """Sampler steps."""
+    cfg_scale: float = 4.0
+    """Classifier-free guidance scale."""
+    seed: int = 0
+    """Seed of the first batch (batch i uses seed + i)."""
+    save_x0: bool = False
+    """Keep the predicted clean image of every step (the denoising trajectory)."""
+    batch_size: int = 64
+    """Images per batch."""
+
+    def sampling(self) -> Sampling:
+        """The same settings as a probe's inputs."""
+        return Sampling(
+            classes=tuple(self.classes),
+            samples_per_class=self.samples_per_class,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordRequest:
+    """Record one run: text `inputs` for a language model, or `diffusion` sampling settings."""
+
+    name: str
+    """Run name (letters, digits, . _ -)."""
+    inputs: Inputs | None = None
+    """Text inputs with their labels (and decoder targets); None for a diffusion model."""
+    diffusion: DiffusionRequest | None = None
+    """Sampling settings for a diffusion model; None for a text model."""
+    probs: bool = False
+    """Also store each decision's full probability vector."""
+    max_new_tokens: int = 0
+    """Text: generate this many tokens after each input and record their routing too."""
+    batch_size: int | None = None
+    """Texts per batch (None: 8); diffusion uses `diffusion.batch_size`."""
+    chunk_size: int | None = None
+    """Text: split longer inputs (None: the model's context)."""
+    engine: str = "nnsight"
+    """Capture engine: nnsight or hooks."""
+    seed: int = 0
+    """Text: generation seed."""
+    overwrite: bool = False
+    """Replace an existing run of the same name."""
+
+    def companion_names(self) -> list[str]:
+        """Every run the request writes."""
+        return [self.name]
+
+    def execute(
+        self,
+        model: LoadedModel,
+        *,
+        store: Store,
+        progress: Progress | None = None,
+        terminal: bool = False,
+        **extra: Any,
+    ) -> Run:
+        """Record into `store`; `extra` (text models: `shard`, `remote`) goes to `record()` as is."""
+        from routescope.hooks import record, record_diffusion
+
+        common: dict[str, Any] = {
+            "store": store,
+            "name": self.name,
+            "probs": self.probs,
+            "engine": self.engine,
+            "overwrite": self.overwrite,
+        }
+        if not terminal:
+            common.update(progress=False, on_progress=progress)
+        if model.sampler is not None:
+            if self.inputs is not None and self.diffusion is None:
+                raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
+            d = self.diffusion or DiffusionRequest()
+            return record_diffusion(
+                model,
+                classes=list(d.classes),
+                samples_per_class=d.samples_per_class,
+                steps=d.steps,
+                cfg_scale=d.cfg_scale,
+                seed=d.seed,
+                save_x0=d.save_x0,
+                batch_size=d.batch_size,
+                **common,
+            )
+        if self.inputs is None:
+            raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
+        return record(
+            model,
+            self.inputs.texts,
+            labels=self.inputs.labels or None,
+            targets=self.inputs.targets,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=8 if self.batch_size is None else self.batch_size,
+            chunk_size=self.chunk_size,
+            seed=self.seed,
+            **extra,
+            **common,
+        )
+
+
+# --- Probes ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ablate:
+    """Disable experts: a list, or each router's `top` most used in the base run; and/or the shared one."""
+
+    experts: tuple[int, ...] = ()
+    """Experts to disable."""
+    top: int | None = None
+    """Disable each router's `top` most used experts instead."""
+    shared: bool = False
+    """Also (or only) zero the shared expert."""
+    seeds: int = 3
+    """Random ablations of the same size (seeds 0..n-1)."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to edit (None: all)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Force:
+    """Route the selected tokens (all, or those whose labels match `where`) to `experts`."""
+
+    experts: tuple[int, ...]
+    """The forced expert set (at least top-k experts)."""
+    where: Mapping[str, str] = field(default_factory=dict)
+    """Only tokens of inputs with these label values."""
+    positions: frozenset[int] | None = None
+    """Only these positions / patches (None: all)."""
+    stack: str | None = None
+    """Encoder–decoder models: routers of one stack only."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to edit (None: all)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Noise:
+    """Gaussian noise of scale `sigma` on the router input (relative to its RMS) or logits."""
+
+    sigma: float = 0.05
+    """Noise scale."""
+    on: NoiseTarget = "input"
+    """Where the noise goes: input or logits."""
+    seed: int = 0
+    """Seed of the noise."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to edit (None: all)."""
+    base: str | None = None
+    """An unedited run of the same inputs to compare with (None: record `NAME.base`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """The same inputs one at a time and `batch_size` at a time."""
+
+    batch_size: int | None = 4
+    """Inputs per batch (None: the probe's default)."""
+
+
+ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch
+PROBE_KINDS = ("ablate", "force", "noise", "batch")
+
+
+def companion_names(name: str, settings: ProbeSettings) -> list[str]:
+    """Every run a probe writes, in the order it records them (the probe's own run last but for the
+    random ablations). Every probe records its unedited base (`NAME.base`; `NAME.alone` for batch)
+    beside the edited run, unless a noise probe is given an existing base."""
+    if isinstance(settings, Ablate):
+        seeds = settings.seeds if (settings.experts or settings.top) else 0
+        return [f"{name}.base", name, *(f"{name}.random-{seed}" for seed in range(seeds))]
+    if isinstance(settings, Batch):
+        return [f"{name}.alone", name]
+    if isinstance(settings, Noise) and settings.base:
+        return [name]
+    return [f"{name}.base", name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Options(RecordOptions):
+    """`RecordOptions` that also pass a progress callback to `record()` / `record_diffusion()`."""
+
+    on_progress: Progress | None = None
+
+    def for_inputs(self, inputs: ProbeInputs) -> dict[str, Any]:
+        extra = {} if self.on_progress is None else {"on_progress": self.on_progress}
+        return {**super().for_inputs(inputs), **extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeRequest:
+    """Run one causal probe: its settings, inputs and how its runs are recorded."""
+
+    name: str
+    """Name of the probe's own run; its companions get suffixes (`companion_names`)."""
+    settings: ProbeSettings
+    """What the probe edits: `Ablate`, `Force`, `Noise` or `Batch`."""
+    inputs: Inputs | DiffusionRequest
+    """Text inputs with their labels, or a diffusion model's sampling settings."""
+    probs: bool = False
+    """Also store each decision's full probability vector."""
+    batch_size: int | None = None
+    """Texts per batch (None: 8)."""
+    chunk_size: int | None = None
+    """Text: split longer inputs (None: the model's context)."""
+    engine: str = "nnsight"
+    """Capture engine: nnsight or hooks."""
+    overwrite: bool = False
+    """Replace runs of the same names."""
+
+    @property
+    def kind(self) -> str:
+        return type(self.settings).__name__.lower()
+
+    def companion_names(self) -> list[str]:
+        """Every run the probe writes (see `companion_names`)."""
+        return companion_names(self.name, self.settings)
+
+    @property
+    def labels(self) -> dict[str, list[Any]]:
+        return {} if isinstance(self.inputs, DiffusionRequest) else dict(self.inputs.labels)
+
+    def probe_inputs(self) -> ProbeInputs:
+        """What the library's probes take: the texts, or a `Sampling`."""
+        if isinstance(self.inputs, DiffusionRequest):
+            return self.inputs.sampling()
+        return list(self.inputs.texts)
+
+    def options(self, progress: Progress | None = None) -> RecordOptions:
+        return _Options(
+            labels=self.labels or None,
+            probs=self.probs,
+            batch_size=8 if self.batch_size is None else self.batch_size,
+            chunk_size=self.chunk_size,
+            engine=self.engine,  # type: ignore[arg-type]
+            overwrite=self.overwrite,
+            on_progress=progress,
+        )
+
+    def execute(self, model: LoadedModel, *, store: Store, progress: Progress | None = None) -> list[Run]:
+        """Check the edit against the model, then record every run (`companion_names()` order)."""
+        from .probe_checks import check_edit
+
+        s = self.settings
+        given = self.probe_inputs()
+        check_edit(model, given, self.labels, s)
+        common: dict[str, Any] = {"store": store, "options": self.options(progress)}
+        if isinstance(s, Ablate):
+            from routescope.hooks.probes import ablation_study
+
+            study = ablation_study(
+                model,
+                given,
+                name=self.name,
+                experts=s.experts or None,
+                top=s.top,
+                layers=s.layers,
+                shared=s.shared,
+                seeds=s.seeds,
+                **common,
+            )
+            return [study.base, study.ablated, *study.random]
+        if isinstance(s, Batch):
+            from routescope.hooks.probes import probe_batch
+
+            return list(probe_batch(model, given, name=self.name, batch_size=s.batch_size, **common))
+        from routescope.hooks.probes import probe_force, probe_noise, record_base
+
+        if isinstance(s, Noise) and s.base:
+            base = store.open(s.base)
+        else:
+            base = record_base(model, given, name=f"{self.name}.base", **common)
+        if isinstance(s, Force):
+            from routescope.hooks.probes import TokenSelection
+
+            run = probe_force(
+                model,
+                given,
+                name=self.name,
+                experts=s.experts,
+                layers=s.layers,
+                tokens=TokenSelection(positions=s.positions),
+                where=dict(s.where) or None,
+                stack=s.stack,
+                base=base,
+                **common,
+            )
+        else:
+            run = probe_noise(
+                model,
+                given,
+                name=self.name,
+                sigma=s.sigma,
+                on=s.on,
+                layers=s.layers,
+                seed=s.seed,
+                base=base,
+                **common,
+            )
+        return [base, run]
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """`"0, 3,5"` → (0, 3, 5); blank → (). A one-line error for anything else."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 0, 3") from None
+
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "PROBE_KINDS",
+    "Ablate",
+    "Batch",
+    "DiffusionRequest",
+    "Force",
+    "Noise",
+    "ProbeRequest",
+    "ProbeSettings",
+    "Progress",
+    "RecordRequest",
+    "companion_names",
+    "parse_ints",
+]
