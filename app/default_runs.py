@@ -6,8 +6,8 @@ first start's numbers were kept (they are what the README and docs/dashboard.md 
 ones): `digits` is one digit of each class 0–9, 25 DDPM steps, CFG 4, seed 0, x̂₀ kept; `domains` is the
 bundled LM on its 100-text, five-domain evaluation set with the `domain` label.
 
-No Streamlit, no torch at import: the CLI and the dashboard both import this module cheaply; models come
-through the `load` callable each caller passes (the dashboard its process-wide cache).
+No Streamlit at import; models come through the `load` callable each caller passes (the dashboard its
+process-wide cache), and the recording is a `RecordRequest`, the same service `routescope record` uses.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .requests import DiffusionRequest, Progress, RecordRequest
+
 if TYPE_CHECKING:
     from .hooks import LoadedModel, Run, Store
-
-Progress = Callable[[int, int], None]
-"""`progress(done, total)`, called as a recording advances."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,17 +31,24 @@ class DefaultRun:
     description: str
     dataset: str | None = None
     """Text models: the bundled dataset (texts and label columns)."""
-    classes: tuple[int, ...] = ()
-    """Diffusion models: the classes sampled (empty for text models)."""
-    samples_per_class: int = 1
-    steps: int = 25
-    cfg_scale: float = 4.0
-    seed: int = 0
-    save_x0: bool = True
+    diffusion: DiffusionRequest | None = None
+    """Diffusion models: what is sampled (None for text models)."""
 
     @property
     def is_diffusion(self) -> bool:
-        return bool(self.classes)
+        return self.diffusion is not None
+
+    def request(self) -> RecordRequest:
+        """The recording as the same request `routescope record` and the Run page build (it replaces a run
+        or an interrupted recording of the same name)."""
+        if self.diffusion is not None:
+            return RecordRequest(name=self.name, diffusion=self.diffusion, overwrite=True)
+        from .datasets import load_dataset
+        from .inputs import Inputs
+
+        texts, labels = load_dataset(self.dataset or "bundled:domains")
+        inputs = Inputs(texts=texts, labels={column: list(values) for column, values in labels.items()})
+        return RecordRequest(name=self.name, inputs=inputs, overwrite=True)
 
 
 DEFAULT_RUNS: tuple[DefaultRun, ...] = (
@@ -55,12 +61,7 @@ DEFAULT_RUNS: tuple[DefaultRun, ...] = (
     DefaultRun(
         name="digits",
         model="bundled:dit-digits",
-        classes=tuple(range(10)),
-        samples_per_class=1,
-        steps=25,
-        cfg_scale=4.0,
-        seed=0,
-        save_x0=True,
+        diffusion=DiffusionRequest(classes=tuple(range(10)), samples_per_class=1, steps=25, save_x0=True),
         description="bundled:dit-digits, one digit of each class, 25 steps",
     ),
 )
@@ -79,34 +80,4 @@ def record_default(
 
     `progress(done, total)` follows batches (text) or sampler steps (diffusion); `terminal` also draws
     the CLI's own progress bar."""
-    from .hooks import record, record_diffusion
-
-    model = load(default.model)
-    if default.is_diffusion:
-        return record_diffusion(
-            model,
-            classes=list(default.classes),
-            samples_per_class=default.samples_per_class,
-            steps=default.steps,
-            cfg_scale=default.cfg_scale,
-            seed=default.seed,
-            save_x0=default.save_x0,
-            store=store,
-            name=default.name,
-            overwrite=True,
-            progress=terminal,
-            on_progress=progress,
-        )
-    from .datasets import load_dataset
-
-    texts, labels = load_dataset(default.dataset or "bundled:domains")
-    return record(
-        model,
-        texts,
-        store=store,
-        name=default.name,
-        labels={column: list(values) for column, values in labels.items()},
-        overwrite=True,
-        progress=terminal,
-        on_progress=progress,
-    )
+    return default.request().execute(load(default.model), store=store, progress=progress, terminal=terminal)

@@ -29,34 +29,12 @@ DEFAULT_CLASSES = tuple(range(10))
 
 
 @dataclass(frozen=True, kw_only=True)
-class DiffusionRequest:
-    """How to sample a class-conditional diffusion model."""
+class DiffusionRequest(Sampling):
+    """How to sample a class-conditional diffusion model: a probe's `Sampling` with the front ends'
+    defaults (all ten classes, `DEFAULT_STEPS`); `record_kwargs()` gives `record_diffusion`'s arguments."""
 
     classes: tuple[int, ...] = DEFAULT_CLASSES
-    """Classes to sample."""
-    samples_per_class: int = 1
-    """Images per class."""
     steps: int = DEFAULT_STEPS
-    """Sampler steps."""
-    cfg_scale: float = 4.0
-    """Classifier-free guidance scale."""
-    seed: int = 0
-    """Seed of the first batch (batch i uses seed + i)."""
-    save_x0: bool = False
-    """Keep the predicted clean image of every step (the denoising trajectory)."""
-    batch_size: int = 64
-    """Images per batch."""
-
-    def sampling(self) -> Sampling:
-        """The same settings as a probe's inputs."""
-        return Sampling(
-            classes=tuple(self.classes),
-            samples_per_class=self.samples_per_class,
-            steps=self.steps,
-            cfg_scale=self.cfg_scale,
-            seed=self.seed,
-            batch_size=self.batch_size,
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,24 +84,13 @@ class RecordRequest:
             "probs": self.probs,
             "engine": self.engine,
             "overwrite": self.overwrite,
+            "progress": terminal,
+            "on_progress": progress,
         }
-        if not terminal:
-            common.update(progress=False, on_progress=progress)
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
-            d = self.diffusion or DiffusionRequest()
-            return record_diffusion(
-                model,
-                classes=list(d.classes),
-                samples_per_class=d.samples_per_class,
-                steps=d.steps,
-                cfg_scale=d.cfg_scale,
-                seed=d.seed,
-                save_x0=d.save_x0,
-                batch_size=d.batch_size,
-                **common,
-            )
+            return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
         if self.inputs is None:
             raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
         return record(
@@ -264,7 +231,7 @@ class ProbeRequest:
     def probe_inputs(self) -> ProbeInputs:
         """What the library's probes take: the texts, or a `Sampling`."""
         if isinstance(self.inputs, DiffusionRequest):
-            return self.inputs.sampling()
+            return self.inputs
         return list(self.inputs.texts)
 
     def options(self, progress: Progress | None = None) -> RecordOptions:

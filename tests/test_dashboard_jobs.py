@@ -18,12 +18,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import routescope
-from routescope.dashboard import ENTRY_SCRIPT, STORE_ENV, cache, recording, state
+from routescope.dashboard import ENTRY_SCRIPT, STORE_ENV, cache, state
 from routescope.dashboard.app_pages import PAGES
 from routescope.dashboard.first_start import DONE, defaults_to_record
 from routescope.dashboard.jobs import Jobs, one_line
 from routescope.default_runs import DEFAULT_RUNS
 from routescope.hooks import InputError, Store
+from routescope.requests import RecordRequest
 from routescope.store.reader import OWNER_FILE
 from tests.dashboard_server import running_dashboard
 from tests.planted import planted_run
@@ -105,14 +106,14 @@ def test_a_recording_survives_a_stopped_page_and_a_page_switch(
     store = tmp_path / "store"
     plant(store, "seed")  # a user run: no first start
     gate, started = threading.Event(), threading.Event()
-    real = recording.record_images
+    real = RecordRequest.execute
 
     def held(*args: Any, **kwargs: Any) -> routescope.Run:
         started.set()
         gate.wait(60)  # the recording waits until the test has stopped the page and changed page
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(recording, "record_images", held)
+    monkeypatch.setattr(RecordRequest, "execute", held)
     monkeypatch.setenv(STORE_ENV, str(store))
     at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=120).run()
     at.switch_page("app_pages/run.py").run()

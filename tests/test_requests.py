@@ -8,7 +8,7 @@ from routescope.cli_probe import add_probe_arguments, probe_request
 from routescope.cli_record import add_record_arguments, record_request
 from routescope.dashboard.probing import Force, Noise
 from routescope.dashboard.probing import probe_request as page_probe_request
-from routescope.dashboard.recording import DiffusionOptions, TextOptions, image_request, text_request
+from routescope.dashboard.recording import TextOptions, image_request, text_request
 from routescope.inputs import Inputs
 from routescope.requests import DEFAULT_STEPS, DiffusionRequest, companion_names
 
@@ -25,7 +25,7 @@ def test_record_requests_match() -> None:
     assert record_request(args, inputs) == text_request(inputs, TextOptions(), name="r")
     args = _parse(add_record_arguments, ["bundled:dit-digits", "--store", "s", "--name", "d"])
     cli = record_request(args, None)
-    page = image_request(DiffusionOptions(save_x0=False), name="d")
+    page = image_request(DiffusionRequest(), probs=False, name="d")
     assert cli == page
     assert cli.diffusion == DiffusionRequest()
     assert cli.diffusion is not None

@@ -14,6 +14,7 @@ from the store alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -132,15 +133,8 @@ class StagedProgress:
 
 def probe_request(inputs: PageInputs, settings: ProbeSettings, *, name: str, overwrite: bool) -> ProbeRequest:
     """The page's probe as the request the CLI builds for the same inputs."""
-    if isinstance(inputs, Sampling):
-        inputs = DiffusionRequest(
-            classes=tuple(inputs.classes),
-            samples_per_class=inputs.samples_per_class,
-            steps=inputs.steps,
-            cfg_scale=inputs.cfg_scale,
-            seed=inputs.seed,
-            batch_size=inputs.batch_size,
-        )
+    if isinstance(inputs, Sampling) and not isinstance(inputs, DiffusionRequest):
+        inputs = DiffusionRequest(**dataclasses.asdict(inputs))
     return ProbeRequest(name=name, settings=settings, inputs=inputs, overwrite=overwrite)
 
 

@@ -8,11 +8,10 @@ loading is passed in (`load`), so the dashboard can hand over its cached loader.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from routescope.hooks import LoadedModel
-from routescope.store import InputError, Run, RunExistsError, Store
+from routescope.store import InputError, RunExistsError, Store
 from routescope.store.reader import check_run_name
 
 from ..datasets import load_dataset
@@ -20,7 +19,7 @@ from ..default_runs import DEFAULT_RUNS as DEFAULT_RUNS  # re-exported: defined 
 from ..default_runs import DefaultRun as DefaultRun
 from ..default_runs import record_default as record_default
 from ..inputs import Inputs, read_inputs
-from ..requests import DEFAULT_STEPS, DiffusionRequest, RecordRequest
+from ..requests import DiffusionRequest, RecordRequest
 from ..requests import Progress as Progress
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
@@ -34,26 +33,6 @@ class TextOptions:
     """Also store each decision's full probability vector."""
     max_new_tokens: int = 0
     """Generate this many tokens after each input and record their routing too."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DiffusionOptions:
-    """How to sample and record a class-conditional diffusion model."""
-
-    classes: list[int] = field(default_factory=lambda: list(range(10)))
-    """Classes to sample."""
-    samples_per_class: int = 1
-    """Images per class."""
-    steps: int = DEFAULT_STEPS
-    """Sampler steps."""
-    cfg_scale: float = 4.0
-    """Classifier-free guidance scale."""
-    seed: int = 0
-    """Seed of the first batch (batch i uses seed + i)."""
-    probs: bool = False
-    """Also store each decision's full probability vector."""
-    save_x0: bool = True
-    """Keep the predicted clean image of every step (the denoising trajectory)."""
 
 
 def check_new_run(store: Store, name: str, overwrite: bool) -> str:
@@ -105,47 +84,8 @@ def text_request(
     )
 
 
-def image_request(options: DiffusionOptions, *, name: str, overwrite: bool = False) -> RecordRequest:
+def image_request(
+    sampling: DiffusionRequest, *, probs: bool, name: str, overwrite: bool = False
+) -> RecordRequest:
     """The Run page's diffusion recording as the request `routescope record` builds for the same options."""
-    sampling = DiffusionRequest(
-        classes=tuple(options.classes),
-        samples_per_class=options.samples_per_class,
-        steps=options.steps,
-        cfg_scale=options.cfg_scale,
-        seed=options.seed,
-        save_x0=options.save_x0,
-    )
-    return RecordRequest(name=name, diffusion=sampling, probs=options.probs, overwrite=overwrite)
-
-
-def record_text(
-    model: LoadedModel,
-    inputs: Inputs,
-    options: TextOptions,
-    *,
-    store: Store,
-    name: str,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> Run:
-    """Record a text model on `inputs` into run `name`."""
-    if model.sampler is not None:
-        raise InputError(f"{model.spec} is a diffusion model: give classes, not text")
-    request = text_request(inputs, options, name=name, overwrite=overwrite)
-    return request.execute(model, store=store, progress=progress)
-
-
-def record_images(
-    model: LoadedModel,
-    options: DiffusionOptions,
-    *,
-    store: Store,
-    name: str,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> Run:
-    """Sample and record a diffusion model into run `name`."""
-    if model.sampler is None:
-        raise InputError(f"{model.spec} is not a diffusion model: give text inputs")
-    request = image_request(options, name=name, overwrite=overwrite)
-    return request.execute(model, store=store, progress=progress)
+    return RecordRequest(name=name, diffusion=sampling, probs=probs, overwrite=overwrite)

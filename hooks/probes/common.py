@@ -38,6 +38,20 @@ class Sampling:
     cfg_scale: float = 4.0
     seed: int = 0
     batch_size: int = 64
+    save_x0: bool = False
+    """Keep the predicted clean image of every step (the denoising trajectory)."""
+
+    def record_kwargs(self) -> dict[str, Any]:
+        """These settings as `record_diffusion`'s keyword arguments."""
+        return {
+            "classes": list(self.classes),
+            "samples_per_class": self.samples_per_class,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "save_x0": self.save_x0,
+        }
 
 
 Inputs = Sequence[str] | Sequence[Sequence[int]] | Sampling
@@ -173,18 +187,7 @@ def record_probe(
                 full["metrics"] = dict(measured)
         tagged = dataclasses.replace(model, info={**model.info, "probe": full})
         if isinstance(inputs, Sampling):
-            return record_diffusion(
-                tagged,
-                classes=list(inputs.classes),
-                samples_per_class=inputs.samples_per_class,
-                steps=inputs.steps,
-                cfg_scale=inputs.cfg_scale,
-                seed=inputs.seed,
-                batch_size=inputs.batch_size,
-                store=store,
-                name=name,
-                **options,
-            )
+            return record_diffusion(tagged, **inputs.record_kwargs(), store=store, name=name, **options)
         return record(tagged, list(inputs), store=store, name=name, **options)
 
 

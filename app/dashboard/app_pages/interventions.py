@@ -17,9 +17,9 @@ from functools import partial
 
 import streamlit as st
 
-from routescope.cli_record import parse_classes
 from routescope.dashboard import cache, state
 from routescope.dashboard.app_pages import PAGES
+from routescope.dashboard.forms import choose_model, sampling_form
 from routescope.dashboard.job_view import own, show_failure, start_writing, watch
 from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.markup import literal
@@ -51,11 +51,8 @@ from routescope.dashboard.widgets import (
     show_table,
     user_errors,
 )
-from routescope.hooks.probes import Sampling
-from routescope.models import BUNDLED, bundled_names
 from routescope.store import ModelSpecError, RouteScopeError, Run, Store
 
-DEFAULT_MODEL = "moe-lm"
 EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"
 DOMAINS = ("prose", "code", "arithmetic", "json", "chemistry")
 PROBE_TITLES = {
@@ -66,31 +63,6 @@ PROBE_TITLES = {
 }
 ABLATE_CHOICES = {"experts": "These experts", "top": "Each layer's top r most used", "shared": "Shared only"}
 INPUT_SOURCES = {"dataset": "Bundled domain set", "typed": "Typed text"}
-
-
-def choose_model() -> tuple[str, bool]:
-    """The model spec and whether it is a diffusion model (only bundled ones bring a sampler)."""
-    source = st.radio(
-        "Model",
-        ["bundled", "other"],
-        format_func={"bundled": "Bundled", "other": "Local checkpoint folder or hub id"}.__getitem__,
-        horizontal=True,
-        key=state.PROBE_MODEL_SOURCE,
-    )
-    if source == "bundled":
-        names = bundled_names()
-        name = str(
-            st.selectbox(
-                "Bundled model",
-                names,
-                index=names.index(DEFAULT_MODEL),
-                format_func=lambda n: f"{n}: {BUNDLED[n].description}",
-                key=state.PROBE_BUNDLED,
-            )
-        )
-        return f"bundled:{name}", BUNDLED[name].sampler is not None
-    spec = st.text_input("Checkpoint folder or hub id", key=state.PROBE_MODEL_SPEC)
-    return spec.strip(), False
 
 
 def layers_field() -> Callable[[], tuple[int, ...] | None]:
@@ -205,26 +177,6 @@ def _domain_texts(domains: tuple[str, ...], most: int) -> PageInputs:
     return domain_subset(dataset_inputs("bundled:domains"), most, domains)
 
 
-def diffusion_inputs() -> Callable[[], PageInputs]:
-    columns = st.columns(5)
-    classes = columns[0].text_input("Classes", value="0-9", key=state.PROBE_CLASSES)
-    per_class = columns[1].number_input("Samples per class", 1, 16, 1, key=state.PROBE_SAMPLES_PER_CLASS)
-    steps = columns[2].number_input("Steps", 1, 1000, 10, key=state.PROBE_STEPS)
-    cfg = columns[3].number_input("CFG scale", 0.0, 20.0, 4.0, step=0.5, key=state.PROBE_CFG_SCALE)
-    seed = columns[4].number_input("Seed", 0, 2**31 - 1, 0, key=state.PROBE_SEED)
-
-    def read() -> PageInputs:
-        return Sampling(
-            classes=tuple(parse_classes(classes)),
-            samples_per_class=int(per_class),
-            steps=int(steps),
-            cfg_scale=float(cfg),
-            seed=int(seed),
-        )
-
-    return read
-
-
 SETTINGS: dict[str, Callable[[bool], Callable[[], ProbeSettings]]] = {
     "ablate": lambda diffusion: ablate_settings(),
     "force": force_settings,
@@ -235,14 +187,14 @@ SETTINGS: dict[str, Callable[[bool], Callable[[], ProbeSettings]]] = {
 
 def probe_form(store: Store) -> None:
     """Model, probe, inputs, name and the Run probe button; records the probe's runs and remembers them."""
-    spec, diffusion = choose_model()
+    spec, diffusion = choose_model("probe")
     kind = str(
         st.radio(
             "Probe", PROBE_KINDS, format_func=PROBE_TITLES.__getitem__, horizontal=True, key=state.PROBE_KIND
         )
     )
     read_settings = SETTINGS[kind](diffusion)
-    read_inputs = diffusion_inputs() if diffusion else text_inputs()
+    read_inputs = sampling_form("probe", steps=10, max_per_class=16) if diffusion else text_inputs()
     columns = st.columns([3, 1])
     name = columns[0].text_input("Run name", value=f"{kind}-probe", key=state.PROBE_NAME)
     overwrite = columns[1].checkbox("Replace runs of those names", key=state.PROBE_OVERWRITE)

@@ -17,59 +17,30 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from routescope.cli_record import parse_classes
 from routescope.dashboard import cache, state
 from routescope.dashboard.app_pages import PAGES
+from routescope.dashboard.forms import choose_model, sampling_form
 from routescope.dashboard.job_view import own, show_failure, start_writing, watch
 from routescope.dashboard.jobs import Report, Work
 from routescope.dashboard.markup import literal
 from routescope.dashboard.recording import (
-    DiffusionOptions,
     TextOptions,
     check_new_run,
     dataset_inputs,
-    record_images,
-    record_text,
+    image_request,
+    text_request,
     typed_inputs,
     uploaded_inputs,
 )
 from routescope.dashboard.widgets import open_store, pick_run, show_error, show_images
 from routescope.inputs import Inputs
-from routescope.models import BUNDLED, bundled_names
-from routescope.requests import DEFAULT_STEPS
+from routescope.requests import DEFAULT_STEPS, RecordRequest
 from routescope.store import InputError, ModelSpecError, RouteScopeError, Run, Store
 
 DEFAULT_MODEL = "moe-lm"
 EXAMPLE_TEXT = "The river rose after a week of rain.\nx = [n * n for n in range(10)]\n"
 INPUT_SOURCES = {"typed": "Typed text", "file": "A file (.txt / .jsonl)", "dataset": "Bundled domain set"}
 TRAJECTORY_POINTS = 6
-
-
-def choose_model() -> tuple[str, bool]:
-    """The model spec and whether it is a diffusion model (only bundled ones bring a sampler)."""
-    source = st.radio(
-        "Model",
-        ["bundled", "other"],
-        format_func={"bundled": "Bundled", "other": "Hub id or local folder"}.__getitem__,
-        horizontal=True,
-        key=state.RUN_MODEL_SOURCE,
-    )
-    if source == "bundled":
-        names = bundled_names()
-        name = st.selectbox(
-            "Bundled model",
-            names,
-            index=names.index(DEFAULT_MODEL),
-            format_func=lambda n: f"{n}: {BUNDLED[n].description}",
-            key=state.RUN_BUNDLED,
-        )
-        return f"bundled:{name}", BUNDLED[str(name)].sampler is not None
-    spec = st.text_input(
-        "Hub id or local checkpoint folder",
-        placeholder="models/moe_lm/weights or an org/name hub id",
-        key=state.RUN_MODEL_SPEC,
-    )
-    return spec.strip(), False
 
 
 def text_inputs() -> tuple[Callable[[], Inputs], TextOptions]:
@@ -109,36 +80,13 @@ def _uploaded(upload: UploadedFile | None, text_column: str, label_columns: list
     return uploaded_inputs(upload.name, upload.getvalue(), text_column, label_columns)
 
 
-def diffusion_inputs() -> Callable[[], DiffusionOptions]:
-    """How to read the sampling options (called on Record, so a bad class list is reported then)."""
-    columns = st.columns(5)
-    classes = columns[0].text_input("Classes", value="0-9", key=state.RUN_CLASSES)
-    per_class = columns[1].number_input("Samples per class", 1, 64, 1, key=state.RUN_SAMPLES_PER_CLASS)
-    steps = columns[2].number_input("Steps", 1, 1000, DEFAULT_STEPS, key=state.RUN_STEPS)
-    cfg = columns[3].number_input("CFG scale", 0.0, 20.0, 4.0, step=0.5, key=state.RUN_CFG_SCALE)
-    seed = columns[4].number_input("Seed", 0, 2**31 - 1, 0, key=state.RUN_SEED)
-    probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
-
-    def read() -> DiffusionOptions:
-        return DiffusionOptions(
-            classes=parse_classes(classes),
-            samples_per_class=int(per_class),
-            steps=int(steps),
-            cfg_scale=float(cfg),
-            seed=int(seed),
-            probs=probs,
-            save_x0=True,
-        )
-
-    return read
-
-
 def record_form(store: Store) -> None:
     """Model, inputs, name and the Record button; starts the recording as a background job, follows it
     with a progress bar (also when the page is opened again while it runs) and remembers the new run."""
-    spec, diffusion = choose_model()
+    spec, diffusion = choose_model("run")
     if diffusion:
-        read_options = diffusion_inputs()
+        read_sampling = sampling_form("run", steps=DEFAULT_STEPS, max_per_class=64, save_x0=True)
+        probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
     else:
         read_inputs, text_options = text_inputs()
     columns = st.columns([3, 1])
@@ -150,10 +98,10 @@ def record_form(store: Store) -> None:
             if not spec:
                 raise ModelSpecError("type a hub id or a local checkpoint folder")
             if diffusion:
-                record = partial(record_images, options=read_options())
+                request = image_request(read_sampling(), probs=probs, name=name, overwrite=overwrite)
             else:
-                record = partial(record_text, inputs=read_inputs(), options=text_options)
-            work = recording_job(spec, record, store, name, overwrite)
+                request = text_request(read_inputs(), text_options, name=name, overwrite=overwrite)
+            work = recording_job(spec, request, store)
             own(state.RUN_JOB, start_writing(store, name, f"recording {name}", work))
         except RouteScopeError as exc:
             show_error(exc)
@@ -169,17 +117,14 @@ def record_form(store: Store) -> None:
     st.success(f"Recorded run {literal(run.name)}: {run.info.rows['decisions']} routing decisions.")
 
 
-def recording_job(spec: str, record: Callable[..., Run], store: Store, name: str, overwrite: bool) -> Work:
-    """The background job: load the model (cached per process), then `record(model, ...)` with progress."""
+def recording_job(spec: str, request: RecordRequest, store: Store) -> Work:
+    """The background job: load the model (cached per process), then execute `request` with progress."""
 
     def work(report: Report) -> Run:
         report(0.0, f"loading {spec}")
-        model = cache.model(spec)
-        return record(
-            model,
+        return request.execute(
+            cache.model(spec),
             store=store,
-            name=name,
-            overwrite=overwrite,
             progress=lambda done, total: report(done / max(total, 1), f"{done} of {total}"),
         )
 
