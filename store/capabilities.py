@@ -61,7 +61,7 @@ ROUTING = ("ids", "gate_weights", "scores", "probs", "logits", "counts")
 
 
 def describe(engine: str | None, capabilities: Iterable[str]) -> str:
-    """"this vLLM import has expert ids only" / "this llama.cpp import has expert counts only": what a run
+    """ "this vLLM import has expert ids only" / "this llama.cpp import has expert counts only": what a run
     knows of the routing itself."""
     have = set(capabilities)
     who = f"this {ENGINES.get(engine or 'routescope', f'{engine} import')}"

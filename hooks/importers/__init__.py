@@ -8,11 +8,29 @@ entry points (`routescope.importers`, `routescope import`) live in the app room 
 from __future__ import annotations
 
 from .common import TraceError, TraceSource, import_source
+from .llamacpp import LlamacppSource
+from .megatron import MegatronSource
+from .olmoe import OlmoeSource
+from .sglang import SglangSource
 from .vllm import VllmSource
 
 SOURCES: dict[str, type[TraceSource]] = {
     "vllm": VllmSource,
+    "sglang": SglangSource,
+    "megatron": MegatronSource,
+    "olmoe": OlmoeSource,
+    "llamacpp": LlamacppSource,
 }
 """Import kind → its source class."""
 
-__all__ = ["SOURCES", "TraceError", "TraceSource", "VllmSource", "import_source"]
+__all__ = [
+    "SOURCES",
+    "LlamacppSource",
+    "MegatronSource",
+    "OlmoeSource",
+    "SglangSource",
+    "TraceError",
+    "TraceSource",
+    "VllmSource",
+    "import_source",
+]

@@ -42,7 +42,7 @@ class TraceError(InputError):
 
 def bad(path: Path | str, where: str | None, problem: str) -> TraceError:
     """The one-line error: `FILE, line 3: problem`."""
-    return TraceError(f"{path}{', ' + where if where else ''}: {problem}", field="files")
+    return TraceError(f"{path}{', ' + where if where else ''}: {problem}")
 
 
 @dataclass
@@ -64,10 +64,16 @@ class Requests:
     """Prompt tokens of each request (the rest are generated)."""
     step: np.ndarray | None = None
     """Each request's step (Megatron: the training step)."""
-
+    positions: np.ndarray | None = None
+    """Each routed token's position (default: 0, 1, ... within its request); token ids then align with
+    the routed rows."""
+    where: str | None = None
+    """The batch's place when it is one record (`record 3` of a dump), else found by `place`."""
 
     def place(self, request: int) -> str:
         """`line N` (JSONL) or `record N` of the batch's `request`-th request, for error messages."""
+        if self.where is not None:
+            return self.where
         index = self.first + request
         if self.jsonl:
             line = line_number(self.path, index)
@@ -106,6 +112,45 @@ class Layers:
 
     def __post_init__(self) -> None:
         self.stacks = self.stacks or ["decoder"] * len(self.numbers)
+
+
+PICKLE_MAGIC = (b"\x80",)
+"""How a raw pickle starts (protocol 2 and later); `torch.save` files are zip archives instead."""
+
+
+def refuse_pickle(path: Path) -> None:
+    """Refuse a raw pickle (e.g. OLMoE's pickled Counters) in one line: unpickling can run any code."""
+    with path.open("rb") as handle:
+        head = handle.read(1)
+    if head.startswith(PICKLE_MAGIC):
+        raise bad(
+            path,
+            None,
+            "a Python pickle (e.g. pickled Counters): refused, since unpickling can run arbitrary code; "
+            "export the routing as JSONL or torch.save tensors",
+        )
+
+
+def torch_load(path: Path) -> Any:
+    """A `torch.save` file loaded with `weights_only=True` (tensors, dicts, lists, numbers only); anything
+    else — a pickled Counter, a class — is refused in one line, never unpickled."""
+    import pickle
+
+    import torch  # only torch.save dumps need it
+
+    refuse_pickle(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise bad(
+            path,
+            None,
+            "holds Python objects other than tensors, dicts, lists and numbers (e.g. a Counter): refused, "
+            "since loading them could run arbitrary code",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise bad(path, None, f"not a readable torch.save file ({problem})") from None
 
 
 def read_labels(path: Path | str | None, columns: Sequence[str] | None) -> dict[str, list[str | None]]:
@@ -153,10 +198,10 @@ class TraceSource(BaseSource):
     ) -> None:
         self.files = [Path(f) for f in files]
         if not self.files:
-            raise InputError("give at least one trace file", field="files")
+            raise InputError("give at least one trace file", )
         for path in self.files:
             if not path.is_file():
-                raise InputError(f"{path}: no such file", field="files")
+                raise InputError(f"{path}: no such file", )
         self.texts = TokenTexts(tokenizer)
         self.tokenizer, self.tokenizer_name = tokenizer, tokenizer_name
         self.label_values = read_labels(labels, label_columns)
@@ -213,6 +258,8 @@ class TraceSource(BaseSource):
         sink.advance()
 
     def dimensions(self) -> Iterator[tuple[str, pa.Table]]:
+        if self.count_layers is not None:  # counts only: one sample standing for the whole trace
+            self.samples = [(0, 0, 0)]
         n = len(self.samples)
         for name, values in self.label_values.items():
             if len(values) != n:
@@ -220,9 +267,10 @@ class TraceSource(BaseSource):
                     f"label {name!r} has {len(values)} values for {n} imported requests", field="labels"
                 )
         if n:
-            rows, tokens, generated = (np.array(c) for c in zip(*self.samples, strict=True))
-            yield "samples", samples_table(
-                np.arange(n), n_tokens=tokens, n_generated=generated, labels=self.label_values
+            _, tokens, generated = (np.array(c) for c in zip(*self.samples, strict=True))
+            yield (
+                "samples",
+                samples_table(np.arange(n), n_tokens=tokens, n_generated=generated, labels=self.label_values),
             )
         for table in self.token_rows:
             yield "tokens", table
@@ -233,9 +281,12 @@ class TraceSource(BaseSource):
             layers = Layers(self.count_layers)
             used = list(range(len(self.count_layers)))
             experts = [int(self.n_experts or 0)] * len(used)
-            return {"routers": [self._router(layers, i, experts[i], 1) for i in used]}
+            return {
+                "routers": [self._router(layers, i, experts[i], 1) for i in used],
+                "capabilities": sorted(self.capabilities),
+            }
         if self.layers is None or self.max_id is None or self.unrouted is None:
-            raise InputError("the trace holds no routed tokens", field="files")
+            raise InputError("the trace holds no routed tokens", )
         dense = [i for i in range(len(self.layers.numbers)) if self.max_id[i] < 0]
         routed = [i for i in range(len(self.layers.numbers)) if self.max_id[i] >= 0]
         routers = [
@@ -243,6 +294,7 @@ class TraceSource(BaseSource):
         ]
         return {
             "routers": routers,
+            "capabilities": sorted(self.capabilities),
             "dense_layers": [self.layers.numbers[i] for i in dense],
             "unrouted_rows": {
                 str(self.layers.numbers[i]): int(self.unrouted[i]) for i in range(len(self.unrouted))
@@ -303,7 +355,7 @@ class TraceSource(BaseSource):
         first = len(self.samples)
         sample = np.repeat(np.arange(first, first + len(batch.rows), dtype=np.int32), batch.rows)
         starts = np.repeat(np.cumsum(batch.rows) - batch.rows, batch.rows)
-        position = (np.arange(n) - starts).astype(np.int32)
+        position = (np.arange(n) - starts if batch.positions is None else batch.positions).astype(np.int32)
         step = np.zeros(n, np.int32) if batch.step is None else np.repeat(batch.step, batch.rows)
         self.steps_seen.update(np.unique(step).tolist())
         routed = ~(ids == 0).all(axis=2) if k >= 2 else np.ones((n, n_layers), bool)  # all-zero: dense
@@ -340,6 +392,9 @@ class TraceSource(BaseSource):
             self.samples.append((rows, tokens, tokens - prompt))
             if ids is not None and len(ids):
                 positions = np.arange(len(ids))
+                if batch.positions is not None:
+                    end = int(batch.rows[: i + 1].sum())
+                    positions = batch.positions[end - rows : end]
                 for generated in (False, True):
                     part = positions >= prompt if generated else positions < prompt
                     if part.any():

@@ -17,18 +17,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
-from .common import TraceError, bad
+from .common import Requests, TraceError, bad
 
 BLOCK_BYTES = 64 << 20
 """Bytes parsed per batch; one JSON line must fit in a block."""
 
 
-def read_blocks(path: Path, schema: pa.Schema, check: Callable[[dict], str | None]) -> Iterator[pa.RecordBatch]:
+def read_blocks(
+    path: Path, schema: pa.Schema, check: Callable[[dict], str | None]
+) -> Iterator[pa.RecordBatch]:
     """Record batches of a JSONL file with `schema` (other keys ignored). A file pyarrow cannot parse is a
     `TraceError` naming its first bad line (`check(record)` says what is wrong with a parsed one)."""
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
-        reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES), parse_options=options)
+        read = pj.ReadOptions(block_size=BLOCK_BYTES)
+        reader = pj.open_json(path, read_options=read, parse_options=options)
         yield from reader
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise locate_problem(path, check, str(exc).splitlines()[0]) from None
@@ -93,3 +96,23 @@ def json_problem(record: dict, required: tuple[str, ...], nested: dict[str, int]
             if not isinstance(value, int) or isinstance(value, bool):
                 return f"{key!r} holds {type(value).__name__} values, not integers"
     return None
+
+
+def routing_block(
+    column: pa.Array, requests: Requests, shape: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A `[requests][tokens][a][b]` column → (ids [tokens, a, b], tokens per request); every token must
+    have the same (a, b) as `shape` (or as the first token), else a `TraceError` naming the request."""
+    values, (rows, outer, inner) = nested_ids(column, 3)
+    a, b = shape or (int(outer[0]) if len(outer) else 0, int(inner[0]) if len(inner) else 0)
+    odd = np.flatnonzero(outer != a)
+    odd_b = np.repeat(np.arange(len(outer)), outer)[inner != b]
+    tokens = [int(t[0]) for t in (odd, odd_b) if len(t)]
+    if tokens:
+        request = int(np.searchsorted(np.cumsum(rows), min(tokens), side="right"))
+        raise bad(
+            requests.path,
+            requests.place(request),
+            f"routing rows of differing shape; expected {a} × {b} per token as in the first record",
+        )
+    return values.reshape(-1, a, b) if a and b else values.reshape(0, a, b), rows

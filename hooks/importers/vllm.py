@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .common import Layers, Requests, TraceSource, bad
-from .jsonl import json_problem, nested_ids, read_blocks
+from .jsonl import json_problem, nested_ids, read_blocks, routing_block
 
 IDS = pa.list_(pa.list_(pa.list_(pa.int32())))
 SCHEMA = pa.schema(
@@ -72,7 +72,8 @@ class VllmSource(TraceSource):
                 raise bad(
                     path,
                     requests.place(i),
-                    f"{rows[i]} routing rows for {tokens[i]} tokens (expected {tokens[i]} or {tokens[i] - 1})",
+                    f"{rows[i]} routing rows for {tokens[i]} tokens "
+                    f"(expected {tokens[i]} or {tokens[i] - 1})",
                 )
             requests.ids, requests.rows, requests.prompt = ids, rows, prompt_len
             p_ends, o_ends = np.cumsum(prompt_len), np.cumsum(output_len)
@@ -88,22 +89,11 @@ class VllmSource(TraceSource):
         every request interleaved back together; with the routed rows per request."""
         arrays, row_counts = [], []
         for column in parts:
-            values, (rows, layers, ks) = nested_ids(column, 3)
-            n_layers = len(self.layers.numbers) if self.layers else (int(layers[0]) if len(layers) else 0)
-            k = self.k or (int(ks[0]) if len(ks) else 0)
-            odd = layers != n_layers
-            odd_k = np.repeat(np.arange(len(layers)), layers)[ks != k] if len(ks) else np.zeros(0, int)
-            token = int(np.argmax(odd)) if odd.any() else (int(odd_k[0]) if len(odd_k) else None)
-            if token is not None:
-                request = int(np.searchsorted(np.cumsum(rows), token, side="right"))
-                raise bad(
-                    requests.path,
-                    requests.place(request),
-                    f"routing rows of differing shape (layers or top-k); expected {n_layers} layers × top-{k}",
-                )
-            if self.layers is None and n_layers:
-                self.layers = Layers(list(range(n_layers)))
-            arrays.append(values.reshape(-1, n_layers, k) if k and n_layers else values.reshape(0, 0, 0))
+            known = (len(self.layers.numbers), self.k) if self.layers else None
+            ids, rows = routing_block(column, requests, known)
+            if self.layers is None and ids.shape[1]:
+                self.layers = Layers(list(range(ids.shape[1])))
+            arrays.append(ids)
             row_counts.append(rows)
         if len(arrays) == 1:
             return arrays[0], row_counts[0]
