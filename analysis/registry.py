@@ -35,6 +35,7 @@ from .diffusion import steps
 from .embeddings import embeddings
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -177,6 +178,12 @@ ANALYSES: dict[str, Analysis] = {
         agreement,
         "top-1 agreement and top-k overlap between two runs on the same inputs",
         ("layer",),
+        other=True,
+    ),
+    "replay": Analysis(
+        routing_replay,
+        "routing replay: share of tokens whose expert set differs in any layer between two runs",
+        (),
         other=True,
     ),
     "changes": Analysis(

@@ -198,10 +198,14 @@ class TraceSource(BaseSource):
     ) -> None:
         self.files = [Path(f) for f in files]
         if not self.files:
-            raise InputError("give at least one trace file", )
+            raise InputError(
+                "give at least one trace file",
+            )
         for path in self.files:
             if not path.is_file():
-                raise InputError(f"{path}: no such file", )
+                raise InputError(
+                    f"{path}: no such file",
+                )
         self.texts = TokenTexts(tokenizer)
         self.tokenizer, self.tokenizer_name = tokenizer, tokenizer_name
         self.label_values = read_labels(labels, label_columns)
@@ -286,7 +290,9 @@ class TraceSource(BaseSource):
                 "capabilities": sorted(self.capabilities),
             }
         if self.layers is None or self.max_id is None or self.unrouted is None:
-            raise InputError("the trace holds no routed tokens", )
+            raise InputError(
+                "the trace holds no routed tokens",
+            )
         dense = [i for i in range(len(self.layers.numbers)) if self.max_id[i] < 0]
         routed = [i for i in range(len(self.layers.numbers)) if self.max_id[i] >= 0]
         routers = [
@@ -356,7 +362,12 @@ class TraceSource(BaseSource):
         sample = np.repeat(np.arange(first, first + len(batch.rows), dtype=np.int32), batch.rows)
         starts = np.repeat(np.cumsum(batch.rows) - batch.rows, batch.rows)
         position = (np.arange(n) - starts if batch.positions is None else batch.positions).astype(np.int32)
-        step = np.zeros(n, np.int32) if batch.step is None else np.repeat(batch.step, batch.rows)
+        if batch.step is not None:
+            step = np.repeat(batch.step, batch.rows)
+        elif batch.prompt is not None:  # RouteScope's convention: prefill is step 0, decode step s is s
+            step = np.maximum(position - np.repeat(batch.prompt, batch.rows) + 1, 0)
+        else:
+            step = np.zeros(n, np.int32)
         self.steps_seen.update(np.unique(step).tolist())
         routed = ~(ids == 0).all(axis=2) if k >= 2 else np.ones((n, n_layers), bool)  # all-zero: dense
         high = np.where(routed[..., None], ids, -1).max(axis=(0, 2)) if n else np.full(n_layers, -1)

@@ -104,7 +104,8 @@ def routing_block(
     """A `[requests][tokens][a][b]` column → (ids [tokens, a, b], tokens per request); every token must
     have the same (a, b) as `shape` (or as the first token), else a `TraceError` naming the request."""
     values, (rows, outer, inner) = nested_ids(column, 3)
-    a, b = shape or (int(outer[0]) if len(outer) else 0, int(inner[0]) if len(inner) else 0)
+    first = (int(outer[0]) if len(outer) else 0, int(inner[0]) if len(inner) else 0)
+    a, b = shape if shape and all(shape) else first
     odd = np.flatnonzero(outer != a)
     odd_b = np.repeat(np.arange(len(outer)), outer)[inner != b]
     tokens = [int(t[0]) for t in (odd, odd_b) if len(t)]

@@ -38,7 +38,7 @@ class SglangSource(TraceSource):
     def __init__(self, files: Any, *, layers: int | None = None, top_k: int | None = None, **kw: Any) -> None:
         super().__init__(files, **kw)
         self.n_layers, self.top_k = layers, top_k
-        self.capabilities = ("ids", "ranks", "token_ids", "positions")
+        self.capabilities = ("ids", "ranks", "token_ids", "positions", "steps")
 
     def read(self) -> Iterator[Requests | CountRows]:
         step = 0
@@ -102,12 +102,12 @@ class SglangSource(TraceSource):
                 if isinstance(record.get("input_ids"), list) and isinstance(record.get("output_ids"), list):
                     token_ids = np.asarray(record["input_ids"] + record["output_ids"], np.int64)
                 else:
-                    self.capabilities = ("ids", "ranks", "positions")
+                    self.capabilities = ("ids", "ranks", "positions", "steps")
                 requests = Requests(ids, np.array([len(ids)]), path, where=where)
                 requests.positions = np.arange(start, start + len(ids))
+                requests.prompt = np.array([max(int(meta.get("prompt_tokens", 0)) - start, 0)])
                 if token_ids is not None:
                     requests.token_ids = [token_ids[start : start + len(ids)]]
-                    requests.prompt = np.array([max(int(meta.get("prompt_tokens", 0)) - start, 0)])
                 yield requests
 
     def _per_token(self, path: Path, dump: dict[str, Any]) -> Iterator[Requests]:

@@ -42,7 +42,7 @@ class VllmSource(TraceSource):
     """Requests from vLLM `.jsonl` or `.npz` files, in the order given (one sample per request)."""
 
     engine = "vllm"
-    capabilities = ("ids", "ranks", "token_ids", "positions")
+    capabilities = ("ids", "ranks", "token_ids", "positions", "steps")
 
     def read(self) -> Iterator[Requests]:
         for path in self.files:
@@ -92,7 +92,7 @@ class VllmSource(TraceSource):
             known = (len(self.layers.numbers), self.k) if self.layers else None
             ids, rows = routing_block(column, requests, known)
             if self.layers is None and ids.shape[1]:
-                self.layers = Layers(list(range(ids.shape[1])))
+                self.layers, self.k = Layers(list(range(ids.shape[1]))), ids.shape[2]
             arrays.append(ids)
             row_counts.append(rows)
         if len(arrays) == 1:
