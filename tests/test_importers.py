@@ -114,7 +114,9 @@ def test_vllm_npz_round_trip(recorded: Store, tmp_path: Path) -> None:
 
 def test_sglang_jsonl_and_per_token_dump_round_trip(recorded: Store, tmp_path: Path) -> None:
     gen = recorded.open("gen")
-    run = import_trace("sglang", [traces.sglang_jsonl(gen, tmp_path / "s.jsonl")], recorded, "sg", top_k=2, n_experts=16)
+    run = import_trace(
+        "sglang", [traces.sglang_jsonl(gen, tmp_path / "s.jsonl")], recorded, "sg", top_k=2, n_experts=16
+    )
     assert_same_routing(run, gen)
     assert_same_tables(run, gen, IDS_KINDS)
     prompt = recorded.open("prompt")
@@ -133,11 +135,14 @@ def test_counts_only_imports_give_the_recordings_load(recorded: Store, tmp_path:
         "llamacpp", [traces.llamacpp_csv(gen, tmp_path / "trace.csv")], recorded, "llama", n_experts=16
     )
     for run in (stat, csv):
-        assert run.info.caps >= {"counts"} and "ids" not in run.info.caps
+        assert run.info.caps >= {"counts"}
+        assert "ids" not in run.info.caps
         assert_same_tables(run, gen, ["load"])
         pd.testing.assert_frame_equal(compute("balance", run), compute("balance", gen))
     assert csv.info.engine == "llamacpp"
-    with pytest.raises(InputError, match=r"^this llama.cpp import has expert counts only; coactivation needs"):
+    with pytest.raises(
+        InputError, match=r"^this llama.cpp import has expert counts only; coactivation needs"
+    ):
         compute("coactivation", csv, layer=1)
 
 
@@ -153,7 +158,8 @@ def test_megatron_ranks_merge_without_token_ids(recorded: Store, tmp_path: Path)
     b = prompt.assignments()
     keys = ["sample", "position", "layer", "rank"]
     merged = a.merge(b, on=keys, suffixes=("", "_rec"))
-    assert len(merged) == len(b) and (merged["expert"] == merged["expert_rec"]).all()
+    assert len(merged) == len(b)
+    assert (merged["expert"] == merged["expert_rec"]).all()
     assert_same_tables(run, prompt, ["load", "balance", "transitions", "paths"])
     with pytest.raises(InputError, match="vocabulary needs token ids"):
         compute("vocabulary", run)
