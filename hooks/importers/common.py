@@ -140,7 +140,7 @@ def torch_load(path: Path) -> Any:
 
     refuse_pickle(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise bad(
             path,
@@ -151,6 +151,26 @@ def torch_load(path: Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise bad(path, None, f"not a readable torch.save file ({problem})") from None
+    odd = _odd_object(data, torch.Tensor)
+    if odd is not None:
+        raise bad(
+            path,
+            None,
+            f"holds a {odd} where tensors, dicts, lists and numbers belong (e.g. pickled Counters): refused; "
+            "save the counts as a tensor",
+        )
+    return data
+
+
+def _odd_object(value: Any, tensor: type) -> str | None:
+    """The type name of the first object in a loaded dump that is not plain data (None if all are)."""
+    if isinstance(value, tensor) or value is None or type(value) in (int, float, bool, str):
+        return None
+    if type(value) is dict:
+        return next((o for o in map(lambda v: _odd_object(v, tensor), value.values()) if o), None)
+    if type(value) in (list, tuple):
+        return next((o for o in (_odd_object(v, tensor) for v in value) if o), None)
+    return type(value).__name__
 
 
 def read_labels(path: Path | str | None, columns: Sequence[str] | None) -> dict[str, list[str | None]]:
