@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
-from .common import Requests, TraceError, bad
+from .common import Requests
+from .errors import TraceError, bad
 
-BLOCK_BYTES = 64 << 20
-"""Bytes parsed per batch; one JSON line must fit in a block."""
+BLOCK_BYTES = 16 << 20
+"""Bytes parsed per batch (at least 4 first lines: one JSON line must fit in a block)."""
 
 
 def read_blocks(
@@ -30,7 +31,9 @@ def read_blocks(
     `TraceError` naming its first bad line (`check(record)` says what is wrong with a parsed one)."""
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
-        read = pj.ReadOptions(block_size=BLOCK_BYTES)
+        with path.open("rb") as handle:
+            first = len(handle.readline())
+        read = pj.ReadOptions(block_size=max(BLOCK_BYTES, 4 * first))
         reader = pj.open_json(path, read_options=read, parse_options=options)
         yield from reader
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -66,7 +69,8 @@ def nested_ids(column: pa.Array, depth: int) -> tuple[np.ndarray, list[np.ndarra
     for _ in range(depth):
         lengths.append(np.asarray(array.value_lengths().fill_null(0)))
         array = array.flatten()
-    return np.asarray(array.fill_null(-1)), lengths
+    values = array if array.null_count == 0 else array.fill_null(-1)
+    return values.to_numpy(zero_copy_only=False), lengths
 
 
 def uniform(lengths: np.ndarray) -> int | None:

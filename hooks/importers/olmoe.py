@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .common import Layers, Requests, TraceSource, bad, refuse_pickle
+from .common import Layers, Requests, TraceSource, bad
 from .jsonl import json_problem, nested_ids, read_blocks, routing_block
+from .safe_load import refuse_pickle
 
 SCHEMA = pa.schema(
     [("input_ids", pa.list_(pa.int64())), ("exp_ids", pa.list_(pa.list_(pa.list_(pa.int32()))))]
