@@ -7,7 +7,10 @@ from other failures.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from routescope.store.errors import InputError
 
@@ -31,3 +34,23 @@ def line_number(path: Path, record: int) -> int | None:
                     return number
                 index += 1
     return None
+
+
+def json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is a `TraceError`."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise bad(
+                        path, f"line {number}", "not valid JSON (a truncated or foreign file?)"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise bad(path, f"line {number}", "not a JSON object")
+                yield number, record
+    except UnicodeDecodeError:
+        raise bad(path, None, "not a text file (a binary or foreign file?)") from None

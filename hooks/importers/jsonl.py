@@ -9,8 +9,7 @@ file line by line — only then — to say which line is broken.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from .common import Requests
-from .errors import TraceError, bad
+from .errors import TraceError, bad, json_objects
 
 BLOCK_BYTES = 16 << 20
 """Bytes parsed per batch (at least 4 first lines: one JSON line must fit in a block)."""
@@ -43,22 +42,35 @@ def read_blocks(
 def locate_problem(path: Path, check: Callable[[dict], str | None], fallback: str) -> TraceError:
     """The error for the first line of `path` that is not a JSON object or fails `check`."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    return bad(path, f"line {number}", "not valid JSON (a truncated or foreign file?)")
-                if not isinstance(record, dict):
-                    return bad(path, f"line {number}", "not a JSON object")
-                problem = check(record)
-                if problem:
-                    return bad(path, f"line {number}", problem)
-    except UnicodeDecodeError:
-        return bad(path, None, "not a text file (a binary or foreign file?)")
+        for number, record in json_objects(path):
+            problem = check(record)
+            if problem:
+                return bad(path, f"line {number}", problem)
+    except TraceError as exc:
+        return exc
     return bad(path, None, f"cannot be read as JSON lines ({fallback})")
+
+
+def request_blocks(
+    path: Path, schema: pa.Schema, required: Sequence[str], nesting: dict[str, int]
+) -> Iterator[tuple[pa.RecordBatch, Requests]]:
+    """Blocks of a JSONL trace with an empty `Requests` that places their records (`line N`); every record
+    has the `required` keys, else a `TraceError` names the first line without one."""
+    first = 0
+    for batch in read_blocks(path, schema, lambda record: json_problem(record, tuple(required), nesting)):
+        requests = Requests(np.zeros((0, 0, 0), np.int32), np.zeros(0, np.int64), path, first, jsonl=True)
+        require(batch, required, requests.place, path)
+        yield batch, requests
+        first += batch.num_rows
+
+
+def require(batch: pa.RecordBatch, columns: Sequence[str], place: Callable[[int], str], path: Path) -> None:
+    """Every record of `batch` has `columns` (not null), else a `TraceError` naming the first that lacks
+    one."""
+    for column in columns:
+        nulls = np.asarray(batch.column(column).is_null())
+        if nulls.any():
+            raise bad(path, place(int(np.argmax(nulls))), f"has no {column!r}")
 
 
 def nested_ids(column: pa.Array, depth: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -6,14 +6,12 @@ the way `routescope record` takes labels from a JSONL file, so specialization by
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from routescope.store.errors import InputError
 
-from .errors import bad
+from .errors import bad, json_objects
 
 
 def read_labels(path: Path | str | None, columns: Sequence[str] | None) -> dict[str, list[str | None]]:
@@ -22,18 +20,7 @@ def read_labels(path: Path | str | None, columns: Sequence[str] | None) -> dict[
         if columns:
             raise InputError("a label column needs a labels file (.jsonl)", field="labels")
         return {}
-    rows: list[dict[str, Any]] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise bad(path, f"line {number}", "not a JSON object") from None
-            if not isinstance(row, dict):
-                raise bad(path, f"line {number}", "not a JSON object")
-            rows.append(row)
+    rows = [row for _, row in json_objects(Path(path))]
     names = list(columns or (rows[0].keys() if rows else []))
     for number, row in enumerate(rows, 1):
         missing = [n for n in names if n not in row]
