@@ -47,6 +47,8 @@ WIDGETS: dict[str, str] = {
     "by": "choose a label",
     "compare": "choose a second run",
     "name": "choose another “Run name”",
+    "expert": "choose an expert",
+    "probs": "record it with “Keep full router probabilities”",
 }
 """How the dashboard names the option an error concerns (`RouteScopeError.field`): by its widget."""
 
