@@ -87,6 +87,9 @@ FLAGS: dict[str, str] = {
     "compare": "--compare",
     "name": "--name",
     "weights": "--weights",
+    "expert": "--expert",
+    "param": "--param NAME=VALUE",
+    "probs": "--probs",
     "labels": "--labels",
     "tokenizer": "--tokenizer",
 }

@@ -122,10 +122,10 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
     checks = {
         "diffusion": (is_diffusion(run), "a diffusion run"),
         "text": (not is_diffusion(run), "a text run"),
-        "probs": (bool(run.info.options.get("probs")), "a run recorded with --probs"),
+        "probs": (bool(run.info.options.get("probs")), "a run recorded with router probabilities"),
         "layers": (len({r.layer for r in run.info.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
-        "other": (request.other is not None, "a second run: give it with --compare NAME"),
+        "other": (request.other is not None, "a second run to compare with"),
     }
     for requirement in kind.requires:
         ok, needed = checks[requirement]
@@ -140,6 +140,9 @@ def capability_of(kind: FigureKind, request: FigureRequest) -> str | None:
     return capability_gap(kind.analysis, request.run, request.other, label, dict(kind.params(request)))
 
 
+OPTION_NOUNS = {"layer": "a layer", "by": "a label", "expert": "an expert"}
+
+
 def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
     """Check that the request gives what `kind` needs and nothing it ignores (one-line `InputError`s)."""
     for option, need, value in (
@@ -147,17 +150,17 @@ def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
         ("by", kind.label, request.by),
         ("expert", kind.expert, request.expert),
     ):
-        flag = f"--{option} {'LABEL' if option == 'by' else option.upper()[0]}"
+        noun = OPTION_NOUNS[option]
         if need == "required" and value is None:
-            raise InputError(f"figure {name} needs {flag}")
+            raise InputError(f"figure {name} needs {noun}", field=option)
         if need == "no" and value is not None:
-            raise InputError(f"figure {name} takes no --{option}")
+            raise InputError(f"figure {name} takes no {option}")
     gap = capability_of(kind, request)
     if gap:
         raise InputError(gap)
     reason = unmet(kind, request)
     if reason and "other" in kind.requires and request.other is None:
-        raise InputError(f"figure {name} {reason}")
+        raise InputError(f"figure {name} {reason}", field="compare")
     if reason:
         raise InputError(f"figure {name} {reason}; run {request.run.name!r} is not one")
 
