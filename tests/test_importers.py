@@ -216,3 +216,22 @@ def test_reports_and_figures_refuse_in_one_line_and_the_standard_set_skips(
     kinds = {figure.kind for figure in standard_set(run)}
     assert "load" in kinds
     assert not kinds & {"uncertainty", "uncertainty-histogram"}
+
+
+def test_replay_counts_tokens_whose_expert_set_differs(recorded: Store, tmp_path: Path) -> None:
+    gen = recorded.open("gen")
+    path = traces.vllm_jsonl(gen, tmp_path / "v.jsonl")
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    experts = first["routed_experts"][2][1]
+    first["routed_experts"][2][1] = [e for e in range(N_EXPERTS) if e not in experts][: len(experts)]
+    first["routed_experts"][3][0] = experts_swapped = first["routed_experts"][3][0][::-1]  # same set
+    assert len(set(experts_swapped)) == len(experts_swapped)
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    run = import_trace("vllm", [path], recorded, "replayed", n_experts=N_EXPERTS)
+    replay = compute("replay", run, other=gen).iloc[0]
+    assert (replay["tokens_differing"], replay["decisions_differing"]) == (1, 1)
+    assert replay["share_differing"] == pytest.approx(1 / replay["tokens"])
+    agreement = compute("agreement", run, other=gen).set_index("layer")
+    assert agreement.loc[1, "top1_agreement"] == pytest.approx(1 - 1 / agreement.loc[1, "decisions"])
+    assert agreement.loc[0, "topk_overlap"] == 1.0  # the reordered set still overlaps fully

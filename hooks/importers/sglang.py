@@ -106,7 +106,8 @@ class SglangSource(TraceSource):
                     self.capabilities = ("ids", "ranks", "positions", "steps")
                 requests = Requests(ids, np.array([len(ids)]), path, where=where)
                 requests.positions = np.arange(start, start + len(ids))
-                requests.prompt = np.array([max(int(meta.get("prompt_tokens", 0)) - start, 0)])
+                if "prompt_tokens" in meta:  # decode rows get RouteScope's steps (prefill 0, token s: s)
+                    requests.prompt = np.array([max(int(meta["prompt_tokens"]) - start, 0)])
                 if token_ids is not None:
                     requests.token_ids = [token_ids[start : start + len(ids)]]
                 yield requests
