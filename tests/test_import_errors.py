@@ -185,3 +185,23 @@ def test_sglang_jsonl_decodes_base64_with_the_given_top_k(tmp_path: Path) -> Non
     assert "token_ids" not in run.info.caps
     a = run.assignments().sort_values(["position", "layer", "rank"])
     assert a["expert"].tolist() == [1, 2, 3, 4, 5, 6, 7, 0]
+
+
+def test_request_and_tokenizer_mistakes_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routescope.requests import ImportRequest
+    from routescope.store import InputError
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(GOOD)
+    store = tmp_path / "store"
+    with pytest.raises(InputError, match="layers and top_k unflatten SGLang JSONL only, not vllm traces"):
+        ImportRequest(kind="vllm", files=(str(trace),), name="x", layers=4).execute(store=Store(store))
+    args = ["import", "vllm", str(trace), "--store", str(store), "--name", "x", "--tokenizer", "hub/model"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        "routescope: error: tokenizer 'hub/model' is not a local folder (no hub downloads) "
+        "(pass --tokenizer)\n"
+    )
+    assert Store(store).runs() == []
