@@ -180,7 +180,9 @@ def test_olmoe_round_trip(recorded: Store, tmp_path: Path, labels_file: Path) ->
     assert_same_tables(run, prompt, ["specialization", "nmi"], label="domain")
 
 
-def test_show_prints_capabilities_and_old_runs_derive_theirs(recorded: Store, tmp_path: Path) -> None:
+def test_show_prints_capabilities_and_old_runs_derive_theirs(
+    recorded: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from routescope.cli import main
 
     gen = recorded.open("gen")
@@ -192,8 +194,11 @@ def test_show_prints_capabilities_and_old_runs_derive_theirs(recorded: Store, tm
     old = routescope.store.RunManifest.from_dict({**manifest, "options": {"probs": True}})
     assert old.caps == gen.info.caps | {"probs"}
     path = traces.vllm_jsonl(gen, tmp_path / "v.jsonl")
+    capsys.readouterr()
     assert main(["import", "vllm", str(path), "--store", str(recorded.path), "--name", "cli-v"]) == 0
     assert "cli-v" in recorded.runs()
+    assert main(["show", "--store", str(recorded.path), "--run", "cli-v"]) == 0
+    assert "source    vllm   knows ids, positions, ranks, steps, token_ids" in capsys.readouterr().out
 
 
 def test_reports_and_figures_refuse_in_one_line_and_the_standard_set_skips(
