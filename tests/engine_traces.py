@@ -129,23 +129,35 @@ def sglang_stat(run: Run, path: Path, n_experts: int) -> Path:
     return path
 
 
-def megatron_jsonl(run: Run, folder: Path) -> list[Path]:
-    """RouterTracer files: sample s is traced by rank s (step 0), one record per layer; two rank files."""
+def megatron_jsonl(run: Run, folder: Path, *, logits: bool = False) -> list[Path]:
+    """RouterTracer files: sample s is traced by rank s (step 0), one record per layer; two rank files.
+    `logits` also writes the bfloat16 sidecars `logits_rank{r}.bin` from the run's `decisions.logits`."""
     records: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    sidecars: dict[int, list[bytes]] = {}  # by the records' rank (= sample), as the tracer names them
+    scores = run.decisions().sort_values(["sample", "position", "layer"]) if logits else None
     for sample, ids in routing(run).items():
         for layer in range(ids.shape[1]):
-            records[sample % 2].append(
-                {
-                    "step": 0,
-                    "stage": "pre_dispatch",
-                    "block": "decoder",
-                    "layer": layer,
-                    "rank": sample,
-                    "num_tokens": len(ids),
-                    "topk": ids.shape[2],
-                    "top_indices": ids[:, layer].tolist(),
-                }
-            )
+            record: dict[str, Any] = {
+                "step": 0,
+                "stage": "pre_dispatch",
+                "block": "decoder",
+                "layer": layer,
+                "rank": sample,
+                "num_tokens": len(ids),
+                "topk": ids.shape[2],
+                "top_indices": ids[:, layer].tolist(),
+            }
+            if scores is not None:
+                part = scores[(scores["sample"] == sample) & (scores["layer"] == layer)]
+                values = np.stack(part["logits"].to_list()).astype(np.float32)
+                raw = (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()  # bfloat16, truncated
+                offset = sum(len(b) for b in sidecars.setdefault(sample, []))
+                record.update(logit_offset=offset, logit_bytes=len(raw), logit_shape=list(values.shape))
+                sidecars[sample].append(raw)
+            records[sample % 2].append(record)
+    for rank, parts in sidecars.items():
+        if parts:
+            (folder / f"logits_rank{rank}.bin").write_bytes(b"".join(parts))
     return [write_jsonl(folder / f"router_trace_rank{r}.jsonl", rows) for r, rows in records.items()]
 
 

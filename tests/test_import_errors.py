@@ -205,3 +205,19 @@ def test_request_and_tokenizer_mistakes_are_one_line(
         "(pass --tokenizer)\n"
     )
     assert Store(store).runs() == []
+
+
+def test_megatron_logits_sidecar_missing_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "router_trace_rank0.jsonl"
+    sidecar = {"logit_offset": 0, "logit_bytes": 8, "logit_shape": [2, 2]}
+    trace.write_text(line({**MEGATRON, "top_indices": [[0, 1], [1, 0]], **sidecar}))
+    store = tmp_path / "store"
+    assert main(["import", "megatron", str(trace), "--store", str(store), "--name", "m"]) == 2
+    assert capsys.readouterr().err == (
+        f"routescope: error: {tmp_path / 'logits_rank0.bin'}: cannot read the logits that "
+        "router_trace_rank0.jsonl, line 1 points to\n"
+    )
+    assert Store(store).runs() == []
+    assert Store(store).incomplete() == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -240,3 +241,20 @@ def test_replay_counts_tokens_whose_expert_set_differs(recorded: Store, tmp_path
     agreement = compute("agreement", run, other=gen).set_index("layer")
     assert agreement.loc[1, "top1_agreement"] == pytest.approx(1 - 1 / agreement.loc[1, "decisions"])
     assert agreement.loc[0, "topk_overlap"] == 1.0  # the reordered set still overlaps fully
+
+
+def test_megatron_logits_sidecar_gives_probabilities(recorded: Store, tmp_path: Path) -> None:
+    lm = routescope.load_model("bundled:moe-lm")
+    probs = routescope.record(lm, TEXTS, store=recorded, name="probs", probs=True, progress=False)
+    files = traces.megatron_jsonl(probs, tmp_path, logits=True)
+    run = import_trace("megatron", files, recorded, "mega-logits", n_experts=N_EXPERTS)
+    assert run.info.caps == {"ids", "ranks", "steps", "scores", "probs", "logits"}
+    order = {0: 0, 1: 2, 2: 1}  # rank files hold samples 0, 2 and 1
+    mine = run.decisions().assign(sample=lambda f: f["sample"].map(order))
+    both = mine.merge(probs.decisions(), on=["sample", "position", "layer"], suffixes=("", "_rec"))
+    assert len(both) == len(probs.decisions())
+    for column in ("entropy", "margin", "max_prob"):  # bfloat16 logits: within 1 %
+        np.testing.assert_allclose(both[column], both[f"{column}_rec"], rtol=0.02, atol=0.01)
+    assert compute("uncertainty", run)["layer"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="needs token positions"):
+        compute("repeat", run)

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import ASSIGNMENTS, DECISIONS
+from routescope.store.schema import ASSIGNMENTS
 
 from ..dimensions import samples_table, steps_table
 from ..driver import check_new_run, record_source
@@ -32,6 +32,7 @@ from ..source import BaseSource, Plan, Sink
 from ..tables import TokenTexts, token_table
 from .errors import bad, line_number
 from .labels import read_labels
+from .scores import decision_rows
 from .streams import prefetch
 
 MAX_EXACT = 1 << 24
@@ -62,6 +63,8 @@ class Requests:
     the routed rows."""
     where: str | None = None
     """The batch's place when it is one record (`record 3` of a dump), else found by `place`."""
+    logits: np.ndarray | None = None
+    """[tokens, layers, experts] router logits when the trace has them (Megatron's logits sidecar)."""
 
     def place(self, request: int) -> str:
         """`line N` (JSONL) or `record N` of the batch's `request`-th request, for error messages."""
@@ -145,7 +148,7 @@ class TraceSource(BaseSource):
 
     def options(self) -> dict[str, Any]:
         """The manifest's options: the files read and whatever the format adds."""
-        return {"files": [str(f) for f in self.files], "probs": False}
+        return {"files": [str(f) for f in self.files], "probs": self.probs, "logits": self.probs}
 
     # the Source protocol ------------------------------------------------------------------------------
 
@@ -308,8 +311,7 @@ class TraceSource(BaseSource):
             "layer": numbers[layer],
             "call": np.zeros(d, np.int16),
         }
-        nan = np.full(d, np.nan, np.float32)
-        sink.write("decisions", pa.table({**keys, "entropy": nan, "margin": nan, "max_prob": nan}, DECISIONS))
+        sink.write("decisions", decision_rows(keys, batch.logits, token, layer, self.scoring))
         assignments = {name: np.repeat(column, k) for name, column in keys.items()}
         assignments["rank"] = np.tile(np.arange(k, dtype=np.int16), d)
         assignments["expert"] = experts.astype(np.int32, copy=False)
@@ -317,6 +319,9 @@ class TraceSource(BaseSource):
         assignments["dropped"] = np.zeros(d * k, bool)
         sink.write("assignments", pa.table(assignments, ASSIGNMENTS))
         self._samples(batch, first)
+
+    scoring = "softmax"
+    """How logits become probabilities (`softmax`, or `sigmoid` normalised), when a trace has logits."""
 
     def _samples(self, batch: Requests, first: int) -> None:
         for i, rows in enumerate(batch.rows.tolist()):
