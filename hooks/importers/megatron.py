@@ -6,8 +6,8 @@ mtp_idx?}`. Records of one rank and step share their tokens (pre-dispatch, in th
 layer), so they become one sample whose rows are those tokens; `step` is the training step. The trace
 has no token ids and no positions (the rows are the micro-batch's tokens flattened sequence-major), so
 analyses that need either refuse. Several rank files are merged, one sample per rank and step, in the
-order given. MTP blocks become routers of stack `mtp`, numbered after the decoder layers. With
-`--moe-routing-trace-capture-logits` each record also points into the bfloat16 sidecar
+order given. MTP blocks become routers of stack `mtp`, numbered after the decoder layers. When the
+tracer captures logits (`capture_logits`), each record also points into the bfloat16 sidecar
 `logits_rank{r}.bin` (`logit_offset`, `logit_bytes`, `logit_shape [num_tokens, experts]`): the run then
 keeps the pre-top-k logits and their probabilities (entropy, margin: the `scores`, `probs` and `logits`
 capabilities). `router_state_rank{r}.pt` is read only for the score function.
