@@ -21,6 +21,7 @@ from .forcing import set_share
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
@@ -74,6 +75,7 @@ __all__ = [
     "repeat_rate",
     "router_names",
     "router_summary",
+    "routing_replay",
     "sensitivity",
     "set_share",
     "side_by_side",
