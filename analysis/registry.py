@@ -31,9 +31,11 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
+from .drift import expert_drift, layer_predictability, load_drift
 from .embeddings import embeddings
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
+from .placement import coverage, device_load, hot_set
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -161,6 +163,29 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
+    ),
+    "coverage": Analysis(
+        coverage, "share of assignments the N most-loaded experts take, per layer", ("layer", "top_n")
+    ),
+    "hot-set": Analysis(
+        hot_set, "fewest experts covering each share of a layer's assignments", ("layer", "threshold")
+    ),
+    "placement": Analysis(
+        device_load,
+        "busiest device's load and balancedness for G devices under three placements",
+        ("layer", "placement"),
+    ),
+    "drift": Analysis(
+        load_drift,
+        "load drift between two runs: total variation, JS divergence per layer",
+        ("layer",),
+        other=True,
+    ),
+    "drift-experts": Analysis(
+        expert_drift, "each expert's load share in two runs and its change", ("layer", "expert"), other=True
+    ),
+    "predictability": Analysis(
+        layer_predictability, "how well the previous layer's top-1 expert predicts this layer's", ("layer",)
     ),
 }
 
