@@ -20,7 +20,7 @@ Counts are aggregated in SQL per (group, row, label, expert), so the shuffles wo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -30,7 +30,7 @@ import pandas as pd
 from routescope.store import InputError, Run
 
 from .frames import FACT_LABELS, TOKEN_LABELS, check_by, counting, label_join, sql
-from .permutation import Scope
+from .permutation import NullDistribution, Scope, permutation_null
 from .units import SEQUENCE, unit_codes, unit_name, unit_sql
 
 MAX_CELLS = 1 << 24
@@ -92,6 +92,26 @@ class UnitTable:
         if self._dense:
             return self._joint_dense(np.asarray(labels))
         return self._joint_sparse(np.asarray(labels))
+
+    def null(
+        self,
+        statistic: Callable[[np.ndarray], np.ndarray],
+        *,
+        n_permutations: int,
+        seed: int,
+        scope: Scope | None = None,
+    ) -> NullDistribution:
+        """The permutation distribution of `statistic(joint)` with the row labels shuffled over this
+        table's units (`scope`: the table's own, across or within units, unless given)."""
+        return permutation_null(
+            lambda labels: statistic(self.joint(labels)),
+            self.labels,
+            groups=self.units,
+            scope=self.scope if scope is None else scope,
+            unit=self.unit,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
 
     @cached_property
     def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

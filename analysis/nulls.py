@@ -87,12 +87,9 @@ def vocabulary_null(
         raise InputError("min_count must be ≥ 1")
     rows = []
     for (layer,), data in unit_tables(run, "token_id", ("layer",), ranks="top1", unit=unit).items():
-        null = permutation_null(
-            lambda labels, data=data: vocabulary_share(data.joint(labels), min_count),
-            data.labels,
-            groups=data.units,
+        null = data.null(
+            lambda joint: vocabulary_share(joint, min_count),
             scope="within",
-            unit=data.unit,
             n_permutations=n_permutations,
             seed=seed,
         )
@@ -153,15 +150,7 @@ def uncertainty_null(
         raise InputError(f"threshold {threshold} must be between 0 and 1 (a normalised entropy)")
     rows = []
     for layer, data in uncertainty_tables(run, threshold=threshold, min_count=min_count, unit=unit).items():
-        null = permutation_null(
-            lambda labels, data=data: mutual_information(data.joint(labels)),
-            data.labels,
-            groups=data.units,
-            scope="within",
-            unit=data.unit,
-            n_permutations=n_permutations,
-            seed=seed,
-        )
+        null = data.null(mutual_information, scope="within", n_permutations=n_permutations, seed=seed)
         rows.append(_row(layer, "mi_token_uncertain", null))
     return pd.DataFrame(rows, columns=COLUMNS)
 

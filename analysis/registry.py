@@ -234,16 +234,16 @@ def compute(
     args: list[Any] = [run]
     if analysis.other:
         if other is None:
-            raise InputError(f"{kind} compares two runs: give the second one (--compare NAME)")
+            raise InputError(f"{kind} compares two runs: give the second one", field="compare")
         args.append(other)
     if analysis.label:
         if not label:
             raise InputError(
-                f"{kind} needs a label (--by LABEL, e.g. {', '.join(run.label_columns) or 'token_id'})"
+                f"{kind} needs a label, e.g. {', '.join(run.label_columns) or 'token_id'}", field="by"
             )
         args.append(label)
     elif label:
-        raise InputError(f"{kind} takes no label (--by)")
+        raise InputError(f"{kind} takes no label")
     if analysis.layer == "required" and layer is None:
         raise InputError(f"{kind} needs a layer", field="layer")
     if analysis.layer in ("required", "optional") and layer is not None:
@@ -254,7 +254,7 @@ def compute(
         if parameter.default is inspect.Parameter.empty and name not in params
     ]
     if missing:
-        raise InputError(f"{kind} needs {', '.join(f'--param {name}=VALUE' for name in missing)}")
+        raise InputError(f"{kind} needs the parameter {', '.join(missing)}", field="param")
     table = analysis.function(*args, **params)
     if analysis.layer == "filter" and layer is not None:
         if "layer" not in table.columns:

@@ -51,13 +51,15 @@ def _score_columns(run: Run, layer: int, column: str, max_decisions: int) -> np.
     options = _options(run)
     if not options.get("probs"):
         raise InputError(
-            f"run {run.name!r} was recorded without probabilities; re-record it with --probs "
-            '(or use basis="coactivation")'
+            f"run {run.name!r} was recorded without probabilities; re-record it with them "
+            '(or use basis="coactivation")',
+            field="probs",
         )
     if column == "logits" and not options.get("logits"):
         raise InputError(
             f"run {run.name!r} has no router logits (recorded before RouteScope stored them); re-record it "
-            'with --probs, or use basis="probs" for the similarity of its probabilities'
+            'with probabilities, or use basis="probs" for the similarity of its probabilities',
+            field="probs",
         )
     frame = sql(
         run,

@@ -34,7 +34,7 @@ from routescope.store import InputError, Run
 from .contingency import unit_tables
 from .frames import check_by, counting, counting_label, experts_per_group, label_join, sql
 from .information import nmi
-from .permutation import DEFAULT_PERMUTATIONS, check_permutations, permutation_null, shuffled_labels
+from .permutation import DEFAULT_PERMUTATIONS, check_permutations, shuffled_labels
 
 
 def label_counts(
@@ -187,15 +187,7 @@ def label_nmi(
             "dof": int(dof),
         }
         if n_permutations is not None and min(kept.shape) > 1:
-            null = permutation_null(
-                lambda labels, data=data: nmi(data.joint(labels)),
-                data.labels,
-                groups=data.units,
-                scope=data.scope,
-                unit=data.unit,
-                n_permutations=n_permutations,
-                seed=seed,
-            )
+            null = data.null(nmi, n_permutations=n_permutations, seed=seed)
             row.update(
                 p_value=null.p_value,
                 null_mean=null.null_mean,

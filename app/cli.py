@@ -87,6 +87,9 @@ FLAGS: dict[str, str] = {
     "compare": "--compare",
     "name": "--name",
     "weights": "--weights",
+    "expert": "--expert",
+    "param": "--param NAME=VALUE",
+    "probs": "--probs",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

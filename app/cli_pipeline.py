@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from routescope.store import InputError, ModelSpecError, Run, RunExistsError, Store
-from routescope.store.reader import check_run_name
+from routescope.store import InputError, ModelSpecError, Run
 
 from .console import out
 from .inputs import read_inputs
@@ -109,17 +108,13 @@ def fit_default_area(pipe: Any, size: dict[str, int]) -> None:
 
 def cmd_record_pipeline(args: argparse.Namespace) -> int:
     from routescope.hooks.diffusers_loop import record_pipeline
+    from routescope.hooks.driver import check_new_run
 
     prompts = read_prompts(args.prompt, args.file, args.prompt_column)
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, not {args.steps}")
     size = image_size(args.height, args.width)
-    store = Store(args.store)
-    check_run_name(args.name)
-    if store.exists(args.name) and not args.overwrite:  # fail before loading a large pipeline
-        raise RunExistsError(
-            f"run {args.name!r} already exists in {store.path}; pick another name or pass --overwrite"
-        )
+    store = check_new_run(args.store, args.name, args.overwrite)  # fail before loading a large pipeline
     pipe = load_pipeline(args.folder, dtype=args.dtype, device=args.device)
     fit_default_area(pipe, size)
     run = record_pipeline(

@@ -18,7 +18,7 @@ import pandas as pd
 from routescope.hooks import LoadedModel
 from routescope.store import InputError, Run, RunExistsError, Store
 
-from .cli_record import add_shared_arguments, diffusion_request
+from .cli_options import add_shared_arguments, diffusion_request, load_from_args, request_fields
 from .console import out
 from .inputs import Inputs
 from .requests import (
@@ -121,16 +121,7 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
 
 def probe_request(args: argparse.Namespace, inputs: Inputs | DiffusionRequest) -> ProbeRequest:
     """`routescope probe KIND`'s arguments as a request."""
-    return ProbeRequest(
-        name=args.name,
-        settings=probe_settings(args),
-        inputs=inputs,
-        probs=args.probs,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        engine=args.engine,
-        overwrite=args.overwrite,
-    )
+    return ProbeRequest(**request_fields(args), settings=probe_settings(args), inputs=inputs)
 
 
 def _print(title: str, table: pd.DataFrame, fmt: str) -> None:
@@ -154,8 +145,6 @@ class _Probe:
 def cmd_probe(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .loading import load_model
-
     store = Store(args.store)
     if args.probe == "ablate" and not (args.expert or args.top or args.shared):
         raise InputError("give --expert E (repeatable), --top R, and/or --shared")
@@ -166,9 +155,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if getattr(args, "base", None):
         store.open(args.base)
     transformers_logging.disable_progress_bar()  # one line per result, no per-file weight-loading bars
-    model = load_model(
-        args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device
-    )
+    model = load_from_args(args)
     request = probe_request(args, _inputs(args, model))
     runs = request.execute(model, store=store)
     PROBES[args.probe](_Probe(args, store, request, runs))

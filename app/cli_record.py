@@ -6,84 +6,17 @@ import argparse
 
 from routescope.store import InputError, RunExistsError, Store
 
+from .cli_options import (
+    DIFFUSION_ONLY,
+    add_shared_arguments,
+    diffusion_request,
+    load_from_args,
+    request_fields,
+)
 from .cli_runs import show_run
 from .console import out
 from .inputs import Inputs, read_inputs
-from .requests import DiffusionRequest, RecordRequest
-
-DIFFUSION_ONLY = ("classes", "samples_per_class", "steps", "cfg_scale")
-MAX_CLASSES = 100_000
-"""More classes than any class-conditional model has: a typo such as 0-100000000 fails at once."""
-
-
-def parse_classes(text: str) -> list[int]:
-    """`0-9` → 0..9; `1,3,5-7` → 1, 3, 5, 6, 7."""
-    classes: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            lo, hi = int(first), int(last) if last else int(first)
-            if hi < lo or len(classes) + hi - lo >= MAX_CLASSES:
-                raise ValueError
-            classes.extend(range(lo, hi + 1))
-    except ValueError:
-        raise InputError(
-            f"--classes {text!r}: use a list and ranges such as 0-9 or 1,3,5-7 "
-            f"(at most {MAX_CLASSES} classes)"
-        ) from None
-    return classes
-
-
-def add_shared_arguments(
-    parser: argparse.ArgumentParser, *, model_help: str, name_help: str
-) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup]:
-    """The options `record` and `probe` share (defined once; the defaults live in `requests`): the model,
-    store and name, the text inputs, the diffusion sampling and how to load and record. Returns the text
-    and diffusion groups for a command's own options."""
-    parser.add_argument("model", help=model_help)
-    parser.add_argument("--store", required=True, help="store folder (created if absent)")
-    parser.add_argument("--name", required=True, help=name_help)
-    text = parser.add_argument_group("text models")
-    text.add_argument("--text", action="append", help="an input text (repeatable)")
-    text.add_argument("--file", help="inputs: .txt (one per line) or .jsonl (see --text-column)")
-    text.add_argument("--dataset", help="a bundled dataset, e.g. bundled:domains (labels come along)")
-    text.add_argument("--text-column", default="text", help="text column of a .jsonl file (default: text)")
-    text.add_argument("--label-column", action="append", default=[], help="label column of a .jsonl file")
-    text.add_argument("--chunk-size", type=int, default=None, help="split longer inputs (default: context)")
-    sampling = DiffusionRequest()
-    diffusion = parser.add_argument_group("diffusion models")
-    diffusion.add_argument("--classes", help="classes to sample, e.g. 0-9 or 1,3,5 (default 0-9)")
-    diffusion.add_argument(
-        "--samples-per-class", type=int, help=f"images per class (default {sampling.samples_per_class})"
-    )
-    diffusion.add_argument("--steps", type=int, help=f"sampling steps (default {sampling.steps})")
-    diffusion.add_argument(
-        "--cfg-scale", type=float, help=f"classifier-free guidance scale (default {sampling.cfg_scale})"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="sampling / generation seed (0)")
-    parser.add_argument("--probs", action="store_true", help="also store each decision's full probabilities")
-    parser.add_argument("--batch-size", type=int, default=None, help="texts (8) or images (64) per batch")
-    parser.add_argument("--engine", choices=("nnsight", "hooks"), default="nnsight")
-    parser.add_argument("--dtype", default=None, help="load the model in this dtype (e.g. bfloat16)")
-    parser.add_argument("--device", default=None, help="torch device (default: CPU)")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run"
-    )
-    return text, diffusion
-
-
-def diffusion_request(args: argparse.Namespace, *, save_x0: bool = False) -> DiffusionRequest:
-    """`--classes`, `--samples-per-class`, `--steps`, `--cfg-scale`, `--seed`, `--batch-size` → a request;
-    an option not given keeps the request's default."""
-    given = {
-        "samples_per_class": args.samples_per_class,
-        "steps": args.steps,
-        "cfg_scale": args.cfg_scale,
-        "batch_size": args.batch_size,
-    }
-    classes = {} if args.classes is None else {"classes": tuple(parse_classes(args.classes))}
-    chosen = {key: value for key, value in given.items() if value is not None}
-    return DiffusionRequest(**classes, **chosen, seed=args.seed, save_x0=save_x0)
+from .requests import RecordRequest
 
 
 def add_record_arguments(rec: argparse.ArgumentParser) -> None:
@@ -129,7 +62,6 @@ def _text_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .loading import load_model
 
     store = Store(args.store)
     if store.exists(args.name) and not args.overwrite:  # fail before loading a large model
@@ -155,17 +87,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
         if diffusion_options:
             raise InputError("--shard splits text inputs; record diffusion classes in separate runs")
-    model = load_model(
-        args.model,
-        trust_remote_code=args.trust_remote_code,
-        dtype=args.dtype,
-        device=args.device,
-        weights=args.weights,
-        vae=args.vae,
-        sampler=args.sampler,
-        device_map=args.device_map,
-        remote=remote is not False and remote != "local",
-    )
+    model = load_from_args(args, remote=remote is not False and remote != "local")
     if model.info.get("vae", "") is None:
         out("note: no --vae given: images are latent previews; the routing record is complete")
     if model.sampler is not None and (args.text or args.file or args.dataset):
@@ -187,16 +109,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordRequest:
     """`routescope record`'s arguments as a request: text `inputs`, or (None) the diffusion options."""
     return RecordRequest(
-        name=args.name,
+        **request_fields(args),
         inputs=inputs,
         diffusion=None if inputs is not None else diffusion_request(args, save_x0=args.save_x0),
-        probs=args.probs,
         max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        engine=args.engine,
         seed=args.seed,
-        overwrite=args.overwrite,
     )
 
 

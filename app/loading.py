@@ -105,7 +105,7 @@ def _from_family(
     family, _, config = spec.partition(":")
     entry = CHECKPOINT_FAMILIES[family]
     if not weights:
-        raise ModelSpecError(f"{spec} needs its weights: pass --weights FILE (.pt or .safetensors)")
+        raise ModelSpecError(f"{spec} needs its weights file (.pt or .safetensors)", field="weights")
     if not config:
         raise ModelSpecError(f"{spec}: name a config, e.g. {family}:{entry.configs()[0]}")
     try:

@@ -18,7 +18,8 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +97,9 @@ class Run:
         or swapped file fails here, naming the file, before DuckDB or pandas reads a byte of data. Reads
         only the footer, so opening a run stays cheap however large it is."""
         path = self.path / table_file(table)
-        try:
+        with damaged_file(path, "not a readable RouteScope table"):
             meta = pq.read_metadata(path)
             meta.schema.to_arrow_schema()
-        except FileNotFoundError:
-            raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
-        except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-            raise CorruptRunError(
-                f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
-            ) from None
         self._check_columns(path, table, meta.schema.to_arrow_schema(), None)
         expected_rows = self.manifest.get("rows", {}).get(table)
         if expected_rows is not None and meta.num_rows != expected_rows:
@@ -160,14 +155,9 @@ class Run:
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """Read one table as Arrow, checking that it is the file this run wrote."""
         path = self.table_path(table)
-        try:  # page checksums (written by RunWriter) catch flipped bits in the data, not only the footer
+        with damaged_file(path, "not a readable RouteScope table"):
+            # page checksums (written by RunWriter) catch flipped bits in the data, not only the footer
             data = pq.read_table(path, columns=columns, page_checksum_verification=True)
-        except FileNotFoundError:
-            raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
-        except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-            raise CorruptRunError(
-                f"{path}: not a readable RouteScope table ({_first_line(exc)}); re-record the run"
-            ) from None
         self._check_columns(path, table, data.schema, columns)
         expected_rows = self.manifest.get("rows", {}).get(table)
         if columns is None and expected_rows is not None and data.num_rows != expected_rows:
@@ -188,17 +178,11 @@ class Run:
         for table in self.manifest["tables"]:
             path = self.table_path(table)
             rows = 0
-            try:
+            with damaged_file(path, "damaged data"):
                 parquet = pq.ParquetFile(path, page_checksum_verification=True)
                 for batch in parquet.iter_batches(batch_size=1 << 16):
                     batch.validate(full=True)
                     rows += batch.num_rows
-            except FileNotFoundError:
-                raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
-            except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-                raise CorruptRunError(
-                    f"{path}: damaged data ({_first_line(exc)}); re-record the run"
-                ) from None
             expected_rows = self.manifest.get("rows", {}).get(table)
             if expected_rows is not None and rows != expected_rows:
                 raise CorruptRunError(
@@ -254,6 +238,18 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.name!r}, path={str(self.path)!r})"
+
+
+@contextmanager
+def damaged_file(path: Path, what: str) -> Iterator[None]:
+    """Turn a missing file or Arrow's error while reading `path` into one `CorruptRunError` line:
+    "PATH: WHAT (the library's first line); re-record the run"."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise CorruptRunError(f"{path}: file missing; the run is damaged, re-record it") from None
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        raise CorruptRunError(f"{path}: {what} ({_first_line(exc)}); re-record the run") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,8 +7,19 @@ import pandas as pd
 import pyarrow as pa
 
 from routescope.store import Run, Store
+from routescope.store.manifest import RouterInfo
 from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 from routescope.store.writer import RunWriter
+
+
+def planted_routers(layers: list[int], n_experts: int, k: int) -> list[dict[str, object]]:
+    """One plain top-k FFN router per layer (router id = its index), as the manifest stores it."""
+    return [
+        RouterInfo(
+            id=i, layer=layer, path=f"layers.{layer}.gate", call_count=1, n_experts=n_experts, top_k=k
+        ).to_dict()
+        for i, layer in enumerate(layers)
+    ]
 
 
 def planted_run(
@@ -26,20 +37,7 @@ def planted_run(
     n_samples = len(experts[layers[0]])
     k = len(experts[layers[0]][0])
     label_columns = sorted(labels or {})
-    routers = [
-        {
-            "id": i,
-            "path": f"layers.{layer}.gate",
-            "layer": layer,
-            "call_count": 1,
-            "kind": "ffn",
-            "stack": "decoder",
-            "n_experts": n_experts,
-            "top_k": k,
-            "shared_experts": [],
-        }
-        for i, layer in enumerate(layers)
-    ]
+    routers = planted_routers(layers, n_experts, k)
     schemas = {
         "samples": samples_schema(label_columns),
         "tokens": TOKENS,

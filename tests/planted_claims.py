@@ -21,6 +21,7 @@ import pyarrow as pa
 from routescope.store import Run, Store
 from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 from routescope.store.writer import RunWriter
+from tests.planted import planted_routers
 
 
 def default_probs(experts: np.ndarray, n_experts: int) -> np.ndarray:
@@ -60,20 +61,7 @@ def write_run(
     if probs is None:
         probs = default_probs(experts, n_experts)
     label_columns = list(samples.columns)
-    routers = [
-        {
-            "id": layer,
-            "path": f"layers.{layer}.gate",
-            "layer": layer,
-            "call_count": 1,
-            "kind": "ffn",
-            "stack": "decoder",
-            "n_experts": n_experts,
-            "top_k": k,
-            "shared_experts": [],
-        }
-        for layer in range(n_layers)
-    ]
+    routers = planted_routers(list(range(n_layers)), n_experts, k)
     schemas = {
         "samples": samples_schema(label_columns),
         "tokens": TOKENS,

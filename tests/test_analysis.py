@@ -119,7 +119,7 @@ def test_report_cli_formats(store: Store) -> None:
     assert latex.count("\\\\") == 5
     bad = subprocess.run([*base, "--kind", "nmi"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
-    assert "needs a label (--by LABEL" in bad.stderr
+    assert "nmi needs a label, e.g. token_id (pass --by)" in bad.stderr
 
 
 PAIRS = {0: [[0, 1]] * 3 + [[0, 2]] + [[2, 3]] * 4}

@@ -222,8 +222,9 @@ def test_compute_checks_what_each_kind_needs(recorded: Store) -> None:
         compute("coactivation", run)
     with pytest.raises(InputError, match="n_groups"):
         compute("merge-groups", run, layer=0)
-    with pytest.raises(InputError, match="--compare"):
+    with pytest.raises(InputError, match="compares two runs") as raised:
         compute("agreement", run)
+    assert raised.value.field == "compare"  # the CLI names --compare, the dashboard its second-run picker
     assert compute("load", run, layer=1)["layer"].unique().tolist() == [1]
     assert coerce_params("balance", {"capacity_factor": "1.5", "by": "layer,step"}) == {
         "capacity_factor": 1.5,

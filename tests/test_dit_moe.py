@@ -204,7 +204,7 @@ def test_load_model_maps_checkpoint_errors_to_one_line_model_spec_errors(tiny_fi
         ModelSpecError, match=r"does not fit dit-moe:S-8E2A \(its shapes match a custom config"
     ):
         routescope.load_model("dit-moe:S-8E2A", weights=str(tiny_files["pt"]))
-    with pytest.raises(ModelSpecError, match="needs its weights: pass --weights FILE"):
+    with pytest.raises(ModelSpecError, match="needs its weights file"):
         routescope.load_model("dit-moe:S-8E2A")
     with pytest.raises(ModelSpecError, match="weights, vae and sampler go with a checkpoint family spec"):
         routescope.load_model("bundled:dit-digits", weights=str(tiny_files["pt"]))

@@ -443,7 +443,7 @@ def test_uncertain_labels_bars_are_the_most_uncertain_values(store: Store, runs:
     assert list(fig.data[0].x) == pytest.approx(part["uncertain_share"].tolist())
     assert list(fig.data[0].text) == [f"{n:,}" for n in part["decisions"]]
     assert fig.layout.yaxis.title.text == "token"
-    with pytest.raises(InputError, match="needs --by LABEL"):
+    with pytest.raises(InputError, match="needs a label"):
         make_figure("uncertain-labels", runs["lm"], layer=1)
 
 
@@ -647,14 +647,17 @@ def test_cli_all_writes_the_standard_set_and_index(runs: dict[str, Any], tmp_pat
         (["--run", "lm", "--kind", "nope", "--out", "x.svg"], "unknown figure kind 'nope'"),
         (["--run", "lm", "--kind", "load", "--out", "x.jpg"], "figures are written as .svg, .pdf, .png"),
         (["--run", "missing", "--kind", "load", "--out", "x.svg"], "no run 'missing'"),
-        (["--run", "lm", "--kind", "coactivation", "--out", "x.svg"], "figure coactivation needs --layer L"),
+        (
+            ["--run", "lm", "--kind", "coactivation", "--out", "x.svg"],
+            "figure coactivation needs a layer (pass --layer)",
+        ),
         (["--run", "lm", "--kind", "steps", "--layer", "0", "--out", "x.svg"], "figure steps needs a run"),
-        (["--run", "lm", "--kind", "load", "--layer", "0", "--out", "x.svg"], "takes no --layer"),
+        (["--run", "lm", "--kind", "load", "--layer", "0", "--out", "x.svg"], "figure load takes no layer"),
         (["--run", "lm", "--out", "x.svg"], "give --kind KIND"),
         (["--run", "lm", "--all", "--out", "RUN_FOLDER"], "is a run's folder"),
         (
             ["--run", "lm", "--kind", "agreement", "--out", "x.svg"],
-            "a second run: give it with --compare NAME",
+            "a second run to compare with (pass --compare)",
         ),
         (
             ["--run", "lm", "--kind", "agreement", "--compare", "missing", "--out", "x.svg"],

@@ -45,6 +45,6 @@ def test_probe_requests_match_with_the_same_companion_names() -> None:
     assert probe_request(args, inputs) == page
     assert companion_names("p", Noise(base="b")) == ["p"]
     args = _parse(add_probe_arguments, ["ablate", *common[:5], "--classes", "0-9", "--top", "2"])
-    from routescope.cli_record import diffusion_request
+    from routescope.cli_options import diffusion_request
 
     assert diffusion_request(args) == DiffusionRequest()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from routescope.cli_record import parse_classes
+from routescope.cli_options import parse_classes
 from routescope.models import BUNDLED, bundled_names
 from routescope.requests import DiffusionRequest
 

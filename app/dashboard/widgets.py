@@ -47,6 +47,8 @@ WIDGETS: dict[str, str] = {
     "by": "choose a label",
     "compare": "choose a second run",
     "name": "choose another “Run name”",
+    "expert": "choose an expert",
+    "probs": "record it with “Keep full router probabilities”",
 }
 """How the dashboard names the option an error concerns (`RouteScopeError.field`): by its widget."""
 
@@ -193,7 +195,7 @@ def show_kind(
     run: Run,
     *,
     key: str,
-    name: str,
+    name: str | None = None,
     table: pd.DataFrame | None = None,
     shown: pd.DataFrame | None = None,
     layer: int | None = None,
@@ -205,7 +207,15 @@ def show_kind(
     """Figure kind `kind` of `run` with its export menu (as `show_figure`). Its table is the cached table of
     the analysis kind the figure names, unless the page passes the `table` it already has; `shown` is the
     table offered for export (default: the drawn one, its `layer` rows where one layer is drawn);
-    `options` go to the builder (metrics, axis names, phases)."""
+    `options` go to the builder (metrics, axis names, phases). The export's file name defaults to
+    `RUN[-vs-OTHER][-layerL]-KIND`."""
+    if name is None:
+        parts = [
+            run.name,
+            *([f"vs-{other.name}"] if other else []),
+            *([f"layer{layer}"] if layer is not None else []),
+        ]
+        name = "-".join([*parts, kind])
     request = FigureRequest(run=run, layer=layer, by=by, expert=expert, other=other, draw=options)
     if table is None:
         analysis, compute_options = figure_table(kind, request)

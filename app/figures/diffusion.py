@@ -11,6 +11,7 @@ readable matrix.
 from __future__ import annotations
 
 import math
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from plotly.subplots import make_subplots
 from .axes import SORTED_TICKS, block_order, bucket, thin_ticks
 from .lines import group_colours, integer_axis, integer_stride
 from .parts import full_range, heatmap, matrix, pick_layer, plain, require
-from .theme import CSS_DPI, SEQUENTIAL, Width, axis_title, paper_layout, pt, width_px
+from .theme import CSS_DPI, SEQUENTIAL, Layout, axis_title, paper_layout, pt, width_px
 
 MAX_STEPS = 200
 COLORBAR_IN = 0.75
@@ -34,9 +35,7 @@ def figure_steps(
     noise: pd.DataFrame | None = None,
     max_steps: int = MAX_STEPS,
     sort: bool = False,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Expert × step heatmap of one layer's load share at every sampler step, from `steps(run)`.
 
@@ -69,7 +68,7 @@ def figure_steps(
     fig.update_xaxes(title_text=x_title, **ticks)
     y_ticks = thin_ticks(list(z.index), SORTED_TICKS) if sort else integer_axis(pd.Series(experts))
     fig.update_yaxes(title_text="expert", autorange="reversed", type="category" if sort else "-", **y_ticks)
-    return paper_layout(fig, width=width, height=height or min(5.0, 1.0 + 0.1 * len(experts)), title=title)
+    return paper_layout(fig, **layout, default_height=min(5.0, 1.0 + 0.1 * len(experts)))
 
 
 def figure_step_similarity(
@@ -78,9 +77,7 @@ def figure_step_similarity(
     layer: int | None = None,
     phases: pd.DataFrame | None = None,
     max_steps: int = MAX_STEPS,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Step × step Jensen–Shannon divergence of one layer's expert load, from `step_similarity(run)`
     (Switch-DiT's denoising-path matrix); with `phases` (the table of `denoising_phases(run)`) white
@@ -111,7 +108,7 @@ def figure_step_similarity(
             line = {"color": "white", "width": 1}
             fig.add_shape(type="line", x0=at, x1=at, y0=low, y1=high, line=line)
             fig.add_shape(type="line", x0=low, x1=high, y0=at, y1=at, line=line)
-    return paper_layout(fig, width=width, height=height, aspect=0.85, title=title)
+    return paper_layout(fig, **layout, aspect=0.85)
 
 
 def phase_boundaries(phases: pd.DataFrame) -> list[int]:
@@ -127,9 +124,7 @@ def figure_spatial(
     layer: int | None = None,
     value: str = "share",
     max_experts: int = 32,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One small patch-grid heatmap per expert (row 0 at the top, as in the image) of one layer, from
     `spatial_preference(run)`: `share` = P(expert | patch), one colour scale for all panels.
@@ -181,9 +176,9 @@ def figure_spatial(
         suffix = "" if i == 0 else str(i + 1)
         fig.update_layout({f"yaxis{suffix}": {"scaleanchor": f"x{suffix}"}})
     fig.update_annotations(font_size=pt(7))
-    panel_in = (width_px(width) / CSS_DPI - COLORBAR_IN) / grid_cols
-    fig = paper_layout(fig, width=width, height=height or 0.2 + grid_rows * panel_in * 1.12, title=title)
-    if not title:
+    panel_in = (width_px(layout.get("width", "single")) / CSS_DPI - COLORBAR_IN) / grid_cols
+    fig = paper_layout(fig, **layout, default_height=0.2 + grid_rows * panel_in * 1.12)
+    if not layout.get("title"):
         fig.update_layout(margin={"t": pt(12)})  # room for the top row's panel titles
     return fig
 
@@ -200,9 +195,7 @@ def figure_step_lines(
     *,
     layer: int | None = None,
     max_experts: int = 8,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One line per expert of its load share against the sampler step at one layer, from `steps(run)`
     (the lines of `figure_steps`' heatmap); with more than `max_experts` experts, the ones whose load
@@ -227,16 +220,14 @@ def figure_step_lines(
         )
     fig.update_xaxes(title_text=axis_title("step"), **integer_axis(pd.Series(steps)))
     fig.update_yaxes(title_text="load share", rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_branches(
     table: pd.DataFrame,
     *,
     layer: int | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Conditional against unconditional branch of classifier-free guidance at one layer: each expert's
     share of the branch's assignments, side by side, from `specialization(run, "branch")`."""
@@ -256,4 +247,4 @@ def figure_branches(
     fig.update_layout(barmode="group", bargap=0.15, bargroupgap=0.0)
     fig.update_xaxes(title_text="expert", **integer_axis(pd.Series(experts)))
     fig.update_yaxes(title_text="share of the branch's assignments", rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)

@@ -10,6 +10,8 @@ draws it: `figure_expert_overview` reads `layer, expert, <value>` (+ `top_value`
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,7 +20,7 @@ from routescope.store import InputError
 
 from .lines import integer_axis, series
 from .parts import full_range, grey_gaps, heatmap, lift_heatmap, matrix, plain, require
-from .theme import CATEGORICAL, Width, axis_title, paper_layout
+from .theme import CATEGORICAL, Layout, axis_title, paper_layout
 
 WEIGHT_TITLES = {"weight": "gate weight", "prob": "router probability"}
 
@@ -28,9 +30,7 @@ def figure_expert_overview(
     *,
     value: str = "lift",
     label: str | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Layer × expert heatmap of `value`: `lift` (each expert's strongest preference for one value of
     `label`, log₂ scale centred at 1; hovering names that value from `top_value`) or `load` (viridis).
@@ -57,7 +57,7 @@ def figure_expert_overview(
     fig.update_xaxes(title_text="expert", **integer_axis(pd.Series(experts)))
     fig.update_yaxes(title_text="layer", autorange="reversed", **integer_axis(pd.Series(z.index)))
     rows = len(z.index)
-    return paper_layout(fig, width=width, height=height or min(4.5, 0.9 + 0.22 * rows), title=title)
+    return paper_layout(fig, **layout, default_height=min(4.5, 0.9 + 0.22 * rows))
 
 
 def figure_partners(
@@ -65,9 +65,7 @@ def figure_partners(
     *,
     expert: int,
     n: int = 10,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """The `n` experts most often chosen together with `expert`, from `coactivation(run, layer)`: bars of
     P(partner | expert), and as dots the P(partner) that independent choice would give (= P / lift)."""
@@ -99,16 +97,14 @@ def figure_partners(
     )
     fig.update_xaxes(title_text="co-chosen expert", type="category")
     fig.update_yaxes(title_text="P(co-chosen)", rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)
 
 
 def figure_expert_steps(
     table: pd.DataFrame,
     *,
     expert: int,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One expert's load share at every sampler (or generation) step, one line per layer, from
     `steps(run)`; steps where the expert was not chosen count as 0."""
@@ -122,16 +118,14 @@ def figure_expert_steps(
     wide = wide.reset_index()
     fig = series(wide, {c: c for c in wide.columns if c != "step"}, "step", y_title="load share")
     fig.update_yaxes(rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)
 
 
 def figure_token_weights(
     weights: pd.DataFrame,
     *,
     value: str = "weight",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One token's router × expert matrix (rows named by router, columns experts) of gate weights or
     router probabilities, on a fixed 0–1 colour scale."""
@@ -145,4 +139,4 @@ def figure_token_weights(
     fig.update_xaxes(title_text="expert", type="category")
     fig.update_yaxes(title_text="router", type="category", autorange="reversed")
     rows = len(z.index)
-    return paper_layout(fig, width=width, height=height or min(5.0, 0.8 + 0.2 * rows), title=title)
+    return paper_layout(fig, **layout, default_height=min(5.0, 0.8 + 0.2 * rows))

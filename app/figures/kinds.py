@@ -121,16 +121,19 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
     checks = {
         "diffusion": (is_diffusion(run), "a diffusion run"),
         "text": (not is_diffusion(run), "a text run"),
-        "probs": (bool(run.info.options.get("probs")), "a run recorded with --probs"),
+        "probs": (bool(run.info.options.get("probs")), "a run recorded with router probabilities"),
         "layers": (len({r.layer for r in run.info.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
-        "other": (request.other is not None, "a second run: give it with --compare NAME"),
+        "other": (request.other is not None, "a second run to compare with"),
     }
     for requirement in kind.requires:
         ok, needed = checks[requirement]
         if not ok:
             return f"needs {needed}"
     return None
+
+
+OPTION_NOUNS = {"layer": "a layer", "by": "a label", "expert": "an expert"}
 
 
 def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
@@ -140,14 +143,14 @@ def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
         ("by", kind.label, request.by),
         ("expert", kind.expert, request.expert),
     ):
-        flag = f"--{option} {'LABEL' if option == 'by' else option.upper()[0]}"
+        noun = OPTION_NOUNS[option]
         if need == "required" and value is None:
-            raise InputError(f"figure {name} needs {flag}")
+            raise InputError(f"figure {name} needs {noun}", field=option)
         if need == "no" and value is not None:
-            raise InputError(f"figure {name} takes no --{option}")
+            raise InputError(f"figure {name} takes no {option}")
     reason = unmet(kind, request)
     if reason and "other" in kind.requires and request.other is None:
-        raise InputError(f"figure {name} {reason}")
+        raise InputError(f"figure {name} {reason}", field="compare")
     if reason:
         raise InputError(f"figure {name} {reason}; run {request.run.name!r} is not one")
 

@@ -3,6 +3,8 @@ depends on each label (`specialization`, `label_nmi`, `sensitivity`, `embeddings
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -11,7 +13,7 @@ from routescope.store import InputError
 from .axes import MAX_TICKS, SORTED_TICKS, block_order, thin_ticks
 from .lines import series
 from .parts import grey_gaps, heatmap, lift_heatmap, matrix, pick_layer, plain, require
-from .theme import CATEGORICAL, SEQUENTIAL, Width, axis_title, paper_layout
+from .theme import CATEGORICAL, SEQUENTIAL, Layout, axis_title, paper_layout
 
 SPECIALIZATION_COLUMNS = ("layer", "router", "step", "call", "expert")
 VALUE_COLUMNS = ("count", "share", "lift", "uniform_lift")
@@ -25,9 +27,7 @@ def figure_specialization(
     value: str = "lift",
     sort: bool = True,
     max_labels: int = 30,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Expert × label heatmap for one layer from `specialization(run, label)`: `lift` on a log₂ scale
     centred at 1 (`share` or `uniform_lift` on viridis).
@@ -65,16 +65,14 @@ def figure_specialization(
     y_ticks = thin_ticks(list(z.index), SORTED_TICKS if sort else MAX_TICKS)
     fig.update_yaxes(title_text="expert", type="category", autorange="reversed", **y_ticks)
     rows = len(experts)
-    return paper_layout(fig, width=width, height=height or min(6.0, 1.3 + 0.1 * rows), title=title)
+    return paper_layout(fig, **layout, default_height=min(6.0, 1.3 + 0.1 * rows))
 
 
 def figure_nmi(
     table: pd.DataFrame,
     *,
     label: str | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """NMI of the label and the chosen expert per layer, from `label_nmi(run, label)`."""
     require(table, ["layer", "nmi"], "nmi")
@@ -83,15 +81,12 @@ def figure_nmi(
         name += f" ({table.attrs['counting']})"
     fig = series(table, {"nmi": name}, "layer", y_title=_nmi_title(label))
     fig.update_yaxes(rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 1.8, title=title)
+    return paper_layout(fig, **layout, default_height=1.8)
 
 
 def figure_sensitivity(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """NMI of the expert with each label (class, position, step, ...) per layer, one line per label, from
     `sensitivity(run)`: which label routing follows (DiT-MoE: position and step, hardly class)."""
@@ -100,7 +95,7 @@ def figure_sensitivity(
     order = table.groupby("label")["nmi"].mean().sort_values(ascending=False).index
     fig = series(wide, {label: axis_title(label) for label in order}, "layer", y_title=_nmi_title(None))
     fig.update_yaxes(rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def _nmi_title(label: str | None) -> str:
@@ -113,9 +108,7 @@ def figure_embedding(
     color: str | None = None,
     axis_names: tuple[str, str] = ("dimension 1", "dimension 2"),
     max_categories: int = len(CATEGORICAL) - 1,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Scatter of the `x, y` columns of an embeddings table, coloured by a label column.
 
@@ -160,7 +153,7 @@ def figure_embedding(
         fig.update_layout(legend_title_text=plain(axis_title(color)))
     fig.update_xaxes(title_text=axis_names[0], showticklabels=False, ticks="")
     fig.update_yaxes(title_text=axis_names[1], showticklabels=False, ticks="")
-    return paper_layout(fig, width=width, height=height, aspect=0.9, title=title)
+    return paper_layout(fig, **layout, aspect=0.9)
 
 
 def _natural(value: object) -> tuple[int, float, str]:

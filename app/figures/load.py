@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from routescope.store import InputError
 
 from .lines import integer_axis, panels
 from .parts import full_range, heatmap, label_axes, matrix, require
-from .theme import Width, paper_layout
+from .theme import Layout, paper_layout
 
 BALANCE_METRICS = ("max_over_mean", "cv", "norm_entropy", "gini")
 
@@ -22,9 +23,7 @@ def figure_load(
     *,
     value: str = "load",
     sort: bool = False,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Layer × expert heatmap of `value` (`load` share or `count`) from `expert_load`.
 
@@ -42,7 +41,7 @@ def figure_load(
     fig.update_xaxes(**integer_axis(pd.Series(experts)))
     fig.update_yaxes(autorange="reversed", **integer_axis(pd.Series(z.index)))
     n_layers = len(z.index)
-    return paper_layout(fig, width=width, height=height or min(4.5, 0.9 + 0.22 * n_layers), title=title)
+    return paper_layout(fig, **layout, default_height=min(4.5, 0.9 + 0.22 * n_layers))
 
 
 def figure_balance(
@@ -50,9 +49,7 @@ def figure_balance(
     *,
     metrics: Sequence[str] = BALANCE_METRICS,
     x: str = "layer",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One panel per balance metric against layer, from `balance(run)`; from `balance(run, by=("layer",
     "step"))` with `x="step"`, one line per layer across the sampler's steps."""
@@ -62,4 +59,4 @@ def figure_balance(
     if group is None and table[x].duplicated().any():
         raise InputError(f"figure balance: several rows per {x}; pass the table of balance(run) or x='step'")
     fig, rows = panels(table, list(metrics), x, group=group)
-    return paper_layout(fig, width=width, height=height or 1.2 + 1.2 * rows, title=title)
+    return paper_layout(fig, **layout, default_height=1.2 + 1.2 * rows)

@@ -3,13 +3,15 @@ similarity with MC-SMoE merge groups (`coactivation`, `transitions`, `expert_sim
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from .lines import integer_axis
 from .parts import full_range, grey_gaps, heatmap, lift_heatmap, matrix, pick_layer, require
-from .theme import Width, paper_layout
+from .theme import Layout, paper_layout
 
 
 def _square(fig: go.Figure, experts: list[int], x_title: str, y_title: str) -> None:
@@ -23,9 +25,7 @@ def figure_coactivation(
     *,
     value: str = "lift",
     n_experts: int | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Expert × expert heatmap of one layer's co-activation from `coactivation(run, layer)`: `lift` on a
     log₂ scale centred at 1 (independent choice), or `p_b_given_a` / `count` on viridis. Row a, column
@@ -40,7 +40,7 @@ def figure_coactivation(
     trace = lift_heatmap(z) if value == "lift" else heatmap(z, colorbar=value.replace("_", " "))
     fig = grey_gaps(go.Figure(trace))
     _square(fig, experts, "co-chosen expert", "expert")
-    return paper_layout(fig, width=width, height=height, aspect=0.85, title=title)
+    return paper_layout(fig, **layout, aspect=0.85)
 
 
 def figure_transitions(
@@ -48,9 +48,7 @@ def figure_transitions(
     *,
     layer: int | None = None,
     value: str = "share",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Heatmap of P(top-1 expert at the next MoE layer | top-1 expert at `layer`) from `transitions(run)`;
     a sharp diagonal-like pattern means experts form paths through depth."""
@@ -66,16 +64,14 @@ def figure_transitions(
     fig.update_yaxes(
         title_text=f"expert at layer {first}", autorange="reversed", **integer_axis(pd.Series(rows))
     )
-    return paper_layout(fig, width=width, height=height, aspect=0.85, title=title)
+    return paper_layout(fig, **layout, aspect=0.85)
 
 
 def figure_expert_similarity(
     table: pd.DataFrame,
     *,
     groups: pd.DataFrame | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Expert × expert router-score similarity from `expert_similarity(run, layer)`; with `groups` (the
     table of `merge_groups`) experts are ordered by group, most used first, and groups are outlined."""
@@ -109,4 +105,4 @@ def figure_expert_similarity(
                 line={"color": "white", "width": 1},
             )
             start += size
-    return paper_layout(fig, width=width, height=height, aspect=0.85, title=title)
+    return paper_layout(fig, **layout, aspect=0.85)

@@ -9,13 +9,15 @@ share 0.2 mean very different things, and the two bars show both numbers.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import pandas as pd
 import plotly.graph_objects as go
 
 from routescope.store import InputError
 
 from .parts import plain, require
-from .theme import CATEGORICAL, Width, paper_layout
+from .theme import CATEGORICAL, Layout, paper_layout
 
 PATH_SERIES = {"share": "observed", "baseline_share": "layers independent"}
 """The two bars per path: its share of the stack's tokens and the product of its experts' loads."""
@@ -34,9 +36,7 @@ def figure_paths(
     table: pd.DataFrame,
     *,
     top: int | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Horizontal bars of the most frequent top-1 paths from `expert_paths(run)`, most frequent on top
     (the `top` first of each stack, else all rows): each path's share of its stack's tokens beside
@@ -78,4 +78,4 @@ def figure_paths(
         ticks="",
     )
     fig.update_xaxes(title_text="share of tokens", rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or min(7.0, 0.9 + 0.16 * len(part)), title=title)
+    return paper_layout(fig, **layout, default_height=min(7.0, 0.9 + 0.16 * len(part)))

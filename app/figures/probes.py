@@ -12,12 +12,14 @@ dispatched inside a forced expert set (`set_share`, one series per run when a `r
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from .parts import plain, require
-from .theme import CATEGORICAL, Width, axis_title, paper_layout
+from .theme import CATEGORICAL, Layout, axis_title, paper_layout
 
 ABLATION_SERIES = {"base": "base", "ablated": "ablated", "random_mean": "random (mean ± sd)"}
 
@@ -34,9 +36,7 @@ def figure_ablation(
     *,
     group: str,
     value_title: str = "loss (nats per token)",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Grouped bars per value of `group`: the base model, the ablation, and the random ablations' mean with
     the sample standard deviation over seeds as an error bar (hover: min–max). Runs without random
@@ -63,15 +63,12 @@ def figure_ablation(
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text=axis_title(group), type="category")
     fig.update_yaxes(title_text=value_title, rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_flip_rate(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per bucket of the base run's top-1 − top-2 margin: the share of decisions whose top-1 expert flipped
     under noise and the share whose expert set changed (`flip_rate(base, noisy)`); with a `layer` column
@@ -99,16 +96,14 @@ def figure_flip_rate(
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="base run's top-1 − top-2 margin", type="category")
     fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_set_share(
     table: pd.DataFrame,
     *,
     label: str | None = None,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """The share of decisions dispatched only to experts of the forced set, per layer (and value of
     `label`), one bar series per value of the `run` column if there is one (the forced run and its base)."""
@@ -134,15 +129,12 @@ def figure_set_share(
     fig.update_layout(barmode="group", showlegend=len(runs) > 1)
     fig.update_xaxes(type="category")
     fig.update_yaxes(title_text="share inside the expert set", range=[0, 1.05])
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_batch_dependence(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per router, the share of decisions that change when the inputs share a batch
     (`batch_dependence(alone, batched)`); 0 everywhere for batch-independent routing."""
@@ -167,7 +159,7 @@ def figure_batch_dependence(
     fig.update_xaxes(type="category")
     top = float(np.nanmax(share)) if share.size else 0.0
     fig.update_yaxes(title_text="share of decisions changed", range=[0, max(top * 1.15, 0.01)])
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)
 
 
 CHANGE_SERIES = {"flipped": "top-1 expert changed", "set_changed": "expert set changed"}
@@ -189,10 +181,7 @@ def change_shares(table: pd.DataFrame) -> pd.DataFrame:
 
 def figure_changes(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, the share of decisions whose top-1 expert changed and whose expert set changed against
     the base run, from the per-decision table of `decision_changes(base, other)` (any probe: noise,
@@ -214,4 +203,4 @@ def figure_changes(
     fig.update_layout(barmode="group")
     fig.update_xaxes(type="category")
     fig.update_yaxes(title_text="share of decisions changed", range=[0, max(top * 1.15, 0.01)])
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)

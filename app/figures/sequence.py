@@ -4,12 +4,14 @@ two runs (OLMoE's router saturation), any metric of two runs side by side, and a
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import pandas as pd
 import plotly.graph_objects as go
 
 from .lines import series
 from .parts import plain, require
-from .theme import CATEGORICAL, Width, axis_title, paper_layout
+from .theme import CATEGORICAL, Layout, axis_title, paper_layout
 
 REPEAT_SERIES = {
     "top1_repeat": ("same top-1", "baseline_top1", "uniform_top1"),
@@ -23,9 +25,7 @@ def figure_repeat(
     table: pd.DataFrame,
     *,
     uniform: bool = False,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, the share of neighbouring tokens with the same top-1 expert and with the first token's
     top-1 among the second's top-k, from `repeat_rate(run)`, each with its chance level dashed: two tokens
@@ -57,15 +57,12 @@ def figure_repeat(
             )
     fig.update_layout(showlegend=True)
     fig.update_yaxes(rangemode="tozero")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_agreement(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, the share of decisions whose top-1 expert is the same in two runs and the mean top-k
     overlap, from `agreement(run_a, run_b)`."""
@@ -77,7 +74,7 @@ def figure_agreement(
         y_title="agreement of the two runs",
     )
     fig.update_yaxes(range=[0, 1.02])
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)
 
 
 def figure_top_tokens(
@@ -85,9 +82,7 @@ def figure_top_tokens(
     *,
     value: str = "count",
     n: int = 20,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Horizontal bars of an expert's `n` most frequent tokens (`count`, or `share` of the token's
     occurrences that go to the expert), from `top_tokens(run, layer, expert)`; token text is escaped and
@@ -116,7 +111,7 @@ def figure_top_tokens(
         ticks="",
     )
     fig.update_xaxes(title_text="assignments" if value == "count" else "share of the token's occurrences")
-    return paper_layout(fig, width=width, height=height or min(6.0, 0.8 + 0.14 * len(part)), title=title)
+    return paper_layout(fig, **layout, default_height=min(6.0, 0.8 + 0.14 * len(part)))
 
 
 def figure_side_by_side(
@@ -125,9 +120,7 @@ def figure_side_by_side(
     metric: str,
     runs: tuple[str, str],
     keys: list[str],
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One metric of two runs from `side_by_side([a, b], kind)`: against layer, one line per run, when
     the kind has one row per layer; otherwise one dot per row (`keys` in the hover) with the first run on
@@ -136,7 +129,7 @@ def figure_side_by_side(
     require(table, [*keys, *columns], "side-by-side")
     if keys == ["layer"]:
         fig = series(table, {columns[0]: runs[0], columns[1]: runs[1]}, "layer", y_title=axis_title(metric))
-        return paper_layout(fig, width=width, height=height or 2.0, title=title)
+        return paper_layout(fig, **layout, default_height=2.0)
     both = table.dropna(subset=columns)
     x, y = both[columns[0]].to_numpy(dtype=float), both[columns[1]].to_numpy(dtype=float)
     hover = [
@@ -166,4 +159,4 @@ def figure_side_by_side(
     fig.update_xaxes(title_text=plain(f"{axis_title(metric)}, {runs[0]}"))
     fig.update_yaxes(title_text=plain(f"{axis_title(metric)}, {runs[1]}"))
     fig.update_layout(showlegend=False)
-    return paper_layout(fig, width=width, height=height, aspect=0.9, title=title)
+    return paper_layout(fig, **layout, aspect=0.9)

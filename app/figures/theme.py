@@ -11,7 +11,7 @@ red–blue scale for ratios such as lift, drawn on log₂ so that 1 (no preferen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -151,6 +151,17 @@ def _build_template() -> go.layout.Template:
     return go.layout.Template(layout=layout, data=data)
 
 
+class Layout(TypedDict, total=False):
+    """The size and title every figure builder takes (`**layout`), applied by `paper_layout`."""
+
+    width: Width | float
+    """`single` (3.3 in) or `double` (6.9 in) column, or inches."""
+    height: float | None
+    """Inches (None: the builder's default height, else `aspect` × width)."""
+    title: str | None
+    """A title above the figure (None: none; a paper's caption says what a figure shows)."""
+
+
 def paper_layout(
     fig: go.Figure,
     *,
@@ -158,10 +169,13 @@ def paper_layout(
     height: float | None = None,
     aspect: float = 0.75,
     title: str | None = None,
+    default_height: float | None = None,
 ) -> go.Figure:
-    """Apply the template and the physical size (height in inches, else `aspect` × width) to `fig`.
+    """Apply the template and the physical size (height in inches, else the builder's `default_height`,
+    else `aspect` × width) to `fig`.
 
     No title unless one is given: a paper's caption says what a figure shows."""
+    height = height or default_height
     template()
     w = width_px(width)
     h = round(height * CSS_DPI) if height is not None else round(w * aspect)

@@ -5,6 +5,7 @@ margin, and which label values (tokens, domains, classes) hold the uncertain dec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from routescope.store import InputError
 
 from .lines import group_colours, panels
 from .parts import pick_layer, plain, require
-from .theme import CATEGORICAL, TICK_PT, Width, axis_title, paper_layout, pt
+from .theme import CATEGORICAL, TICK_PT, Layout, axis_title, paper_layout, pt
 
 UNCERTAINTY_METRICS = ("mean_norm_entropy", "mean_margin", "uncertain_share")
 UNIT_RANGE = ("norm_entropy", "margin", "max_prob")
@@ -32,9 +33,7 @@ def figure_uncertainty(
     *,
     metrics: Sequence[str] = UNCERTAINTY_METRICS,
     x: str = "layer",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One panel per uncertainty metric against layer, from `uncertainty(run)` (or against step, one line
     per layer, from `uncertainty(run, by=("layer", "step"))` with `x="step"`)."""
@@ -42,7 +41,7 @@ def figure_uncertainty(
     other = [c for c in ("layer", "step") if c in table.columns and c != x]
     group = other[0] if other and table[other[0]].nunique() > 1 else None
     fig, rows = panels(table, list(metrics), x, group=group)
-    return paper_layout(fig, width=width, height=height or 1.2 + 1.2 * rows, title=title)
+    return paper_layout(fig, **layout, default_height=1.2 + 1.2 * rows)
 
 
 def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -57,9 +56,7 @@ def figure_uncertainty_histogram(
     value: str = "norm_entropy",
     by: str = "layer",
     bins: int = 20,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Distribution of one per-decision column (`entropy`, `norm_entropy`, `margin`, `max_prob`) as a
     share-per-bin line for each value of `by` (layer, or a label such as domain joined on): where the
@@ -84,7 +81,7 @@ def figure_uncertainty_histogram(
     fig.update_xaxes(title_text=HISTOGRAM_TITLES.get(value, axis_title(value)), range=[0, edges[-1]])
     fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
     fig.update_layout(showlegend=len(groups) > 1)
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_binned_histogram(
@@ -92,9 +89,7 @@ def figure_binned_histogram(
     *,
     value: str = "norm_entropy",
     by: str = "layer",
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """The same lines as `figure_uncertainty_histogram`, from a table already binned where the data lives
     (`by, bin_low, bin_high, share`: one row per group and bin), so a run of millions of decisions never
@@ -116,7 +111,7 @@ def figure_binned_histogram(
     fig.update_xaxes(title_text=HISTOGRAM_TITLES.get(value, axis_title(value)), range=[0, top])
     fig.update_yaxes(title_text="share of decisions", rangemode="tozero")
     fig.update_layout(showlegend=len(groups) > 1)
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_uncertain_labels(
@@ -125,9 +120,7 @@ def figure_uncertain_labels(
     label: str,
     layer: int | None = None,
     top: int = 15,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Horizontal bars of the `top` most uncertain values of `label` at one layer, from
     `uncertainty_by_label(run, label)`: each value's uncertain share (decisions with entropy / ln E at or
@@ -172,4 +165,4 @@ def figure_uncertain_labels(
     fig.update_xaxes(
         title_text="uncertain share (bar labels: decisions)", range=[0, max(highest * 1.3, 0.05)]
     )
-    return paper_layout(fig, width=width, height=height or min(6.0, 0.8 + 0.15 * len(part)), title=title)
+    return paper_layout(fig, **layout, default_height=min(6.0, 0.8 + 0.15 * len(part)))

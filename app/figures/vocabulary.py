@@ -15,6 +15,7 @@ several layers stay readable on one axis, where histograms overlap.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from routescope.store import InputError
 
 from .lines import group_colours
 from .parts import require
-from .theme import Width, paper_layout, pt
+from .theme import Layout, paper_layout, pt
 
 
 def weighted_cdf(share: pd.Series, count: pd.Series) -> tuple[list[float], list[float]]:
@@ -44,9 +45,7 @@ def figure_vocabulary(
     n_experts: int | Mapping[int, int] | None = None,
     min_count: int = 1,
     chance: bool = True,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """One step line per layer: the share of token occurrences whose id routes at most x of its top-1
     choices to one expert (`vocabulary_specialization(run)`, ids seen fewer than `min_count` times left
@@ -97,7 +96,7 @@ def figure_vocabulary(
     fig.update_xaxes(title_text="share routed to the token's top expert", range=[0, 1.02])
     fig.update_yaxes(title_text="share of tokens (cumulative)", range=[0, 1.02])
     fig.update_layout(showlegend=len(fig.data) > 1)
-    return paper_layout(fig, width=width, height=height or 2.4, title=title)
+    return paper_layout(fig, **layout, default_height=2.4)
 
 
 def _sizes(n_experts: int | Mapping[int, int] | None, layers: list[int]) -> list[int]:

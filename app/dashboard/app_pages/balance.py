@@ -41,7 +41,6 @@ def balance_section(run: Run) -> None:
             "load",
             run,
             key=state.scoped(state.BALANCE_LOAD_CHART, run.name),
-            name=f"{run.name}-load",
         )
     with right:
         st.markdown("**Balance** per layer" + ("" if "aux_loss" in balance else " (aux. loss needs probs)"))
@@ -50,7 +49,6 @@ def balance_section(run: Run) -> None:
             run,
             table=balance,
             key=state.scoped(state.BALANCE_METRICS_CHART, run.name),
-            name=f"{run.name}-balance",
             metrics=metrics,
         )
     show_table(balance, key=state.scoped(state.BALANCE_TABLE, run.name), name=f"{run.name}-balance")
@@ -62,7 +60,6 @@ def uncertainty_section(run: Run) -> None:
         "uncertainty",
         run,
         key=state.scoped(state.BALANCE_UNCERTAINTY_CHART, run.name),
-        name=f"{run.name}-uncertainty",
     )
     columns = st.columns(len(HISTOGRAMS))
     for column, (value, (caption, chart)) in zip(columns, HISTOGRAMS.items(), strict=True):

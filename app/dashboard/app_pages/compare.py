@@ -135,7 +135,6 @@ def agreement(run: Run, other: Run) -> None:
         table=table,
         other=other,
         key=state.scoped(state.COMPARE_AGREEMENT_CHART, run.name, other.name),
-        name=f"{run.name}-vs-{other.name}-agreement",
     )
 
 

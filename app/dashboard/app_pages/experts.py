@@ -55,7 +55,6 @@ def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
             run,
             table=load,
             key=state.scoped(state.EXPERTS_LOAD_CHART, run.name),
-            name=f"{run.name}-load",
         )
     with right:
         st.markdown(f"**Specialization**: each expert's largest lift for one `{literal(label)}` value")

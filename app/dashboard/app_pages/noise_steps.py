@@ -38,7 +38,6 @@ UNCERTAIN_MARGIN = 0.05
 def usage(run: Run, layer: int) -> None:
     """Expert usage against the step: heatmap and lines."""
     steps = cache.table(run, "steps")
-    name = f"{run.name}-layer{layer}"
     left, right = st.columns(2)
     with left:
         st.markdown("**Expert usage per step** (x: timestep, from noise to image)")
@@ -47,7 +46,6 @@ def usage(run: Run, layer: int) -> None:
             run,
             layer=layer,
             key=state.scoped(state.NOISE_STEPS_CHART, run.name, layer),
-            name=f"{name}-steps",
         )
     with right:
         st.markdown("**The same as lines** (the experts whose load changes most)")
@@ -55,7 +53,7 @@ def usage(run: Run, layer: int) -> None:
             lambda width: figure_step_lines(steps, layer=layer, width=width),
             steps[steps["layer"] == layer],
             key=state.scoped(state.NOISE_LINES_CHART, run.name, layer),
-            name=f"{name}-step-lines",
+            name=f"{run.name}-layer{layer}-step-lines",
         )
 
 
@@ -71,7 +69,6 @@ def phases(run: Run, layer: int) -> None:
             layer=layer,
             phases=phases,
             key=state.scoped(state.NOISE_SIMILARITY_CHART, run.name, layer),
-            name=f"{run.name}-layer{layer}-step-similarity",
         )
     with right:
         st.markdown("**What routing follows**: NMI of the expert with class, position, step, … per layer")
@@ -79,7 +76,6 @@ def phases(run: Run, layer: int) -> None:
             "sensitivity",
             run,
             key=state.scoped(state.NOISE_SENSITIVITY_CHART, run.name),
-            name=f"{run.name}-sensitivity",
         )
 
 
@@ -91,7 +87,6 @@ def space_and_branches(run: Run, layer: int) -> None:
         run,
         layer=layer,
         key=state.scoped(state.NOISE_SPATIAL_CHART, run.name, layer),
-        name=f"{run.name}-layer{layer}-spatial",
     )
     samples = cache.table(run, "table.samples")
     if "branch" not in samples.columns or samples["branch"].nunique() < 2:
