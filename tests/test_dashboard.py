@@ -506,7 +506,7 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
             page.screenshot(path=str(tmp_path / "tokens.png"), full_page=True)
             placement = next(p for p in PAGES if p.file == "placement.py")
             page.locator("[data-testid=stSidebarNav]").get_by_text(placement.title, exact=True).click()
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=90_000)
             assert page.locator(".js-plotly-plot").count() == 4  # coverage, hot set, devices, predictability
             assert page.locator("[data-testid=stException]").count() == 0
             assert page.locator(".st-key-placement-run input").input_value() == "text"

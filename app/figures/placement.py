@@ -8,6 +8,8 @@ and the dashboard's Placement page draw the same figures. The builders reuse the
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -15,17 +17,14 @@ from .kinds import FigureKind, FigureRequest, layer_sizes
 from .lines import group_colours, integer_axis, panels, series
 from .load import figure_load
 from .parts import plain, require
-from .theme import Width, paper_layout
+from .theme import Layout, paper_layout
 
 PLACEMENT_METRICS = ("balancedness", "max_share")
 
 
 def figure_coverage(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, the share of assignments the N most-loaded experts cover against N, from `coverage(run)`;
     the dashed diagonal is a uniform router (N / E)."""
@@ -51,15 +50,12 @@ def figure_coverage(
     )
     fig.update_xaxes(title_text="N most-loaded experts", **integer_axis(table["top_n"]))
     fig.update_yaxes(title_text="share of assignments covered", range=[0, 1.02])
-    return paper_layout(fig, width=width, height=height or 2.4, title=title)
+    return paper_layout(fig, **layout, default_height=2.4)
 
 
 def figure_hot_set(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, the fewest experts covering each threshold's share of the assignments, from
     `hot_set(run)`; one line per threshold, a perfectly even layer's hot set dashed."""
@@ -77,15 +73,12 @@ def figure_hot_set(
     for trace in fig.data:
         if trace.name.endswith(", chance"):
             trace.name = trace.name.replace(", chance", ", even load")
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def figure_placement(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer and placement, balancedness (mean / max device load, 1 = even) and the busiest device's
     share of the assignments, from `device_load(run, devices=G)`."""
@@ -95,15 +88,13 @@ def figure_placement(
     caption = f"{devices[0]} devices" if len(devices) == 1 else None
     if caption and "replicas" in table.columns and int(table["replicas"].max()) > 0:
         caption += f", {int(table['replicas'].max())} replicas"
-    return paper_layout(fig, width=width, height=height or 1.2 + 1.2 * rows, title=title or caption)
+    layout.setdefault("title", caption)
+    return paper_layout(fig, **layout, default_height=1.2 + 1.2 * rows)
 
 
 def figure_drift(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, how far the second run's expert load moved from the first's: total-variation distance,
     Jensen–Shannon divergence (bits) and the largest change of one expert's share, from
@@ -115,22 +106,17 @@ def figure_drift(
         "max_change": "largest change",
     }
     fig = series(table, names, "layer", y_title="load drift")
-    return paper_layout(fig, width=width, height=height or 2.0, title=title)
+    return paper_layout(fig, **layout, default_height=2.0)
 
 
-def figure_drift_experts(
-    table: pd.DataFrame, *, width: Width | float = "single", height: float | None = None
-) -> go.Figure:
+def figure_drift_experts(table: pd.DataFrame, **layout: Unpack[Layout]) -> go.Figure:
     """Layer × expert heatmap of the change of each expert's load share between the two runs."""
-    return figure_load(table, value="change", width=width, height=height)
+    return figure_load(table, value="change", **layout)
 
 
 def figure_predictability(
     table: pd.DataFrame,
-    *,
-    width: Width | float = "single",
-    height: float | None = None,
-    title: str | None = None,
+    **layout: Unpack[Layout],
 ) -> go.Figure:
     """Per layer, how often the previous layer's top-1 expert predicts this layer's (most frequent
     successor) against always guessing the busiest expert (dashed), and the uncertainty coefficient
@@ -144,7 +130,7 @@ def figure_predictability(
         y_title="from the previous layer",
     )
     fig.update_yaxes(range=[0, 1.02])
-    return paper_layout(fig, width=width, height=height or 2.2, title=title)
+    return paper_layout(fig, **layout, default_height=2.2)
 
 
 def _devices(request: FigureRequest) -> dict[str, int]:

@@ -41,7 +41,6 @@ def concentration(run: Run) -> None:
             "coverage",
             run,
             key=state.scoped(state.PLACEMENT_COVERAGE_CHART, run.name),
-            name=f"{run.name}-coverage",
         )
     with right:
         hot = cache.table(run, "hot-set", thresholds=thresholds)
@@ -50,7 +49,6 @@ def concentration(run: Run) -> None:
             run,
             table=hot,
             key=state.scoped(state.PLACEMENT_HOT_SET_CHART, run.name, *thresholds),
-            name=f"{run.name}-hot-set",
         )
 
 
@@ -87,7 +85,6 @@ def devices(run: Run) -> None:
         run,
         table=table,
         key=state.scoped(state.PLACEMENT_DEVICES_CHART, *scope),
-        name=f"{run.name}-placement-{count}-devices",
     )
     show_table(table, key=state.scoped(state.PLACEMENT_DEVICES_TABLE, *scope), name=f"{run.name}-placement")
 
@@ -104,7 +101,6 @@ def predictability(run: Run) -> None:
         "predictability",
         run,
         key=state.scoped(state.PLACEMENT_PREDICTABILITY_CHART, run.name),
-        name=f"{run.name}-predictability",
     )
 
 
@@ -126,7 +122,6 @@ def drift(store: Store, run: Run) -> None:
                 table=table,
                 other=other,
                 key=state.scoped(state.PLACEMENT_DRIFT_CHART, run.name, other.name),
-                name=f"{run.name}-vs-{other.name}-drift",
             )
         with right:
             show_kind(
@@ -134,7 +129,6 @@ def drift(store: Store, run: Run) -> None:
                 run,
                 other=other,
                 key=state.scoped(state.PLACEMENT_DRIFT_EXPERTS_CHART, run.name, other.name),
-                name=f"{run.name}-vs-{other.name}-drift-experts",
             )
 
 
