@@ -23,6 +23,7 @@ from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement import coverage, device_load, device_loads, hot_set, place, replicate
 from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
@@ -85,6 +86,7 @@ __all__ = [
     "replicate",
     "router_names",
     "router_summary",
+    "routing_replay",
     "sensitivity",
     "set_share",
     "side_by_side",

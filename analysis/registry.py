@@ -23,6 +23,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from routescope.store import InputError, Run
+from routescope.store.capabilities import missing_message
 
 from .ablation import ablation_loss
 from .balance import balance, expert_load
@@ -36,6 +37,7 @@ from .embeddings import embeddings
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement import coverage, device_load, hot_set
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -47,6 +49,16 @@ from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
 from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
+
+NOTHING: tuple[str, ...] = ()
+SCORES = ("ids", "scores")
+TOKEN_IDS = ("ids", "token_ids")
+
+
+def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
+    """Token embeddings use probability vectors, or gate weights where a run has no probs."""
+    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
+
 
 LABEL = "{label}"
 """Placeholder in `keys` for the label column the caller chose."""
@@ -65,13 +77,23 @@ class Analysis:
     """`required`/`optional`: passed to the function as `layer=`; `filter`: rows of other layers dropped."""
     other: bool = False
     """Compares two runs: the second run is the function's second argument."""
+    needs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ("ids",)
+    """Capabilities the run (and a second run) must have (routescope.store.capabilities); `compute` refuses
+    in one line otherwise, so the CLI, figures and dashboard pages inherit the refusal."""
 
 
 ANALYSES: dict[str, Analysis] = {
-    "summary": Analysis(router_summary, "per router: decisions, drops, mean entropy and margin", ("router",)),
-    "load": Analysis(expert_load, "assignments and load share per expert and layer", ("layer", "expert")),
+    "summary": Analysis(
+        router_summary, "per router: decisions, drops, mean entropy and margin", ("router",), needs=NOTHING
+    ),
+    "load": Analysis(
+        expert_load, "assignments and load share per expert and layer", ("layer", "expert"), needs=NOTHING
+    ),
     "balance": Analysis(
-        balance, "max/mean, CV, load entropy, Gini, dead experts, aux loss, overflow per layer", ("layer",)
+        balance,
+        "max/mean, CV, load entropy, Gini, dead experts, aux loss, overflow per layer",
+        ("layer",),
+        needs=NOTHING,
     ),
     "specialization": Analysis(
         specialization, "expert × label counts, share and lift per layer", ("layer", "expert", LABEL), True
@@ -79,15 +101,21 @@ ANALYSES: dict[str, Analysis] = {
     "nmi": Analysis(
         label_nmi, "normalised mutual information of label and expert, χ² test", ("layer",), True
     ),
-    "uncertainty": Analysis(uncertainty, "mean router entropy, margin and uncertain share", ("layer",)),
+    "uncertainty": Analysis(
+        uncertainty, "mean router entropy, margin and uncertain share", ("layer",), needs=SCORES
+    ),
     "uncertain-labels": Analysis(
         uncertainty_by_label,
         "router uncertainty per label value, most uncertain first",
         ("layer", LABEL),
         True,
+        needs=SCORES,
     ),
     "vocabulary": Analysis(
-        vocabulary_specialization, "per token id: top-1 expert and its share", ("layer", "token_id")
+        vocabulary_specialization,
+        "per token id: top-1 expert and its share",
+        ("layer", "token_id"),
+        needs=TOKEN_IDS,
     ),
     "coactivation": Analysis(
         coactivation,
@@ -100,7 +128,10 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "paths": Analysis(expert_paths, "most frequent top-1 expert paths through depth", ("stack", "path")),
     "repeat": Analysis(
-        repeat_rate, "consecutive tokens with the same top-1 expert, with baselines", ("layer",)
+        repeat_rate,
+        "consecutive tokens with the same top-1 expert, with baselines",
+        ("layer",),
+        needs=("ids", "positions"),
     ),
     "similarity": Analysis(
         expert_similarity,
@@ -112,7 +143,11 @@ ANALYSES: dict[str, Analysis] = {
         merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
     ),
     "top-tokens": Analysis(
-        top_tokens, "an expert's most frequent tokens with example contexts", ("token_id",), layer="required"
+        top_tokens,
+        "an expert's most frequent tokens with example contexts",
+        ("token_id",),
+        layer="required",
+        needs=TOKEN_IDS,
     ),
     "steps": Analysis(
         steps, "diffusion: expert load per layer at every sampler step", ("layer", "step", "expert")
@@ -135,12 +170,22 @@ ANALYSES: dict[str, Analysis] = {
         layer="optional",
     ),
     "embedding": Analysis(
-        embeddings, "2-D PCA/UMAP of tokens by router scores or experts by usage", (), layer="required"
+        embeddings,
+        "2-D PCA/UMAP of tokens by router scores or experts by usage",
+        (),
+        layer="required",
+        needs=_embedding_needs,
     ),
     "agreement": Analysis(
         agreement,
         "top-1 agreement and top-k overlap between two runs on the same inputs",
         ("layer",),
+        other=True,
+    ),
+    "replay": Analysis(
+        routing_replay,
+        "routing replay: share of tokens whose expert set differs in any layer between two runs",
+        (),
         other=True,
     ),
     "changes": Analysis(
@@ -150,10 +195,14 @@ ANALYSES: dict[str, Analysis] = {
         other=True,
     ),
     "flips": Analysis(
-        flip_rate, "noise probe: top-1 flip rate by margin bucket", ("margin_low",), other=True
+        flip_rate, "noise probe: top-1 flip rate by margin bucket", ("margin_low",), other=True, needs=SCORES
     ),
     "flip-correlation": Analysis(
-        flip_correlation, "noise probe: correlation of flips with entropy and margin", ("layer",), other=True
+        flip_correlation,
+        "noise probe: correlation of flips with entropy and margin",
+        ("layer",),
+        other=True,
+        needs=SCORES,
     ),
     "batch-dependence": Analysis(
         batch_dependence,
@@ -165,24 +214,36 @@ ANALYSES: dict[str, Analysis] = {
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
     ),
     "coverage": Analysis(
-        coverage, "share of assignments the N most-loaded experts take, per layer", ("layer", "top_n")
+        coverage,
+        "share of assignments the N most-loaded experts take, per layer",
+        ("layer", "top_n"),
+        needs=NOTHING,
     ),
     "hot-set": Analysis(
-        hot_set, "fewest experts covering each share of a layer's assignments", ("layer", "threshold")
+        hot_set,
+        "fewest experts covering each share of a layer's assignments",
+        ("layer", "threshold"),
+        needs=NOTHING,
     ),
     "placement": Analysis(
         device_load,
         "busiest device's load and balancedness for G devices under three placements",
         ("layer", "placement"),
+        needs=NOTHING,
     ),
     "drift": Analysis(
         load_drift,
         "load drift between two runs: total variation, JS divergence per layer",
         ("layer",),
         other=True,
+        needs=NOTHING,
     ),
     "drift-experts": Analysis(
-        expert_drift, "each expert's load share in two runs and its change", ("layer", "expert"), other=True
+        expert_drift,
+        "each expert's load share in two runs and its change",
+        ("layer", "expert"),
+        other=True,
+        needs=NOTHING,
     ),
     "predictability": Analysis(
         layer_predictability, "how well the previous layer's top-1 expert predicts this layer's", ("layer",)
@@ -196,14 +257,26 @@ TOP_DECISION = ("sample", "position", "step", "call")
 """`most_uncertain` rows: decisions of one layer (its router is not a column)."""
 
 VIEWS: dict[str, Analysis] = {
-    "table.samples": Analysis(samples_table, "the run's samples with their labels", ("sample",)),
-    "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",)),
-    "decisions": Analysis(decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional"),
-    "decision_histogram": Analysis(decision_histogram, "decisions binned per layer", ("layer", "bin")),
-    "most_uncertain": Analysis(most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required"),
-    "expert_tokens": Analysis(expert_tokens, "top-tokens with lift", ("token_id",), layer="required"),
+    "table.samples": Analysis(
+        samples_table, "the run's samples with their labels", ("sample",), needs=NOTHING
+    ),
+    "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",), needs=NOTHING),
+    "decisions": Analysis(
+        decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional", needs=SCORES
+    ),
+    "decision_histogram": Analysis(
+        decision_histogram, "decisions binned per layer", ("layer", "bin"), needs=SCORES
+    ),
+    "most_uncertain": Analysis(
+        most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required", needs=SCORES
+    ),
+    "expert_tokens": Analysis(
+        expert_tokens, "top-tokens with lift", ("token_id",), layer="required", needs=TOKEN_IDS
+    ),
     "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
-    "token_weights": Analysis(token_weights, "one token's weights", ("router", "call", "expert")),
+    "token_weights": Analysis(
+        token_weights, "one token's weights", ("router", "call", "expert"), needs=("ids", "gate_weights")
+    ),
 }
 """Registered views: tables that figures and the dashboard compute by kind, not offered as reports."""
 
@@ -231,6 +304,7 @@ def compute(
     if kind not in KINDS:
         raise InputError(f"unknown analysis {kind!r}; kinds: {', '.join(sorted(ANALYSES))}")
     analysis = KINDS[kind]
+    check_capabilities(kind, run, other, label, params)
     args: list[Any] = [run]
     if analysis.other:
         if other is None:
@@ -261,6 +335,27 @@ def compute(
             raise InputError(f"{kind} has no layer column to filter by")
         table = table[table["layer"] == layer].reset_index(drop=True)
     return table
+
+
+TOKEN_LABEL_NEEDS = {"token_id": "token_ids", "token": "token_ids", "position": "positions"}
+"""Labels that come from what a run may lack: token ids (and texts) and positions."""
+
+
+def check_capabilities(
+    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+) -> None:
+    """Refuse in one line when `run` (or `other`) lacks a capability `kind` (or its label) needs — the one
+    place the check lives, so reports, figures and dashboard pages all refuse alike."""
+    needs = KINDS[kind].needs
+    wanted = list(needs(params) if callable(needs) else needs)
+    if label in TOKEN_LABEL_NEEDS:
+        wanted.append(TOKEN_LABEL_NEEDS[label])
+    for subject in (run, other):
+        if subject is None:
+            continue
+        message = missing_message(kind, subject.info.engine, subject.info.caps, wanted)
+        if message:
+            raise InputError(message)
 
 
 def parameters(kind: str) -> dict[str, inspect.Parameter]:

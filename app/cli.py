@@ -20,6 +20,7 @@ from .cli_app import add_app_arguments, cmd_app
 from .cli_claims import add_claims_arguments, cmd_claims
 from .cli_export import add_export_arguments, cmd_export
 from .cli_figure import add_figure_arguments, cmd_figure
+from .cli_import import add_import_arguments, cmd_import
 from .cli_merge import add_merge_arguments, cmd_merge
 from .cli_pipeline import add_pipeline_arguments, cmd_record_pipeline
 from .cli_probe import add_probe_arguments, cmd_probe
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))
     add_app_arguments(sub.add_parser("app", help="start the dashboard (Streamlit, 127.0.0.1 by default)"))
     add_probe_arguments(sub.add_parser("probe", help="causal probes: ablate, force, noise, batch"))
+    add_import_arguments(
+        sub.add_parser("import", help="an engine's routing trace (vLLM, SGLang, ...) as a run")
+    )
     return parser
 
 
@@ -77,6 +81,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "app": cmd_app,
     "probe": cmd_probe,
+    "import": cmd_import,
 }
 
 
@@ -90,6 +95,8 @@ FLAGS: dict[str, str] = {
     "expert": "--expert",
     "param": "--param NAME=VALUE",
     "probs": "--probs",
+    "labels": "--labels",
+    "tokenizer": "--tokenizer",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

@@ -32,9 +32,16 @@ import pandas as pd
 
 from routescope.analysis import connect, expert_load
 from routescope.store import InputError, RouterInfo, Run
+from routescope.store.capabilities import missing_message
 
 ExportKind = Literal["sglang-eplb", "olmoe-jsonl", "megatron-jsonl"]
 EXPORT_KINDS: tuple[ExportKind, ...] = ("sglang-eplb", "olmoe-jsonl", "megatron-jsonl")
+NEEDS: dict[str, tuple[str, ...]] = {
+    "sglang-eplb": (),
+    "olmoe-jsonl": ("ids", "ranks", "token_ids", "positions"),
+    "megatron-jsonl": ("ids", "ranks"),
+}
+"""What each format needs of a run (store/capabilities.py): loads only, or ids with token ids."""
 BATCH = 512
 """Samples (OLMoE) read per query: memory stays bounded by a batch, not the run."""
 
@@ -203,6 +210,9 @@ def export_run(
         raise InputError(f"unknown export kind {kind!r}; kinds: {', '.join(EXPORT_KINDS)}")
     if num_layers is not None and kind != "sglang-eplb":
         raise InputError(f"{kind} takes no num_layers (only sglang-eplb does)")
+    lacking = missing_message(kind, run.info.engine, run.info.caps, NEEDS[kind])
+    if lacking:
+        raise InputError(lacking)
     path = Path(out)
     if kind == "sglang-eplb":
         counts = logical_count(run, num_layers)
