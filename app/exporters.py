@@ -15,8 +15,8 @@ the engine that serves or trains the model (`routescope export`, docs/export.md)
 Id exports keep every chosen expert (dropped ones too: the router chose them, as Megatron's
 pre-dispatch trace does). Every file is written to a temporary name beside `out` and renamed over it
 once complete, so a failed export leaves no partial file; what a run lacks is a one-line `InputError`.
-Reading goes through `routescope.store` and DuckDB (`routescope.analysis.connect`), one sample or step
-batch at a time.
+Reading goes through `routescope.store` and DuckDB (`routescope.analysis.connect`), one (step, layer)
+record (Megatron) or 64 samples (OLMoE) per query, so memory is bounded by that, not by the run.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "megatron-jsonl": ("ids", "ranks"),
 }
 """What each format needs of a run (store/capabilities.py): loads only, or ids with token ids."""
-BATCH = 512
+BATCH = 64
 """Samples (OLMoE) read per query: memory stays bounded by a batch, not the run."""
 
 
@@ -153,22 +153,23 @@ def _megatron_lines(run: Run) -> Iterator[str]:
     routers = _one_router_per_layer(run, kind)
     steps = _query(run, "SELECT DISTINCT step FROM assignments ORDER BY step")["step"].tolist()
     for step in steps:
-        rows = _query(
-            run,
-            f"""SELECT router, sample, position, rank, expert FROM assignments
-                WHERE step = {int(step)} AND call = 0 ORDER BY router, sample, position, rank""",
-        )
-        groups = dict(list(rows.groupby("router", sort=False)))
-        for router in (r for r in routers if r.id in groups):
-            part = groups[router.id]
+        for router in routers:  # one query per record: memory holds one (step, layer), not the run
+            rows = _query(
+                run,
+                f"""SELECT rank, expert FROM assignments
+                    WHERE step = {int(step)} AND router = {router.id} AND call = 0
+                    ORDER BY sample, position, rank""",
+            )
+            if rows.empty:
+                continue
             k = router.top_k
-            sizes = part.groupby(["sample", "position"]).size()
-            if (sizes != k).any():
+            ranks = rows["rank"].to_numpy()
+            if len(ranks) % k or not np.array_equal(ranks, np.tile(np.arange(k), len(ranks) // k)):
                 raise InputError(
                     f"{kind} needs {k} experts for every token; run {run.name!r} has tokens with another "
                     f"number at layer {router.layer}, step {step}"
                 )
-            top = part["expert"].to_numpy(dtype=np.int64).reshape(-1, k)
+            top = rows["expert"].to_numpy(dtype=np.int64).reshape(-1, k)
             record = {
                 "step": int(step),
                 "stage": "pre_dispatch",

@@ -6,7 +6,7 @@ of `--rows` assignment rows (8 layers × 64 experts × top-4, `_synthetic_run.py
 `--store` and reused). Each step runs in this process one after another; its wall time and the process's
 peak RSS so far (`ru_maxrss`) are printed. The load kinds aggregate one `GROUP BY layer, expert` in
 DuckDB and finish on a [layers × experts] matrix; `predictability` self-joins the top-1 rows of
-neighbouring layers (as `transitions`); the id exports stream one step (Megatron) or 512 samples (OLMoE)
+neighbouring layers (as `transitions`); the id exports stream one step (Megatron) or 64 samples (OLMoE)
 per query. This prints measurements; it is not a test.
 
     .venv/bin/python benchmarks/placement_scale.py [--rows N] [--store DIR] [--out DIR]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import routescope
+from routescope import exporters
 from routescope.cli import main
 from routescope.exporters import EXPORT_KINDS, export_run, logical_count
 from routescope.store import InputError, Run, Store
@@ -63,7 +64,10 @@ def test_sglang_logical_count_is_the_load_with_dense_rows(store: Store, tmp_path
         export_run("sglang-eplb", run, tmp_path / "short.json", num_layers=3)
 
 
-def test_olmoe_jsonl_is_token_rank_layer(store: Store, tmp_path: Path) -> None:
+def test_olmoe_jsonl_is_token_rank_layer(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporters, "BATCH", 1)  # one sample per query: the batches join up in order
     run, experts, tokens = planted_text(store)
     records = lines(export_run("olmoe-jsonl", run, tmp_path / "olmoe.jsonl"))
     assert len(records) == 2
