@@ -326,6 +326,12 @@ def test_placement_page_draws_the_placement_kinds(store_dir: Path, monkeypatch: 
     accuracy = drawn[S(state.PLACEMENT_PREDICTABILITY_CHART, "text")]["data"][0]
     np.testing.assert_allclose(array(accuracy["y"]), predictability["accuracy"])
 
+    at.number_input(key=S(state.PLACEMENT_DEVICES, "text")).set_value(18).run()
+    at.number_input(key=S(state.PLACEMENT_REPLICAS, "text")).set_value(0).run()  # 18 devices > 16 experts
+    assert not at.exception
+    assert at.number_input(key=S(state.PLACEMENT_DEVICES, "text")).value == 16
+    assert not at.warning
+
     at.selectbox(key=S(state.PLACEMENT_OTHER, "text")).set_value("text-b").run()
     assert not at.exception
     drawn = charts(at)

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy
+from sklearn.metrics import mutual_info_score
 
 from routescope.analysis import (
     coerce_params,
@@ -172,6 +174,9 @@ def test_layer_predictability_known_answers(store: Store) -> None:
     assert table["accuracy"].iloc[0] == pytest.approx(5 / 8)
     assert table["baseline_majority"].iloc[0] == pytest.approx(3 / 8)
     assert table["baseline_chance"].iloc[0] == pytest.approx(22 / 64)
+    a, b = [0] * 4 + [1] * 4, [0, 0, 0, 1, 1, 1, 2, 2]
+    theil = mutual_info_score(a, b) / entropy(np.bincount(b))  # Theil's U, both in nats
+    assert table["uncertainty_coefficient"].iloc[0] == pytest.approx(theil)
     expected = brute_force_predictability(partial)
     np.testing.assert_allclose(table[expected.columns].to_numpy(), expected.to_numpy())
     follows = planted_run(

@@ -65,15 +65,10 @@ def devices(run: Run) -> None:
             key=state.scoped(state.PLACEMENT_REPLICAS, run.name),
         )
     )
-    count = int(
-        columns[0].number_input(
-            "Devices",
-            1,
-            fewest + replicas,
-            min(8, fewest),
-            key=state.scoped(state.PLACEMENT_DEVICES, run.name),
-        )
-    )
+    key = state.scoped(state.PLACEMENT_DEVICES, run.name)
+    if int(st.session_state.get(key, 1)) > fewest + replicas:  # fewer replicas now: fewer devices possible
+        st.session_state[key] = fewest + replicas
+    count = int(columns[0].number_input("Devices", 1, fewest + replicas, min(8, fewest), key=key))
     st.caption(
         f"Balancedness = mean / max device load (1 = every device equally busy) for {count} devices; "
         "balanced = greedy LPT, at most ⌈experts / devices⌉ per device."
