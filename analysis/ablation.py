@@ -1,7 +1,7 @@
 """Ablation tables: how much worse the model is with experts disabled, against random ablations.
 
 DeepSeekMoE tests specialisation causally: disable the top-ranked routed experts and the loss rises more
-than when the same number of random experts is disabled. The probe runs (`routescope.hooks.probes.
+than when the same number of random experts is disabled. The probe runs (`routescope.probes.
 ablation_study`) carry the model's quality under their edit; these functions line the variants up.
 
 - `ablation_loss`: next-token loss in nats per predicted token, per label value and over all inputs:
@@ -32,7 +32,7 @@ def _metrics(run: Run, key: str) -> Mapping[str, Any]:
     if found is None:
         raise InputError(
             f"run {run.name!r} carries no {key!r} metrics; record it with a probe "
-            "(routescope probe ablate, or routescope.hooks.probes.ablation_study)"
+            "(routescope probe ablate, or routescope.probes.ablation_study)"
         )
     return found
 

@@ -2,7 +2,7 @@
 
 "Buffer Overflow in MoE" shows that routing with cross-batch dependencies (a capacity shared by the
 batch, expert-choice routing) lets one sequence change another's experts. Given the same inputs recorded
-alone and in a batch (`routescope.hooks.probes.probe_batch`), a decision *changed* when its set of
+alone and in a batch (`routescope.probes.probe_batch`), a decision *changed* when its set of
 (expert, dropped) pairs differs between the runs: a different expert, or a token dropped in one run and
 dispatched in the other. Gate weights are compared separately (`max_weight_diff`, over the experts both
 runs chose): batched matrix products round differently, so weights may differ in the last float bits

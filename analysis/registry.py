@@ -282,21 +282,30 @@ TOKEN_LABEL_NEEDS = {"token_id": "token_ids", "token": "token_ids", "position": 
 """Labels that come from what a run may lack: token ids (and texts) and positions."""
 
 
-def check_capabilities(
+def capability_gap(
     kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
-) -> None:
-    """Refuse in one line when `run` (or `other`) lacks a capability `kind` (or its label) needs — the one
-    place the check lives, so reports, figures and dashboard pages all refuse alike."""
+) -> str | None:
+    """The one-line refusal when `run` (or `other`) lacks a capability `kind` (or its label) needs, else
+    None — the one place the check lives, so reports, figures and dashboard pages all refuse alike."""
     needs = KINDS[kind].needs
     wanted = list(needs(params) if callable(needs) else needs)
     if label in TOKEN_LABEL_NEEDS:
         wanted.append(TOKEN_LABEL_NEEDS[label])
     for subject in (run, other):
-        if subject is None:
-            continue
-        message = missing_message(kind, subject.info.engine, subject.info.caps, wanted)
-        if message:
-            raise InputError(message)
+        if subject is not None:
+            message = missing_message(kind, subject.info.engine, subject.info.caps, wanted)
+            if message:
+                return message
+    return None
+
+
+def check_capabilities(
+    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+) -> None:
+    """Raise `capability_gap`'s line as an `InputError` when there is one."""
+    message = capability_gap(kind, run, other, label, params)
+    if message:
+        raise InputError(message)
 
 
 def parameters(kind: str) -> dict[str, inspect.Parameter]:

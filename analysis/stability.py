@@ -1,7 +1,7 @@
 """Router stability: which decisions flip under noise, and are they the uncertain ones?
 
 GW-MoE argues that tokens routed with near-equal scores are fragile. Given an unedited run and a run of
-the same inputs with noise on the routers (`routescope.hooks.probes.probe_noise`), a decision *flips*
+the same inputs with noise on the routers (`routescope.probes.probe_noise`), a decision *flips*
 when its top-1 expert (the chosen expert with the largest gate weight, ties to the lower rank) differs
 between the runs; `set_changed` says whether the set of chosen experts differs. Both are tied to the
 base run's own uncertainty of that decision: its top-1 − top-2 probability margin and entropy (nats).

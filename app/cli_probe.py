@@ -201,7 +201,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _ablate(p: _Probe) -> None:
     from routescope.analysis.ablation import ablation_accuracy, ablation_denoising, ablation_loss
-    from routescope.hooks.probes import probe_of
+    from routescope.probes import probe_of
 
     args = p.args
     base, ablated, *random = p.runs

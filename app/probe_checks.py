@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from routescope.hooks import LoadedModel
 from routescope.hooks.interventions import Intervention, RouterEdit, validate
-from routescope.hooks.probes import Sampling, describe
-from routescope.hooks.probes.common import Inputs as ProbeInputs
-from routescope.hooks.probes.common import choose_routers
+from routescope.probes import Sampling, describe
+from routescope.probes.common import Inputs as ProbeInputs
+from routescope.probes.common import choose_routers
 from routescope.store import InputError
 
 if TYPE_CHECKING:

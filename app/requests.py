@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from routescope.hooks import LoadedModel
-from routescope.hooks.probes import RecordOptions, Sampling
-from routescope.hooks.probes.common import Inputs as ProbeInputs
-from routescope.hooks.probes.noise import NoiseTarget
+from routescope.probes import RecordOptions, Sampling
+from routescope.probes.common import Inputs as ProbeInputs
+from routescope.probes.noise import NoiseTarget
 from routescope.store import InputError, Run, Store
 
 from .inputs import Inputs
@@ -254,7 +254,7 @@ class ProbeRequest:
         check_edit(model, given, self.labels, s)
         common: dict[str, Any] = {"store": store, "options": self.options(progress)}
         if isinstance(s, Ablate):
-            from routescope.hooks.probes import ablation_study
+            from routescope.probes import ablation_study
 
             study = ablation_study(
                 model,
@@ -269,17 +269,17 @@ class ProbeRequest:
             )
             return [study.base, study.ablated, *study.random]
         if isinstance(s, Batch):
-            from routescope.hooks.probes import probe_batch
+            from routescope.probes import probe_batch
 
             return list(probe_batch(model, given, name=self.name, batch_size=s.batch_size, **common))
-        from routescope.hooks.probes import probe_force, probe_noise, record_base
+        from routescope.probes import probe_force, probe_noise, record_base
 
         if isinstance(s, Noise) and s.base:
             base = store.open(s.base)
         else:
             base = record_base(model, given, name=f"{self.name}.base", **common)
         if isinstance(s, Force):
-            from routescope.hooks.probes import TokenSelection
+            from routescope.probes import TokenSelection
 
             run = probe_force(
                 model,

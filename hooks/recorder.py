@@ -33,14 +33,14 @@ from .manifest import ManifestFacts, model_facts, tokenizer_name
 from .remote import Remote, is_remote
 from .routers import RouterSpec, candidate_paths, describe_from_outputs, describe_routers
 from .source import BaseSource, Plan, Sink
-from .text_session import _input_device, _ModelCall, _Prepared, _Session
+from .text_session import ModelCall, _input_device, _Prepared, _Session
 from .units import Unit, batches, make_units
 
 DEFAULT_CHUNK = 2048
-__all__ = ["DEFAULT_CHUNK", "TextSource", "_ModelCall", "_Session", "_input_device", "record"]
+__all__ = ["DEFAULT_CHUNK", "ModelCall", "TextSource", "_Session", "_input_device", "record"]
 
 
-def _tokenise(
+def tokenise(
     inputs: Sequence[str | torch.Tensor | Sequence[int]], tokenizer: Any
 ) -> tuple[list[list[int]], list]:
     if isinstance(inputs, str | torch.Tensor) or not isinstance(inputs, Sequence) or len(inputs) == 0:
@@ -116,7 +116,7 @@ def _probe(unit: Unit) -> Unit:
     return Unit(unit.sample, unit.offset, unit.ids[:2])
 
 
-def _context_length(model: torch.nn.Module) -> int:
+def context_length(model: torch.nn.Module) -> int:
     config = getattr(model, "config", None)
     for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(config, attr, None)
@@ -186,13 +186,13 @@ class TextSource(BaseSource):
                 )
             targets = [targets[i] for i in self.sample_ids] if targets is not None else None
             inputs = [inputs[i] for i in self.sample_ids]
-        self.token_ids, self.texts = _tokenise(inputs, subject.tokenizer)
+        self.token_ids, self.texts = tokenise(inputs, subject.tokenizer)
         self.label_values = _labels(labels, len(self.token_ids))
         self.labels = list(self.label_values)
         torch_model = subject.model.eval()
         if max_new_tokens and subject.tokenizer is None:
             raise InputError("generation needs a tokenizer; pass tokenizer= or use max_new_tokens=0")
-        self.chunk = chunk = chunk_size or _context_length(torch_model)
+        self.chunk = chunk = chunk_size or context_length(torch_model)
         if max_new_tokens and max_new_tokens >= chunk:
             raise InputError(f"max_new_tokens ({max_new_tokens}) must be below the chunk size ({chunk})")
         units = make_units(self.token_ids, chunk, generate_room=max_new_tokens)

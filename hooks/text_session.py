@@ -37,7 +37,7 @@ def _input_device(model: torch.nn.Module) -> torch.device | None:
     return None if device.type in ("cpu", "meta") else device
 
 
-class _ModelCall:
+class ModelCall:
     """How to call a model's forward: HF models take `input_ids=`/`attention_mask=`; a plain module may
     take the ids positionally and no mask (then batches hold equal-length inputs only, so no padding)."""
 
@@ -100,7 +100,7 @@ class _Session:
         self.eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         self.generated: dict[int, list[int]] = {}
         self.targets = targets
-        self.call = _ModelCall(self.model)
+        self.call = ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
 
     def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:

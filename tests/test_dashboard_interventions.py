@@ -41,8 +41,8 @@ from routescope.dashboard.probing import (
 from routescope.dashboard.recording import dataset_inputs
 from routescope.dashboard.widgets import user_errors
 from routescope.figures import figure_ablation, figure_batch_dependence, figure_flip_rate, figure_set_share
-from routescope.hooks.probes import probe_of
 from routescope.inputs import Inputs
+from routescope.probes import probe_of
 from routescope.store import InputError, Store
 from tests.planted import planted_run
 

@@ -194,3 +194,25 @@ def test_show_prints_capabilities_and_old_runs_derive_theirs(recorded: Store, tm
     path = traces.vllm_jsonl(gen, tmp_path / "v.jsonl")
     assert main(["import", "vllm", str(path), "--store", str(recorded.path), "--name", "cli-v"]) == 0
     assert "cli-v" in recorded.runs()
+
+
+def test_reports_and_figures_refuse_in_one_line_and_the_standard_set_skips(
+    recorded: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routescope.cli import main
+    from routescope.figures.registry import standard_set
+
+    gen = recorded.open("gen")
+    run = import_trace("vllm", [traces.vllm_jsonl(gen, tmp_path / "v.jsonl")], recorded, "cli-refuse")
+    base = ["--store", str(recorded.path), "--run", run.name]
+    assert main(["report", *base, "--kind", "uncertainty"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "routescope: error: this vLLM import has expert ids only; "
+        "uncertainty needs router probabilities (entropy, margin)\n"
+    )
+    assert main(["figure", *base, "--kind", "uncertainty", "--out", str(tmp_path / "u.svg")]) == 2
+    assert "uncertainty needs router probabilities" in capsys.readouterr().err
+    kinds = {figure.kind for figure in standard_set(run)}
+    assert "load" in kinds
+    assert not kinds & {"uncertainty", "uncertainty-histogram"}

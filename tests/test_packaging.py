@@ -29,7 +29,7 @@ def test_one_namespace_only(tmp_path: Path) -> None:
         "import importlib.util, routescope, routescope.store, routescope.hooks, routescope.analysis,"
         " routescope.models,"
         " routescope.dashboard, routescope.dashboard.app_pages, routescope.figures,"
-        " routescope.models.dit_moe, routescope.hooks.probes;"
+        " routescope.models.dit_moe, routescope.probes;"
         "print([m for m in ('store', 'hooks', 'analysis', 'app', 'models') if importlib.util.find_spec(m)])"
     )
     done = subprocess.run(

@@ -28,7 +28,8 @@ from routescope.analysis.stability import decision_changes, flip_correlation, fl
 from routescope.cli import main
 from routescope.hooks import LoadedModel
 from routescope.hooks.interventions import Intervention, InterventionError, RouterEdit, intervene
-from routescope.hooks.probes import (
+from routescope.models.tokenizers import byte_tokenizer
+from routescope.probes import (
     RecordOptions,
     Sampling,
     TokenSelection,
@@ -41,7 +42,6 @@ from routescope.hooks.probes import (
     probe_of,
     record_base,
 )
-from routescope.models.tokenizers import byte_tokenizer
 from routescope.store import InputError, Store
 from tests.tiny_families import tiny_model
 

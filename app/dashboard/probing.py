@@ -2,7 +2,7 @@
 recording of all of them under one progress callback, and the result tables (with their figures) of any
 probe run in the store.
 
-The probes are `routescope.hooks.probes` (`ablation_study`, `probe_force`, `probe_noise`, `probe_batch`)
+The probes are `routescope.probes` (`ablation_study`, `probe_force`, `probe_noise`, `probe_batch`)
 and the tables `routescope.analysis` (ablation, forcing, stability, batching); this module turns the
 page's inputs into those calls and checks everything it can — names, settings, layers, experts, labels —
 before the first run is written, so a mistake leaves the store unchanged. Every probe here records its
@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from routescope.hooks import LoadedModel
-from routescope.hooks.probes import Sampling, probe_of
+from routescope.probes import Sampling, probe_of
 from routescope.store import InputError, Run, Store
 
 from ..figures import figure_ablation, figure_set_share

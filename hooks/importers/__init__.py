@@ -7,7 +7,8 @@ entry points (`routescope.importers`, `routescope import`) live in the app room 
 
 from __future__ import annotations
 
-from .common import TraceError, TraceSource, import_source
+from .common import TraceSource, import_source
+from .errors import TraceError
 from .llamacpp import LlamacppSource
 from .megatron import MegatronSource
 from .olmoe import OlmoeSource

@@ -11,7 +11,6 @@ before anything is published; `import_source` removes the partial run it leaves.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,18 +30,12 @@ from ..manifest import ManifestFacts
 from ..routers import RouterSpec
 from ..source import BaseSource, Plan, Sink
 from ..tables import TokenTexts, token_table
+from .errors import bad, line_number
+from .labels import read_labels
+from .streams import prefetch
 
 MAX_EXACT = 1 << 24
 """Largest count a float32 `weight` holds exactly: bigger counts are split over several rows."""
-
-
-class TraceError(InputError):
-    """A trace file that cannot be imported as asked; the message names the file and the record."""
-
-
-def bad(path: Path | str, where: str | None, problem: str) -> TraceError:
-    """The one-line error: `FILE, line 3: problem`."""
-    return TraceError(f"{path}{', ' + where if where else ''}: {problem}")
 
 
 @dataclass
@@ -82,18 +75,6 @@ class Requests:
         return f"record {index + 1}"
 
 
-def line_number(path: Path, record: int) -> int | None:
-    """The line number of the 0-based `record` (non-blank lines) of a text file; for error messages."""
-    index = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                if index == record:
-                    return number
-                index += 1
-    return None
-
-
 @dataclass
 class CountRows:
     """Counts-only data: `count[step, layer, expert]` for the given `layers` and `steps`."""
@@ -112,91 +93,6 @@ class Layers:
 
     def __post_init__(self) -> None:
         self.stacks = self.stacks or ["decoder"] * len(self.numbers)
-
-
-PICKLE_MAGIC = (b"\x80",)
-"""How a raw pickle starts (protocol 2 and later); `torch.save` files are zip archives instead."""
-
-
-def refuse_pickle(path: Path) -> None:
-    """Refuse a raw pickle (e.g. OLMoE's pickled Counters) in one line: unpickling can run any code."""
-    with path.open("rb") as handle:
-        head = handle.read(1)
-    if head.startswith(PICKLE_MAGIC):
-        raise bad(
-            path,
-            None,
-            "a Python pickle (e.g. pickled Counters): refused, since unpickling can run arbitrary code; "
-            "export the routing as JSONL or torch.save tensors",
-        )
-
-
-def torch_load(path: Path) -> Any:
-    """A `torch.save` file loaded with `weights_only=True` (tensors, dicts, lists, numbers only); anything
-    else — a pickled Counter, a class — is refused in one line, never unpickled."""
-    import pickle
-
-    import torch  # only torch.save dumps need it
-
-    refuse_pickle(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise bad(
-            path,
-            None,
-            "holds Python objects other than tensors, dicts, lists and numbers (e.g. a Counter): refused, "
-            "since loading them could run arbitrary code",
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise bad(path, None, f"not a readable torch.save file ({problem})") from None
-    odd = _odd_object(data, torch.Tensor)
-    if odd is not None:
-        raise bad(
-            path,
-            None,
-            f"holds a {odd} where tensors, dicts, lists and numbers belong (e.g. pickled Counters): refused; "
-            "save the counts as a tensor",
-        )
-    return data
-
-
-def _odd_object(value: Any, tensor: type) -> str | None:
-    """The type name of the first object in a loaded dump that is not plain data (None if all are)."""
-    if isinstance(value, tensor) or value is None or type(value) in (int, float, bool, str):
-        return None
-    if type(value) is dict:
-        return next((o for o in map(lambda v: _odd_object(v, tensor), value.values()) if o), None)
-    if type(value) in (list, tuple):
-        return next((o for o in (_odd_object(v, tensor) for v in value) if o), None)
-    return type(value).__name__
-
-
-def read_labels(path: Path | str | None, columns: Sequence[str] | None) -> dict[str, list[str | None]]:
-    """Label columns from a JSONL file, one object per request in order; all keys unless `columns`."""
-    if path is None:
-        if columns:
-            raise InputError("a label column needs a labels file (.jsonl)", field="labels")
-        return {}
-    rows: list[dict[str, Any]] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise bad(path, f"line {number}", "not a JSON object") from None
-            if not isinstance(row, dict):
-                raise bad(path, f"line {number}", "not a JSON object")
-            rows.append(row)
-    names = list(columns or (rows[0].keys() if rows else []))
-    for number, row in enumerate(rows, 1):
-        missing = [n for n in names if n not in row]
-        if missing:
-            raise bad(path, f"record {number}", f"has no label {', '.join(missing)}")
-    return {n: [None if r[n] is None else str(r[n]) for r in rows] for n in names}
 
 
 class TraceSource(BaseSource):
@@ -273,7 +169,7 @@ class TraceSource(BaseSource):
 
     def batches(self, sink: Sink) -> Iterator[None]:
         self.started = True
-        for batch in self.read():
+        for batch in prefetch(self.read()):
             if isinstance(batch, CountRows):
                 self._write_counts(sink, batch)
             else:
@@ -390,17 +286,24 @@ class TraceSource(BaseSource):
             step = np.zeros(n, np.int32)
         self.steps_seen.update(np.unique(step).tolist())
         routed = ~(ids == 0).all(axis=2) if k >= 2 else np.ones((n, n_layers), bool)  # all-zero: dense
-        high = np.where(routed[..., None], ids, -1).max(axis=(0, 2)) if n else np.full(n_layers, -1)
+        everything = bool(routed.all())
+        if everything:  # the usual case: no gather needed
+            high = ids.max(axis=(0, 2)) if n else np.full(n_layers, -1)
+            token, layer = np.repeat(np.arange(n), n_layers), np.tile(np.arange(n_layers), n)
+            experts = ids.reshape(-1)
+        else:
+            high = np.where(routed[..., None], ids, -1).max(axis=(0, 2)) if n else np.full(n_layers, -1)
+            token, layer = np.nonzero(routed)  # decisions, token-major then layer
+            experts = ids[token, layer].reshape(-1)
         self.max_id = high if self.max_id is None else np.maximum(self.max_id, high)
         missing = (~routed).sum(axis=0)
         self.unrouted = missing if self.unrouted is None else self.unrouted + missing
-        token, layer = np.nonzero(routed)  # decisions, token-major then layer
         d = len(token)
         numbers = np.asarray(self.layers.numbers, np.int16)  # type: ignore[union-attr]
         keys = {
             "sample": sample[token],
             "position": position[token],
-            "step": step[token].astype(np.int32),
+            "step": step.astype(np.int32, copy=False)[token],
             "router": layer.astype(np.int16),
             "layer": numbers[layer],
             "call": np.zeros(d, np.int16),
@@ -409,7 +312,7 @@ class TraceSource(BaseSource):
         sink.write("decisions", pa.table({**keys, "entropy": nan, "margin": nan, "max_prob": nan}, DECISIONS))
         assignments = {name: np.repeat(column, k) for name, column in keys.items()}
         assignments["rank"] = np.tile(np.arange(k, dtype=np.int16), d)
-        assignments["expert"] = ids[token, layer].reshape(-1).astype(np.int32)
+        assignments["expert"] = experts.astype(np.int32, copy=False)
         assignments["weight"] = np.full(d * k, np.nan, np.float32)
         assignments["dropped"] = np.zeros(d * k, bool)
         sink.write("assignments", pa.table(assignments, ASSIGNMENTS))

@@ -9,18 +9,18 @@ file line by line — only then — to say which line is broken.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
-from .common import Requests, TraceError, bad
+from .common import Requests
+from .errors import TraceError, bad, json_objects
 
-BLOCK_BYTES = 64 << 20
-"""Bytes parsed per batch; one JSON line must fit in a block."""
+BLOCK_BYTES = 16 << 20
+"""Bytes parsed per batch (at least 4 first lines: one JSON line must fit in a block)."""
 
 
 def read_blocks(
@@ -30,7 +30,9 @@ def read_blocks(
     `TraceError` naming its first bad line (`check(record)` says what is wrong with a parsed one)."""
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
-        read = pj.ReadOptions(block_size=BLOCK_BYTES)
+        with path.open("rb") as handle:
+            first = len(handle.readline())
+        read = pj.ReadOptions(block_size=max(BLOCK_BYTES, 4 * first))
         reader = pj.open_json(path, read_options=read, parse_options=options)
         yield from reader
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -40,22 +42,35 @@ def read_blocks(
 def locate_problem(path: Path, check: Callable[[dict], str | None], fallback: str) -> TraceError:
     """The error for the first line of `path` that is not a JSON object or fails `check`."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    return bad(path, f"line {number}", "not valid JSON (a truncated or foreign file?)")
-                if not isinstance(record, dict):
-                    return bad(path, f"line {number}", "not a JSON object")
-                problem = check(record)
-                if problem:
-                    return bad(path, f"line {number}", problem)
-    except UnicodeDecodeError:
-        return bad(path, None, "not a text file (a binary or foreign file?)")
+        for number, record in json_objects(path):
+            problem = check(record)
+            if problem:
+                return bad(path, f"line {number}", problem)
+    except TraceError as exc:
+        return exc
     return bad(path, None, f"cannot be read as JSON lines ({fallback})")
+
+
+def request_blocks(
+    path: Path, schema: pa.Schema, required: Sequence[str], nesting: dict[str, int]
+) -> Iterator[tuple[pa.RecordBatch, Requests]]:
+    """Blocks of a JSONL trace with an empty `Requests` that places their records (`line N`); every record
+    has the `required` keys, else a `TraceError` names the first line without one."""
+    first = 0
+    for batch in read_blocks(path, schema, lambda record: json_problem(record, tuple(required), nesting)):
+        requests = Requests(np.zeros((0, 0, 0), np.int32), np.zeros(0, np.int64), path, first, jsonl=True)
+        require(batch, required, requests.place, path)
+        yield batch, requests
+        first += batch.num_rows
+
+
+def require(batch: pa.RecordBatch, columns: Sequence[str], place: Callable[[int], str], path: Path) -> None:
+    """Every record of `batch` has `columns` (not null), else a `TraceError` naming the first that lacks
+    one."""
+    for column in columns:
+        nulls = np.asarray(batch.column(column).is_null())
+        if nulls.any():
+            raise bad(path, place(int(np.argmax(nulls))), f"has no {column!r}")
 
 
 def nested_ids(column: pa.Array, depth: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -66,7 +81,8 @@ def nested_ids(column: pa.Array, depth: int) -> tuple[np.ndarray, list[np.ndarra
     for _ in range(depth):
         lengths.append(np.asarray(array.value_lengths().fill_null(0)))
         array = array.flatten()
-    return np.asarray(array.fill_null(-1)), lengths
+    values = array if array.null_count == 0 else array.fill_null(-1)
+    return values.to_numpy(zero_copy_only=False), lengths
 
 
 def uniform(lengths: np.ndarray) -> int | None:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .common import Layers, Requests, TraceSource, bad
-from .jsonl import json_problem, nested_ids, read_blocks
+from .jsonl import nested_ids, request_blocks
 
 SCHEMA = pa.schema(
     [
@@ -35,10 +35,6 @@ SCHEMA = pa.schema(
     ]
 )
 REQUIRED = ("step", "layer", "num_tokens", "topk", "top_indices")
-
-
-def _problem(record: dict[str, Any]) -> str | None:
-    return json_problem(record, REQUIRED, {"top_indices": 2})
 
 
 class MegatronSource(TraceSource):
@@ -65,13 +61,8 @@ class MegatronSource(TraceSource):
                 yield self._group(path, key[1], group)
 
     def _records(self, path: Path) -> Iterator[tuple[int, tuple[int, int], tuple[str, int, int], np.ndarray]]:
-        first = 0
-        for batch in read_blocks(path, SCHEMA, _problem):
-            place = Requests(np.zeros((0, 0, 0)), np.zeros(0), path, first, jsonl=True).place
-            for name in REQUIRED:
-                nulls = np.asarray(batch.column(name).is_null())
-                if nulls.any():
-                    raise bad(path, place(int(np.argmax(nulls))), f"has no {name!r}")
+        for batch, requests in request_blocks(path, SCHEMA, REQUIRED, {"top_indices": 2}):
+            place, first = requests.place, requests.first
             values, (rows, widths) = nested_ids(batch.column("top_indices"), 2)
             data = batch.to_pydict()
             ends = np.cumsum(rows)
@@ -91,7 +82,6 @@ class MegatronSource(TraceSource):
                 block = data["block"][i] or "decoder"
                 column = (block, int(data["mtp_idx"][i] or 0), int(data["layer"][i]))
                 yield first + i, (int(data["rank"][i] or 0), int(data["step"][i])), column, ids
-            first += batch.num_rows
 
     def _group(
         self, path: Path, step: int, group: list[tuple[int, tuple[str, int, int], np.ndarray]]

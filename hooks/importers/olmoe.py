@@ -11,21 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .common import Layers, Requests, TraceSource, bad, refuse_pickle
-from .jsonl import json_problem, nested_ids, read_blocks, routing_block
+from .common import Layers, Requests, TraceSource, bad
+from .jsonl import nested_ids, request_blocks, routing_block
+from .safe_load import refuse_pickle
 
 SCHEMA = pa.schema(
     [("input_ids", pa.list_(pa.int64())), ("exp_ids", pa.list_(pa.list_(pa.list_(pa.int32()))))]
 )
-
-
-def _problem(record: dict[str, Any]) -> str | None:
-    return json_problem(record, ("input_ids", "exp_ids"), {"input_ids": 1, "exp_ids": 3})
+NESTING = {"input_ids": 1, "exp_ids": 3}
 
 
 class OlmoeSource(TraceSource):
@@ -40,13 +37,7 @@ class OlmoeSource(TraceSource):
             yield from self._jsonl(path)
 
     def _jsonl(self, path: Path) -> Iterator[Requests]:
-        first = 0
-        for batch in read_blocks(path, SCHEMA, _problem):
-            requests = Requests(np.zeros((0, 0, 0), np.int32), np.zeros(0, np.int64), path, first, jsonl=True)
-            for column in ("input_ids", "exp_ids"):
-                nulls = np.asarray(batch.column(column).is_null())
-                if nulls.any():
-                    raise bad(path, requests.place(int(np.argmax(nulls))), f"has no {column!r}")
+        for batch, requests in request_blocks(path, SCHEMA, ("input_ids", "exp_ids"), NESTING):
             known = (self.k, len(self.layers.numbers)) if self.layers else None
             ids, rows = routing_block(batch.column("exp_ids"), requests, known)  # [T, k, L]
             tokens, (lengths,) = nested_ids(batch.column("input_ids"), 1)
@@ -59,5 +50,4 @@ class OlmoeSource(TraceSource):
             requests.ids, requests.rows = np.ascontiguousarray(ids.transpose(0, 2, 1)), rows
             ends = np.cumsum(lengths)
             requests.token_ids = [tokens[e - n : e] for e, n in zip(ends, lengths, strict=True)]
-            first += batch.num_rows
             yield requests

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import CountRows, Layers, Requests, TraceSource, bad, torch_load
+from .common import CountRows, Layers, Requests, TraceSource, bad
+from .safe_load import torch_load
 
 
 def _array(value: Any) -> np.ndarray:

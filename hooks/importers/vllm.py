@@ -14,13 +14,12 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .common import Layers, Requests, TraceSource, bad
-from .jsonl import json_problem, nested_ids, read_blocks, routing_block
+from .jsonl import nested_ids, request_blocks, routing_block
 
 IDS = pa.list_(pa.list_(pa.list_(pa.int32())))
 SCHEMA = pa.schema(
@@ -32,10 +31,6 @@ SCHEMA = pa.schema(
     ]
 )
 NESTING = {"prompt_token_ids": 1, "output_token_ids": 1, "routed_experts": 3, "prompt_routed_experts": 3}
-
-
-def _problem(record: dict[str, Any]) -> str | None:
-    return json_problem(record, ("prompt_token_ids", "routed_experts"), NESTING)
 
 
 class VllmSource(TraceSource):
@@ -52,13 +47,7 @@ class VllmSource(TraceSource):
                 yield from self._jsonl(path)
 
     def _jsonl(self, path: Path) -> Iterator[Requests]:
-        first = 0
-        for batch in read_blocks(path, SCHEMA, _problem):
-            requests = Requests(np.zeros((0, 0, 0), np.int32), np.zeros(0, np.int64), path, first, jsonl=True)
-            for column in ("prompt_token_ids", "routed_experts"):
-                nulls = np.asarray(batch.column(column).is_null())
-                if nulls.any():
-                    raise bad(path, requests.place(int(np.argmax(nulls))), f"has no {column!r}")
+        for batch, requests in request_blocks(path, SCHEMA, ("prompt_token_ids", "routed_experts"), NESTING):
             prompt, (prompt_len,) = nested_ids(batch.column("prompt_token_ids"), 1)
             output, (output_len,) = nested_ids(batch.column("output_token_ids"), 1)
             parts = [batch.column("routed_experts")]
@@ -81,7 +70,6 @@ class VllmSource(TraceSource):
                 np.concatenate([prompt[pe - pn : pe], output[oe - on : oe]])
                 for pe, pn, oe, on in zip(p_ends, prompt_len, o_ends, output_len, strict=True)
             ]
-            first += batch.num_rows
             yield requests
 
     def _routing(self, requests: Requests, parts: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from routescope.analysis.balance import expert_load
+from routescope.hooks.interventions import Intervention, RouterEdit, validate
+from routescope.hooks.loaded import LoadedModel
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
 
-from ..interventions import Intervention, RouterEdit, validate
-from ..loaded import LoadedModel
 from .common import Inputs, RecordOptions, Sampling, check_inputs, choose_routers, describe, record_probe
 from .metrics import quality
 
@@ -31,13 +32,13 @@ Experts = Sequence[int] | Mapping[str, Sequence[int]]
 
 
 def top_experts(run: Run, r: int, routers: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, ...]]:
-    """Per router path, its `r` most-used experts in `run` (dispatched assignments; ties: lower id)."""
+    """Per router path, its `r` most-used experts in `run` (dispatched assignments, `expert_load` by
+    router; ties: lower id)."""
     if r < 1:
         raise InputError(f"top must be ≥ 1, not {r}")
-    table = run.read_table("assignments", columns=["router", "expert", "dropped"]).to_pandas()
-    table = table[~table["dropped"]]
-    counts = table.groupby(["router", "expert"]).size()
-    ids = {r_["path"]: int(r_["id"]) for r_ in run.routers}
+    load = expert_load(run, by=("router",))
+    counts = load.set_index(["router", "expert"])["count"]
+    ids = {info.path: info.id for info in run.info.routers}
     chosen: dict[str, tuple[int, ...]] = {}
     for router in routers:
         if router["path"] not in ids:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..loaded import LoadedModel
-from ..recorder import _ModelCall
-from ..units import batches, make_units, pad
+from routescope.hooks.loaded import LoadedModel
+from routescope.hooks.recorder import ModelCall
+from routescope.hooks.units import batches, make_units, pad
+
 from .common import Inputs, RecordOptions, Sampling, chunk_size, text_token_ids
 
 
@@ -49,7 +50,7 @@ def next_token_loss(
     config = getattr(torch_model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return None
-    call = _ModelCall(torch_model)
+    call = ModelCall(torch_model)
     nll = np.zeros(len(token_ids))
     count = np.zeros(len(token_ids), dtype=np.int64)
     for group in batches(make_units(token_ids, chunk), batch_size, same_length=not call.takes_mask):

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from routescope.hooks.interventions import Intervention, RouterEdit, RowSelector, TokenSelection
+from routescope.hooks.loaded import LoadedModel
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
 
-from ..interventions import Intervention, RouterEdit, RowSelector, TokenSelection
-from ..loaded import LoadedModel
 from .common import (
     Inputs,
     RecordOptions,

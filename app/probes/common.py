@@ -17,15 +17,14 @@ from typing import Any
 
 import torch
 
+from routescope.hooks.capture import Engine
+from routescope.hooks.diffusion import record_diffusion
+from routescope.hooks.interventions import Intervention, RowSelector, intervene
+from routescope.hooks.loaded import LoadedModel
+from routescope.hooks.recorder import ModelCall, context_length, record, tokenise
+from routescope.hooks.routers import describe_routers
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-
-from ..capture import Engine
-from ..diffusion import record_diffusion
-from ..interventions import Intervention, RowSelector, intervene
-from ..loaded import LoadedModel
-from ..recorder import _context_length, _ModelCall, _tokenise, record
-from ..routers import describe_routers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,13 +102,13 @@ def check_inputs(model: LoadedModel, inputs: Inputs) -> None:
 
 def text_token_ids(model: LoadedModel, inputs: Sequence[str | Sequence[int]]) -> list[list[int]]:
     """The token ids `record()` will record for text inputs (same tokenisation)."""
-    ids, _texts = _tokenise(inputs, model.tokenizer)
+    ids, _texts = tokenise(inputs, model.tokenizer)
     return ids
 
 
 def chunk_size(model: LoadedModel, chunk: int | None) -> int:
     """The chunk length `record()` uses."""
-    return chunk or _context_length(model.model)
+    return chunk or context_length(model.model)
 
 
 def describe(model: LoadedModel, inputs: Inputs) -> list[dict[str, Any]]:
@@ -125,7 +124,7 @@ def describe(model: LoadedModel, inputs: Inputs) -> list[dict[str, Any]]:
 
     else:
         ids = torch.tensor([text_token_ids(model, [inputs[0]])[0][:2]], dtype=torch.long)
-        args, kwargs = _ModelCall(torch_model)(ids, torch.ones_like(ids))
+        args, kwargs = ModelCall(torch_model)(ids, torch.ones_like(ids))
         config = getattr(torch_model, "config", None)
         if getattr(config, "is_encoder_decoder", False):
             start = int(getattr(config, "decoder_start_token_id", None) or 0)

@@ -9,7 +9,8 @@ experts, measure the model's quality), `probe_force` (route tokens to given expe
 
 from __future__ import annotations
 
-from ..interventions import Intervention, InterventionError, RouterEdit, TokenSelection
+from routescope.hooks.interventions import Intervention, InterventionError, RouterEdit, TokenSelection
+
 from .ablate import AblationStudy, ablation_study, probe_ablate, random_experts, top_experts
 from .batch import probe_batch
 from .common import RecordOptions, Sampling, describe, probe_of, record_base

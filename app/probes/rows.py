@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from routescope.hooks.interventions import InterventionError, TokenSelection
+from routescope.hooks.units import make_units
 from routescope.store.errors import InputError
-
-from ..interventions import InterventionError, TokenSelection
-from ..units import make_units
 
 
 def selection_mask(

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from routescope.hooks.interventions import Intervention, RouterEdit, validate
+from routescope.hooks.loaded import LoadedModel
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
 
-from ..interventions import Intervention, RouterEdit, validate
-from ..loaded import LoadedModel
 from .common import Inputs, RecordOptions, check_inputs, choose_routers, describe, record_probe
 
 NoiseTarget = Literal["input", "logits"]

@@ -10,10 +10,10 @@ Switch counts capacity per sequence, so even it is batch-independent under right
 
 from __future__ import annotations
 
+from routescope.hooks.loaded import LoadedModel
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
 
-from ..loaded import LoadedModel
 from .common import Inputs, RecordOptions, Sampling, check_inputs, record_probe
 
 
