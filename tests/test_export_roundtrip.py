@@ -70,3 +70,20 @@ def test_a_recording_agrees_with_its_round_trip_on_every_decision(
     original = run.assignments().sort_values(["layer", "sample", "position", "rank"])
     imported = megatron.assignments().sort_values(["layer", "sample", "position", "rank"])
     np.testing.assert_array_equal(original["expert"].to_numpy(), imported["expert"].to_numpy())
+
+
+def test_sglang_logical_count_reads_back_as_the_load(store: Store, tmp_path: Path) -> None:
+    """The JSON as SGLang's `init_by_eplb` takes it (2-D, a steps dimension added), saved as the stat dump
+    SGLang's recorder writes, imports as a counts-only run with the same load and placement."""
+    import json
+
+    import torch
+
+    run, _, _ = planted_text(store, "counts")
+    exported = json.loads(export_run("sglang-eplb", run, tmp_path / "eplb.json").read_text())
+    counts = torch.tensor(exported["logical_count"]).unsqueeze(0)  # what init_by_eplb does with 2-D input
+    torch.save({"rank": 0, "logical_count": counts}, tmp_path / "stat.pt")
+    back = import_trace("sglang", [tmp_path / "stat.pt"], store, "stat")
+    assert "counts" in back.info.caps
+    for kind, params in (("load", {}), ("placement", {"devices": 3, "replicas": 2}), ("hot-set", {})):
+        assert compute(kind, back, **params).equals(compute(kind, run, **params)), kind
