@@ -8,7 +8,9 @@ its function themselves. Each entry says what the function needs — a label (`-
 (`--layer`), a second run (`--compare`) — and which columns identify a row (`keys`, used to put two runs
 side by side), so callers never guess. `compute` is the one way to call an analysis by kind, and the one
 place its options are checked; `coerce_params` turns `key=value` strings from the command line into the
-function's own argument types. Registering is a line here, never an import side effect.
+function's own argument types. Registering is a line here (or a group of kinds declared beside its
+functions and merged here by name, as `placement_kinds.PLACEMENT_ANALYSES`), never an import side effect;
+what an entry is lives in `kinds.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
@@ -33,8 +34,10 @@ from .comparison import agreement
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
+from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
+from .placement_kinds import PLACEMENT_ANALYSES
 from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
@@ -48,36 +51,10 @@ from .uncertainty import uncertainty
 from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
 
-NOTHING: tuple[str, ...] = ()
-SCORES = ("ids", "scores")
-TOKEN_IDS = ("ids", "token_ids")
-
 
 def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
     """Token embeddings use probability vectors, or gate weights where a run has no probs."""
     return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
-
-
-LABEL = "{label}"
-"""Placeholder in `keys` for the label column the caller chose."""
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """One report kind: its function, what it answers, what it needs and which columns key its rows."""
-
-    function: Callable[..., pd.DataFrame]
-    description: str
-    keys: tuple[str, ...]
-    label: bool = False
-    """Takes a label (`--by`) as its second argument."""
-    layer: Literal["filter", "required", "optional"] = "filter"
-    """`required`/`optional`: passed to the function as `layer=`; `filter`: rows of other layers dropped."""
-    other: bool = False
-    """Compares two runs: the second run is the function's second argument."""
-    needs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ("ids",)
-    """Capabilities the run (and a second run) must have (routescope.store.capabilities); `compute` refuses
-    in one line otherwise, so the CLI, figures and dashboard pages inherit the refusal."""
 
 
 ANALYSES: dict[str, Analysis] = {
@@ -211,6 +188,7 @@ ANALYSES: dict[str, Analysis] = {
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
     ),
+    **PLACEMENT_ANALYSES,
 }
 
 
