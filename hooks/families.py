@@ -39,6 +39,12 @@ FAMILIES: dict[str, FamilyInfo] = {
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "dbrx": FamilyInfo(note="router returns logits only; top-k weights p-normalised by the MoE block"),
+    "jetmoe": FamilyInfo(
+        note="two routers per layer (attention heads, FFN experts); returns token slots sorted by expert"
+    ),
+    "nllb-moe": FamilyInfo(
+        note="top-2 with a capacity shared by the batch; returns (top-1 mask, combine weights, logits)"
+    ),
 }
 
 

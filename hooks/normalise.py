@@ -2,7 +2,8 @@
 
 Families disagree on what a router returns (a `(logits, weights, indices)` triple; Llama4's
 `(scores, logits)`; DBRX's bare logits; Switch's `(one-hot dispatch mask, max prob, logits)` with
-capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
+capacity drops; JetMoE's token slots sorted by expert; NLLB-MoE's `(top-1 mask, combine weights, logits)`
+with capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
 dry run and `normalise` decodes every later call the same way. The result always holds what the model
 actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
 the logits, plus the distribution it chose from, for entropy and margin, and the raw scores (logits) that
@@ -23,8 +24,15 @@ from routescope.store.errors import RouterOutputError
 
 from .families import Scoring
 
-Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot"]
-CONVENTIONS: tuple[Convention, ...] = ("triple", "scores_logits", "logits", "capacity_onehot")
+Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine"]
+CONVENTIONS: tuple[Convention, ...] = (
+    "triple",
+    "scores_logits",
+    "logits",
+    "capacity_onehot",
+    "sorted_slots",
+    "top2_combine",
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,23 @@ def detect_convention(output: Any, where: str) -> Convention:
             and parts[1].shape[-1] == 1
         ):
             return "capacity_onehot"
+        if (
+            len(parts) == 3
+            and _is_int(parts[0])
+            and _is_float(parts[1])
+            and _is_float(parts[2])
+            and parts[0].shape == parts[1].shape == parts[2].shape
+        ):
+            return "top2_combine"
+        if (
+            len(parts) == 5
+            and _is_int(parts[0])
+            and _is_int(parts[1])
+            and _is_float(parts[2])
+            and isinstance(parts[3], list | tuple)
+            and _is_float(parts[4])
+        ):
+            return "sorted_slots"
         if (
             len(parts) == 2
             and _is_float(parts[0])
@@ -151,6 +176,13 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         if rule.pnorm is not None:
             weight = weight / torch.linalg.vector_norm(weight, ord=rule.pnorm, dim=-1, keepdim=True)
         dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "sorted_slots":
+        expert, weight, logits = _sorted_slots(output)
+        probs = scores_to_probs(logits, rule.scoring)
+        dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "top2_combine":
+        expert, weight, dropped, logits = _top2_combine(output)
+        probs = scores_to_probs(logits, rule.scoring)
     else:  # capacity_onehot: (dispatch one-hot [.., E], max prob [.., 1], logits [.., E])
         mask, max_prob, logits = output
         n_experts = logits.shape[-1]
@@ -167,6 +199,43 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         probs=probs.cpu(),
         logits=logits.float().cpu(),
     )
+
+
+def _sorted_slots(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """JetMoE's `(slot order [T·k], token of each sorted slot [T·k], gate of each sorted slot [T·k], slots per
+    expert [E], logits [T, E])`: slot `t·k + r` is token t's r-th choice (topk order); sorting the slots by
+    expert puts `counts[e]` slots of expert e together, and the MoE block scales each sorted slot's expert
+    output by its gate. Undo the sort: the expert and gate of every (token, rank)."""
+    order, _token, gates, counts, logits = output
+    logits = logits.reshape(-1, logits.shape[-1])
+    n_slots, n_tokens = order.numel(), logits.shape[0]
+    if n_tokens == 0 or n_slots % n_tokens:
+        raise ValueError(f"{n_slots} slots for {n_tokens} tokens")
+    counts = torch.as_tensor(list(counts), dtype=torch.long)
+    slot_expert = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+    order = order.reshape(-1).long()
+    expert = torch.empty(n_slots, dtype=torch.long).index_put_((order,), slot_expert)
+    weight = torch.empty(n_slots, dtype=torch.float32).index_put_((order,), gates.reshape(-1).float())
+    k = n_slots // n_tokens
+    return expert.reshape(n_tokens, k), weight.reshape(n_tokens, k), logits
+
+
+def _top2_combine(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NLLB-MoE's `(top-1 mask [T, E] int, combine weights [T, E], logits [T, E])`, both after its capacity
+    limit. The model's choice: the first expert is the argmax (the mask's column when it kept the token), the
+    second the argmax of the logits without the first; the experts run on the tokens whose combine weight is
+    non-zero, scaled by it. A zero weight means that choice was refused (capacity, padding, or the `random`
+    second-expert policy): dropped."""
+    mask, combine, logits = output
+    n_experts = logits.shape[-1]
+    mask = mask.reshape(-1, n_experts)
+    combine, logits = combine.reshape(-1, n_experts).float(), logits.reshape(-1, n_experts).float()
+    kept = mask.sum(dim=-1) > 0
+    first = torch.where(kept, mask.argmax(dim=-1), logits.argmax(dim=-1))
+    others = logits.scatter(1, first[:, None], float("-inf"))
+    expert = torch.stack([first, others.argmax(dim=-1)], dim=-1)
+    weight = combine.gather(1, expert)
+    return expert, weight, weight == 0, logits
 
 
 def decision_stats(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

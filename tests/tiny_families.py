@@ -8,7 +8,10 @@ with nothing from the hub (~1 s for the first build in a process, which imports 
 code, then ~10 ms each), and states the exact router paths by hand so that golden tests compare what
 RouteScope *finds* against what we *know* is there.
 
-Shared choices: hidden 32, 2-3 layers, 8 experts (Switch 4), top-2 (Switch top-1), vocab 300 with
+JetMoE has two routers per layer (attention heads and FFN experts); NLLB-MoE's capacity is shared by every
+token of a batch, so its drops depend on the batch (tests/test_families.py runs its reference batched).
+
+Shared choices: hidden 32, 2-3 layers, 8 experts (Switch, NLLB-MoE 4), top-2 (Switch top-1), vocab 300 with
 ``0=<pad>, 1=<s>, 2=</s>``; the byte tokenizer (`routescope.models.tokenizers`) uses the same special ids.
 """
 
@@ -29,6 +32,8 @@ FAMILIES: tuple[str, ...] = (
     "gpt_oss",
     "switch_transformers",
     "granitemoe",
+    "jetmoe",
+    "nllb-moe",
 )
 
 
@@ -98,6 +103,22 @@ _CONFIGS: dict[str, dict[str, Any]] = {
         "dropout_rate": 0.0,
     },
     "granitemoe": {**_DECODER, "num_local_experts": 8},
+    "jetmoe": {**_DECODER, "num_local_experts": 8, "kv_channels": 8},  # MoA: 4 heads = 2 kv heads x top-2
+    "nllb-moe": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "encoder_sparse_step": 1,
+        "decoder_sparse_step": 1,
+        "num_experts": 4,
+        "moe_eval_capacity_token_fraction": 0.25,  # capacity = ceil(0.25 * batch tokens): drops some
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+    },
 }
 
 _GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
@@ -115,6 +136,18 @@ _ROUTER_PATHS: dict[str, list[str]] = {
         "decoder.block.1.layer.2.mlp.router",
     ],
     "granitemoe": ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"],
+    "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
+        "model.layers.0.self_attention.experts.router",
+        "model.layers.0.mlp.router",
+        "model.layers.1.self_attention.experts.router",
+        "model.layers.1.mlp.router",
+    ],
+    "nllb-moe": [
+        "model.encoder.layers.0.ffn.router",
+        "model.encoder.layers.1.ffn.router",
+        "model.decoder.layers.0.ffn.router",
+        "model.decoder.layers.1.ffn.router",
+    ],
 }
 
 
@@ -132,16 +165,16 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
         raise ValueError(f"unknown family {model_type!r}; expected one of {FAMILIES}")
     config = AutoConfig.for_model(model_type, **{**_COMMON, **_CONFIGS[model_type], **overrides})
     torch.manual_seed(seed)
-    auto = AutoModelForSeq2SeqLM if model_type == "switch_transformers" else AutoModelForCausalLM
-    model = auto.from_config(config)  # SwitchTransformersForConditionalGeneration / *ForCausalLM
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, else *ForCausalLM
     model = model.to(device="cpu", dtype=torch.float32).eval()
     router_class = _router_class(model)
     with torch.no_grad():
         for module in model.modules():
             if not isinstance(module, router_class):
                 continue
-            prefix = "classifier." if model_type == "switch_transformers" else ""  # Switch wraps a Linear
-            weight = module.get_parameter(prefix + "weight")
+            # the router's Linear: itself, or a child (Switch/NLLB-MoE `classifier`, JetMoE `layer`)
+            weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
             if model_type == "deepseek_v3":
@@ -161,7 +194,7 @@ def _router_class(model: torch.nn.Module) -> type[torch.nn.Module]:
 
 
 def router_paths(model_type: str) -> list[str]:
-    """Paths (as in ``named_modules()``) of every router of ``tiny_model(model_type)``, in module order.
+    """Paths (as in ``named_modules()``) of every router of ``tiny_model(model_type)``, in execution order.
 
     Hand-written on purpose: golden tests compare router discovery against this list.
     """
