@@ -1,0 +1,136 @@
+"""Try to record every transformers MoE family on a tiny random config; print one status line per family.
+
+The registry walk (`tests/moe_registry.py`) lists the families; this tells which of them RouteScope records
+with its generic mechanism, and the one-line error it gives for the others, to keep docs/routers.md honest.
+It builds each family from generic small config values (hidden 32, 2 layers, 8 experts, top-2), so a
+family whose config needs more than that is reported as `not built` with transformers' error: that is a
+limit of this survey, not a RouteScope refusal. Only a `RouteScopeError` is a refusal.
+
+    python scripts/survey_moe_families.py [module ...] > survey.tsv   # a few seconds per family
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+import routescope
+from routescope.store.errors import RouteScopeError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.moe_registry
+from tests.moe_registry import MoeFamily, moe_families  # noqa: E402
+
+SMALL: dict[str, Any] = {
+    "vocab_size": 300,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "max_position_embeddings": 128,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "num_experts": 8,
+    "num_local_experts": 8,
+    "n_routed_experts": 8,
+    "moe_num_experts": 8,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 0,
+    "n_group": 1,
+    "topk_group": 1,
+    "q_lora_rank": 16,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "tie_word_embeddings": False,
+}
+INPUTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise _Timeout
+
+
+def _build(model_type: str) -> torch.nn.Module:
+    config = AutoConfig.for_model(model_type, **SMALL)
+    for sub in ("text_config",):
+        inner = getattr(config, sub, None)
+        if inner is not None:
+            for key, value in SMALL.items():
+                setattr(inner, key, value)
+    torch.manual_seed(0)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    try:
+        return auto.from_config(config).eval()
+    except ValueError as exc:  # no LM head class for this config: the base model has the routers too
+        if "Unrecognized configuration class" not in str(exc):
+            raise
+        return AutoModel.from_config(config).eval()
+
+
+def survey(family: MoeFamily, store: str) -> tuple[str, str]:
+    """(status, detail) for one family: `records`, `refused` or `not built`."""
+    types = sorted(family.model_types, key=lambda t: (not t.endswith("_text"), t != family.module, t))
+    errors = []
+    for model_type in types:
+        signal.alarm(60)
+        try:
+            model = _build(model_type)
+        except (_Timeout, Exception) as exc:  # noqa: BLE001 — any build failure is reported, not raised
+            errors.append(
+                f"{model_type}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            continue
+        finally:
+            signal.alarm(0)
+        signal.alarm(60)
+        try:
+            run = routescope.record(
+                model, INPUTS, store=store, name=model_type, overwrite=True, progress=False
+            )
+        except RouteScopeError as exc:
+            return "refused", f"{model_type}: {type(exc).__name__}: {exc}"
+        except (_Timeout, Exception) as exc:  # noqa: BLE001
+            return (
+                "crashed",
+                f"{model_type}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            )
+        finally:
+            signal.alarm(0)
+        conventions = sorted({r["convention"] for r in run.routers})
+        kinds = sorted({r["kind"] for r in run.routers})
+        return (
+            "records",
+            f"{model_type}: {len(run.routers)} routers, {'/'.join(conventions)}, {'/'.join(kinds)}",
+        )
+    return "not built", "; ".join(errors)[:300]
+
+
+def main(names: list[str]) -> None:
+    warnings.simplefilter("ignore")
+    signal.signal(signal.SIGALRM, _alarm)
+    families = moe_families()
+    with tempfile.TemporaryDirectory() as store:
+        for name in names or list(families):
+            status, detail = survey(families[name], store)
+            print(f"{name}\t{status}\t{detail}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
