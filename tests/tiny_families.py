@@ -35,6 +35,26 @@ FAMILIES: tuple[str, ...] = (
     "jetmoe",
     "nllb-moe",
 )
+GENERIC: tuple[str, ...] = (
+    "flex_olmo",
+    "granitemoe_swa",
+    "phimoe",
+    "minimax",
+    "mellum",
+    "kolibri1",
+    "lara_mini",
+    "cohere2_moe",
+    "hunyuan_v1_moe",
+    "aria_text",
+    "inkling2_text",
+    "ernie4_5_moe",
+    "exaone_moe",
+    "minimax_m2",
+    "solar_open",
+    "glm4_moe",
+)
+"""Families that record with the generic `triple` mechanism from one shared config (`_GENERIC`)."""
+FAMILIES = FAMILIES + GENERIC
 
 
 _COMMON: dict[str, Any] = {
@@ -55,6 +75,12 @@ _DECODER: dict[str, Any] = {
     "num_experts_per_tok": 2,
 }
 
+_GENERIC: dict[str, Any] = {
+    **_DECODER,
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 8),
+    "moe_intermediate_size": 32,
+    "head_dim": 8,
+}
 _CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral": {**_DECODER, "num_local_experts": 8},
     "qwen2_moe": {
@@ -119,9 +145,13 @@ _CONFIGS: dict[str, dict[str, Any]] = {
         "dropout": 0.0,
         "attention_dropout": 0.0,
     },
+    **dict.fromkeys(GENERIC, _GENERIC),
 }
 
 _GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
+_GATE_1 = ["model.layers.1.mlp.gate"]
+_MLP_ROUTERS_2 = ["model.layers.0.mlp.router", "model.layers.1.mlp.router"]
+_SPARSE_ROUTERS_2 = ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"]
 _ROUTER_PATHS: dict[str, list[str]] = {
     "mixtral": _GATES_2,
     "qwen2_moe": _GATES_2,
@@ -135,7 +165,15 @@ _ROUTER_PATHS: dict[str, list[str]] = {
         "decoder.block.0.layer.2.mlp.router",  # decoder layer.1 is cross-attention
         "decoder.block.1.layer.2.mlp.router",
     ],
-    "granitemoe": ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"],
+    "granitemoe": _SPARSE_ROUTERS_2,
+    **dict.fromkeys(
+        ("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe", "hunyuan_v1_moe"), _GATES_2
+    ),
+    **dict.fromkeys(("inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
+    "granitemoe_swa": _SPARSE_ROUTERS_2,
+    "phimoe": _MLP_ROUTERS_2,
+    "aria_text": _MLP_ROUTERS_2,
+    **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),  # layer 0 is dense
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
