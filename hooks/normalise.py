@@ -74,46 +74,36 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
+def _signature(parts: list[Any]) -> str:
+    """One letter per part: `f` float tensor, `i` integer tensor, `l` list, `?` anything else."""
+
+    def letter(part: Any) -> str:
+        if _is_float(part):
+            return "f"
+        if _is_int(part):
+            return "i"
+        return "l" if isinstance(part, list | tuple) else "?"
+
+    return "".join(letter(p) for p in parts)
+
+
 def detect_convention(output: Any, where: str) -> Convention:
     """Recognise a router output convention from one output value."""
     if _is_float(output):
         return "logits"
     if isinstance(output, tuple | list):
         parts = list(output)
-        if len(parts) == 3 and _is_float(parts[0]) and _is_float(parts[1]) and _is_int(parts[2]):
+        signature = _signature(parts)
+        if signature == "ffi":
             return "triple"
-        if (
-            len(parts) == 3
-            and _is_int(parts[0])
-            and _is_float(parts[1])
-            and _is_float(parts[2])
-            and parts[0].shape == parts[2].shape
-            and parts[1].shape[-1] == 1
-        ):
-            return "capacity_onehot"
-        if (
-            len(parts) == 3
-            and _is_int(parts[0])
-            and _is_float(parts[1])
-            and _is_float(parts[2])
-            and parts[0].shape == parts[1].shape == parts[2].shape
-        ):
-            return "top2_combine"
-        if (
-            len(parts) == 5
-            and _is_int(parts[0])
-            and _is_int(parts[1])
-            and _is_float(parts[2])
-            and isinstance(parts[3], list | tuple)
-            and _is_float(parts[4])
-        ):
+        if signature == "iff" and parts[0].shape == parts[2].shape:
+            if parts[1].shape[-1] == 1:
+                return "capacity_onehot"  # (one-hot, max prob [.., 1], logits)
+            if parts[1].shape == parts[0].shape:
+                return "top2_combine"  # (top-1 mask, combine weights, logits)
+        if signature == "iiflf":
             return "sorted_slots"
-        if (
-            len(parts) == 2
-            and _is_float(parts[0])
-            and _is_float(parts[1])
-            and parts[0].shape == parts[1].shape
-        ):
+        if signature == "ff" and parts[0].shape == parts[1].shape:
             return "scores_logits"
     kinds = (
         type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]

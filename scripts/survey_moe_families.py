@@ -39,7 +39,7 @@ SMALL: dict[str, Any] = {
     "shared_expert_intermediate_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
-    "num_key_value_heads": 2,
+    "num_key_value_heads": 4,  # MLA families (DeepSeek-V2 and kin) need as many as heads
     "head_dim": 8,
     "num_experts": 8,
     "num_local_experts": 8,

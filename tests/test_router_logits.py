@@ -108,7 +108,7 @@ def test_logits_equal_output_router_logits_in_every_family(tmp_path: Any, family
         store=Store(tmp_path),
         name=family,
         probs=True,
-        batch_size=2,
+        batch_size=1 if family == "nllb-moe" else 2,  # NLLB-MoE: capacity, so outputs, depend on the batch
         progress=False,
         engine="hooks",
     )
