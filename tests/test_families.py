@@ -54,8 +54,14 @@ SHARED = {
     "qwen2_moe": "shared_expert",
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
+    "llama4_text": "shared_expert",
     **dict.fromkeys(
-        ("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
+        (
+            *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
+            *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
+            *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
+            *("mistral_large4_text", "nemotron_h", "afmoe"),
+        ),
         "shared_experts",
     ),
 }
@@ -209,6 +215,12 @@ def _expected_assignments(fam: Family, sample: int) -> tuple[np.ndarray, np.ndar
             expert, weight = _jetmoe_slots(out)
             experts.append(expert.reshape(-1))
             weights.append(weight.reshape(-1))
+            dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
+        elif fam.name == "llama4_text":  # (scores [T, E], logits [T, E]): top-k of the logits, their scores
+            scores, logits = (t.reshape(-1, t.shape[-1]) for t in out)
+            expert = torch.topk(logits, fam.model.config.num_experts_per_tok, dim=-1).indices
+            experts.append(expert.reshape(-1))
+            weights.append(scores.gather(1, expert).reshape(-1))
             dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
         elif fam.name == "nllb-moe":
             expert, weight = _nllb_choice(out)

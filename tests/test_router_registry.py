@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
+import transformers
 from transformers.models.auto.configuration_auto import model_type_to_module_name
 
+from routescope.hooks.families import family_info
 from tests.moe_registry import moe_families
 from tests.tiny_families import FAMILIES
 
@@ -69,3 +71,22 @@ def test_statuses_are_true(table: dict[str, tuple[str, str]]) -> None:
             assert f"[{tested[module]}]" in detail, module
     not_listed_as_tested = sorted(m for m in tested if table.get(m, ("",))[0] != "recorded and tested")
     assert not not_listed_as_tested, f"tested but not listed as tested: {not_listed_as_tested}"
+
+
+_SIGMOID = re.compile(
+    r"sigmoid\(\s*router_logits|router_logits(?:\.float\(\))?\.sigmoid\(|router_logits\.gather\([^)]*\)\.sigmoid\("
+    r"|scoring_function = ACT2FN\[\"sigmoid\"\]"
+)
+
+
+def test_sigmoid_routers_have_a_sigmoid_row() -> None:
+    """A tested family whose modeling code scores router logits with a sigmoid has `scoring="sigmoid"` in
+    hooks/families.py (else its recorded `probs`, entropy and margin would be a softmax it never computed)."""
+    root = Path(transformers.__file__).parent / "models"
+    missing = []
+    for name in FAMILIES:
+        folder = root / model_type_to_module_name(name)
+        source = "".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("modeling_*.py")))
+        if _SIGMOID.search(source) and family_info(name).scoring != "sigmoid":
+            missing.append(name)
+    assert not missing, f"sigmoid routers without a sigmoid row in hooks/families.py: {missing}"

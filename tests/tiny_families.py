@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 FAMILIES: tuple[str, ...] = (
     "mixtral",
@@ -54,7 +54,33 @@ GENERIC: tuple[str, ...] = (
     "glm4_moe",
 )
 """Families that record with the generic `triple` mechanism from one shared config (`_GENERIC`)."""
-FAMILIES = FAMILIES + GENERIC
+WIDE: tuple[str, ...] = (
+    "axk1",
+    "axk2",
+    "deepseek_v2",
+    "deepseek_v32",
+    "dots3_note_text",
+    "glm_moe_dsa",
+    "inkling2_loop_text",
+    "sarvam_mla",
+    "sarvam_moe",
+    "minimax_m3_vl_text",
+    "glm4_moe_lite",
+    "hy_v3",
+    "hy_v4",
+    "laguna",
+    "mistral_large4_text",
+    "muse_spark_text",
+    "qwen3_vl_moe_text",
+    "openai_privacy_filter",
+    "llama4_text",
+    "nemotron_h",
+    "afmoe",
+)
+"""Families built from `_WIDE`: `_GENERIC` plus what multi-head latent attention and group-limited routers
+need (as many KV heads as heads, LoRA ranks, one group); the `*_text` ones and a few others have no
+causal-LM class and are built as their base model (router paths then start at `layers.`)."""
+FAMILIES = FAMILIES + GENERIC + WIDE
 
 
 _COMMON: dict[str, Any] = {
@@ -80,6 +106,19 @@ _GENERIC: dict[str, Any] = {
     **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 8),
     "moe_intermediate_size": 32,
     "head_dim": 8,
+}
+_WIDE: dict[str, Any] = {
+    **_GENERIC,
+    "num_key_value_heads": 4,
+    "first_k_dense_replace": 0,
+    "n_group": 1,
+    "topk_group": 1,
+    "q_lora_rank": 16,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "shared_expert_intermediate_size": 32,
 }
 _CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral": {**_DECODER, "num_local_experts": 8},
@@ -146,10 +185,12 @@ _CONFIGS: dict[str, dict[str, Any]] = {
         "attention_dropout": 0.0,
     },
     **dict.fromkeys(GENERIC, _GENERIC),
+    **dict.fromkeys(WIDE, _WIDE),
 }
 
 _GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
 _GATE_1 = ["model.layers.1.mlp.gate"]
+_BASE_GATES_2 = ["layers.0.mlp.gate", "layers.1.mlp.gate"]
 _MLP_ROUTERS_2 = ["model.layers.0.mlp.router", "model.layers.1.mlp.router"]
 _SPARSE_ROUTERS_2 = ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"]
 _ROUTER_PATHS: dict[str, list[str]] = {
@@ -174,6 +215,27 @@ _ROUTER_PATHS: dict[str, list[str]] = {
     "phimoe": _MLP_ROUTERS_2,
     "aria_text": _MLP_ROUTERS_2,
     **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),  # layer 0 is dense
+    **dict.fromkeys(
+        (
+            "axk1",
+            "axk2",
+            "deepseek_v2",
+            "deepseek_v32",
+            "dots3_note_text",
+            "glm_moe_dsa",
+            "inkling2_loop_text",
+            "sarvam_mla",
+            "sarvam_moe",
+            "minimax_m3_vl_text",
+        ),
+        _GATES_2,
+    ),
+    **dict.fromkeys(("glm4_moe_lite", "hy_v3", "hy_v4", "laguna"), _GATE_1),  # layer 0 is dense
+    **dict.fromkeys(("mistral_large4_text", "muse_spark_text", "qwen3_vl_moe_text"), _BASE_GATES_2),
+    "openai_privacy_filter": ["layers.0.mlp.router", "layers.1.mlp.router"],
+    "llama4_text": ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"],
+    "nemotron_h": ["model.layers.1.mixer.gate"],  # layer 0 is a Mamba layer
+    "afmoe": ["model.layers.1.mlp.router"],  # layer 0 is dense
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
@@ -204,7 +266,9 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
     config = AutoConfig.for_model(model_type, **{**_COMMON, **_CONFIGS[model_type], **overrides})
     torch.manual_seed(seed)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, else *ForCausalLM
+    if type(config) not in auto._model_mapping:  # a VLM's text config: its base model holds the routers
+        auto = AutoModel
+    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
     model = model.to(device="cpu", dtype=torch.float32).eval()
     router_class = _router_class(model)
     with torch.no_grad():
