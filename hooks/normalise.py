@@ -94,8 +94,8 @@ def detect_convention(output: Any, where: str) -> Convention:
     if isinstance(output, tuple | list):
         parts = list(output)
         signature = _signature(parts)
-        if signature == "ffi":
-            return "triple"
+        if signature in ("ffi", "ffif"):
+            return "triple"  # Inkling adds a fourth part, the shared experts' gates (not recorded)
         if signature == "iff" and parts[0].shape == parts[2].shape:
             if parts[1].shape[-1] == 1:
                 return "capacity_onehot"  # (one-hot, max prob [.., 1], logits)
@@ -137,7 +137,7 @@ def normalise(output: Any, rule: DecodeRule) -> Decoded:
 
 def _decode(output: Any, rule: DecodeRule) -> Decoded:
     if rule.convention == "triple":
-        logits, weights, indices = output
+        logits, weights, indices = output[:3]
         n_experts = logits.shape[-1]
         expert = indices.reshape(-1, indices.shape[-1]).long()
         weight = weights.reshape(expert.shape).float()

@@ -60,7 +60,7 @@ SHARED = {
             *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
-            *("mistral_large4_text", "nemotron_h", "afmoe"),
+            *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text"),
         ),
         "shared_experts",
     ),

@@ -76,6 +76,7 @@ WIDE: tuple[str, ...] = (
     "llama4_text",
     "nemotron_h",
     "afmoe",
+    "inkling_text",
 )
 """Families built from `_WIDE`: `_GENERIC` plus what multi-head latent attention and group-limited routers
 need (as many KV heads as heads, LoRA ranks, one group); the `*_text` ones and a few others have no
@@ -227,6 +228,7 @@ _ROUTER_PATHS: dict[str, list[str]] = {
             "sarvam_mla",
             "sarvam_moe",
             "minimax_m3_vl_text",
+            "inkling_text",
         ),
         _GATES_2,
     ),
