@@ -54,13 +54,13 @@ SHARED = {
     "qwen2_moe": "shared_expert",
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
-    "llama4_text": "shared_expert",
+    **dict.fromkeys(("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint"), "shared_expert"),
     **dict.fromkeys(
         (
             *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
-            *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text"),
+            *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
         ),
         "shared_experts",
     ),

@@ -81,7 +81,24 @@ WIDE: tuple[str, ...] = (
 """Families built from `_WIDE`: `_GENERIC` plus what multi-head latent attention and group-limited routers
 need (as many KV heads as heads, LoRA ranks, one group); the `*_text` ones and a few others have no
 causal-LM class and are built as their base model (router paths then start at `layers.`)."""
-FAMILIES = FAMILIES + GENERIC + WIDE
+_HYBRID: dict[str, Any] = {"layer_types": ["linear_attention", "full_attention"]}
+_SPARSE: dict[str, Any] = {"mlp_layer_types": ["sparse", "sparse"]}
+TUNED: dict[str, dict[str, Any]] = {
+    "qwen3_next": _HYBRID,
+    "qwen3_5_moe_text": _HYBRID,
+    "bailing_hybrid": {**_HYBRID, **_SPARSE},
+    "kimi_linear": {**_HYBRID, **_SPARSE},
+    "beam": _SPARSE,
+    "flint": {"mlp_only_layers": []},
+    "gemma4_text": {"enable_moe_block": True, "num_experts": 8, "top_k_experts": 2},
+    "jamba": {
+        **{"attn_layer_offset": 1, "attn_layer_period": 2},
+        **{"expert_layer_offset": 0, "expert_layer_period": 1},
+    },
+}
+"""`_WIDE` plus what makes the family's default layout hold an MoE layer (and, for hybrids, an attention
+layer) within 2 layers: their defaults put linear attention or dense MLPs in the first layers."""
+FAMILIES = FAMILIES + GENERIC + WIDE + tuple(TUNED)
 
 
 _COMMON: dict[str, Any] = {
@@ -187,6 +204,7 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     },
     **dict.fromkeys(GENERIC, _GENERIC),
     **dict.fromkeys(WIDE, _WIDE),
+    **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
 }
 
 _GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
@@ -238,6 +256,10 @@ _ROUTER_PATHS: dict[str, list[str]] = {
     "llama4_text": ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"],
     "nemotron_h": ["model.layers.1.mixer.gate"],  # layer 0 is a Mamba layer
     "afmoe": ["model.layers.1.mlp.router"],  # layer 0 is dense
+    **dict.fromkeys(("qwen3_next", "qwen3_5_moe_text", "bailing_hybrid", "kimi_linear"), _GATES_2),
+    **dict.fromkeys(("beam", "flint"), _GATES_2),
+    "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
+    "jamba": ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"],
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
