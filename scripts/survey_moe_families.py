@@ -2,9 +2,12 @@
 
 The registry walk (`tests/moe_registry.py`) lists the families; this tells which of them RouteScope records
 with its generic mechanism, and the one-line error it gives for the others, to keep docs/routers.md honest.
-It builds each family from generic small config values (hidden 32, 2 layers, 8 experts, top-2), so a
+It builds each family from generic small config values (`tests/tiny_families.CONFIG`: hidden 32, 2 layers,
+8 experts, top-2), so a
 family whose config needs more than that is reported as `not built` with transformers' error: that is a
-limit of this survey, not a RouteScope refusal. Only a `RouteScopeError` is a refusal.
+limit of this survey, not a RouteScope refusal. Only a `RouteScopeError` is a refusal, and a
+`NoRoutersError` here usually means the family's default config has no MoE layer in 2 layers (pass the
+family's own switches, as tests/tiny_families.py `TUNED` does).
 
     python scripts/survey_moe_families.py [module ...] > survey.tsv   # a few seconds per family
 """
@@ -26,36 +29,8 @@ from routescope.store.errors import RouteScopeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.moe_registry
 from tests.moe_registry import MoeFamily, moe_families
+from tests.tiny_families import CONFIG as SMALL
 
-SMALL: dict[str, Any] = {
-    "vocab_size": 300,
-    "pad_token_id": 0,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "max_position_embeddings": 128,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "moe_intermediate_size": 32,
-    "shared_expert_intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,  # MLA families (DeepSeek-V2 and kin) need as many as heads
-    "head_dim": 8,
-    "num_experts": 8,
-    "num_local_experts": 8,
-    "n_routed_experts": 8,
-    "moe_num_experts": 8,
-    "num_experts_per_tok": 2,
-    "first_k_dense_replace": 0,
-    "n_group": 1,
-    "topk_group": 1,
-    "q_lora_rank": 16,
-    "kv_lora_rank": 16,
-    "qk_rope_head_dim": 8,
-    "qk_nope_head_dim": 8,
-    "v_head_dim": 8,
-    "tie_word_embeddings": False,
-}
 INPUTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
 
 

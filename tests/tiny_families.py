@@ -35,49 +35,34 @@ FAMILIES: tuple[str, ...] = (
     "jetmoe",
     "nllb-moe",
 )
-GENERIC: tuple[str, ...] = (
-    "flex_olmo",
-    "granitemoe_swa",
-    "phimoe",
-    "minimax",
-    "mellum",
-    "kolibri1",
-    "lara_mini",
-    "cohere2_moe",
-    "hunyuan_v1_moe",
-    "aria_text",
-    "inkling2_text",
-    "ernie4_5_moe",
-    "exaone_moe",
-    "minimax_m2",
-    "solar_open",
-    "glm4_moe",
-)
-"""Families that record with the generic `triple` mechanism from one shared config (`_GENERIC`)."""
-WIDE: tuple[str, ...] = (
-    "axk1",
-    "axk2",
-    "deepseek_v2",
-    "deepseek_v32",
-    "dots3_note_text",
-    "glm_moe_dsa",
-    "inkling2_loop_text",
-    "sarvam_mla",
-    "sarvam_moe",
-    "minimax_m3_vl_text",
-    "glm4_moe_lite",
-    "hy_v3",
-    "hy_v4",
-    "laguna",
-    "mistral_large4_text",
-    "muse_spark_text",
-    "qwen3_vl_moe_text",
-    "openai_privacy_filter",
-    "llama4_text",
-    "nemotron_h",
-    "afmoe",
-    "inkling_text",
-)
+_GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
+_GATE_1 = ["model.layers.1.mlp.gate"]  # layer 0 is dense (or a Mamba layer)
+_BASE_GATES_2 = ["layers.0.mlp.gate", "layers.1.mlp.gate"]
+_MLP_ROUTERS_2 = ["model.layers.0.mlp.router", "model.layers.1.mlp.router"]
+_SPARSE_ROUTERS_2 = ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"]
+_FEED_FORWARD_2 = ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"]
+
+GENERIC: dict[str, list[str]] = {
+    **dict.fromkeys(("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe"), _GATES_2),
+    **dict.fromkeys(("hunyuan_v1_moe", "inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
+    "granitemoe_swa": _SPARSE_ROUTERS_2,
+    "phimoe": _MLP_ROUTERS_2,
+    "aria_text": _MLP_ROUTERS_2,
+    **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),
+}
+"""Families that record with the generic `triple` mechanism from one shared config (`_GENERIC`), with
+their router paths."""
+WIDE: dict[str, list[str]] = {
+    **dict.fromkeys(("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text"), _GATES_2),
+    **dict.fromkeys(("glm_moe_dsa", "inkling2_loop_text", "sarvam_mla", "sarvam_moe"), _GATES_2),
+    **dict.fromkeys(("minimax_m3_vl_text", "inkling_text"), _GATES_2),
+    **dict.fromkeys(("glm4_moe_lite", "hy_v3", "hy_v4", "laguna"), _GATE_1),
+    **dict.fromkeys(("mistral_large4_text", "muse_spark_text", "qwen3_vl_moe_text"), _BASE_GATES_2),
+    "openai_privacy_filter": ["layers.0.mlp.router", "layers.1.mlp.router"],
+    "llama4_text": _FEED_FORWARD_2,
+    "nemotron_h": ["model.layers.1.mixer.gate"],
+    "afmoe": ["model.layers.1.mlp.router"],
+}
 """Families built from `_WIDE`: `_GENERIC` plus what multi-head latent attention and group-limited routers
 need (as many KV heads as heads, LoRA ranks, one group); the `*_text` ones and a few others have no
 causal-LM class and are built as their base model (router paths then start at `layers.`)."""
@@ -98,7 +83,13 @@ TUNED: dict[str, dict[str, Any]] = {
 }
 """`_WIDE` plus what makes the family's default layout hold an MoE layer (and, for hybrids, an attention
 layer) within 2 layers: their defaults put linear attention or dense MLPs in the first layers."""
-FAMILIES = FAMILIES + GENERIC + WIDE + tuple(TUNED)
+_TUNED_PATHS: dict[str, list[str]] = {
+    **dict.fromkeys(("qwen3_next", "qwen3_5_moe_text", "bailing_hybrid", "kimi_linear", "beam"), _GATES_2),
+    "flint": _GATES_2,
+    "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
+    "jamba": _FEED_FORWARD_2,
+}
+FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 
 
 _COMMON: dict[str, Any] = {
@@ -138,6 +129,8 @@ _WIDE: dict[str, Any] = {
     "v_head_dim": 8,
     "shared_expert_intermediate_size": 32,
 }
+CONFIG: dict[str, Any] = {**_COMMON, **_WIDE}
+"""Generic tiny config values that build most decoder MoE families (scripts/survey_moe_families.py)."""
 _CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral": {**_DECODER, "num_local_experts": 8},
     "qwen2_moe": {
@@ -207,11 +200,6 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
 }
 
-_GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
-_GATE_1 = ["model.layers.1.mlp.gate"]
-_BASE_GATES_2 = ["layers.0.mlp.gate", "layers.1.mlp.gate"]
-_MLP_ROUTERS_2 = ["model.layers.0.mlp.router", "model.layers.1.mlp.router"]
-_SPARSE_ROUTERS_2 = ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"]
 _ROUTER_PATHS: dict[str, list[str]] = {
     "mixtral": _GATES_2,
     "qwen2_moe": _GATES_2,
@@ -226,40 +214,9 @@ _ROUTER_PATHS: dict[str, list[str]] = {
         "decoder.block.1.layer.2.mlp.router",
     ],
     "granitemoe": _SPARSE_ROUTERS_2,
-    **dict.fromkeys(
-        ("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe", "hunyuan_v1_moe"), _GATES_2
-    ),
-    **dict.fromkeys(("inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
-    "granitemoe_swa": _SPARSE_ROUTERS_2,
-    "phimoe": _MLP_ROUTERS_2,
-    "aria_text": _MLP_ROUTERS_2,
-    **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),  # layer 0 is dense
-    **dict.fromkeys(
-        (
-            "axk1",
-            "axk2",
-            "deepseek_v2",
-            "deepseek_v32",
-            "dots3_note_text",
-            "glm_moe_dsa",
-            "inkling2_loop_text",
-            "sarvam_mla",
-            "sarvam_moe",
-            "minimax_m3_vl_text",
-            "inkling_text",
-        ),
-        _GATES_2,
-    ),
-    **dict.fromkeys(("glm4_moe_lite", "hy_v3", "hy_v4", "laguna"), _GATE_1),  # layer 0 is dense
-    **dict.fromkeys(("mistral_large4_text", "muse_spark_text", "qwen3_vl_moe_text"), _BASE_GATES_2),
-    "openai_privacy_filter": ["layers.0.mlp.router", "layers.1.mlp.router"],
-    "llama4_text": ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"],
-    "nemotron_h": ["model.layers.1.mixer.gate"],  # layer 0 is a Mamba layer
-    "afmoe": ["model.layers.1.mlp.router"],  # layer 0 is dense
-    **dict.fromkeys(("qwen3_next", "qwen3_5_moe_text", "bailing_hybrid", "kimi_linear"), _GATES_2),
-    **dict.fromkeys(("beam", "flint"), _GATES_2),
-    "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
-    "jamba": ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"],
+    **GENERIC,
+    **WIDE,
+    **_TUNED_PATHS,
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
