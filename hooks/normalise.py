@@ -137,7 +137,8 @@ def normalise(output: Any, rule: DecodeRule) -> Decoded:
 
 def _decode(output: Any, rule: DecodeRule) -> Decoded:
     if rule.convention == "triple":
-        logits, weights, indices = output[:3]
+        shared_gates = isinstance(output, tuple | list) and len(output) == 4  # Inkling's 4th part
+        logits, weights, indices = output[:3] if shared_gates else output
         n_experts = logits.shape[-1]
         expert = indices.reshape(-1, indices.shape[-1]).long()
         weight = weights.reshape(expert.shape).float()
