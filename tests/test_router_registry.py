@@ -2,7 +2,9 @@
 
 A transformers upgrade that adds an MoE family makes `test_every_moe_family_is_listed` fail until the
 family table in docs/routers.md has a row for it (run `scripts/survey_moe_families.py NAME` to see what
-RouteScope does with it). The walk reads source only (`tests/moe_registry.py`), so this file is fast.
+RouteScope does with it). A tested family whose modeling code applies a sigmoid to its router logits
+must have a sigmoid row in hooks/families.py. Everything here reads source only (`tests/moe_registry.py`),
+so this file is fast.
 """
 
 from __future__ import annotations
