@@ -108,7 +108,7 @@ def test_logits_equal_output_router_logits_in_every_family(tmp_path: Any, family
         store=Store(tmp_path),
         name=family,
         probs=True,
-        batch_size=2,
+        batch_size=1 if family == "nllb-moe" else 2,  # NLLB-MoE: capacity, so outputs, depend on the batch
         progress=False,
         engine="hooks",
     )
@@ -137,7 +137,9 @@ def test_no_logits_without_probs(store: Store, tiny_lm: Any) -> None:
         expert_similarity(run, 0)
 
 
-@pytest.mark.parametrize("convention", ["triple", "scores_logits", "logits", "capacity_onehot"])
+@pytest.mark.parametrize(
+    "convention", ["triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine"]
+)
 def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
     torch.manual_seed(0)
     raw = torch.randn(2, 3, 4)  # [batch, seq, E]
@@ -152,6 +154,12 @@ def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
             flat.softmax(-1).max(-1, keepdim=True).values,
             raw,
         ),
+        "sorted_slots": _sorted_slots(flat, top.indices, top.values),
+        "top2_combine": (
+            F.one_hot(flat.argmax(-1), 4),
+            torch.zeros_like(flat).scatter(1, top.indices, top.values / top.values.sum(-1, keepdim=True)),
+            flat,
+        ),
     }
     scoring = "sigmoid" if convention == "scores_logits" else "softmax"
     decoded = normalise(outputs[convention], DecodeRule(convention, scoring=scoring, top_k=2))  # type: ignore[arg-type]
@@ -161,6 +169,36 @@ def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
         flat.sigmoid() / flat.sigmoid().sum(-1, keepdim=True) if scoring == "sigmoid" else flat.softmax(-1)
     )
     torch.testing.assert_close(decoded.probs, expected)
+
+
+def _sorted_slots(logits: torch.Tensor, indices: torch.Tensor, gates: torch.Tensor) -> tuple[Any, ...]:
+    """JetMoE's router output for a given top-k choice: slots sorted by expert."""
+    order = indices.flatten().sort(0).indices
+    counts = torch.zeros(logits.shape[-1], dtype=torch.long).scatter_add(
+        0, indices.flatten(), torch.ones(indices.numel(), dtype=torch.long)
+    )
+    return order, order // indices.shape[1], gates.flatten()[order], counts.tolist(), logits
+
+
+def test_new_conventions_recover_the_choice() -> None:
+    """JetMoE's sorted slots and NLLB-MoE's combine weights decode to the (token, rank) choice they encode;
+    an NLLB choice with a zero combine weight (over capacity) is dropped with weight 0."""
+    torch.manual_seed(1)
+    flat = torch.randn(6, 4)
+    top = flat.softmax(-1).topk(2, dim=-1)
+    decoded = normalise(_sorted_slots(flat, top.indices, top.values), DecodeRule("sorted_slots"))
+    assert torch.equal(decoded.expert, top.indices)
+    torch.testing.assert_close(decoded.weight, top.values)
+    combine = torch.zeros_like(flat).scatter(1, top.indices, top.values)
+    combine[0, top.indices[0, 1]] = 0.0  # token 0's second choice over capacity
+    mask = F.one_hot(flat.argmax(-1), 4)
+    mask[3] = 0  # token 3's first choice over capacity
+    combine[3, top.indices[3, 0]] = 0.0
+    decoded = normalise((mask, combine, flat), DecodeRule("top2_combine"))
+    assert torch.equal(decoded.expert, top.indices)
+    assert decoded.dropped.nonzero().tolist() == [[0, 1], [3, 0]]
+    assert (decoded.weight[decoded.dropped] == 0).all()
+    torch.testing.assert_close(decoded.weight[~decoded.dropped], top.values[~decoded.dropped])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
