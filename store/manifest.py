@@ -222,6 +222,16 @@ class RunManifest(_Record):
         return bool(self.options.get("logits"))
 
     @property
+    def token_loss(self) -> bool:
+        """Whether `tokens.nll` and `tokens.predicted` were recorded (`record(token_loss=True)`)."""
+        return bool(self.options.get("token_loss"))
+
+    @property
+    def expert_stats(self) -> bool:
+        """Whether `assignments.output_norm` was recorded (`record(expert_stats=True)`)."""
+        return bool(self.options.get("expert_stats"))
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")
