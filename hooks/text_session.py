@@ -25,7 +25,7 @@ from .remote import Remote, is_remote
 from .routers import RouterSpec
 from .source import Sink
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
-from .token_loss import batch_loss, check_logits, with_loss
+from .token_loss import batch_loss, check_lm_head, check_logits, with_loss
 from .units import Layout, Padded, Unit, pad, prompt_layout, step_layout
 
 
@@ -115,6 +115,8 @@ class _Session:
         self.call = ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
         self.token_loss = token_loss
+        if token_loss:
+            check_lm_head(self.model)
         self.sequences = sequences or {}
         """Sample → all its token ids: the next token after a chunk's end (`token_loss`)."""
         self.norms = ExpertNorms(self.model, experts_paths(self.model, paths)) if expert_stats else None

@@ -36,10 +36,22 @@ def logits_of(result: Any) -> torch.Tensor | None:
     return logits if isinstance(logits, torch.Tensor) and logits.dim() == 3 else None
 
 
+def check_lm_head(model: torch.nn.Module) -> None:
+    """Refuse (one line) a transformers model without an output embedding, e.g. a bare `*Model`."""
+    head = getattr(model, "get_output_embeddings", None)
+    if callable(head) and head() is None:
+        raise InputError(f"{NO_LOGITS}; {type(model).__name__} has none", field="token_loss")
+
+
 def check_logits(result: Any, batch: Padded) -> torch.Tensor:
-    """The logits of `batch`'s forward, refused in one line unless they are `[B, S, V]` for its ids."""
+    """The logits of `batch`'s forward, refused in one line unless they are `[B, S, V]` for its ids with
+    a vocabulary that holds them."""
     logits = logits_of(result)
-    if logits is None or tuple(logits.shape[:2]) != tuple(batch.input_ids.shape):
+    if (
+        logits is None
+        or tuple(logits.shape[:2]) != tuple(batch.input_ids.shape)
+        or logits.shape[-1] <= int(batch.input_ids.max())
+    ):
         raise InputError(NO_LOGITS, field="token_loss")
     return logits
 
