@@ -85,6 +85,8 @@ FLAGS: dict[str, str] = {
     "expert": "--expert",
     "param": "--param NAME=VALUE",
     "probs": "--probs",
+    "token_loss": "--token-loss",
+    "expert_stats": "--expert-stats",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

@@ -156,3 +156,24 @@ def test_a_model_without_lm_head_is_refused(store: Store) -> None:
         )
     assert caught.value.field == "token_loss"
     assert not store.exists("base")
+
+
+def test_cli_flags_record_loss_and_expert_stats(tmp_path: Any) -> None:
+    from routescope.cli import main
+
+    argv = [
+        "record",
+        "bundled:tiny-mixtral",
+        "--store",
+        str(tmp_path),
+        "--name",
+        "flags",
+        "--text",
+        "hi there",
+    ]
+    assert main([*argv, "--token-loss", "--expert-stats"]) == 0
+    run = Store(tmp_path).open("flags")
+    assert run.info.token_loss
+    assert run.info.expert_stats
+    assert run.tokens()["nll"].notna().sum() == len(run.tokens()) - 1
+    assert run.assignments()["output_norm"].notna().all()
