@@ -32,8 +32,10 @@ from .comparison import agreement
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
+from .loss import loss_by_expert, loss_by_label, loss_by_uncertainty
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
+from .saliency import saliency
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -158,6 +160,22 @@ ANALYSES: dict[str, Analysis] = {
         "batch probe: decisions that change inside a batch, per router",
         ("router",),
         other=True,
+    ),
+    "loss-by-uncertainty": Analysis(
+        loss_by_uncertainty,
+        "token loss: mean next-token nll per router-entropy bin and layer",
+        ("layer", "bin"),
+    ),
+    "loss-by-expert": Analysis(
+        loss_by_expert,
+        "token loss: mean nll per top-1 expert and layer, spread against a permutation null",
+        ("layer", "expert"),
+    ),
+    "loss-by-label": Analysis(loss_by_label, "token loss: mean nll per label value", (LABEL,), True),
+    "saliency": Analysis(
+        saliency,
+        "expert stats: frequency, mean output norm (EAN), gate × norm (REAP), max per expert",
+        ("layer", "expert"),
     ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
