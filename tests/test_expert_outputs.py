@@ -23,9 +23,8 @@ from routescope.hooks.expert_outputs import experts_paths, rank_outputs
 from routescope.models.tokenizers import byte_tokenizer
 from routescope.store import InputError, Run, Store
 from tests.test_record import ToyMoE
-from tests.tiny_families import FAMILIES, router_paths, tiny_model
+from tests.tiny_families import FAMILIES, TEXTS, record_family, router_paths, tiny_model
 
-TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]
 FUSED_SWIGLU = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "granitemoe")
 """Families with concatenated [gate; up] 3-D expert weights: f_e(x) = down_e(act(gate_e x) · up_e x)."""
 
@@ -73,16 +72,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[
     def get(family: str) -> tuple[Any, Run]:
         if family not in built:
             model = tiny_model(family)
-            run = routescope.record(
-                model,
-                TEXTS,
-                tokenizer=byte_tokenizer(),
-                store=store,
-                name=family,
-                batch_size=2,
-                progress=False,
-                expert_stats=True,
-            )
+            run = record_family(model, store, family, expert_stats=True)
             built[family] = (model, run)
         return built[family]
 
