@@ -7,9 +7,10 @@ Every transformers 5 MoE block calls its experts module as `experts(hidden [T, H
 gets back `Σ_r weights[:, r] · f_{index[:, r]}(hidden)`: `index` is `[T, k]` expert ids for the fused
 3-D-weight `*Experts` modules (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V3, GPT-OSS, Granite-MoE, ...) or a
 `[T, k, E]` one-hot mask for Switch's `ModuleDict` of expert modules. A forward hook on that module calls
-its class `forward` again (no hooks, no grad) once per rank r with that rank's slice of `index` and a
-weight of 1.0, which yields f_{e_r}(x) exactly as the model computes it — whichever experts implementation
-the config selects. Cost: one more evaluation of the chosen experts (k calls on one rank each).
+its class `forward` once more (no hooks, no grad) on k copies of the tokens, copy r routed to rank r's
+expert alone with a weight of 1.0, which yields f_{e_r}(x) exactly as the model computes it — whichever
+experts implementation the config selects. Cost: one more evaluation of the chosen experts, in one call
+(so about 2× the experts' share of the forward time).
 
 The experts module of a router is its sibling named `experts` (`mlp.gate` → `mlp.experts`). A model whose
 routers have no such sibling, or whose experts module is not called that way, is refused in one line.
@@ -59,20 +60,22 @@ def rank_outputs(
     module: torch.nn.Module, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """`[k, T, H]`: rank r's chosen expert's output f_{e_r}(x) for every token, unweighted — the module's
-    own forward called on rank r alone with weight 1.0 (rows whose expert did not run are zero)."""
+    own forward called once on k copies of the tokens, copy r routed to rank r's expert alone with weight
+    1.0 (rows whose expert did not run are zero)."""
     if hidden.dim() != 2 or index.shape[0] != hidden.shape[0] or weights.shape[:2] != index.shape[:2]:
         raise InputError(
             f"{REFUSAL}; {type(module).__name__} got hidden {tuple(hidden.shape)}, "
             f"indices {tuple(index.shape)}, weights {tuple(weights.shape)}",
             field="expert_stats",
         )
+    tokens, k = index.shape[:2]
+    # all ranks in ONE call: the tokens repeated k times, row r·T + t on rank r's expert with weight 1
+    repeated = hidden.unsqueeze(0).expand(k, *hidden.shape).reshape(k * tokens, hidden.shape[1])
+    one_rank = index.transpose(0, 1).reshape(k * tokens, 1, *index.shape[2:])
+    ones = torch.ones((k * tokens, 1), dtype=weights.dtype, device=weights.device)
     forward = type(module).forward  # the class's: no hooks, no nnsight interception, no recursion
-    outputs = []
     with torch.no_grad():
-        for rank in range(index.shape[1]):
-            ones = torch.ones_like(weights[:, rank : rank + 1])
-            outputs.append(forward(module, hidden, index[:, rank : rank + 1], ones))
-    return torch.stack(outputs)
+        return forward(module, repeated, one_rank, ones).reshape(k, tokens, -1)
 
 
 def _call_arguments(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
