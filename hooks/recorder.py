@@ -22,6 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
+from routescope.store.schema import SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -242,6 +243,8 @@ class TextSource(BaseSource):
             self.first = session.capture(self.groups[0])
             specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
         session.specs = specs
+        if session.shared is not None:
+            self.extra_tables = {"shared_experts": SHARED_EXPERTS}
         return Plan(batches=len(self.groups), units=len(self.groups))
 
     def destination(self, store: Store, name: str) -> tuple[Store, str]:

@@ -9,7 +9,7 @@ inputs, encoder–decoder decoder batches, generation, and the layout of each ro
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,8 @@ from .expert_outputs import ExpertNorms, experts_paths
 from .loaded import LoadedModel
 from .normalise import normalise
 from .remote import Remote, is_remote
-from .routers import RouterSpec
+from .routers import RouterSpec, shared_expert_paths
+from .shared_outputs import SharedNorms
 from .source import Sink
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
 from .token_loss import batch_loss, check_lm_head, check_logits, with_loss
@@ -70,6 +71,8 @@ class _Prepared:
     captured: Captured
     norms: dict[str, list[torch.Tensor]] | None = None
     """Router path → per call, the `[T, k]` output norms of its chosen experts (`expert_stats`)."""
+    shared: dict[str, list[torch.Tensor]] | None = None
+    """Shared expert (or gate) path → per call, its `[T]` output norms (gate: sigmoids)."""
     loss: tuple[np.ndarray, np.ndarray] | None = None
     """`[B, S]` nll and predicted of the batch (`token_loss`), and of the decoder batch below."""
     decoder_loss: tuple[np.ndarray, np.ndarray] | None = None
@@ -120,6 +123,8 @@ class _Session:
         self.sequences = sequences or {}
         """Sample → all its token ids: the next token after a chunk's end (`token_loss`)."""
         self.norms = ExpertNorms(self.model, experts_paths(self.model, paths)) if expert_stats else None
+        shared = SharedNorms(self.model, shared_expert_paths(self.model, paths)) if expert_stats else None
+        self.shared = shared or None  # None without shared experts
 
     def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:
         """Decoder inputs of an encoder–decoder batch (the start token, then the targets if given) and which
@@ -144,7 +149,9 @@ class _Session:
                     decoder_input_ids=self._placed(decoder.input_ids),
                     decoder_attention_mask=self._placed(decoder.attention_mask),
                 )
-        with self.norms.watching() if self.norms is not None else nullcontext() as norms:
+        with ExitStack() as hooked:
+            norms = hooked.enter_context(self.norms.watching()) if self.norms is not None else None
+            shared = hooked.enter_context(self.shared.watching()) if self.shared is not None else None
             if generating:
                 captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
             else:
@@ -155,7 +162,7 @@ class _Session:
                 loss = batch_loss(check_logits(captured.result, batch), batch, self.sequences)
             else:  # the logits are the decoder's: encoder tokens have none
                 decoder_loss = batch_loss(check_logits(captured.result, decoder), decoder)
-        return _Prepared(batch, decoder, keep, captured, norms, loss, decoder_loss)
+        return _Prepared(batch, decoder, keep, captured, norms, shared, loss, decoder_loss)
 
     def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
@@ -223,6 +230,9 @@ class _Session:
                 )
                 writer.write("assignments", assignments)
                 writer.write("decisions", decisions)
+                if self.shared is not None and prepared.shared is not None:
+                    for rows in self.shared.rows(prepared.shared, spec, index, layout, step, call):
+                        writer.write("shared_experts", rows)
 
     def _new_tokens(self, writer: Sink, batch: Padded, captured: Captured) -> torch.Tensor | None:
         """Write the generated tokens (up to and including the first EOS); return which steps were real."""

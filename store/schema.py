@@ -90,6 +90,18 @@ OUTPUT_NORM_FIELD = pa.field("output_norm", pa.float32())
 """‖f_e(x)‖₂ of the chosen expert's output before its gate weight (`record(expert_stats=True)`); null where
 the expert did not run (a token dropped for capacity)."""
 
+SHARED_EXPERTS = pa.schema(
+    [
+        *KEY_FIELDS,
+        pa.field("module", pa.int16(), nullable=False),
+        pa.field("output_norm", pa.float32(), nullable=False),
+        pa.field("gate", pa.float32()),
+    ]
+)
+"""Runs recorded with `expert_stats=True` whose routers have shared experts: one row per decision and shared
+module (`module` indexes the router's `shared_experts` list): ‖output‖₂ of the shared expert for that token
+and its learnt gate (the sigmoid of `<module>_gate`; null where the block has none)."""
+
 STEPS = pa.schema(
     [
         pa.field("step", pa.int32(), nullable=False),

@@ -5,7 +5,8 @@ on its experts modules: (1) from the weights — the fused SwiGLU experts of Mix
 by hand from `gate_up_proj`/`down_proj`, Switch's from its per-expert modules; (2) for every tiny family,
 the generic property: the per-rank outputs the mechanism computes add up, gate-weighted, to what the
 experts module returned, and their norms are what the run holds (non-null, finite, positive; null exactly
-where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm.
+where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm; (4) the
+shared experts' table holds ‖shared(x)‖ and, for Qwen2-MoE, sigmoid(shared_expert_gate(x)).
 """
 
 from __future__ import annotations
@@ -182,3 +183,36 @@ def test_experts_that_cannot_be_called_per_rank_are_refused(store: Store) -> Non
         routescope.record(ToyMoE(), [[1, 2, 3]], store=store, name="toy", progress=False, expert_stats=True)
     assert caught.value.field == "expert_stats"
     assert not store.exists("toy")
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3"])
+def test_shared_experts_table_holds_their_norms_and_gates(
+    recorded: Callable[[str], tuple[Any, Run]], family: str
+) -> None:
+    model, run = recorded(family)
+    shared = run.shared_experts()
+    assert len(shared) == len(run.decisions())  # one shared module per router in both families
+    for sample, text in enumerate(TEXTS):
+        for router in range(len(router_paths(family))):
+            spec = run.info.router(router)
+            module = model.get_submodule(spec.shared_experts[0])
+            inputs: list[torch.Tensor] = []
+            handle = module.register_forward_hook(lambda _m, args, _o, seen=inputs: seen.append(args[0]))
+            try:
+                with torch.no_grad():
+                    model(**_inputs(model, text))
+            finally:
+                handle.remove()
+            hidden = inputs[0].reshape(-1, inputs[0].shape[-1])
+            mine = (shared["sample"] == sample) & (shared["router"] == router)
+            rows = shared[mine].sort_values("position")
+            with torch.no_grad():
+                norms = module(hidden).norm(dim=-1).numpy()
+            np.testing.assert_allclose(rows["output_norm"], norms, rtol=1e-4, atol=1e-7)
+            if family == "qwen2_moe":
+                gate = model.get_submodule(spec.shared_experts[0] + "_gate")
+                with torch.no_grad():
+                    expected = torch.sigmoid(gate(hidden)).reshape(-1).numpy()
+                np.testing.assert_allclose(rows["gate"], expected, rtol=1e-5, atol=1e-6)
+            else:
+                assert rows["gate"].isna().all()
