@@ -216,3 +216,23 @@ def test_shared_experts_table_holds_their_norms_and_gates(
                 np.testing.assert_allclose(rows["gate"], expected, rtol=1e-5, atol=1e-6)
             else:
                 assert rows["gate"].isna().all()
+
+
+def test_generation_records_norms_at_every_step(tiny_lm: Any, store: Store) -> None:
+    runs = [
+        routescope.record(
+            tiny_lm,
+            ["hello world", "a longer prompt"],
+            store=store,
+            name=engine,
+            max_new_tokens=3,
+            progress=False,
+            engine=engine,
+            expert_stats=True,
+        )
+        for engine in ("nnsight", "hooks")
+    ]
+    table = runs[0].assignments()
+    assert sorted(table["step"].unique()) == [0, 1, 2]
+    assert table["output_norm"].notna().all()
+    pd.testing.assert_frame_equal(table, runs[1].assignments())

@@ -130,3 +130,24 @@ def test_the_kinds_run_on_a_recorded_run(tiny_lm: object, store: Store) -> None:
     routed = table[table["routed"] > 0]
     assert (routed["reap"] <= routed["ean"]).all()  # Mixtral's gate weights sum to 1
     assert table.loc[table["routed"] == 0, "ean"].isna().all()
+
+
+def test_report_cli_runs_the_kinds_and_renders_the_refusal(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routescope.cli import main
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(1)
+    planted_run(store, "loss", experts={0: _top1(rng)}, nll=rng.gamma(2.0, 1.0, N))
+    planted_run(store, "bare", experts={0: [[0, 1]] * 3})
+    base = ["report", "--store", str(store.path), "--format", "csv"]
+    assert main([*base, "--run", "loss", "--kind", "loss-by-expert", "--param", "n_permutations=19"]) == 0
+    assert capsys.readouterr().out.startswith("layer,expert,tokens,mean_nll")
+    assert main([*base, "--run", "bare", "--kind", "loss-by-uncertainty"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "routescope: error: this run has no token loss; record it with token loss (pass --token-loss)\n"
+    )
+    assert main([*base, "--run", "bare", "--kind", "saliency"]) == 2
+    assert capsys.readouterr().err.endswith("(pass --expert-stats)\n")
