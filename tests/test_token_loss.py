@@ -177,3 +177,13 @@ def test_cli_flags_record_loss_and_expert_stats(tmp_path: Any) -> None:
     assert run.info.expert_stats
     assert run.tokens()["nll"].notna().sum() == len(run.tokens()) - 1
     assert run.assignments()["output_norm"].notna().all()
+
+
+@pytest.mark.parametrize("option", ["token_loss", "expert_stats"])
+def test_remote_recording_refuses_local_statistics(tiny_lm: Any, store: Store, option: str) -> None:
+    with pytest.raises(InputError, match="not in a remote trace") as caught:
+        routescope.record(
+            tiny_lm, ["hello"], store=store, name="r", remote="local", progress=False, **{option: True}
+        )
+    assert caught.value.field == option
+    assert not store.exists("r")
