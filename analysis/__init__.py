@@ -15,12 +15,15 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
+from .drift import expert_drift, layer_predictability, load_drift
 from .embeddings import embeddings
 from .engine import ENGINES, connect, current_engine, use_engine
 from .forcing import set_share
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
+from .placement import coverage, device_load, device_loads, hot_set, place, replicate
 from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
@@ -51,29 +54,39 @@ __all__ = [
     "coerce_params",
     "compute",
     "connect",
+    "coverage",
     "current_engine",
     "decision_changes",
     "decision_entropy",
     "decision_histogram",
     "denoising_phases",
+    "device_load",
+    "device_loads",
     "embeddings",
+    "expert_drift",
     "expert_load",
     "expert_paths",
     "expert_similarity",
     "expert_tokens",
     "flip_correlation",
     "flip_rate",
+    "hot_set",
     "keys_of",
     "label_choices",
     "label_counts",
     "label_nmi",
+    "layer_predictability",
+    "load_drift",
     "merge_budget",
     "merge_groups",
     "most_uncertain",
     "peak_lift",
+    "place",
     "repeat_rate",
+    "replicate",
     "router_names",
     "router_summary",
+    "routing_replay",
     "sensitivity",
     "set_share",
     "side_by_side",

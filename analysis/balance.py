@@ -16,6 +16,8 @@ E = the layer's number of experts, `load_e = count_e / Σ count`):
   sequence is the smallest such group), each expert takes at most C = ⌈c · T·k / E⌉ of a group's T·k
   assignments, and overflow = Σ_groups Σ_e max(0, count_e − C) / Σ count. 0 for perfectly even routing at
   c ≥ 1; Switch Transformer trains with c = 1.0–1.25.
+- Counts-only imports (llama.cpp, SGLang `stat` dumps) store one assignment row per (step, layer,
+  expert) whose `weight` is the count (docs/import.md); `expert_load` sums it, so every metric above holds.
 - `expert_size` (e.g. parameter counts, for models whose experts differ in size) weights every count by its
   expert's size before the metrics above, so they measure the balance of compute rather than of tokens.
 """
@@ -44,6 +46,10 @@ def expert_load(
     columns = check_by(by)
     keys = ", ".join(f"a.{c}" for c in columns)
     where, measure = counting(ranks, weight)
+    if "counts" in run.info.caps:  # a counts-only import: one row per expert and group, `weight` its count
+        if ranks != "all" or weight != "count":
+            raise InputError(f"run {run.name!r} has expert counts only: count all ranks, unweighted")
+        measure = "sum(a.weight)"
     counts = sql(
         run,
         f"SELECT {keys}, a.expert, {measure} AS count FROM assignments a WHERE NOT a.dropped{where} "
@@ -61,7 +67,7 @@ def expert_load(
     full["expert"] = full.groupby(columns, sort=False).cumcount()  # 0 … E−1 within each group
     full = full.merge(counts, on=[*columns, "expert"], how="left").fillna({"count": 0})
     if weight == "count":
-        full["count"] = full["count"].astype(np.int64)
+        full["count"] = full["count"].round().astype(np.int64)
     full["load"] = full["count"] / full.groupby(columns, sort=False)["count"].transform("sum").clip(lower=1)
     full = full[[*columns, "expert", "count", "load"]]
     full.attrs["counting"] = counting_label(ranks, weight)
@@ -86,6 +92,8 @@ def balance(
     columns = check_by(by)
     if capacity_factor is not None and capacity_factor <= 0:
         raise InputError(f"capacity_factor must be > 0, got {capacity_factor}")
+    if capacity_factor is not None and "counts" in run.info.caps:
+        raise InputError(f"run {run.name!r} has expert counts only; overflow needs its decisions")
     load = raw_load = expert_load(run, columns)
     if expert_size is not None:
         sizes = load["expert"].map(lambda e: float(expert_size.get(int(e), float("nan"))))

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from routescope.store import InputError, Run
+from routescope.store.capabilities import require_recorded
 
 from .frames import TOKEN_LABELS, norm_entropy_sql, sql, stack_of
 from .permutation import DEFAULT_PERMUTATIONS, permutation_null
@@ -32,9 +33,8 @@ DEFAULT_BINS = 10
 
 
 def require_token_loss(run: Run) -> None:
-    """Refuse a run recorded without token loss, in one line naming the option."""
-    if not run.info.token_loss:
-        raise InputError("this run has no token loss; record it with token loss", field="token_loss")
+    """Refuse a run recorded without token loss, in one line naming the option (field `token_loss`)."""
+    require_recorded(run.info.caps, ("token_loss",))
 
 
 def _token_join(run: Run, fact: str) -> str:

@@ -8,7 +8,9 @@ its function themselves. Each entry says what the function needs — a label (`-
 (`--layer`), a second run (`--compare`) — and which columns identify a row (`keys`, used to put two runs
 side by side), so callers never guess. `compute` is the one way to call an analysis by kind, and the one
 place its options are checked; `coerce_params` turns `key=value` strings from the command line into the
-function's own argument types. Registering is a line here, never an import side effect.
+function's own argument types. Registering is a line here (or a group of kinds declared beside its
+functions and merged here by name, as `placement_kinds.PLACEMENT_ANALYSES`), never an import side effect;
+what an entry is lives in `kinds.py`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
 
 from routescope.store import InputError, Run
+from routescope.store.capabilities import missing_message, require_recorded
 
 from .ablation import ablation_loss
 from .balance import balance, expert_load
@@ -32,15 +34,17 @@ from .comparison import agreement
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
-from .loss import loss_by_expert, loss_by_label, loss_by_uncertainty
+from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
-from .saliency import saliency
+from .placement_kinds import PLACEMENT_ANALYSES
+from .replay import routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
+from .statistics_kinds import STATISTICS_ANALYSES
 from .summary import router_summary
 from .tokens import expert_tokens, top_tokens
 from .uncertain_labels import uncertainty_by_label
@@ -48,30 +52,24 @@ from .uncertainty import uncertainty
 from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
 
-LABEL = "{label}"
-"""Placeholder in `keys` for the label column the caller chose."""
 
-
-@dataclass(frozen=True)
-class Analysis:
-    """One report kind: its function, what it answers, what it needs and which columns key its rows."""
-
-    function: Callable[..., pd.DataFrame]
-    description: str
-    keys: tuple[str, ...]
-    label: bool = False
-    """Takes a label (`--by`) as its second argument."""
-    layer: Literal["filter", "required", "optional"] = "filter"
-    """`required`/`optional`: passed to the function as `layer=`; `filter`: rows of other layers dropped."""
-    other: bool = False
-    """Compares two runs: the second run is the function's second argument."""
+def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
+    """Token embeddings use probability vectors, or gate weights where a run has no probs."""
+    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
 
 
 ANALYSES: dict[str, Analysis] = {
-    "summary": Analysis(router_summary, "per router: decisions, drops, mean entropy and margin", ("router",)),
-    "load": Analysis(expert_load, "assignments and load share per expert and layer", ("layer", "expert")),
+    "summary": Analysis(
+        router_summary, "per router: decisions, drops, mean entropy and margin", ("router",), needs=NOTHING
+    ),
+    "load": Analysis(
+        expert_load, "assignments and load share per expert and layer", ("layer", "expert"), needs=NOTHING
+    ),
     "balance": Analysis(
-        balance, "max/mean, CV, load entropy, Gini, dead experts, aux loss, overflow per layer", ("layer",)
+        balance,
+        "max/mean, CV, load entropy, Gini, dead experts, aux loss, overflow per layer",
+        ("layer",),
+        needs=NOTHING,
     ),
     "specialization": Analysis(
         specialization, "expert × label counts, share and lift per layer", ("layer", "expert", LABEL), True
@@ -79,15 +77,21 @@ ANALYSES: dict[str, Analysis] = {
     "nmi": Analysis(
         label_nmi, "normalised mutual information of label and expert, χ² test", ("layer",), True
     ),
-    "uncertainty": Analysis(uncertainty, "mean router entropy, margin and uncertain share", ("layer",)),
+    "uncertainty": Analysis(
+        uncertainty, "mean router entropy, margin and uncertain share", ("layer",), needs=SCORES
+    ),
     "uncertain-labels": Analysis(
         uncertainty_by_label,
         "router uncertainty per label value, most uncertain first",
         ("layer", LABEL),
         True,
+        needs=SCORES,
     ),
     "vocabulary": Analysis(
-        vocabulary_specialization, "per token id: top-1 expert and its share", ("layer", "token_id")
+        vocabulary_specialization,
+        "per token id: top-1 expert and its share",
+        ("layer", "token_id"),
+        needs=TOKEN_IDS,
     ),
     "coactivation": Analysis(
         coactivation,
@@ -100,7 +104,10 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "paths": Analysis(expert_paths, "most frequent top-1 expert paths through depth", ("stack", "path")),
     "repeat": Analysis(
-        repeat_rate, "consecutive tokens with the same top-1 expert, with baselines", ("layer",)
+        repeat_rate,
+        "consecutive tokens with the same top-1 expert, with baselines",
+        ("layer",),
+        needs=("ids", "positions"),
     ),
     "similarity": Analysis(
         expert_similarity,
@@ -112,7 +119,11 @@ ANALYSES: dict[str, Analysis] = {
         merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
     ),
     "top-tokens": Analysis(
-        top_tokens, "an expert's most frequent tokens with example contexts", ("token_id",), layer="required"
+        top_tokens,
+        "an expert's most frequent tokens with example contexts",
+        ("token_id",),
+        layer="required",
+        needs=TOKEN_IDS,
     ),
     "steps": Analysis(
         steps, "diffusion: expert load per layer at every sampler step", ("layer", "step", "expert")
@@ -135,12 +146,22 @@ ANALYSES: dict[str, Analysis] = {
         layer="optional",
     ),
     "embedding": Analysis(
-        embeddings, "2-D PCA/UMAP of tokens by router scores or experts by usage", (), layer="required"
+        embeddings,
+        "2-D PCA/UMAP of tokens by router scores or experts by usage",
+        (),
+        layer="required",
+        needs=_embedding_needs,
     ),
     "agreement": Analysis(
         agreement,
         "top-1 agreement and top-k overlap between two runs on the same inputs",
         ("layer",),
+        other=True,
+    ),
+    "replay": Analysis(
+        routing_replay,
+        "routing replay: share of tokens whose expert set differs in any layer between two runs",
+        (),
         other=True,
     ),
     "changes": Analysis(
@@ -150,10 +171,14 @@ ANALYSES: dict[str, Analysis] = {
         other=True,
     ),
     "flips": Analysis(
-        flip_rate, "noise probe: top-1 flip rate by margin bucket", ("margin_low",), other=True
+        flip_rate, "noise probe: top-1 flip rate by margin bucket", ("margin_low",), other=True, needs=SCORES
     ),
     "flip-correlation": Analysis(
-        flip_correlation, "noise probe: correlation of flips with entropy and margin", ("layer",), other=True
+        flip_correlation,
+        "noise probe: correlation of flips with entropy and margin",
+        ("layer",),
+        other=True,
+        needs=SCORES,
     ),
     "batch-dependence": Analysis(
         batch_dependence,
@@ -161,25 +186,11 @@ ANALYSES: dict[str, Analysis] = {
         ("router",),
         other=True,
     ),
-    "loss-by-uncertainty": Analysis(
-        loss_by_uncertainty,
-        "token loss: mean next-token nll per router-entropy bin and layer",
-        ("layer", "bin"),
-    ),
-    "loss-by-expert": Analysis(
-        loss_by_expert,
-        "token loss: mean nll per top-1 expert and layer, spread against a permutation null",
-        ("layer", "expert"),
-    ),
-    "loss-by-label": Analysis(loss_by_label, "token loss: mean nll per label value", (LABEL,), True),
-    "saliency": Analysis(
-        saliency,
-        "expert stats: frequency, mean output norm (EAN), gate × norm (REAP), max per expert",
-        ("layer", "expert"),
-    ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
     ),
+    **PLACEMENT_ANALYSES,
+    **STATISTICS_ANALYSES,
 }
 
 
@@ -189,14 +200,26 @@ TOP_DECISION = ("sample", "position", "step", "call")
 """`most_uncertain` rows: decisions of one layer (its router is not a column)."""
 
 VIEWS: dict[str, Analysis] = {
-    "table.samples": Analysis(samples_table, "the run's samples with their labels", ("sample",)),
-    "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",)),
-    "decisions": Analysis(decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional"),
-    "decision_histogram": Analysis(decision_histogram, "decisions binned per layer", ("layer", "bin")),
-    "most_uncertain": Analysis(most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required"),
-    "expert_tokens": Analysis(expert_tokens, "top-tokens with lift", ("token_id",), layer="required"),
+    "table.samples": Analysis(
+        samples_table, "the run's samples with their labels", ("sample",), needs=NOTHING
+    ),
+    "table.steps": Analysis(steps_table, "the run's sampler or generation steps", ("step",), needs=NOTHING),
+    "decisions": Analysis(
+        decision_entropy, "decisions with entropy / ln E", DECISION, layer="optional", needs=SCORES
+    ),
+    "decision_histogram": Analysis(
+        decision_histogram, "decisions binned per layer", ("layer", "bin"), needs=SCORES
+    ),
+    "most_uncertain": Analysis(
+        most_uncertain, "top entropy / ln E", TOP_DECISION, layer="required", needs=SCORES
+    ),
+    "expert_tokens": Analysis(
+        expert_tokens, "top-tokens with lift", ("token_id",), layer="required", needs=TOKEN_IDS
+    ),
     "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
-    "token_weights": Analysis(token_weights, "one token's weights", ("router", "call", "expert")),
+    "token_weights": Analysis(
+        token_weights, "one token's weights", ("router", "call", "expert"), needs=("ids", "gate_weights")
+    ),
 }
 """Registered views: tables that figures and the dashboard compute by kind, not offered as reports."""
 
@@ -224,6 +247,7 @@ def compute(
     if kind not in KINDS:
         raise InputError(f"unknown analysis {kind!r}; kinds: {', '.join(sorted(ANALYSES))}")
     analysis = KINDS[kind]
+    check_capabilities(kind, run, other, label, params)
     args: list[Any] = [run]
     if analysis.other:
         if other is None:
@@ -254,6 +278,41 @@ def compute(
             raise InputError(f"{kind} has no layer column to filter by")
         table = table[table["layer"] == layer].reset_index(drop=True)
     return table
+
+
+TOKEN_LABEL_NEEDS = {"token_id": "token_ids", "token": "token_ids", "position": "positions"}
+"""Labels that come from what a run may lack: token ids (and texts) and positions."""
+
+
+def capability_gap(
+    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+) -> str | None:
+    """The one-line refusal when `run` (or `other`) lacks a capability `kind` (or its label) needs, else
+    None — the one place the check lives, so reports, figures and dashboard pages all refuse alike."""
+    needs = KINDS[kind].needs
+    wanted = list(needs(params) if callable(needs) else needs)
+    if label in TOKEN_LABEL_NEEDS:
+        wanted.append(TOKEN_LABEL_NEEDS[label])
+    for subject in (run, other):
+        if subject is not None:
+            message = missing_message(kind, subject.info.engine, subject.info.caps, wanted)
+            if message:
+                return message
+    return None
+
+
+def check_capabilities(
+    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+) -> None:
+    """Raise `capability_gap`'s line as an `InputError` when there is one; an on-request capability
+    (token loss, expert output norms) is refused naming the recording option that adds it."""
+    needs = KINDS[kind].needs
+    for subject in (run, other):
+        if subject is not None:
+            require_recorded(subject.info.caps, needs(params) if callable(needs) else needs)
+    message = capability_gap(kind, run, other, label, params)
+    if message:
+        raise InputError(message)
 
 
 def parameters(kind: str) -> dict[str, inspect.Parameter]:

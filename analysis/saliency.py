@@ -17,17 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from routescope.store import InputError, Run
+from routescope.store import Run
+from routescope.store.capabilities import require_recorded
 
 from .frames import sql
 
 
 def require_expert_stats(run: Run) -> None:
-    """Refuse a run recorded without expert output norms, in one line naming the option."""
-    if not run.info.expert_stats:
-        raise InputError(
-            "this run has no expert output norms; record it with expert stats", field="expert_stats"
-        )
+    """Refuse a run recorded without expert output norms, in one line naming the option (field
+    `expert_stats`)."""
+    require_recorded(run.info.caps, ("output_norms",))
 
 
 def saliency(run: Run) -> pd.DataFrame:

@@ -18,7 +18,9 @@ from routescope.store import RouteScopeError
 from . import __version__
 from .cli_app import add_app_arguments, cmd_app
 from .cli_claims import add_claims_arguments, cmd_claims
+from .cli_export import add_export_arguments, cmd_export
 from .cli_figure import add_figure_arguments, cmd_figure
+from .cli_import import add_import_arguments, cmd_import
 from .cli_merge import add_merge_arguments, cmd_merge
 from .cli_pipeline import add_pipeline_arguments, cmd_record_pipeline
 from .cli_probe import add_probe_arguments, cmd_probe
@@ -50,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     add_report_arguments(sub.add_parser("report", help="one analysis of a run as a table, CSV, JSON, ..."))
     add_figure_arguments(sub.add_parser("figure", help="paper figures of a run: SVG, PDF or PNG"))
     add_claims_arguments(sub.add_parser("claims", help="check the published claims that apply to a run"))
+    add_export_arguments(
+        sub.add_parser("export", help="write a run for SGLang EPLB, OLMoE or Megatron tools")
+    )
 
     demo = sub.add_parser("demo", help="record the bundled models on their bundled inputs and summarise")
     demo.add_argument("--store", default="runs")
@@ -57,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="retrain a bundled model (options pass through)"))
     add_app_arguments(sub.add_parser("app", help="start the dashboard (Streamlit, 127.0.0.1 by default)"))
     add_probe_arguments(sub.add_parser("probe", help="causal probes: ablate, force, noise, batch"))
+    add_import_arguments(
+        sub.add_parser("import", help="an engine's routing trace (vLLM, SGLang, ...) as a run")
+    )
     return parser
 
 
@@ -69,9 +77,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "merge": cmd_merge,
     "figure": cmd_figure,
     "claims": cmd_claims,
+    "export": cmd_export,
     "demo": cmd_demo,
     "app": cmd_app,
     "probe": cmd_probe,
+    "import": cmd_import,
 }
 
 
@@ -85,6 +95,8 @@ FLAGS: dict[str, str] = {
     "expert": "--expert",
     "param": "--param NAME=VALUE",
     "probs": "--probs",
+    "labels": "--labels",
+    "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
     "expert_stats": "--expert-stats",
 }

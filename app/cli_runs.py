@@ -146,6 +146,10 @@ def show_run(store: Store, name: str) -> None:
         out("sampling  " + _sampling(m))
     if run.label_columns:
         out(f"labels    {', '.join(run.label_columns)}")
+    out(f"source    {run.info.source_engine}   knows {', '.join(sorted(run.info.caps))}")
+    dense = run.manifest.get("dense_layers")
+    if dense:
+        out(f"dense     layers {', '.join(map(str, dense))} (all-zero rows in the trace; not routed)")
     table = router_summary(run)
     for column in ("mean_entropy", "mean_margin", "dropped_share"):
         table[column] = table[column].round(3)

@@ -341,3 +341,52 @@ __all__ = [
     "companion_names",
     "parse_ints",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportRequest:
+    """Import an engine's routing trace as a run (`routescope import`, `routescope.importers`)."""
+
+    kind: str
+    """vllm, sglang, megatron, olmoe or llamacpp (docs/import.md)."""
+    files: tuple[str, ...]
+    """The trace files, in order (requests and ranks follow it)."""
+    name: str
+    """Run name (letters, digits, . _ -)."""
+    tokenizer: str | None = None
+    """A local tokenizer folder or `bundled:NAME`, for token texts (never a hub download)."""
+    labels: str | None = None
+    """A JSONL file with one object of labels per request, in order."""
+    label_columns: tuple[str, ...] = ()
+    """Label columns to keep from `labels` (empty: all)."""
+    n_experts: int | None = None
+    """Experts per layer, to check ids against (None: the largest id + 1)."""
+    layers: int | None = None
+    """SGLang JSONL: the model's MoE layers (to unflatten `routed_experts`)."""
+    top_k: int | None = None
+    """SGLang JSONL: experts per token (to unflatten `routed_experts`)."""
+    overwrite: bool = False
+    """Replace an existing run of the same name."""
+
+    def companion_names(self) -> list[str]:
+        """Every run the request writes."""
+        return [self.name]
+
+    def execute(self, *, store: Store) -> Run:
+        from .importers import import_trace
+
+        shape = {k: v for k, v in (("layers", self.layers), ("top_k", self.top_k)) if v is not None}
+        if shape and self.kind != "sglang":
+            raise InputError(f"layers and top_k unflatten SGLang JSONL only, not {self.kind} traces")
+        return import_trace(
+            self.kind,
+            list(self.files),
+            store,
+            self.name,
+            tokenizer=self.tokenizer,
+            labels=self.labels,
+            label_column=list(self.label_columns) or None,
+            overwrite=self.overwrite,
+            n_experts=self.n_experts,
+            **shape,
+        )

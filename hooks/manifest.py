@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from routescope.store.capabilities import derived_capabilities
+
 from .loaded import LoadedModel
 
 if TYPE_CHECKING:
@@ -75,6 +77,10 @@ class ManifestFacts:
     options: dict[str, Any] = field(default_factory=dict)
     patch_grid: tuple[int, int] | None = None
     """Rows and columns of the patch grid, when known before recording."""
+    engine: str = "routescope"
+    """Where the routing comes from: a RouteScope recording, or an engine trace (`vllm`, `sglang`, ...)."""
+    capabilities: tuple[str, ...] | None = None
+    """What the run knows (routescope.store.capabilities); None: a recording's, derived from `options`."""
 
 
 def run_manifest(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> dict[str, Any]:
@@ -88,5 +94,9 @@ def run_manifest(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> dict[st
         "seed": facts.seed,
         **({"patch_grid": list(facts.patch_grid)} if facts.patch_grid is not None else {}),
         "options": facts.options,
+        "engine": facts.engine,
+        "capabilities": sorted(
+            facts.capabilities if facts.capabilities is not None else derived_capabilities(facts.options)
+        ),
         "packages": package_versions(),
     }

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .capabilities import capability_problem, derived_capabilities
 from .errors import CorruptRunError
 from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION
 
@@ -78,6 +79,12 @@ def manifest_problem(manifest: Mapping[str, Any]) -> str | None:
     for key, kind in (("options", dict), ("kind", str), ("unit", str)):
         if manifest.get(key) is not None and not isinstance(manifest[key], kind):
             return f"{key} is not {'an object' if kind is dict else 'a string'}"
+    if manifest.get("engine") is not None and not isinstance(manifest["engine"], str):
+        return "engine is not a string"
+    if manifest.get("capabilities") is not None:
+        problem = capability_problem(manifest["capabilities"])
+        if problem:
+            return problem
     grid = manifest.get("patch_grid")
     if grid is not None and not (isinstance(grid, list) and len(grid) == 2 and all(map(_is_int, grid))):
         return "patch_grid is not a pair of integers"
@@ -178,10 +185,15 @@ class RunManifest(_Record):
     packages: Mapping[str, Any] = field(default_factory=dict)
     finished: str | None = None
     rows: Mapping[str, int] = field(default_factory=dict)
+    engine: str | None = None
+    """Where the routing came from: `routescope` (a recording) or an engine's trace (`vllm`, ...); absent
+    on runs that predate it (read as `routescope`)."""
+    capabilities: tuple[str, ...] | None = None
+    """What the run knows (store/capabilities.py); absent on older runs, then derived (`caps`)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
-    _TUPLES: ClassVar[tuple[str, ...]] = ("tables", "labels", "patch_grid")
+    _TUPLES: ClassVar[tuple[str, ...]] = ("tables", "labels", "patch_grid", "capabilities")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
@@ -222,14 +234,26 @@ class RunManifest(_Record):
         return bool(self.options.get("logits"))
 
     @property
+    def source_engine(self) -> str:
+        """The engine the routing came from (`routescope` for recordings and older runs)."""
+        return self.engine or "routescope"
+
+    @property
+    def caps(self) -> frozenset[str]:
+        """The run's capabilities: as declared, or derived from an older run's options."""
+        if self.capabilities is not None:
+            return frozenset(self.capabilities)
+        return derived_capabilities(self.options)
+
+    @property
     def token_loss(self) -> bool:
         """Whether `tokens.nll` and `tokens.predicted` were recorded (`record(token_loss=True)`)."""
-        return bool(self.options.get("token_loss"))
+        return "token_loss" in self.caps
 
     @property
     def expert_stats(self) -> bool:
         """Whether `assignments.output_norm` was recorded (`record(expert_stats=True)`)."""
-        return bool(self.options.get("expert_stats"))
+        return "output_norms" in self.caps
 
     @property
     def probe(self) -> dict[str, Any] | None:

@@ -504,5 +504,11 @@ def test_browser_opens_the_tokens_page_of_a_real_server(store_dir: Path, tmp_pat
             menu = page.locator("[data-testid=stSidebarNav]").inner_text()  # icon, title, icon, ...
             assert [menu.index(p.title) for p in PAGES] == sorted(menu.index(p.title) for p in PAGES)
             page.screenshot(path=str(tmp_path / "tokens.png"), full_page=True)
+            placement = next(p for p in PAGES if p.file == "placement.py")
+            page.locator("[data-testid=stSidebarNav]").get_by_text(placement.title, exact=True).click()
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=90_000)
+            assert page.locator(".js-plotly-plot").count() == 4  # coverage, hot set, devices, predictability
+            assert page.locator("[data-testid=stException]").count() == 0
+            assert page.locator(".st-key-placement-run input").input_value() == "text"
             browser.close()
     assert (tmp_path / "tokens.png").stat().st_size > 0

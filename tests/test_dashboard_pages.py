@@ -290,6 +290,57 @@ def test_balance_page_draws_the_balance_and_uncertainty_tables(
     assert at.dataframe[2].value["token"].tolist() == by_token["token"].tolist()
 
 
+# --- Placement -------------------------------------------------------------------------------------------
+
+
+def test_placement_page_draws_the_placement_kinds(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(store_dir, monkeypatch, "placement.py", state.PLACEMENT_RUN, "text")
+    store = Store(store_dir)
+    run = store.open("text")
+    at.number_input(key=S(state.PLACEMENT_REPLICAS, "text")).set_value(2).run()
+    at.number_input(key=S(state.PLACEMENT_DEVICES, "text")).set_value(4).run()
+    at.multiselect(key=state.PLACEMENT_THRESHOLDS).set_value([0.5, 0.9]).run()
+    assert not at.exception
+    drawn = charts(at)
+    assert sorted(drawn) == sorted(
+        [
+            S(state.PLACEMENT_COVERAGE_CHART, "text"),
+            S(state.PLACEMENT_HOT_SET_CHART, "text", 0.5, 0.9),
+            S(state.PLACEMENT_DEVICES_CHART, "text", 4, 2),
+            S(state.PLACEMENT_PREDICTABILITY_CHART, "text"),
+        ]
+    )
+    coverage = A.coverage(run)
+    first = drawn[S(state.PLACEMENT_COVERAGE_CHART, "text")]["data"][0]
+    np.testing.assert_allclose(array(first["y"]), coverage[coverage["layer"] == 0]["coverage"])
+    hot = A.hot_set(run, thresholds=(0.5, 0.9))
+    line = drawn[S(state.PLACEMENT_HOT_SET_CHART, "text", 0.5, 0.9)]["data"][0]
+    np.testing.assert_allclose(array(line["y"]), hot[hot["threshold"] == 0.5]["hot_set"])
+    placement = A.device_load(run, devices=4, replicas=2)
+    pd.testing.assert_frame_equal(at.dataframe[0].value.reset_index(drop=True), placement, check_dtype=False)
+    panels = drawn[S(state.PLACEMENT_DEVICES_CHART, "text", 4, 2)]["data"]
+    balanced = next(t for t in panels if t["name"] == "placement balanced")
+    expected = placement[placement["placement"] == "balanced"]["balancedness"]
+    np.testing.assert_allclose(array(balanced["y"]), expected)
+    predictability = A.layer_predictability(run)
+    accuracy = drawn[S(state.PLACEMENT_PREDICTABILITY_CHART, "text")]["data"][0]
+    np.testing.assert_allclose(array(accuracy["y"]), predictability["accuracy"])
+
+    at.number_input(key=S(state.PLACEMENT_DEVICES, "text")).set_value(18).run()
+    at.number_input(key=S(state.PLACEMENT_REPLICAS, "text")).set_value(0).run()  # 18 devices > 16 experts
+    assert not at.exception
+    assert at.number_input(key=S(state.PLACEMENT_DEVICES, "text")).value == 16
+    assert not at.warning
+
+    at.selectbox(key=S(state.PLACEMENT_OTHER, "text")).set_value("text-b").run()
+    assert not at.exception
+    drawn = charts(at)
+    drift = A.load_drift(run, store.open("text-b"))
+    tv = drawn[S(state.PLACEMENT_DRIFT_CHART, "text", "text-b")]["data"][0]
+    np.testing.assert_allclose(array(tv["y"]), drift["tv_distance"])
+    assert S(state.PLACEMENT_DRIFT_EXPERTS_CHART, "text", "text-b") in drawn
+
+
 # --- Embeddings ------------------------------------------------------------------------------------------
 
 

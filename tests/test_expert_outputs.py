@@ -86,6 +86,7 @@ def test_norms_equal_a_computation_from_the_weights(
 ) -> None:
     model, run = recorded(family)
     assert run.info.expert_stats
+    assert "output_norms" in run.info.capabilities
     paths = router_paths(family)
     experts = experts_paths(model, paths)
     for sample, text in enumerate(TEXTS):

@@ -507,6 +507,12 @@ AXIS_TITLES = {
     "changes": "share of decisions changed",
     "flips": "share of decisions",
     "batch-dependence": "share of decisions changed",
+    "coverage": "N most-loaded experts",
+    "hot-set": "hot-set size (experts)",
+    "placement": "balancedness",
+    "drift": "load drift",
+    "drift-experts": "expert",
+    "predictability": "from the previous layer",
 }
 
 

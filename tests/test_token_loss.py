@@ -52,6 +52,7 @@ def test_moe_lm_loss_equals_a_plain_forward(moe_lm: Any, tmp_path: Any) -> None:
     )
     assert run.info.token_loss
     assert run.info.options["token_loss"] is True
+    assert "token_loss" in run.info.capabilities  # the manifest says so, not only the options
     assert not run.info.expert_stats
     for sample, text in enumerate(TEXTS):
         ids = _tokenizer_ids(moe_lm.tokenizer, text)

@@ -1,11 +1,11 @@
 """Session-state keys, named once: every widget's `key=` and the few values pages share.
 
 Widget keys are namespaced by page (`run.*`, `tokens.*`, `experts.*`, `noise.*`, `balance.*`, `embed.*`,
-`compare.*`, `probe.*`; `export.*` for the export controls every chart gets), so a new page cannot collide
-with an old one. A widget whose option labels depend on the run (or the sample) takes its key through
-`scoped(key, run, ...)`: Streamlit identifies a keyed widget by its key alone, and its browser side keeps
-showing the old label of a value that survives a change of options (sample `#0 · class: 0` after switching
-to a text run).
+`compare.*`, `placement.*`, `probe.*`; `export.*` for the export controls every chart gets), so a new page
+cannot collide with an old one. A widget whose option labels depend on the run (or the sample) takes its key
+through `scoped(key, run, ...)`: Streamlit identifies a keyed widget by its key alone, and its browser side
+keeps showing the old label of a value that survives a change of options (sample `#0 · class: 0` after
+switching to a text run).
 Streamlit drops a widget's state when its page is left, so what must survive a page switch (the run being
 browsed, the run just recorded) lives under its own non-widget key with a typed getter and setter here.
 """
@@ -104,6 +104,20 @@ BALANCE_ENTROPY_CHART = "balance.entropy_chart"
 BALANCE_MARGIN_CHART = "balance.margin_chart"
 BALANCE_TABLE = "balance.table"
 BALANCE_UNCERTAIN_TABLE = "balance.uncertain_table"
+
+# Placement page widgets and charts.
+PLACEMENT_RUN = "placement.run"
+PLACEMENT_THRESHOLDS = "placement.thresholds"
+PLACEMENT_DEVICES = "placement.devices"
+PLACEMENT_REPLICAS = "placement.replicas"
+PLACEMENT_OTHER = "placement.other"
+PLACEMENT_COVERAGE_CHART = "placement.coverage_chart"
+PLACEMENT_HOT_SET_CHART = "placement.hot_set_chart"
+PLACEMENT_DEVICES_CHART = "placement.devices_chart"
+PLACEMENT_DEVICES_TABLE = "placement.devices_table"
+PLACEMENT_PREDICTABILITY_CHART = "placement.predictability_chart"
+PLACEMENT_DRIFT_CHART = "placement.drift_chart"
+PLACEMENT_DRIFT_EXPERTS_CHART = "placement.drift_experts_chart"
 
 # Embeddings page widgets and charts.
 EMBED_RUN = "embed.run"

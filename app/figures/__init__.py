@@ -22,6 +22,14 @@ from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_spe
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
 from .paths import figure_paths
+from .placement import (
+    figure_coverage,
+    figure_drift,
+    figure_drift_experts,
+    figure_hot_set,
+    figure_placement,
+    figure_predictability,
+)
 from .probes import (
     figure_ablation,
     figure_batch_dependence,
@@ -58,15 +66,21 @@ __all__ = [
     "figure_branches",
     "figure_changes",
     "figure_coactivation",
+    "figure_coverage",
+    "figure_drift",
+    "figure_drift_experts",
     "figure_embedding",
     "figure_expert_overview",
     "figure_expert_similarity",
     "figure_expert_steps",
     "figure_flip_rate",
+    "figure_hot_set",
     "figure_load",
     "figure_nmi",
     "figure_partners",
     "figure_paths",
+    "figure_placement",
+    "figure_predictability",
     "figure_repeat",
     "figure_sensitivity",
     "figure_set_share",

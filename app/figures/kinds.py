@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from routescope.analysis import KINDS, compute
+from routescope.analysis.registry import capability_gap
 from routescope.store import InputError, Run
 
 from .theme import Width
@@ -130,7 +131,13 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
         ok, needed = checks[requirement]
         if not ok:
             return f"needs {needed}"
-    return None
+    return capability_of(kind, request)
+
+
+def capability_of(kind: FigureKind, request: FigureRequest) -> str | None:
+    """The registry's refusal when the run lacks what the figure's analysis needs (an import's ids only)."""
+    label = request.by if KINDS[kind.analysis].label else None
+    return capability_gap(kind.analysis, request.run, request.other, label, dict(kind.params(request)))
 
 
 OPTION_NOUNS = {"layer": "a layer", "by": "a label", "expert": "an expert"}
@@ -148,6 +155,9 @@ def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
             raise InputError(f"figure {name} needs {noun}", field=option)
         if need == "no" and value is not None:
             raise InputError(f"figure {name} takes no {option}")
+    gap = capability_of(kind, request)
+    if gap:
+        raise InputError(gap)
     reason = unmet(kind, request)
     if reason and "other" in kind.requires and request.other is None:
         raise InputError(f"figure {name} {reason}", field="compare")

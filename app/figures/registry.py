@@ -39,6 +39,7 @@ from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_spe
 from .load import figure_balance, figure_load
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
 from .paths import figure_paths
+from .placement import PLACEMENT_FIGURES
 from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
 from .theme import Width
@@ -261,6 +262,7 @@ FIGURES: dict[str, FigureKind] = {
         description="batch probe: per router, the share of decisions that change when inputs share a batch "
         "(--compare: the batched run)",
     ),
+    **PLACEMENT_FIGURES,
 }
 
 

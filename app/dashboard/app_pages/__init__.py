@@ -45,6 +45,7 @@ PAGES: tuple[PageFile, ...] = (
     PageFile(file="experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
     PageFile(file="noise_steps.py", title="Noise steps", icon=":material/blur_on:", url_path="noise-steps"),
     PageFile(file="balance.py", title="Balance & uncertainty", icon=":material/balance:", url_path="balance"),
+    PageFile(file="placement.py", title="Placement", icon=":material/dns:", url_path="placement"),
     PageFile(file="embeddings.py", title="Embeddings", icon=":material/scatter_plot:", url_path="embeddings"),
     PageFile(file="compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     PageFile(
