@@ -78,6 +78,26 @@ def rank_outputs(
         return forward(module, repeated, one_rank, ones).reshape(k, tokens, -1)
 
 
+MAX_ELEMENTS = 1 << 25
+"""Output elements (k copies × tokens × hidden) one extra experts call may produce; longer batches are
+evaluated in slices of tokens, so the extra memory stays bounded (128 MB in float32)."""
+
+
+def rank_norms(
+    module: torch.nn.Module, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """`[T, k]` float32 CPU: ‖f_{e_r}(x)‖₂ of every token's rank-r expert (`rank_outputs`, in slices of
+    tokens of at most `MAX_ELEMENTS` outputs)."""
+    tokens, k = index.shape[:2]
+    step = max(1, MAX_ELEMENTS // max(k * hidden.shape[-1], 1))
+    parts = []
+    for start in range(0, tokens, step):
+        rows = slice(start, start + step)
+        outputs = rank_outputs(module, hidden[rows], index[rows], weights[rows])
+        parts.append(outputs.float().norm(dim=-1).transpose(0, 1).cpu())
+    return torch.cat(parts) if parts else torch.zeros((0, k))
+
+
 def _call_arguments(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     """The first three arguments of an experts call, positional or by name."""
     names = _parameters(module)[:3]
@@ -99,8 +119,7 @@ class ExpertNorms:
     def _hook(self, router: str) -> Any:
         def keep(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _out: Any) -> None:
             hidden, index, weights = _call_arguments(module, args, kwargs)
-            norms = rank_outputs(module, hidden, index, weights).float().norm(dim=-1).transpose(0, 1)
-            self.norms.setdefault(router, []).append(norms.detach().cpu())
+            self.norms.setdefault(router, []).append(rank_norms(module, hidden, index, weights))
 
         return keep
 

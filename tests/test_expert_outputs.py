@@ -237,3 +237,18 @@ def test_generation_records_norms_at_every_step(tiny_lm: Any, store: Store) -> N
     assert sorted(table["step"].unique()) == [0, 1, 2]
     assert table["output_norm"].notna().all()
     pd.testing.assert_frame_equal(table, runs[1].assignments())
+
+
+def test_long_batches_are_evaluated_in_slices(
+    recorded: Callable[[str], tuple[Any, Run]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routescope.hooks import expert_outputs
+
+    model, _run = recorded("mixtral")
+    path = router_paths("mixtral")[0]
+    hidden, index, weights, _out = _experts_calls(model, TEXTS[1], [path])[path]
+    module = model.get_submodule(experts_paths(model, [path])[path])
+    whole = expert_outputs.rank_norms(module, hidden, index, weights)
+    monkeypatch.setattr(expert_outputs, "MAX_ELEMENTS", 3 * 2 * hidden.shape[1])  # 3 tokens a slice
+    torch.testing.assert_close(expert_outputs.rank_norms(module, hidden, index, weights), whole)
+    assert whole.shape == index.shape
