@@ -49,8 +49,6 @@ WIDGETS: dict[str, str] = {
     "name": "choose another “Run name”",
     "expert": "choose an expert",
     "probs": "record it with “Keep full router probabilities”",
-    "token_loss": "record it with token loss (routescope record --token-loss)",
-    "expert_stats": "record it with expert statistics (routescope record --expert-stats)",
 }
 """How the dashboard names the option an error concerns (`RouteScopeError.field`): by its widget."""
 
