@@ -30,9 +30,7 @@ from routescope.store import InputError, Run, Store
 from routescope.store.schema import decisions_schema
 from routescope.store.writer import RunWriter
 from tests.planted import planted_run
-from tests.tiny_families import FAMILIES, router_paths, tiny_model
-
-TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens: right pads in batch 0
+from tests.tiny_families import FAMILIES, TEXTS, record_family, router_paths, tiny_model
 
 
 def _gate_hook(seen: dict[str, Any], path: str, family: str) -> Callable[..., None]:
@@ -53,16 +51,7 @@ def _gate_hook(seen: dict[str, Any], path: str, family: str) -> Callable[..., No
 def test_recorded_logits_equal_router_output(tmp_path: Any, family: str) -> None:
     store = Store(tmp_path)
     model = tiny_model(family)
-    run = routescope.record(
-        model,
-        TEXTS,
-        tokenizer=byte_tokenizer(),
-        store=store,
-        name=family,
-        probs=True,
-        batch_size=2,
-        progress=False,
-    )
+    run = record_family(model, store, family, probs=True)
     assert run.manifest["options"]["probs"] is True
     assert run.manifest["options"]["logits"] is True
     decisions = run.decisions()

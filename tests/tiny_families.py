@@ -23,6 +23,10 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+import routescope
+from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import Run, Store
+
 FAMILIES: tuple[str, ...] = (
     "mixtral",
     "qwen2_moe",
@@ -282,3 +286,21 @@ def router_paths(model_type: str) -> list[str]:
     Hand-written on purpose: golden tests compare router discovery against this list.
     """
     return list(_ROUTER_PATHS[model_type])
+
+
+TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]
+"""7, 20 and 12 byte tokens: in batches of 2, sample 0 carries 13 right pads."""
+
+
+def record_family(model: torch.nn.Module, store: Store, name: str, **options: Any) -> Run:
+    """Record `TEXTS` with the byte tokenizer in batches of 2 (quietly); `options` go to `record`."""
+    return routescope.record(
+        model,
+        TEXTS,
+        tokenizer=byte_tokenizer(),
+        store=store,
+        name=name,
+        batch_size=2,
+        progress=False,
+        **options,
+    )
