@@ -24,7 +24,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from routescope.store import InputError, Run
-from routescope.store.capabilities import missing_message
+from routescope.store.capabilities import missing_message, require_recorded
 
 from .ablation import ablation_loss
 from .balance import balance, expert_load
@@ -44,6 +44,7 @@ from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
+from .statistics_kinds import STATISTICS_ANALYSES
 from .summary import router_summary
 from .tokens import expert_tokens, top_tokens
 from .uncertain_labels import uncertainty_by_label
@@ -189,6 +190,7 @@ ANALYSES: dict[str, Analysis] = {
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
     ),
     **PLACEMENT_ANALYSES,
+    **STATISTICS_ANALYSES,
 }
 
 
@@ -302,7 +304,12 @@ def capability_gap(
 def check_capabilities(
     kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
 ) -> None:
-    """Raise `capability_gap`'s line as an `InputError` when there is one."""
+    """Raise `capability_gap`'s line as an `InputError` when there is one; an on-request capability
+    (token loss, expert output norms) is refused naming the recording option that adds it."""
+    needs = KINDS[kind].needs
+    for subject in (run, other):
+        if subject is not None:
+            require_recorded(subject.info.caps, needs(params) if callable(needs) else needs)
     message = capability_gap(kind, run, other, label, params)
     if message:
         raise InputError(message)

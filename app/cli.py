@@ -97,6 +97,8 @@ FLAGS: dict[str, str] = {
     "probs": "--probs",
     "labels": "--labels",
     "tokenizer": "--tokenizer",
+    "token_loss": "--token-loss",
+    "expert_stats": "--expert-stats",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

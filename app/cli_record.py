@@ -27,6 +27,12 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
     )
     text.add_argument("--target-column", help="decoder target column of a .jsonl file (encoder–decoder)")
     text.add_argument("--max-new-tokens", type=int, default=0, help="generate N tokens and record them too")
+    text.add_argument(
+        "--token-loss", action="store_true", help="also store each token's next-token loss and prediction"
+    )
+    text.add_argument(
+        "--expert-stats", action="store_true", help="also store each chosen expert's output norm"
+    )
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
     diffusion.add_argument("--vae", help="dit-moe: a local diffusers VAE folder to decode latents")
@@ -114,6 +120,8 @@ def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordReq
         diffusion=None if inputs is not None else diffusion_request(args, save_x0=args.save_x0),
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        token_loss=args.token_loss,
+        expert_stats=args.expert_stats,
     )
 
 

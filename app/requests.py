@@ -49,6 +49,10 @@ class RecordRequest:
     """Sampling settings for a diffusion model; None for a text model."""
     probs: bool = False
     """Also store each decision's full probability vector."""
+    token_loss: bool = False
+    """Text: also store each token's next-token loss and argmax prediction (`tokens.nll`, `predicted`)."""
+    expert_stats: bool = False
+    """Text: also store each chosen expert's output norm before its gate (`assignments.output_norm`)."""
     max_new_tokens: int = 0
     """Text: generate this many tokens after each input and record their routing too."""
     batch_size: int | None = None
@@ -90,6 +94,9 @@ class RecordRequest:
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
+            for wanted, field_name in ((self.token_loss, "token_loss"), (self.expert_stats, "expert_stats")):
+                if wanted:
+                    raise InputError(f"{field_name} is recorded for text models only", field=field_name)
             return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
         if self.inputs is None:
             raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
@@ -102,6 +109,8 @@ class RecordRequest:
             batch_size=8 if self.batch_size is None else self.batch_size,
             chunk_size=self.chunk_size,
             seed=self.seed,
+            token_loss=self.token_loss,
+            expert_stats=self.expert_stats,
             **extra,
             **common,
         )

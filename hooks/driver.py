@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 
 from routescope.store.errors import RunExistsError
 from routescope.store.reader import Run, Store, check_run_name
-from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.schema import (
+    STEPS,
+    assignments_schema,
+    decisions_schema,
+    samples_schema,
+    tokens_schema,
+)
 from routescope.store.writer import RunWriter
 
 from .manifest import run_manifest
@@ -33,12 +39,20 @@ def check_new_run(store: Store | str, name: str, overwrite: bool) -> Store:
     return store
 
 
-def run_schemas(labels: list[str], *, probs: bool, extra: Mapping[str, pa.Schema]) -> dict[str, pa.Schema]:
-    """The tables of a run: the five every run has, with its label columns and probs, then `extra`."""
+def run_schemas(
+    labels: list[str],
+    *,
+    probs: bool,
+    extra: Mapping[str, pa.Schema],
+    token_loss: bool = False,
+    expert_stats: bool = False,
+) -> dict[str, pa.Schema]:
+    """The tables of a run: the five every run has, with its label columns, probs, token loss and expert
+    output norms when recorded, then `extra`."""
     return {
         "samples": samples_schema(labels),
-        "tokens": TOKENS,
-        "assignments": ASSIGNMENTS,
+        "tokens": tokens_schema(token_loss),
+        "assignments": assignments_schema(expert_stats),
         "decisions": decisions_schema(probs, with_logits=probs),
         "steps": STEPS,
         **extra,
@@ -79,7 +93,13 @@ def record_source(
     plan = source.prepare()
     store, name = source.destination(store, name)
     manifest = run_manifest(source.manifest_facts(), source.routers())
-    schemas = run_schemas(source.labels, probs=source.probs, extra=source.extra_tables)
+    schemas = run_schemas(
+        source.labels,
+        probs=source.probs,
+        extra=source.extra_tables,
+        token_loss=bool(getattr(source, "token_loss", False)),  # optional: older sources lack them
+        expert_stats=bool(getattr(source, "expert_stats", False)),
+    )
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
         batches = source.batches(_Sink(writer, on_progress, plan.units))
         disable = not progress or plan.batches < 2

@@ -36,9 +36,25 @@ FAMILIES: dict[str, FamilyInfo] = {
     "exaone_moe": FamilyInfo(scoring="sigmoid"),
     "minimax_m2": FamilyInfo(scoring="sigmoid"),
     "afmoe": FamilyInfo(scoring="sigmoid"),
+    **dict.fromkeys(
+        (
+            *("axk1", "axk2", "deepseek_v32", "dots3_note", "dots3_note_text", "glm_moe_dsa", "hy_v3"),
+            *("hy_v4", "hy_v4_vl", "hy_v4_vl_text", "kolibri1", "laguna", "minimax_m3_vl", "sarvam_moe"),
+            *("minimax_m3_vl_text", "muse_spark", "muse_spark_text", "nemotron_h", "sarvam_mla"),
+            *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
+        ),
+        FamilyInfo(scoring="sigmoid"),
+    ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "dbrx": FamilyInfo(note="router returns logits only; top-k weights p-normalised by the MoE block"),
+    "cohere2_moe": FamilyInfo(note="softmax by default; a config with expert_selection_fn='sigmoid' is not"),
+    "jetmoe": FamilyInfo(
+        note="two routers per layer (attention heads, FFN experts); returns token slots sorted by expert"
+    ),
+    "nllb-moe": FamilyInfo(
+        note="top-2 with a capacity shared by the batch; returns (top-1 mask, combine weights, logits)"
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 Families disagree on what a router returns (a `(logits, weights, indices)` triple; Llama4's
 `(scores, logits)`; DBRX's bare logits; Switch's `(one-hot dispatch mask, max prob, logits)` with
-capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
+capacity drops; JetMoE's token slots sorted by expert; NLLB-MoE's `(top-1 mask, combine weights, logits)`
+with capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
 dry run and `normalise` decodes every later call the same way. The result always holds what the model
 actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
 the logits, plus the distribution it chose from, for entropy and margin, and the raw scores (logits) that
@@ -23,8 +24,15 @@ from routescope.store.errors import RouterOutputError
 
 from .families import Scoring
 
-Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot"]
-CONVENTIONS: tuple[Convention, ...] = ("triple", "scores_logits", "logits", "capacity_onehot")
+Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine"]
+CONVENTIONS: tuple[Convention, ...] = (
+    "triple",
+    "scores_logits",
+    "logits",
+    "capacity_onehot",
+    "sorted_slots",
+    "top2_combine",
+)
 
 
 @dataclass(frozen=True)
@@ -66,29 +74,36 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
+def _signature(parts: list[Any]) -> str:
+    """One letter per part: `f` float tensor, `i` integer tensor, `l` list, `?` anything else."""
+
+    def letter(part: Any) -> str:
+        if _is_float(part):
+            return "f"
+        if _is_int(part):
+            return "i"
+        return "l" if isinstance(part, list | tuple) else "?"
+
+    return "".join(letter(p) for p in parts)
+
+
 def detect_convention(output: Any, where: str) -> Convention:
     """Recognise a router output convention from one output value."""
     if _is_float(output):
         return "logits"
     if isinstance(output, tuple | list):
         parts = list(output)
-        if len(parts) == 3 and _is_float(parts[0]) and _is_float(parts[1]) and _is_int(parts[2]):
-            return "triple"
-        if (
-            len(parts) == 3
-            and _is_int(parts[0])
-            and _is_float(parts[1])
-            and _is_float(parts[2])
-            and parts[0].shape == parts[2].shape
-            and parts[1].shape[-1] == 1
-        ):
-            return "capacity_onehot"
-        if (
-            len(parts) == 2
-            and _is_float(parts[0])
-            and _is_float(parts[1])
-            and parts[0].shape == parts[1].shape
-        ):
+        signature = _signature(parts)
+        if signature in ("ffi", "ffif"):
+            return "triple"  # Inkling adds a fourth part, the shared experts' gates (not recorded)
+        if signature == "iff" and parts[0].shape == parts[2].shape:
+            if parts[1].shape[-1] == 1:
+                return "capacity_onehot"  # (one-hot, max prob [.., 1], logits)
+            if parts[1].shape == parts[0].shape:
+                return "top2_combine"  # (top-1 mask, combine weights, logits)
+        if signature == "iiflf":
+            return "sorted_slots"
+        if signature == "ff" and parts[0].shape == parts[1].shape:
             return "scores_logits"
     kinds = (
         type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
@@ -122,7 +137,8 @@ def normalise(output: Any, rule: DecodeRule) -> Decoded:
 
 def _decode(output: Any, rule: DecodeRule) -> Decoded:
     if rule.convention == "triple":
-        logits, weights, indices = output
+        shared_gates = isinstance(output, tuple | list) and len(output) == 4  # Inkling's 4th part
+        logits, weights, indices = output[:3] if shared_gates else output
         n_experts = logits.shape[-1]
         expert = indices.reshape(-1, indices.shape[-1]).long()
         weight = weights.reshape(expert.shape).float()
@@ -151,6 +167,13 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         if rule.pnorm is not None:
             weight = weight / torch.linalg.vector_norm(weight, ord=rule.pnorm, dim=-1, keepdim=True)
         dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "sorted_slots":
+        expert, weight, logits = _sorted_slots(output)
+        probs = scores_to_probs(logits, rule.scoring)
+        dropped = torch.zeros_like(expert, dtype=torch.bool)
+    elif rule.convention == "top2_combine":
+        expert, weight, dropped, logits = _top2_combine(output)
+        probs = scores_to_probs(logits, rule.scoring)
     else:  # capacity_onehot: (dispatch one-hot [.., E], max prob [.., 1], logits [.., E])
         mask, max_prob, logits = output
         n_experts = logits.shape[-1]
@@ -167,6 +190,43 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         probs=probs.cpu(),
         logits=logits.float().cpu(),
     )
+
+
+def _sorted_slots(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """JetMoE's `(slot order [T·k], token of each sorted slot [T·k], gate of each sorted slot [T·k], slots per
+    expert [E], logits [T, E])`: slot `t·k + r` is token t's r-th choice (topk order); sorting the slots by
+    expert puts `counts[e]` slots of expert e together, and the MoE block scales each sorted slot's expert
+    output by its gate. Undo the sort: the expert and gate of every (token, rank)."""
+    order, _token, gates, counts, logits = output
+    logits = logits.reshape(-1, logits.shape[-1])
+    n_slots, n_tokens = order.numel(), logits.shape[0]
+    if n_tokens == 0 or n_slots % n_tokens:
+        raise ValueError(f"{n_slots} slots for {n_tokens} tokens")
+    counts = torch.as_tensor(list(counts), dtype=torch.long)
+    slot_expert = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+    order = order.reshape(-1).long()
+    expert = torch.empty(n_slots, dtype=torch.long).index_put_((order,), slot_expert)
+    weight = torch.empty(n_slots, dtype=torch.float32).index_put_((order,), gates.reshape(-1).float())
+    k = n_slots // n_tokens
+    return expert.reshape(n_tokens, k), weight.reshape(n_tokens, k), logits
+
+
+def _top2_combine(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NLLB-MoE's `(top-1 mask [T, E] int, combine weights [T, E], logits [T, E])`, both after its capacity
+    limit. The model's choice: the first expert is the argmax (the mask's column when it kept the token), the
+    second the argmax of the logits without the first; the experts run on the tokens whose combine weight is
+    non-zero, scaled by it. A zero weight means that choice was refused (capacity, padding, or the `random`
+    second-expert policy): dropped."""
+    mask, combine, logits = output
+    n_experts = logits.shape[-1]
+    mask = mask.reshape(-1, n_experts)
+    combine, logits = combine.reshape(-1, n_experts).float(), logits.reshape(-1, n_experts).float()
+    kept = mask.sum(dim=-1) > 0
+    first = torch.where(kept, mask.argmax(dim=-1), logits.argmax(dim=-1))
+    others = logits.scatter(1, first[:, None], float("-inf"))
+    expert = torch.stack([first, others.argmax(dim=-1)], dim=-1)
+    weight = combine.gather(1, expert)
+    return expert, weight, weight == 0, logits
 
 
 def decision_stats(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
+from routescope.store.schema import SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -111,6 +112,17 @@ def _targets(
     return out
 
 
+def check_statistics(token_loss: bool, expert_stats: bool, max_new_tokens: int, remote: Remote) -> None:
+    """Refuse, in one line each, the per-token loss and expert statistics a recording cannot give."""
+    if token_loss and max_new_tokens:
+        raise InputError(
+            "token_loss scores forward recordings; record without max_new_tokens", field="token_loss"
+        )
+    for wanted, name in ((token_loss, "token_loss"), (expert_stats, "expert_stats")):
+        if wanted and is_remote(remote):
+            raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
+
+
 def _probe(unit: Unit) -> Unit:
     """The first two tokens of a unit, run forward only: a dry run that shows every router's output."""
     return Unit(unit.sample, unit.offset, unit.ids[:2])
@@ -147,6 +159,8 @@ class TextSource(BaseSource):
         generate_kwargs: Mapping[str, Any] | None,
         shard: Shard | str | None,
         remote: Remote,
+        token_loss: bool = False,
+        expert_stats: bool = False,
     ) -> None:
         self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
         self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
@@ -157,6 +171,7 @@ class TextSource(BaseSource):
         )
         self.declared, self.engine, self.seed, self.remote = routers, engine, seed, remote
         self.generate_kwargs, self.shard = generate_kwargs, shard
+        self.token_loss, self.expert_stats = bool(token_loss), bool(expert_stats)
         self.labels: list[str] = []
 
     def prepare(self) -> Plan:
@@ -168,6 +183,7 @@ class TextSource(BaseSource):
             raise InputError(f"seed {self.seed} is out of range; give an integer in -2**63..2**63-1")
         if is_remote(self.remote) and self.engine != "nnsight":
             raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
+        check_statistics(self.token_loss, self.expert_stats, self.max_new_tokens, self.remote)
         inputs, labels, targets = self.inputs, self.label_input, self.targets
         self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
         self.sample_ids = list(range(self.n_inputs))
@@ -212,6 +228,11 @@ class TextSource(BaseSource):
             generate_kwargs=gen_kwargs,
             targets=target_ids,
             remote=self.remote,
+            token_loss=self.token_loss,
+            expert_stats=self.expert_stats,
+            sequences={
+                self.sample_ids[local]: ids for local, ids in enumerate(self.token_ids)
+            },  # original sample ids, as the units carry
         )
         self.groups = list(batches(units, self.batch_size, same_length=not session.call.takes_mask))
         torch.manual_seed(self.seed)
@@ -222,6 +243,8 @@ class TextSource(BaseSource):
             self.first = session.capture(self.groups[0])
             specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
         session.specs = specs
+        if session.shared is not None:
+            self.extra_tables = {"shared_experts": SHARED_EXPERTS}
         return Plan(batches=len(self.groups), units=len(self.groups))
 
     def destination(self, store: Store, name: str) -> tuple[Store, str]:
@@ -242,6 +265,8 @@ class TextSource(BaseSource):
             "generate_kwargs": dict(self.generate_kwargs or {}),
             **({"shard": str(part), "inputs": self.n_inputs} if part is not None else {}),
             **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
+            **({"token_loss": True} if self.token_loss else {}),
+            **({"expert_stats": True} if self.expert_stats else {}),
         }
         return ManifestFacts(
             kind="text",
@@ -300,6 +325,8 @@ def record(
     on_progress: Callable[[int, int], None] | None = None,
     shard: Shard | str | None = None,
     remote: Remote = False,
+    token_loss: bool = False,
+    expert_stats: bool = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -316,6 +343,12 @@ def record(
     `merge(store, name)` publishes the run once all n parts are recorded (store/shards.py). `remote=True`
     (NDIF), a host URL or `"local"` (nnsight's local simulation) runs the same nnsight trace remotely:
     the model may then be a meta-device model built from its hub config (see hooks/remote.py).
+
+    `token_loss=True` adds `tokens.nll` (−log p(next token) under the model's own logits; null on a
+    sequence's last position) and `tokens.predicted` (the argmax next token), forward recordings only
+    (hooks/token_loss.py). `expert_stats=True` adds `assignments.output_norm`, ‖f_e(x)‖₂ of each chosen
+    expert's output before its gate weight, from one extra evaluation of the chosen experts through the
+    model's own experts module (hooks/expert_outputs.py).
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
@@ -335,6 +368,8 @@ def record(
         generate_kwargs=generate_kwargs,
         shard=shard,
         remote=remote,
+        token_loss=token_loss,
+        expert_stats=expert_stats,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

@@ -137,6 +137,13 @@ def candidate_paths(
     return found
 
 
+def shared_expert_paths(model: torch.nn.Module, paths: Sequence[str]) -> dict[str, list[str]]:
+    """Router path → the module paths of the always-on shared experts beside it (those that have any)."""
+    names = dict(model.named_modules())
+    found = {path: _shared_experts(names, path) for path in paths}
+    return {path: shared for path, shared in found.items() if shared}
+
+
 def _shared_experts(model_names: dict[str, torch.nn.Module], path: str) -> list[str]:
     parts = path.split(".")
     found = []

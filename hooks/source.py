@@ -87,6 +87,10 @@ class BaseSource:
 
     labels: list[str]
     probs: bool = False
+    token_loss: bool = False
+    """Whether tokens carry `nll` and `predicted` (optional for a source: the driver reads it by getattr)."""
+    expert_stats: bool = False
+    """Whether assignments carry `output_norm` (optional, like `token_loss`)."""
     verb: str = "recording"
     extra_tables: Mapping[str, pa.Schema] = {}
 

@@ -9,7 +9,14 @@ import pyarrow as pa
 import torch
 
 from routescope.store.errors import RouterOutputError
-from routescope.store.schema import ASSIGNMENTS, DECISIONS, LOGITS_FIELD, PROBS_FIELD, TOKENS
+from routescope.store.schema import (
+    ASSIGNMENTS,
+    DECISIONS,
+    LOGITS_FIELD,
+    OUTPUT_NORM_FIELD,
+    PROBS_FIELD,
+    TOKENS,
+)
 
 from .normalise import Decoded, decision_stats
 from .routers import RouterSpec
@@ -17,10 +24,18 @@ from .units import Layout
 
 
 def router_call_tables(
-    decoded: Decoded, layout: Layout, spec: RouterSpec, *, step: int, call: int, with_probs: bool
+    decoded: Decoded,
+    layout: Layout,
+    spec: RouterSpec,
+    *,
+    step: int,
+    call: int,
+    with_probs: bool,
+    norms: torch.Tensor | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token);
-    `with_probs` adds the `probs` and `logits` columns (logits null where `decoded` has none)."""
+    `with_probs` adds the `probs` and `logits` columns (logits null where `decoded` has none); `norms`
+    (`[T, k]` expert output norms, hooks/expert_outputs.py) adds `output_norm`, null on dropped rows."""
     if decoded.expert.shape[0] != layout.rows:
         raise RouterOutputError(
             f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
@@ -47,6 +62,16 @@ def router_call_tables(
         },
         schema=ASSIGNMENTS,
     )
+    if norms is not None:
+        if tuple(norms.shape) != tuple(decoded.expert.shape):
+            raise RouterOutputError(
+                f"router {spec.path}: expert output norms {tuple(norms.shape)} do not match its "
+                f"choices {tuple(decoded.expert.shape)}"
+            )
+        values = norms[keep].numpy().reshape(-1).astype(np.float32)
+        dropped = decoded.dropped[keep].numpy().reshape(-1)
+        column = pa.array(values, OUTPUT_NORM_FIELD.type, mask=dropped)
+        assignments = assignments.append_column(OUTPUT_NORM_FIELD, column)
     probs = decoded.probs[keep]
     entropy, margin, max_prob = (t.numpy().astype(np.float32) for t in decision_stats(probs))
     columns = {

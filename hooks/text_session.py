@@ -9,19 +9,24 @@ inputs, encoder–decoder decoder batches, generation, and the layout of each ro
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from .capture import Captured, Capturer, Engine
+from .expert_outputs import ExpertNorms, experts_paths
 from .loaded import LoadedModel
 from .normalise import normalise
 from .remote import Remote, is_remote
-from .routers import RouterSpec
+from .routers import RouterSpec, shared_expert_paths
+from .shared_outputs import SharedNorms
 from .source import Sink
 from .tables import TokenTexts, alive_mask, router_call_tables, token_table
+from .token_loss import batch_loss, check_lm_head, check_logits, with_loss
 from .units import Layout, Padded, Unit, pad, prompt_layout, step_layout
 
 
@@ -64,6 +69,13 @@ class _Prepared:
     decoder: Padded | None
     keep: torch.Tensor | None
     captured: Captured
+    norms: dict[str, list[torch.Tensor]] | None = None
+    """Router path → per call, the `[T, k]` output norms of its chosen experts (`expert_stats`)."""
+    shared: dict[str, list[torch.Tensor]] | None = None
+    """Shared expert (or gate) path → per call, its `[T]` output norms (gate: sigmoids)."""
+    loss: tuple[np.ndarray, np.ndarray] | None = None
+    """`[B, S]` nll and predicted of the batch (`token_loss`), and of the decoder batch below."""
+    decoder_loss: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class _Session:
@@ -79,6 +91,9 @@ class _Session:
         generate_kwargs: dict[str, Any],
         targets: dict[int, list[int]],
         remote: Remote = False,
+        token_loss: bool = False,
+        expert_stats: bool = False,
+        sequences: dict[int, list[int]] | None = None,
     ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
@@ -102,6 +117,14 @@ class _Session:
         self.targets = targets
         self.call = ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
+        self.token_loss = token_loss
+        if token_loss:
+            check_lm_head(self.model)
+        self.sequences = sequences or {}
+        """Sample → all its token ids: the next token after a chunk's end (`token_loss`)."""
+        self.norms = ExpertNorms(self.model, experts_paths(self.model, paths)) if expert_stats else None
+        shared = SharedNorms(self.model, shared_expert_paths(self.model, paths)) if expert_stats else None
+        self.shared = shared or None  # None without shared experts
 
     def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:
         """Decoder inputs of an encoder–decoder batch (the start token, then the targets if given) and which
@@ -126,11 +149,20 @@ class _Session:
                     decoder_input_ids=self._placed(decoder.input_ids),
                     decoder_attention_mask=self._placed(decoder.attention_mask),
                 )
-        if generating:
-            captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
-        else:
-            captured = self.capturer.forward(inputs, args)
-        return _Prepared(batch, decoder, keep, captured)
+        with ExitStack() as hooked:
+            norms = hooked.enter_context(self.norms.watching()) if self.norms is not None else None
+            shared = hooked.enter_context(self.shared.watching()) if self.shared is not None else None
+            if generating:
+                captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
+            else:
+                captured = self.capturer.forward(inputs, args)
+        loss = decoder_loss = None
+        if self.token_loss and not generating:
+            if decoder is None:
+                loss = batch_loss(check_logits(captured.result, batch), batch, self.sequences)
+            else:  # the logits are the decoder's: encoder tokens have none
+                decoder_loss = batch_loss(check_logits(captured.result, decoder), decoder)
+        return _Prepared(batch, decoder, keep, captured, norms, shared, loss, decoder_loss)
 
     def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
@@ -147,26 +179,40 @@ class _Session:
             [np.arange(u.offset, u.offset + len(u.ids), dtype=np.int32) for u in units]
         )
         ids = np.concatenate([np.asarray(u.ids, np.int32) for u in units])
+        real = batch.attention_mask.bool().numpy()
+        loss = prepared.loss
         writer.write(
-            "tokens", token_table(samples, positions, ids, self.text_of, generated=False, stack=stack)
+            "tokens",
+            self._with_loss(
+                token_table(samples, positions, ids, self.text_of, generated=False, stack=stack),
+                None if loss is None else loss[0][real],
+                None if loss is None else loss[1][real],
+            ),
         )
         if decoder is not None and keep is not None:
             for row, sample in enumerate(decoder.samples.tolist()):
                 if keep[row]:
-                    decoded = decoder.input_ids[row, : int(decoder.lengths[row])].tolist()
+                    length = int(decoder.lengths[row])
+                    decoded = decoder.input_ids[row, :length].tolist()
+                    dec_loss = prepared.decoder_loss
                     writer.write(
                         "tokens",
-                        token_table(
-                            sample,
-                            range(len(decoded)),
-                            decoded,
-                            self.text_of,
-                            generated=False,
-                            stack="decoder",
+                        self._with_loss(
+                            token_table(
+                                sample,
+                                range(len(decoded)),
+                                decoded,
+                                self.text_of,
+                                generated=False,
+                                stack="decoder",
+                            ),
+                            None if dec_loss is None else dec_loss[0][row, :length],
+                            None if dec_loss is None else dec_loss[1][row, :length],
                         ),
                     )
         alive = self._new_tokens(writer, batch, captured)
         for spec in self.specs:
+            norms = None if prepared.norms is None else prepared.norms.get(spec.path, [])
             for index, output in enumerate(captured.outputs.get(spec.path, [])):
                 step, call = divmod(index, spec.call_count)
                 if decoder is not None and spec.stack == "decoder":
@@ -180,9 +226,13 @@ class _Session:
                     step=step,
                     call=call,
                     with_probs=self.with_probs,
+                    norms=None if norms is None else norms[index],
                 )
                 writer.write("assignments", assignments)
                 writer.write("decisions", decisions)
+                if self.shared is not None and prepared.shared is not None:
+                    for rows in self.shared.rows(prepared.shared, spec, index, layout, step, call):
+                        writer.write("shared_experts", rows)
 
     def _new_tokens(self, writer: Sink, batch: Padded, captured: Captured) -> torch.Tensor | None:
         """Write the generated tokens (up to and including the first EOS); return which steps were real."""
@@ -197,16 +247,24 @@ class _Session:
             start = 1 if self.encoder_decoder else int(batch.offsets[row] + batch.lengths[row])
             writer.write(
                 "tokens",
-                token_table(
-                    sample,
-                    range(start, start + len(kept)),
-                    kept,
-                    self.text_of,
-                    generated=True,
-                    stack="decoder",
+                self._with_loss(
+                    token_table(
+                        sample,
+                        range(start, start + len(kept)),
+                        kept,
+                        self.text_of,
+                        generated=True,
+                        stack="decoder",
+                    )
                 ),
             )
         return alive
+
+    def _with_loss(
+        self, table: pa.Table, nll: np.ndarray | None = None, predicted: np.ndarray | None = None
+    ) -> pa.Table:
+        """Tokens rows with `nll` and `predicted` when the run records token loss (null where not given)."""
+        return with_loss(table, nll, predicted) if self.token_loss else table
 
     @staticmethod
     def _layout(source: Padded, step: int, alive: torch.Tensor | None, keep: torch.Tensor | None) -> Layout:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .errors import InputError
+
 CAPABILITIES: dict[str, str] = {
     "ids": "expert ids per decision",
     "ranks": "rank order of the chosen experts",
@@ -24,6 +26,8 @@ CAPABILITIES: dict[str, str] = {
     "positions": "token positions in their sequence",
     "steps": "steps",
     "counts": "expert counts only",
+    "token_loss": "per-token loss (record it with token loss)",
+    "output_norms": "expert output norms (record it with expert stats)",
 }
 """Every capability a run may declare, with the words a refusal uses for it."""
 
@@ -43,8 +47,10 @@ ENGINES: dict[str, str] = {
 
 def derived_capabilities(options: Mapping[str, Any]) -> frozenset[str]:
     """The capabilities of a RouteScope recording (and of runs that predate the field): everything it
-    records, plus probs/logits when its options say they were kept."""
-    extra = [name for name in ("probs", "logits") if options.get(name)]
+    records, plus probs/logits, token loss and expert output norms when its options say they were kept."""
+    extra = [name for name in ("probs", "logits", "token_loss") if options.get(name)]
+    if options.get("expert_stats"):
+        extra.append("output_norms")
     return frozenset((*RECORDED, *extra))
 
 
@@ -54,6 +60,26 @@ def capability_problem(value: object) -> str | None:
         return "capabilities is not a list of names"
     unknown = sorted(set(value) - set(CAPABILITIES))
     return f"capabilities names unknown {', '.join(unknown)}" if unknown else None
+
+
+ON_REQUEST: dict[str, tuple[str, str]] = {
+    "token_loss": ("token loss", "token_loss"),
+    "output_norms": ("expert output norms", "expert_stats"),
+}
+"""Capabilities a recording has only when asked for: what a refusal calls each, and the recording option
+(the error's `field`) that adds it."""
+
+
+def require_recorded(capabilities: Iterable[str], needed: Iterable[str]) -> None:
+    """Refuse, in one line naming the recording option, a run that lacks an on-request capability in
+    `needed` ("this run has no token loss; record it with token loss", field `token_loss`)."""
+    have = set(capabilities)
+    for name in needed:
+        if name in ON_REQUEST and name not in have:
+            words, option = ON_REQUEST[name]
+            raise InputError(
+                f"this run has no {words}; record it with {option.replace('_', ' ')}", field=option
+            )
 
 
 ROUTING = ("ids", "gate_weights", "scores", "probs", "logits", "counts")

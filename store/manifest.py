@@ -246,6 +246,16 @@ class RunManifest(_Record):
         return derived_capabilities(self.options)
 
     @property
+    def token_loss(self) -> bool:
+        """Whether `tokens.nll` and `tokens.predicted` were recorded (`record(token_loss=True)`)."""
+        return "token_loss" in self.caps
+
+    @property
+    def expert_stats(self) -> bool:
+        """Whether `assignments.output_norm` was recorded (`record(expert_stats=True)`)."""
+        return "output_norms" in self.caps
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")

@@ -216,6 +216,11 @@ class Run:
         (and probs when recorded)."""
         return self._frame("decisions", columns)
 
+    def shared_experts(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Runs recorded with `expert_stats=True` and shared experts: one row per decision and shared
+        module: the keys, module, output_norm, gate (docs/format.md)."""
+        return self._frame("shared_experts", columns)
+
     def steps(self) -> pd.DataFrame:
         """One row per step: step, timestep, sigma (generation steps have no timestep)."""
         return self._frame("steps", None)

@@ -81,6 +81,27 @@ LOGITS_FIELD = pa.field("logits", pa.list_(pa.float32()))
 """The raw router scores `probs` was computed from (logits, or pre-sigmoid scores); null where the decode
 path has none."""
 
+NLL_FIELD = pa.field("nll", pa.float32())
+"""−log p(next token) under the model's own logits (`record(token_loss=True)`); null where there is no next
+token (a sequence's last position) and on tokens the model does not predict (encoder inputs)."""
+PREDICTED_FIELD = pa.field("predicted", pa.int32())
+"""The argmax next-token id at this position (`record(token_loss=True)`)."""
+OUTPUT_NORM_FIELD = pa.field("output_norm", pa.float32())
+"""‖f_e(x)‖₂ of the chosen expert's output before its gate weight (`record(expert_stats=True)`); null where
+the expert did not run (a token dropped for capacity)."""
+
+SHARED_EXPERTS = pa.schema(
+    [
+        *KEY_FIELDS,
+        pa.field("module", pa.int16(), nullable=False),
+        pa.field("output_norm", pa.float32(), nullable=False),
+        pa.field("gate", pa.float32()),
+    ]
+)
+"""Runs recorded with `expert_stats=True` whose routers have shared experts: one row per decision and shared
+module (`module` indexes the router's `shared_experts` list): ‖output‖₂ of the shared expert for that token
+and its learnt gate (the sigmoid of `<module>_gate`; null where the block has none)."""
+
 STEPS = pa.schema(
     [
         pa.field("step", pa.int32(), nullable=False),
@@ -115,6 +136,9 @@ CORE_TABLES: dict[str, pa.Schema] = {
 RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in schema.names) | {
     PROBS_FIELD.name,
     LOGITS_FIELD.name,
+    NLL_FIELD.name,
+    PREDICTED_FIELD.name,
+    OUTPUT_NORM_FIELD.name,
 }
 """Names a user label column may not take: it would shadow a core column in joins."""
 
@@ -144,6 +168,17 @@ def decisions_schema(with_probs: bool, with_logits: bool = False) -> pa.Schema:
     (recorders store both with `probs=True`)."""
     schema = DECISIONS.append(PROBS_FIELD) if with_probs else DECISIONS
     return schema.append(LOGITS_FIELD) if with_logits else schema
+
+
+def tokens_schema(with_loss: bool = False) -> pa.Schema:
+    """The tokens schema, with the nullable `nll` and `predicted` columns when the run recorded token loss
+    (optional columns: runs without them still read)."""
+    return TOKENS.append(NLL_FIELD).append(PREDICTED_FIELD) if with_loss else TOKENS
+
+
+def assignments_schema(with_norms: bool = False) -> pa.Schema:
+    """The assignments schema, with the nullable `output_norm` column when the run recorded expert stats."""
+    return ASSIGNMENTS.append(OUTPUT_NORM_FIELD) if with_norms else ASSIGNMENTS
 
 
 def table_file(table: str) -> str:

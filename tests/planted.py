@@ -8,7 +8,13 @@ import pyarrow as pa
 
 from routescope.store import Run, Store
 from routescope.store.manifest import RouterInfo
-from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
+from routescope.store.schema import (
+    STEPS,
+    assignments_schema,
+    decisions_schema,
+    samples_schema,
+    tokens_schema,
+)
 from routescope.store.writer import RunWriter
 
 
@@ -30,9 +36,14 @@ def planted_run(
     n_experts: int = 4,
     probs: dict[int, np.ndarray] | None = None,
     labels: dict[str, list[str]] | None = None,
+    nll: np.ndarray | None = None,
+    output_norm: dict[int, np.ndarray] | None = None,
+    weights: dict[int, np.ndarray] | None = None,
 ) -> Run:
     """A run of one-token samples: `experts[layer][sample]` lists the experts chosen (rank order) for
-    that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample."""
+    that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample;
+    `nll` per sample (a token-loss run: `predicted` is the token id); `output_norm[layer]` and
+    `weights[layer]` are `[samples, k]` (an expert-stats run; weights default to 1/k)."""
     layers = sorted(experts)
     n_samples = len(experts[layers[0]])
     k = len(experts[layers[0]][0])
@@ -40,8 +51,8 @@ def planted_run(
     routers = planted_routers(layers, n_experts, k)
     schemas = {
         "samples": samples_schema(label_columns),
-        "tokens": TOKENS,
-        "assignments": ASSIGNMENTS,
+        "tokens": tokens_schema(nll is not None),
+        "assignments": assignments_schema(output_norm is not None),
         "decisions": decisions_schema(probs is not None),
         "steps": STEPS,
     }
@@ -49,7 +60,11 @@ def planted_run(
         "model": {"spec": "planted"},
         "routers": routers,
         "labels": label_columns,
-        "options": {"probs": probs is not None},
+        "options": {
+            "probs": probs is not None,
+            "token_loss": nll is not None,
+            "expert_stats": output_norm is not None,
+        },
     }
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=True) as writer:
         for router, layer in enumerate(layers):
@@ -64,10 +79,12 @@ def planted_run(
                     "call": 0,
                     "rank": np.tile(np.arange(k), n_samples),
                     "expert": chosen.reshape(-1),
-                    "weight": 1.0 / k,
+                    "weight": 1.0 / k if weights is None else np.asarray(weights[layer]).reshape(-1),
                     "dropped": False,
                 }
             )
+            if output_norm is not None:
+                rows["output_norm"] = np.asarray(output_norm[layer], np.float32).reshape(-1)
             writer.write("assignments", pa.Table.from_pandas(rows, preserve_index=False))
             p = probs[layer] if probs is not None else np.full((n_samples, n_experts), 1.0 / n_experts)
             entropy = -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1)
@@ -87,21 +104,20 @@ def planted_run(
             if probs is not None:
                 table = table.append_column("probs", pa.array(list(p.astype(np.float32))))
             writer.write("decisions", table)
-        writer.write(
-            "tokens",
-            pa.table(
-                {
-                    "sample": np.arange(n_samples),
-                    "position": np.zeros(n_samples),
-                    "token_id": np.arange(n_samples) % 3,
-                    "token": [str(i % 3) for i in range(n_samples)],
-                    "generated": np.zeros(n_samples, bool),
-                    "stack": ["decoder"] * n_samples,
-                    "row": pa.nulls(n_samples, pa.int32()),
-                    "col": pa.nulls(n_samples, pa.int32()),
-                }
-            ),
-        )
+        tokens = {
+            "sample": np.arange(n_samples),
+            "position": np.zeros(n_samples),
+            "token_id": np.arange(n_samples) % 3,
+            "token": [str(i % 3) for i in range(n_samples)],
+            "generated": np.zeros(n_samples, bool),
+            "stack": ["decoder"] * n_samples,
+            "row": pa.nulls(n_samples, pa.int32()),
+            "col": pa.nulls(n_samples, pa.int32()),
+        }
+        if nll is not None:
+            tokens["nll"] = pa.array(np.asarray(nll, np.float32), pa.float32(), mask=np.isnan(nll))
+            tokens["predicted"] = np.arange(n_samples) % 3
+        writer.write("tokens", pa.table(tokens))
         writer.write(
             "samples",
             pa.table(

@@ -9,8 +9,10 @@ token by token, a batched, right-padded `record()` against an independent, unpad
 2. experts, weights and drop flags equal the router's own return values (plain torch forward hooks);
 3. probabilities, entropy, margin and max prob equal `output_router_logits` passed through the family's
    scoring function;
-4. DeepSeek-V3's choice is not `topk(logits)`, and Switch drops tokens with weight 0;
+4. DeepSeek-V3's choice is not `topk(logits)`, Switch and NLLB-MoE drop tokens with weight 0, JetMoE's
+   attention-head and FFN routers are separate routers of kind `attention` / `ffn`;
 5. the nnsight and hooks engines write identical tables.
+NLLB-MoE's capacity is shared by every token of a batch, so its reference runs the recording's batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 import torch
 
 import routescope
+from routescope.hooks.families import family_info
 from routescope.models.tokenizers import byte_tokenizer
 from routescope.store import Run, Store
 from tests.tiny_families import FAMILIES, router_paths, tiny_model
@@ -41,8 +44,27 @@ EXPERTS_ATTR = {
     "gpt_oss": "num_local_experts",
     "switch_transformers": "num_experts",
     "granitemoe": "num_local_experts",
+    "jetmoe": "num_local_experts",
+    "nllb-moe": "num_experts",
 }
-SHARED = {"qwen2_moe": "shared_expert", "deepseek_v3": "shared_experts"}
+TOP_K = {"switch_transformers": 1, "nllb-moe": 2}
+BATCHES = {"nllb-moe": [[0, 1], [2]]}
+"""Families whose reference runs the recording's batches (batch_size=2): their capacity is per batch."""
+SHARED = {
+    "qwen2_moe": "shared_expert",
+    "lara_mini": "shared_expert",
+    "hunyuan_v1_moe": "shared_mlp",
+    **dict.fromkeys(("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint"), "shared_expert"),
+    **dict.fromkeys(
+        (
+            *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
+            *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
+            *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
+            *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
+        ),
+        "shared_experts",
+    ),
+}
 
 
 @dataclass
@@ -61,37 +83,62 @@ class Family:
     def switch(self) -> bool:
         return self.name == "switch_transformers"
 
+    @property
+    def encoder_decoder(self) -> bool:
+        return bool(self.model.config.is_encoder_decoder)
 
-def _inputs(model: Any, text: str) -> dict[str, torch.Tensor]:
-    inputs = {"input_ids": torch.tensor([byte_tokenizer()(text)["input_ids"]])}
+
+def _inputs(model: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+    """A right-padded batch, as `record` builds it."""
+    ids = [byte_tokenizer()(text)["input_ids"] for text in texts]
+    width = max(len(row) for row in ids)
+    inputs = {
+        "input_ids": torch.tensor([row + [0] * (width - len(row)) for row in ids]),
+        "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+    }
     if model.config.is_encoder_decoder:
-        inputs["decoder_input_ids"] = torch.tensor([[model.config.decoder_start_token_id]])
+        inputs["decoder_input_ids"] = torch.full((len(ids), 1), model.config.decoder_start_token_id)
     return inputs
 
 
+def _row_of(value: Any, batch: int, row: int, length: int) -> Any:
+    """Sample `row`'s first `length` rows of a router output computed on `batch` samples ([B·S, ...])."""
+    if batch == 1:
+        return value
+    if isinstance(value, tuple):
+        return tuple(_row_of(v, batch, row, length) for v in value)
+    shaped = value.reshape(batch, -1, value.shape[-1])
+    return shaped[row, : min(length, shaped.shape[1])]  # a decoder of 1 start token has 1 row
+
+
 def _keep(seen: dict[str, Any], path: str) -> Callable[..., None]:
-    def hook(_module: torch.nn.Module, _args: Any, output: tuple[torch.Tensor, ...]) -> None:
-        seen[path] = tuple(t.detach().clone() for t in output)
+    def hook(_module: torch.nn.Module, _args: Any, output: tuple[Any, ...]) -> None:
+        seen[path] = tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in output)
 
     return hook
 
 
 def _reference(fam: Family) -> None:
-    """Run a fresh build of the model on each text alone: hooks on the routers + `output_router_logits`."""
+    """Run a fresh build of the model on each text alone (or on the recording's batches, `BATCHES`): hooks
+    on the routers + `output_router_logits`."""
     model = tiny_model(fam.name)  # deterministic: same weights as the recorded model, untouched by nnsight
-    for text in TEXTS:
+    lengths = [len(byte_tokenizer()(text)["input_ids"]) for text in TEXTS]
+    for batch in BATCHES.get(fam.name, [[i] for i in range(len(TEXTS))]):
         seen: dict[str, Any] = {}
         paths = router_paths(fam.name)
         handles = [model.get_submodule(p).register_forward_hook(_keep(seen, p)) for p in paths]
         try:
             with torch.no_grad():
-                out = model(**_inputs(model, text), output_router_logits=True)
+                out = model(**_inputs(model, [TEXTS[i] for i in batch]), output_router_logits=True)
         finally:
             for handle in handles:
                 handle.remove()
-        fam.hooked.append(seen)
-        raw = (*out.encoder_router_logits, *out.decoder_router_logits) if fam.switch else out.router_logits
-        fam.logits.append([t.reshape(-1, t.shape[-1]).float() for t in raw])
+        encdec = fam.encoder_decoder
+        raw = (*out.encoder_router_logits, *out.decoder_router_logits) if encdec else out.router_logits
+        for row, sample in enumerate(batch):
+            n, b = lengths[sample], len(batch)
+            fam.hooked.append({path: _row_of(value, b, row, n) for path, value in seen.items()})
+            fam.logits.append([_row_of(t, b, row, n).reshape(-1, t.shape[-1]).float() for t in raw])
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +185,18 @@ def test_discovery_matches_golden_paths(families: Callable[[str], Family], famil
     if family == "deepseek_v3":
         assert [r["layer"] for r in routers] == [1, 2]  # layer 0 is dense
     stacks = [r["stack"] for r in routers]
-    assert stacks == (["encoder"] * 2 + ["decoder"] * 2 if fam.switch else ["decoder"] * 2)
+    n = len(routers)
+    half = n // 2
+    assert stacks == (["encoder"] * half + ["decoder"] * half if fam.encoder_decoder else ["decoder"] * n)
+    kinds = [r["kind"] for r in routers]
+    assert kinds == (["attention", "ffn"] * 2 if family == "jetmoe" else ["ffn"] * n)
     for r in routers:
         parent = r["path"].rpartition(".")[0]
         assert r["shared_experts"] == ([f"{parent}.{SHARED[family]}"] if family in SHARED else [])
-        assert r["n_experts"] == getattr(fam.model.config, EXPERTS_ATTR[family])
-        assert r["top_k"] == (1 if fam.switch else fam.model.config.num_experts_per_tok)
+        n_experts = getattr(fam.model.config, EXPERTS_ATTR[family]) if family in EXPERTS_ATTR else 8
+        assert r["n_experts"] == n_experts
+        top_k = TOP_K[family] if family in TOP_K else fam.model.config.num_experts_per_tok  # noqa: SIM401
+        assert r["top_k"] == top_k  # (NLLB-MoE's config has no num_experts_per_tok to default to)
         assert r["call_count"] == 1
 
 
@@ -158,11 +211,57 @@ def _expected_assignments(fam: Family, sample: int) -> tuple[np.ndarray, np.ndar
             experts.append(torch.where(drop, logits.argmax(-1), onehot.argmax(-1)))
             weights.append(torch.where(drop, 0.0, max_prob[:, 0]))
             dropped.append(drop)
+        elif fam.name == "jetmoe":
+            expert, weight = _jetmoe_slots(out)
+            experts.append(expert.reshape(-1))
+            weights.append(weight.reshape(-1))
+            dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
+        elif fam.name == "llama4_text":  # (scores [T, E], logits [T, E]): top-k of the logits, their scores
+            scores, logits = (t.reshape(-1, t.shape[-1]) for t in out)
+            expert = torch.topk(logits, fam.model.config.num_experts_per_tok, dim=-1).indices
+            experts.append(expert.reshape(-1))
+            weights.append(scores.gather(1, expert).reshape(-1))
+            dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
+        elif fam.name == "nllb-moe":
+            expert, weight = _nllb_choice(out)
+            experts.append(expert.reshape(-1))
+            weights.append(weight.reshape(-1))
+            dropped.append(weight.reshape(-1) == 0)
         else:
             experts.append(out[2].reshape(-1))
             weights.append(out[1].reshape(-1))
             dropped.append(torch.zeros_like(out[2].reshape(-1), dtype=torch.bool))
     return torch.cat(experts).numpy(), torch.cat(weights).numpy(), torch.cat(dropped).numpy()
+
+
+def _jetmoe_slots(out: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, k] experts and gates from JetMoE's own slots: sorted slot j goes to the j-th expert by the counts
+    (`expert_size`) and belongs to token `batch_index[j]`; ranks are the topk order of the logits."""
+    _order, token, gates, counts, logits = out
+    slot_expert = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    k = token.numel() // logits.shape[0]
+    rank_of = {}
+    for t, row in enumerate(torch.topk(logits, k, dim=-1).indices.tolist()):
+        rank_of.update({(t, e): r for r, e in enumerate(row)})
+    expert = torch.full((logits.shape[0], k), -1)
+    weight = torch.zeros(logits.shape[0], k)
+    for t, e, g in zip(token.tolist(), slot_expert.tolist(), gates.tolist(), strict=True):
+        expert[t, rank_of[(t, e)]], weight[t, rank_of[(t, e)]] = e, g
+    assert (expert >= 0).all()  # every (token, rank) has exactly one slot
+    return expert, weight
+
+
+def _nllb_choice(out: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, 2] experts and combine weights of NLLB-MoE's router: its top-2 of the logits (the first one is the
+    top-1 mask's column whenever the token kept it), weighted by the combine weights it returned, which are
+    non-zero nowhere else."""
+    mask, combine, logits = out
+    expert = torch.topk(logits, 2, dim=-1).indices
+    kept = mask.sum(-1) > 0
+    assert torch.equal(mask.argmax(-1)[kept], expert[kept, 0])
+    weight = combine.gather(1, expert)
+    assert torch.equal((combine > 0).sum(-1), (weight > 0).sum(-1))
+    return expert, weight
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -185,7 +284,7 @@ def test_assignments_equal_router_outputs(families: Callable[[str], Family], fam
 
 def _reference_probs(fam: Family, sample: int) -> np.ndarray:
     logits = torch.cat(fam.logits[sample])
-    if fam.name == "deepseek_v3":
+    if family_info(fam.name).scoring == "sigmoid":
         scores = logits.sigmoid()
         return (scores / scores.sum(-1, keepdim=True)).numpy()
     return torch.softmax(logits, -1).numpy()
@@ -208,11 +307,11 @@ def test_probs_equal_output_router_logits(families: Callable[[str], Family], fam
         np.testing.assert_allclose(got["max_prob"].to_numpy(), top[:, 0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers"])
+@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers", "nllb-moe"])
 def test_family_specific_choice(families: Callable[[str], Family], family: str) -> None:
     fam = families(family)
     table = fam.runs["nnsight"].assignments()
-    if family == "switch_transformers":
+    if family in ("switch_transformers", "nllb-moe"):
         dropped = table[table["dropped"]]
         assert len(dropped) > 0
         assert (dropped["weight"] == 0.0).all()

@@ -30,9 +30,7 @@ from routescope.store import InputError, Run, Store
 from routescope.store.schema import decisions_schema
 from routescope.store.writer import RunWriter
 from tests.planted import planted_run
-from tests.tiny_families import FAMILIES, router_paths, tiny_model
-
-TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]  # 7, 20 and 12 byte tokens: right pads in batch 0
+from tests.tiny_families import FAMILIES, TEXTS, record_family, router_paths, tiny_model
 
 
 def _gate_hook(seen: dict[str, Any], path: str, family: str) -> Callable[..., None]:
@@ -53,16 +51,7 @@ def _gate_hook(seen: dict[str, Any], path: str, family: str) -> Callable[..., No
 def test_recorded_logits_equal_router_output(tmp_path: Any, family: str) -> None:
     store = Store(tmp_path)
     model = tiny_model(family)
-    run = routescope.record(
-        model,
-        TEXTS,
-        tokenizer=byte_tokenizer(),
-        store=store,
-        name=family,
-        probs=True,
-        batch_size=2,
-        progress=False,
-    )
+    run = record_family(model, store, family, probs=True)
     assert run.manifest["options"]["probs"] is True
     assert run.manifest["options"]["logits"] is True
     decisions = run.decisions()
@@ -108,7 +97,7 @@ def test_logits_equal_output_router_logits_in_every_family(tmp_path: Any, family
         store=Store(tmp_path),
         name=family,
         probs=True,
-        batch_size=2,
+        batch_size=1 if family == "nllb-moe" else 2,  # NLLB-MoE: capacity, so outputs, depend on the batch
         progress=False,
         engine="hooks",
     )
@@ -137,7 +126,9 @@ def test_no_logits_without_probs(store: Store, tiny_lm: Any) -> None:
         expert_similarity(run, 0)
 
 
-@pytest.mark.parametrize("convention", ["triple", "scores_logits", "logits", "capacity_onehot"])
+@pytest.mark.parametrize(
+    "convention", ["triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine"]
+)
 def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
     torch.manual_seed(0)
     raw = torch.randn(2, 3, 4)  # [batch, seq, E]
@@ -152,6 +143,12 @@ def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
             flat.softmax(-1).max(-1, keepdim=True).values,
             raw,
         ),
+        "sorted_slots": _sorted_slots(flat, top.indices, top.values),
+        "top2_combine": (
+            F.one_hot(flat.argmax(-1), 4),
+            torch.zeros_like(flat).scatter(1, top.indices, top.values / top.values.sum(-1, keepdim=True)),
+            flat,
+        ),
     }
     scoring = "sigmoid" if convention == "scores_logits" else "softmax"
     decoded = normalise(outputs[convention], DecodeRule(convention, scoring=scoring, top_k=2))  # type: ignore[arg-type]
@@ -161,6 +158,36 @@ def test_every_convention_keeps_its_raw_scores(convention: str) -> None:
         flat.sigmoid() / flat.sigmoid().sum(-1, keepdim=True) if scoring == "sigmoid" else flat.softmax(-1)
     )
     torch.testing.assert_close(decoded.probs, expected)
+
+
+def _sorted_slots(logits: torch.Tensor, indices: torch.Tensor, gates: torch.Tensor) -> tuple[Any, ...]:
+    """JetMoE's router output for a given top-k choice: slots sorted by expert."""
+    order = indices.flatten().sort(0).indices
+    counts = torch.zeros(logits.shape[-1], dtype=torch.long).scatter_add(
+        0, indices.flatten(), torch.ones(indices.numel(), dtype=torch.long)
+    )
+    return order, order // indices.shape[1], gates.flatten()[order], counts.tolist(), logits
+
+
+def test_new_conventions_recover_the_choice() -> None:
+    """JetMoE's sorted slots and NLLB-MoE's combine weights decode to the (token, rank) choice they encode;
+    an NLLB choice with a zero combine weight (over capacity) is dropped with weight 0."""
+    torch.manual_seed(1)
+    flat = torch.randn(6, 4)
+    top = flat.softmax(-1).topk(2, dim=-1)
+    decoded = normalise(_sorted_slots(flat, top.indices, top.values), DecodeRule("sorted_slots"))
+    assert torch.equal(decoded.expert, top.indices)
+    torch.testing.assert_close(decoded.weight, top.values)
+    combine = torch.zeros_like(flat).scatter(1, top.indices, top.values)
+    combine[0, top.indices[0, 1]] = 0.0  # token 0's second choice over capacity
+    mask = F.one_hot(flat.argmax(-1), 4)
+    mask[3] = 0  # token 3's first choice over capacity
+    combine[3, top.indices[3, 0]] = 0.0
+    decoded = normalise((mask, combine, flat), DecodeRule("top2_combine"))
+    assert torch.equal(decoded.expert, top.indices)
+    assert decoded.dropped.nonzero().tolist() == [[0, 1], [3, 0]]
+    assert (decoded.weight[decoded.dropped] == 0).all()
+    torch.testing.assert_close(decoded.weight[~decoded.dropped], top.values[~decoded.dropped])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,10 @@ with nothing from the hub (~1 s for the first build in a process, which imports 
 code, then ~10 ms each), and states the exact router paths by hand so that golden tests compare what
 RouteScope *finds* against what we *know* is there.
 
-Shared choices: hidden 32, 2-3 layers, 8 experts (Switch 4), top-2 (Switch top-1), vocab 300 with
+JetMoE has two routers per layer (attention heads and FFN experts); NLLB-MoE's capacity is shared by every
+token of a batch, so its drops depend on the batch (tests/test_families.py runs its reference batched).
+
+Shared choices: hidden 32, 2-3 layers, 8 experts (Switch, NLLB-MoE 4), top-2 (Switch top-1), vocab 300 with
 ``0=<pad>, 1=<s>, 2=</s>``; the byte tokenizer (`routescope.models.tokenizers`) uses the same special ids.
 """
 
@@ -18,7 +21,11 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+import routescope
+from routescope.models.tokenizers import byte_tokenizer
+from routescope.store import Run, Store
 
 FAMILIES: tuple[str, ...] = (
     "mixtral",
@@ -29,7 +36,64 @@ FAMILIES: tuple[str, ...] = (
     "gpt_oss",
     "switch_transformers",
     "granitemoe",
+    "jetmoe",
+    "nllb-moe",
 )
+_GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
+_GATE_1 = ["model.layers.1.mlp.gate"]  # layer 0 is dense (or a Mamba layer)
+_BASE_GATES_2 = ["layers.0.mlp.gate", "layers.1.mlp.gate"]
+_MLP_ROUTERS_2 = ["model.layers.0.mlp.router", "model.layers.1.mlp.router"]
+_SPARSE_ROUTERS_2 = ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"]
+_FEED_FORWARD_2 = ["model.layers.0.feed_forward.router", "model.layers.1.feed_forward.router"]
+
+GENERIC: dict[str, list[str]] = {
+    **dict.fromkeys(("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe"), _GATES_2),
+    **dict.fromkeys(("hunyuan_v1_moe", "inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
+    "granitemoe_swa": _SPARSE_ROUTERS_2,
+    "phimoe": _MLP_ROUTERS_2,
+    "aria_text": _MLP_ROUTERS_2,
+    **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),
+}
+"""Families that record with the generic `triple` mechanism from one shared config (`_GENERIC`), with
+their router paths."""
+WIDE: dict[str, list[str]] = {
+    **dict.fromkeys(("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text"), _GATES_2),
+    **dict.fromkeys(("glm_moe_dsa", "inkling2_loop_text", "sarvam_mla", "sarvam_moe"), _GATES_2),
+    **dict.fromkeys(("minimax_m3_vl_text", "inkling_text"), _GATES_2),
+    **dict.fromkeys(("glm4_moe_lite", "hy_v3", "hy_v4", "laguna"), _GATE_1),
+    **dict.fromkeys(("mistral_large4_text", "muse_spark_text", "qwen3_vl_moe_text"), _BASE_GATES_2),
+    "openai_privacy_filter": ["layers.0.mlp.router", "layers.1.mlp.router"],
+    "llama4_text": _FEED_FORWARD_2,
+    "nemotron_h": ["model.layers.1.mixer.gate"],
+    "afmoe": ["model.layers.1.mlp.router"],
+}
+"""Families built from `_WIDE`: `_GENERIC` plus what multi-head latent attention and group-limited routers
+need (as many KV heads as heads, LoRA ranks, one group); the `*_text` ones and a few others have no
+causal-LM class and are built as their base model (router paths then start at `layers.`)."""
+_HYBRID: dict[str, Any] = {"layer_types": ["linear_attention", "full_attention"]}
+_SPARSE: dict[str, Any] = {"mlp_layer_types": ["sparse", "sparse"]}
+TUNED: dict[str, dict[str, Any]] = {
+    "qwen3_next": _HYBRID,
+    "qwen3_5_moe_text": _HYBRID,
+    "bailing_hybrid": {**_HYBRID, **_SPARSE},
+    "kimi_linear": {**_HYBRID, **_SPARSE},
+    "beam": _SPARSE,
+    "flint": {"mlp_only_layers": []},
+    "gemma4_text": {"enable_moe_block": True, "num_experts": 8, "top_k_experts": 2},
+    "jamba": {
+        **{"attn_layer_offset": 1, "attn_layer_period": 2},
+        **{"expert_layer_offset": 0, "expert_layer_period": 1},
+    },
+}
+"""`_WIDE` plus what makes the family's default layout hold an MoE layer (and, for hybrids, an attention
+layer) within 2 layers: their defaults put linear attention or dense MLPs in the first layers."""
+_TUNED_PATHS: dict[str, list[str]] = {
+    **dict.fromkeys(("qwen3_next", "qwen3_5_moe_text", "bailing_hybrid", "kimi_linear", "beam"), _GATES_2),
+    "flint": _GATES_2,
+    "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
+    "jamba": _FEED_FORWARD_2,
+}
+FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 
 
 _COMMON: dict[str, Any] = {
@@ -50,6 +114,27 @@ _DECODER: dict[str, Any] = {
     "num_experts_per_tok": 2,
 }
 
+_GENERIC: dict[str, Any] = {
+    **_DECODER,
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"), 8),
+    "moe_intermediate_size": 32,
+    "head_dim": 8,
+}
+_WIDE: dict[str, Any] = {
+    **_GENERIC,
+    "num_key_value_heads": 4,
+    "first_k_dense_replace": 0,
+    "n_group": 1,
+    "topk_group": 1,
+    "q_lora_rank": 16,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "shared_expert_intermediate_size": 32,
+}
+CONFIG: dict[str, Any] = {**_COMMON, **_WIDE}
+"""Generic tiny config values that build most decoder MoE families (scripts/survey_moe_families.py)."""
 _CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral": {**_DECODER, "num_local_experts": 8},
     "qwen2_moe": {
@@ -98,9 +183,27 @@ _CONFIGS: dict[str, dict[str, Any]] = {
         "dropout_rate": 0.0,
     },
     "granitemoe": {**_DECODER, "num_local_experts": 8},
+    "jetmoe": {**_DECODER, "num_local_experts": 8, "kv_channels": 8},  # MoA: 4 heads = 2 kv heads x top-2
+    "nllb-moe": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "encoder_sparse_step": 1,
+        "decoder_sparse_step": 1,
+        "num_experts": 4,
+        "moe_eval_capacity_token_fraction": 0.25,  # capacity = ceil(0.25 * batch tokens): drops some
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+    },
+    **dict.fromkeys(GENERIC, _GENERIC),
+    **dict.fromkeys(WIDE, _WIDE),
+    **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
 }
 
-_GATES_2 = ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
 _ROUTER_PATHS: dict[str, list[str]] = {
     "mixtral": _GATES_2,
     "qwen2_moe": _GATES_2,
@@ -114,7 +217,22 @@ _ROUTER_PATHS: dict[str, list[str]] = {
         "decoder.block.0.layer.2.mlp.router",  # decoder layer.1 is cross-attention
         "decoder.block.1.layer.2.mlp.router",
     ],
-    "granitemoe": ["model.layers.0.block_sparse_moe.router", "model.layers.1.block_sparse_moe.router"],
+    "granitemoe": _SPARSE_ROUTERS_2,
+    **GENERIC,
+    **WIDE,
+    **_TUNED_PATHS,
+    "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
+        "model.layers.0.self_attention.experts.router",
+        "model.layers.0.mlp.router",
+        "model.layers.1.self_attention.experts.router",
+        "model.layers.1.mlp.router",
+    ],
+    "nllb-moe": [
+        "model.encoder.layers.0.ffn.router",
+        "model.encoder.layers.1.ffn.router",
+        "model.decoder.layers.0.ffn.router",
+        "model.decoder.layers.1.ffn.router",
+    ],
 }
 
 
@@ -132,16 +250,18 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
         raise ValueError(f"unknown family {model_type!r}; expected one of {FAMILIES}")
     config = AutoConfig.for_model(model_type, **{**_COMMON, **_CONFIGS[model_type], **overrides})
     torch.manual_seed(seed)
-    auto = AutoModelForSeq2SeqLM if model_type == "switch_transformers" else AutoModelForCausalLM
-    model = auto.from_config(config)  # SwitchTransformersForConditionalGeneration / *ForCausalLM
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    if type(config) not in auto._model_mapping:  # a VLM's text config: its base model holds the routers
+        auto = AutoModel
+    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
     model = model.to(device="cpu", dtype=torch.float32).eval()
     router_class = _router_class(model)
     with torch.no_grad():
         for module in model.modules():
             if not isinstance(module, router_class):
                 continue
-            prefix = "classifier." if model_type == "switch_transformers" else ""  # Switch wraps a Linear
-            weight = module.get_parameter(prefix + "weight")
+            # the router's Linear: itself, or a child (Switch/NLLB-MoE `classifier`, JetMoE `layer`)
+            weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
             if model_type == "deepseek_v3":
@@ -161,8 +281,26 @@ def _router_class(model: torch.nn.Module) -> type[torch.nn.Module]:
 
 
 def router_paths(model_type: str) -> list[str]:
-    """Paths (as in ``named_modules()``) of every router of ``tiny_model(model_type)``, in module order.
+    """Paths (as in ``named_modules()``) of every router of ``tiny_model(model_type)``, in execution order.
 
     Hand-written on purpose: golden tests compare router discovery against this list.
     """
     return list(_ROUTER_PATHS[model_type])
+
+
+TEXTS = ["Hi moe!", "Routers pick experts", "Padding test"]
+"""7, 20 and 12 byte tokens: in batches of 2, sample 0 carries 13 right pads."""
+
+
+def record_family(model: torch.nn.Module, store: Store, name: str, **options: Any) -> Run:
+    """Record `TEXTS` with the byte tokenizer in batches of 2 (quietly); `options` go to `record`."""
+    return routescope.record(
+        model,
+        TEXTS,
+        tokenizer=byte_tokenizer(),
+        store=store,
+        name=name,
+        batch_size=2,
+        progress=False,
+        **options,
+    )
