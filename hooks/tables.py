@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from routescope.store.errors import RouterOutputError
+from routescope.store.errors import InputError, RouterOutputError
 from routescope.store.schema import (
     ASSIGNMENTS,
     DECISIONS,
@@ -64,9 +64,10 @@ def router_call_tables(
     )
     if norms is not None:
         if tuple(norms.shape) != tuple(decoded.expert.shape):
-            raise RouterOutputError(
-                f"router {spec.path}: expert output norms {tuple(norms.shape)} do not match its "
-                f"choices {tuple(decoded.expert.shape)}"
+            raise InputError(
+                f"expert_stats cannot read router {spec.path}'s experts: they return "
+                f"{tuple(norms.shape)} outputs for {tuple(decoded.expert.shape)} choices",
+                field="expert_stats",
             )
         values = norms[keep].numpy().reshape(-1).astype(np.float32)
         dropped = decoded.dropped[keep].numpy().reshape(-1)

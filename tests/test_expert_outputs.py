@@ -130,7 +130,22 @@ def test_switch_norms_equal_its_expert_modules_and_dropped_are_null(
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+REFUSED = {"jetmoe", "llama4_text", "nllb-moe"}
+"""Families whose experts are not one module called as experts(hidden, indices, weights): expert_stats
+refuses them in one line and writes nothing."""
+
+
+@pytest.mark.parametrize("family", sorted(REFUSED))
+def test_families_without_callable_experts_are_refused(store: Store, family: str) -> None:
+    with pytest.raises(InputError, match="expert_stats") as caught:
+        record_family(tiny_model(family), store, family, expert_stats=True)
+    assert caught.value.field == "expert_stats"
+    assert "\n" not in str(caught.value)
+    assert not store.exists(family)
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in REFUSED])
 def test_rank_outputs_add_up_to_the_experts_output(
     recorded: Callable[[str], tuple[Any, Run]], family: str
 ) -> None:

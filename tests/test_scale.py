@@ -313,7 +313,8 @@ def test_merge_refuses_missing_shards_and_existing_runs(
 def test_merge_refuses_shards_recorded_differently(tiny_lm: LoadedModel, store: Store) -> None:
     routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="0/2", probs=True, progress=False)
     routescope.record(tiny_lm, TEXTS, store=store, name="s", shard="1/2", probs=False, progress=False)
-    with pytest.raises(routescope.RouteScopeError, match=r"were recorded differently \(capabilities, options\)"):
+    differently = r"were recorded differently \(capabilities, options\)"
+    with pytest.raises(routescope.RouteScopeError, match=differently):
         merge(store, "s")
     assert store.runs() == []
     assert sorted(p.name for p in (store.path / SHARDS_DIR / "s").iterdir() if p.name.startswith("part")) == [
