@@ -160,9 +160,8 @@ def test_predicted_vocabulary_specialization_keys_on_the_prediction(tmp_path: ob
     store = Store(tmp_path)
     n = 48
     expert = np.arange(n) % 4
-    run = planted_run(
-        store, "vocab", experts={0: [[int(e)] for e in expert]}, nll=np.ones(n), predicted=expert + 10
-    )
+    routed = {0: [[int(e)] for e in expert]}
+    run = planted_run(store, "vocab", experts=routed, nll=np.ones(n), predicted=expert + 10)
     predicted = vocabulary_specialization(run, target="predicted")
     assert predicted["token_id"].tolist() == [10, 11, 12, 13]
     assert predicted["top_expert"].tolist() == [0, 1, 2, 3]
