@@ -3,7 +3,9 @@
 For every token id, per layer, on the routers' top-1 choices (`rank` 0): `count` = occurrences,
 `top_expert` = the expert that most often takes it first, `share` = the share of its occurrences routed
 first to `top_expert` (1 = context-independent routing). `target="input"` keys on the token itself,
-`target="next"` on the token that follows it in the same sequence (OLMoE's ground-truth next-token view).
+`target="next"` on the token that follows it in the same sequence (OLMoE's ground-truth next-token view),
+`target="predicted"` on the model's own argmax next token at that position (OLMoE's predicted-next-token
+view; runs recorded with token loss, which stores `tokens.predicted`).
 Average `share` over token ids per layer for the headline number; OLMoE's normalised form is
 (share − 1/E) / (1 − 1/E) with k = 1.
 
@@ -35,6 +37,7 @@ import pandas as pd
 from routescope.store import InputError, Run
 
 from .frames import sql, stack_of
+from .loss import require_token_loss
 
 TIE_SCALE = 1 << 32
 """`n · TIE_SCALE − expert` orders (count, then the smaller expert) in one integer, so the top expert is
@@ -54,21 +57,26 @@ MC_CELLS = 1 << 24
 than `MC_DRAWS` draws)."""
 
 
-def vocabulary_specialization(run: Run, target: Literal["input", "next"] = "input") -> pd.DataFrame:
+def vocabulary_specialization(
+    run: Run, target: Literal["input", "next", "predicted"] = "input"
+) -> pd.DataFrame:
     """`layer, token_id, count, top_expert, share, baseline_share` on top-1 choices (see the module
-    docstring)."""
-    if target not in ("input", "next"):
-        raise InputError(f"target must be 'input' or 'next', not {target!r}")
+    docstring; with `target="predicted"`, `token_id` holds the predicted next token)."""
+    if target not in ("input", "next", "predicted"):
+        raise InputError(f"target must be 'input', 'next' or 'predicted', not {target!r}")
+    if target == "predicted":
+        require_token_loss(run)
     if target == "next" and run.info.patch_grid:
         raise InputError(
             f"run {run.name!r} has a patch grid: target='next' needs text (there is no next token on an "
             "image); use target='input' or the spatial analysis"
         )
-    offset = 0 if target == "input" else 1
+    offset = 1 if target == "next" else 0
+    column = "predicted" if target == "predicted" else "token_id"
     table = sql(
         run,
         f"""WITH counts AS (
-            SELECT a.layer, t.token_id, a.expert, count(*) AS n
+            SELECT a.layer, t.{column} AS token_id, a.expert, count(*) AS n
             FROM assignments a JOIN tokens t
             ON t.sample = a.sample AND t.position = a.position + {offset} AND t.stack = {stack_of(run)}
             WHERE a.rank = 0 AND NOT a.dropped GROUP BY ALL)

@@ -39,11 +39,13 @@ def planted_run(
     nll: np.ndarray | None = None,
     output_norm: dict[int, np.ndarray] | None = None,
     weights: dict[int, np.ndarray] | None = None,
+    predicted: np.ndarray | None = None,
 ) -> Run:
     """A run of one-token samples: `experts[layer][sample]` lists the experts chosen (rank order) for
     that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample;
-    `nll` per sample (a token-loss run: `predicted` is the token id); `output_norm[layer]` and
-    `weights[layer]` are `[samples, k]` (an expert-stats run; weights default to 1/k)."""
+    `nll` per sample (a token-loss run; `predicted`, the predicted next token, defaults to the token
+    id); `output_norm[layer]` and `weights[layer]` are `[samples, k]` (an expert-stats run; weights
+    default to 1/k)."""
     layers = sorted(experts)
     n_samples = len(experts[layers[0]])
     k = len(experts[layers[0]][0])
@@ -116,7 +118,7 @@ def planted_run(
         }
         if nll is not None:
             tokens["nll"] = pa.array(np.asarray(nll, np.float32), pa.float32(), mask=np.isnan(nll))
-            tokens["predicted"] = np.arange(n_samples) % 3
+            tokens["predicted"] = np.arange(n_samples) % 3 if predicted is None else np.asarray(predicted)
         writer.write("tokens", pa.table(tokens))
         writer.write(
             "samples",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from routescope.analysis.registry import compute
+from routescope.analysis.vocabulary import vocabulary_specialization
 from routescope.store import InputError, Store
 from tests.planted import planted_run
 
@@ -151,3 +152,21 @@ def test_report_cli_runs_the_kinds_and_renders_the_refusal(
     )
     assert main([*base, "--run", "bare", "--kind", "saliency"]) == 2
     assert capsys.readouterr().err.endswith("(pass --expert-stats)\n")
+
+
+def test_predicted_vocabulary_specialization_keys_on_the_prediction(tmp_path: object) -> None:
+    """OLMoE's predicted-next-token view: each predicted token is routed to one expert (share 1), while
+    the input token ids (sample % 3) are unrelated to the experts (sample % 4)."""
+    store = Store(tmp_path)
+    n = 48
+    expert = np.arange(n) % 4
+    routed = {0: [[int(e)] for e in expert]}
+    run = planted_run(store, "vocab", experts=routed, nll=np.ones(n), predicted=expert + 10)
+    predicted = vocabulary_specialization(run, target="predicted")
+    assert predicted["token_id"].tolist() == [10, 11, 12, 13]
+    assert predicted["top_expert"].tolist() == [0, 1, 2, 3]
+    assert (predicted["share"] == 1.0).all()
+    assert (vocabulary_specialization(run, target="input")["share"] < 0.5).all()
+    bare = planted_run(store, "bare-vocab", experts=routed)
+    with pytest.raises(InputError, match="token loss"):
+        vocabulary_specialization(bare, target="predicted")
