@@ -122,10 +122,13 @@ def boundary_margins(run: Run, scores: pd.DataFrame) -> np.ndarray:
     the router has no (k+1)-th expert."""
     top_k = {r.id: r.top_k for r in run.info.routers}
     out = np.full(len(scores), np.nan)
-    for i, (router, vector) in enumerate(zip(scores["router"], scores["score_a"], strict=True)):
-        k, p = top_k.get(int(router), 0), np.sort(np.asarray(vector, dtype=float))[::-1]
-        if 0 < k < len(p):
-            out[i] = p[k - 1] - p[k]
+    routers = scores["router"].to_numpy()
+    for router in np.unique(routers):
+        rows = np.flatnonzero(routers == router)
+        p = -np.sort(-_matrix(scores["score_a"].iloc[rows]), axis=1)
+        k = top_k.get(int(router), 0)
+        if 0 < k < p.shape[1]:
+            out[rows] = p[:, k - 1] - p[:, k]
     return out
 
 
