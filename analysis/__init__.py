@@ -13,6 +13,7 @@ from .batching import batch_dependence
 from .bootstrap import bootstrap_ci
 from .coactivation import coactivation
 from .comparison import agreement
+from .consistency import boundary_flips, rank_consistency
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .drift import expert_drift, layer_predictability, load_drift
@@ -23,7 +24,7 @@ from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement import coverage, device_load, device_loads, hot_set, place, replicate
 from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
-from .replay import routing_replay
+from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
@@ -50,6 +51,7 @@ __all__ = [
     "balance",
     "batch_dependence",
     "bootstrap_ci",
+    "boundary_flips",
     "coactivation",
     "coerce_params",
     "compute",
@@ -82,7 +84,9 @@ __all__ = [
     "most_uncertain",
     "peak_lift",
     "place",
+    "rank_consistency",
     "repeat_rate",
+    "replay_by_sample",
     "replicate",
     "router_names",
     "router_summary",

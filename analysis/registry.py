@@ -31,6 +31,7 @@ from .balance import balance, expert_load
 from .batching import batch_dependence
 from .coactivation import coactivation
 from .comparison import agreement
+from .consistency import boundary_flips, rank_consistency, score_needs
 from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
@@ -38,7 +39,7 @@ from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
-from .replay import routing_replay
+from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -163,6 +164,26 @@ ANALYSES: dict[str, Analysis] = {
         "routing replay: share of tokens whose expert set differs in any layer between two runs",
         (),
         other=True,
+    ),
+    "replay-samples": Analysis(
+        replay_by_sample,
+        "routing replay per sample: share of its tokens whose expert set differs in any layer",
+        ("sample",),
+        other=True,
+    ),
+    "rank-consistency": Analysis(
+        rank_consistency,
+        "Kendall τ of router scores over experts and identical top-k sets between two runs, per layer",
+        ("layer",),
+        other=True,
+        needs=score_needs,
+    ),
+    "boundary-flips": Analysis(
+        boundary_flips,
+        "share of expert sets that differ in a second run, by quantile bin of the top-k boundary margin",
+        ("bin",),
+        other=True,
+        needs=("ids", "probs"),
     ),
     "changes": Analysis(
         decision_changes,
