@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from routescope.store import InputError, Run
 
@@ -176,4 +175,6 @@ def _bin(part: pd.DataFrame, bins: int) -> pd.DataFrame:
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
+    from scipy.stats import spearmanr  # here, so that importing the analyses stays free of scipy
+
     return float(spearmanr(x, y).statistic)

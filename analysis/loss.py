@@ -30,6 +30,10 @@ from .permutation import DEFAULT_PERMUTATIONS, permutation_null
 from .units import SEQUENCE, unit_codes, unit_name, unit_sql
 
 DEFAULT_BINS = 10
+BY_EXPERT_COLUMNS = [
+    "layer", "expert", "tokens", "mean_nll", "excess_nll", "spread", "null_mean", "p_value", "method", "unit",
+    "n_permutations",
+]  # fmt: skip
 
 
 def require_token_loss(run: Run) -> None:
@@ -80,9 +84,10 @@ def _between_spread(onehot: np.ndarray, counts: np.ndarray) -> Callable[[np.ndar
 def loss_by_expert(
     run: Run, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, unit: str | None = None
 ) -> pd.DataFrame:
-    """`layer, expert, tokens, mean_nll, excess_nll, spread, null_mean, p_value, method`: per layer and
-    top-1 expert, the mean nll of its tokens and its excess over the layer's mean; per layer (repeated on
-    its rows) the between-expert spread, its permutation mean and one-sided p-value."""
+    """`layer, expert, tokens, mean_nll, excess_nll, spread, null_mean, p_value, method, unit,
+    n_permutations`: per layer and top-1 expert, the mean nll of its tokens and its excess over the
+    layer's mean; per layer (repeated on its rows) the between-expert spread, its permutation mean and
+    one-sided p-value, with the unit of independence the null shuffles over."""
     require_token_loss(run)
     name = unit_name(run, unit)
     unit_join, unit_expr = unit_sql(run, name)
@@ -130,11 +135,13 @@ def loss_by_expert(
                     "null_mean": null.null_mean,
                     "p_value": null.p_value,
                     "method": null.method,
+                    "unit": name,
+                    "n_permutations": n_permutations,
                 }
             )
         )
     if not out:
-        return pd.DataFrame(columns=["layer", "expert", "tokens", "mean_nll", "excess_nll", "spread"])
+        return pd.DataFrame(columns=BY_EXPERT_COLUMNS)
     return pd.concat(out, ignore_index=True)
 
 

@@ -42,20 +42,15 @@ METHODS: tuple[Method, ...] = ("mc-smoe", "average")
 MAX_DECISIONS = 200_000
 
 
-def _options(run: Run) -> dict[str, object]:
-    return dict(run.info.options)
-
-
 def _score_columns(run: Run, layer: int, column: str, max_decisions: int) -> np.ndarray:
     """[decisions, E] of the recorded `probs` or `logits` at `layer` (the first `max_decisions` rows)."""
-    options = _options(run)
-    if not options.get("probs"):
+    if not run.info.probs:
         raise InputError(
             f"run {run.name!r} was recorded without probabilities; re-record it with them "
             '(or use basis="coactivation")',
             field="probs",
         )
-    if column == "logits" and not options.get("logits"):
+    if column == "logits" and not run.info.logits:
         raise InputError(
             f"run {run.name!r} has no router logits (recorded before RouteScope stored them); re-record it "
             'with probabilities, or use basis="probs" for the similarity of its probabilities',

@@ -117,7 +117,7 @@ def token_weights(
     table["chosen"] = table["weight"].notna()
     table["weight"] = table["weight"].fillna(0.0).astype(float)
     table["prob"] = np.nan
-    if run.info.options.get("probs"):
+    if run.info.probs:
         probs = _query(
             run,
             f"""SELECT a.router, a.call, a.probs FROM decisions a JOIN routers r ON r.id = a.router

@@ -30,7 +30,8 @@ from typing import IO, Literal
 import numpy as np
 import pandas as pd
 
-from routescope.analysis import connect, expert_load
+from routescope.analysis import expert_load
+from routescope.analysis.frames import sql
 from routescope.store import InputError, RouterInfo, Run
 from routescope.store.capabilities import missing_message
 
@@ -80,14 +81,6 @@ def logical_count(run: Run, num_layers: int | None = None) -> np.ndarray:
     return counts
 
 
-def _query(run: Run, sql: str) -> pd.DataFrame:
-    con = connect(run)
-    try:
-        return con.execute(sql).df()
-    finally:
-        con.close()
-
-
 def _top_k(run: Run, routers: list[RouterInfo], kind: str) -> int:
     ks = {r.top_k for r in routers}
     if len(ks) != 1:
@@ -105,15 +98,15 @@ def _olmoe_lines(run: Run) -> Iterator[str]:
     k, n_layers = _top_k(run, routers, kind), len(routers)
     index = {r.id: i for i, r in enumerate(routers)}
     stack = routers[0].stack.replace("'", "''")
-    samples = _query(run, "SELECT DISTINCT sample FROM assignments ORDER BY sample")["sample"].tolist()
+    samples = sql(run, "SELECT DISTINCT sample FROM assignments ORDER BY sample")["sample"].tolist()
     for start in range(0, len(samples), BATCH):
         low, high = samples[start], samples[min(start + BATCH, len(samples)) - 1]
-        rows = _query(
+        rows = sql(
             run,
             f"""SELECT sample, position, router, rank, expert FROM assignments
                 WHERE sample BETWEEN {low} AND {high} AND call = 0 ORDER BY sample, position, router, rank""",
         )
-        tokens = _query(
+        tokens = sql(
             run,
             f"""SELECT sample, position, token_id FROM tokens
                 WHERE sample BETWEEN {low} AND {high} AND stack = '{stack}' ORDER BY sample, position""",
@@ -151,10 +144,10 @@ def _olmoe_record(
 def _megatron_lines(run: Run) -> Iterator[str]:
     kind = "megatron-jsonl"
     routers = _one_router_per_layer(run, kind)
-    steps = _query(run, "SELECT DISTINCT step FROM assignments ORDER BY step")["step"].tolist()
+    steps = sql(run, "SELECT DISTINCT step FROM assignments ORDER BY step")["step"].tolist()
     for step in steps:
         for router in routers:  # one query per record: memory holds one (step, layer), not the run
-            rows = _query(
+            rows = sql(
                 run,
                 f"""SELECT rank, expert FROM assignments
                     WHERE step = {int(step)} AND router = {router.id} AND call = 0

@@ -225,13 +225,13 @@ class RunManifest(_Record):
 
     @property
     def probs(self) -> bool:
-        """Whether `decisions.probs` was recorded."""
-        return bool(self.options.get("probs"))
+        """Whether `decisions.probs` was recorded (a capability, as declared or derived)."""
+        return "probs" in self.caps
 
     @property
     def logits(self) -> bool:
-        """Whether `decisions.logits` was recorded."""
-        return bool(self.options.get("logits"))
+        """Whether `decisions.logits` was recorded (a capability, as declared or derived)."""
+        return "logits" in self.caps
 
     @property
     def source_engine(self) -> str:

@@ -38,6 +38,7 @@ def test_loss_by_expert_finds_a_planted_effect_and_not_a_null(tmp_path: object) 
         assert by_expert.loc[expert, "mean_nll"] == pytest.approx(mine.mean(), rel=1e-5)
     assert by_expert["excess_nll"].idxmax() == 2
     assert "between units (sample)" in effect_table["method"].iloc[0]
+    assert set(effect_table["unit"]) == {"sample"}
 
 
 def test_loss_by_uncertainty_bins_known_entropies(tmp_path: object) -> None:

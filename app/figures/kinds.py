@@ -122,7 +122,7 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
     checks = {
         "diffusion": (is_diffusion(run), "a diffusion run"),
         "text": (not is_diffusion(run), "a text run"),
-        "probs": (bool(run.info.options.get("probs")), "a run recorded with router probabilities"),
+        "probs": (run.info.probs, "a run recorded with router probabilities"),
         "layers": (len({r.layer for r in run.info.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
         "other": (request.other is not None, "a second run to compare with"),
@@ -185,5 +185,5 @@ def layer_sizes(run: Run) -> dict[int, int]:
 
 def basis(request: FigureRequest) -> str:
     """Router logits when the run stored them, else its probabilities, else co-activation (Ochiai)."""
-    options = request.run.info.options
-    return "router" if options.get("logits") else "probs" if options.get("probs") else "coactivation"
+    info = request.run.info
+    return "router" if info.logits else "probs" if info.probs else "coactivation"

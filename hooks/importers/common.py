@@ -25,7 +25,7 @@ from routescope.store.reader import Run, Store
 from routescope.store.schema import ASSIGNMENTS
 
 from ..dimensions import samples_table, steps_table
-from ..driver import check_new_run, record_source
+from ..driver import record_source
 from ..manifest import ManifestFacts
 from ..routers import RouterSpec
 from ..source import BaseSource, Plan, Sink
@@ -386,7 +386,7 @@ def import_source(
     source: TraceSource, *, store: Store | str, name: str, overwrite: bool = False, progress: bool = False
 ) -> Run:
     """Import through the one driver; a bad trace raises its one line and leaves nothing in the store."""
-    store = check_new_run(store, name, overwrite)
+    store = store if isinstance(store, Store) else Store(store)
     try:
         return record_source(source, store=store, name=name, overwrite=overwrite, progress=progress)
     except InputError:
