@@ -51,7 +51,8 @@ def figure_saliency(
         raise InputError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
     require(table, ["layer", "expert", "routed", criterion], "saliency")
     experts = full_range(table["expert"])
-    z = matrix(table, "layer", "expert", criterion, column_values=experts)
+    z = table.pivot(index="layer", columns="expert", values=criterion).reindex(columns=experts)
+    z = z.astype(float)  # unrouted experts stay NaN (a summing pivot would make them 0)
     routed = matrix(table, "layer", "expert", "routed", column_values=experts, fill=0.0)
     trace = heatmap(z, colorbar=CRITERIA[criterion])
     trace.update(
