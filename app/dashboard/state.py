@@ -66,6 +66,7 @@ TOKENS_MARGIN = "tokens.margin"
 TOKENS_POSITION = "tokens.position"
 TOKENS_VALUES = "tokens.values"
 TOKENS_CHART = "tokens.chart"
+TOKENS_COLOUR = "tokens.colour"
 
 # Experts page widgets and charts.
 EXPERTS_RUN = "experts.run"
@@ -79,6 +80,9 @@ EXPERTS_PARTNERS_CHART = "experts.partners_chart"
 EXPERTS_STEPS_CHART = "experts.steps_chart"
 EXPERTS_LABELS_TABLE = "experts.labels_table"
 EXPERTS_TOKENS_TABLE = "experts.tokens_table"
+EXPERTS_CRITERION = "experts.criterion"
+EXPERTS_SALIENCY_CHART = "experts.saliency_chart"
+EXPERTS_LOSS_CHART = "experts.loss_chart"
 
 # Noise steps page widgets and charts.
 NOISE_RUN = "noise.run"
@@ -104,6 +108,9 @@ BALANCE_ENTROPY_CHART = "balance.entropy_chart"
 BALANCE_MARGIN_CHART = "balance.margin_chart"
 BALANCE_TABLE = "balance.table"
 BALANCE_UNCERTAIN_TABLE = "balance.uncertain_table"
+BALANCE_LOSS_CHART = "balance.loss_chart"
+BALANCE_LOSS_LABEL = "balance.loss_label"
+BALANCE_LOSS_LABEL_CHART = "balance.loss_label_chart"
 
 # Placement page widgets and charts.
 PLACEMENT_RUN = "placement.run"
@@ -141,6 +148,9 @@ COMPARE_METRIC = "compare.metric"
 COMPARE_CHART = "compare.chart"
 COMPARE_AGREEMENT_CHART = "compare.agreement_chart"
 COMPARE_TABLE = "compare.table"
+COMPARE_RANK_CHART = "compare.rank_chart"
+COMPARE_FLIPS_CHART = "compare.flips_chart"
+COMPARE_REPLAY_CHART = "compare.replay_chart"
 
 # Interventions page widgets and charts.
 PROBE_MODEL_SOURCE = "probe.model_source"
