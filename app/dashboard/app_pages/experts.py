@@ -19,6 +19,7 @@ import streamlit as st
 
 from routescope.analysis import label_choices, peak_lift
 from routescope.dashboard import cache, state
+from routescope.dashboard.hints import how_to_record
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import (
     open_store,
@@ -38,15 +39,8 @@ from routescope.figures.statistics import CRITERIA
 from routescope.store import Run
 
 TOP_TOKENS = 20
-NO_EXPERT_STATS = (
-    "Saliency (REAP, mean and max output norm) needs each chosen expert's output norm: record the run with "
-    "expert stats (`routescope record MODEL ... --expert-stats`, or `routescope.record(..., "
-    "expert_stats=True)`)."
-)
-NO_TOKEN_LOSS = (
-    "The loss of an expert's tokens needs per-token loss: record the run with token loss (`routescope record "
-    "MODEL ... --token-loss`, or `routescope.record(..., token_loss=True)`)."
-)
+NO_EXPERT_STATS = how_to_record("output_norms", "Saliency (REAP, mean and max output norm)")
+NO_TOKEN_LOSS = how_to_record("token_loss", "The loss of an expert's tokens")
 
 
 def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:

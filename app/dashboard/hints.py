@@ -1,0 +1,21 @@
+"""What a page says when its run lacks something recorded only on request (token loss, expert output
+norms), and how to record it: one sentence per capability, worded from `routescope.store.capabilities`
+so the dashboard, the CLI's refusals and the docs name the same option.
+"""
+
+from __future__ import annotations
+
+from routescope.store.capabilities import ON_REQUEST
+
+RECORD_FLAGS = {"token_loss": "--token-loss", "expert_stats": "--expert-stats"}
+"""The `routescope record` flag of each recording option that adds an on-request capability."""
+
+
+def how_to_record(capability: str, purpose: str) -> str:
+    """'PURPOSE needs WORDS: record the run with OPTION (`routescope record MODEL ... --FLAG`, or
+    `routescope.record(..., OPTION=True)`).' for an on-request capability (`token_loss`, `output_norms`)."""
+    words, option = ON_REQUEST[capability]
+    return (
+        f"{purpose} needs {words}: record the run with {option.replace('_', ' ')} (`routescope record MODEL "
+        f"... {RECORD_FLAGS[option]}`, or `routescope.record(..., {option}=True)`)."
+    )
