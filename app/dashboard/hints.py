@@ -5,7 +5,7 @@ so the dashboard, the CLI's refusals and the docs name the same option.
 
 from __future__ import annotations
 
-from routescope.store.capabilities import ON_REQUEST
+from routescope.store.capabilities import CAPABILITIES, ON_REQUEST
 
 RECORD_FLAGS = {"token_loss": "--token-loss", "expert_stats": "--expert-stats"}
 """The `routescope record` flag of each recording option that adds an on-request capability."""
@@ -14,7 +14,8 @@ RECORD_FLAGS = {"token_loss": "--token-loss", "expert_stats": "--expert-stats"}
 def how_to_record(capability: str, purpose: str) -> str:
     """'PURPOSE needs WORDS: record the run with OPTION (`routescope record MODEL ... --FLAG`, or
     `routescope.record(..., OPTION=True)`).' for an on-request capability (`token_loss`, `output_norms`)."""
-    words, option = ON_REQUEST[capability]
+    option = ON_REQUEST[capability][1]
+    words = CAPABILITIES[capability].split(" (")[0]  # "per-token loss", "expert output norms"
     return (
         f"{purpose} needs {words}: record the run with {option.replace('_', ' ')} (`routescope record MODEL "
         f"... {RECORD_FLAGS[option]}`, or `routescope.record(..., {option}=True)`)."
