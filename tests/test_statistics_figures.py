@@ -88,6 +88,11 @@ def test_loss_by_uncertainty_lines_are_the_binned_means(runs: dict[str, Any]) ->
         np.testing.assert_allclose(values(trace.y), part["mean_nll"])
         np.testing.assert_allclose(values(trace.x), (part["bin_low"] + part["bin_high"]) / 2)
         np.testing.assert_array_equal(values(trace.customdata), part["tokens"])
+        np.testing.assert_allclose(values(trace.error_y.array), part["ci_high"] - part["mean_nll"])
+        np.testing.assert_allclose(values(trace.error_y.arrayminus), part["mean_nll"] - part["ci_low"])
+    assert (table["ci_low"] <= table["mean_nll"]).all()
+    assert (table["mean_nll"] <= table["ci_high"]).all()
+    assert "95% interval over sample" in fig.layout.yaxis.title.text
     scored = int(run.tokens()["nll"].notna().sum())
     assert table.groupby("layer")["tokens"].sum().tolist() == [scored] * len(layers)
 
@@ -113,6 +118,7 @@ def test_loss_by_expert_bars_are_one_layers_means(runs: dict[str, Any]) -> None:
     assert [int(x) for x in bars.x] == part["expert"].tolist()
     np.testing.assert_allclose(values(bars.y), part["mean_nll"])
     np.testing.assert_allclose(values(bars.customdata)[:, 1], part["excess_nll"])
+    np.testing.assert_allclose(values(bars.error_y.array), part["ci_high"] - part["mean_nll"])
     mean = float(np.average(part["mean_nll"], weights=part["tokens"]))
     assert fig.layout.shapes[0].y0 == pytest.approx(mean)  # the layer's mean, dashed
     assert f"p = {float(part['p_value'].iloc[0]):.3g}" in fig.layout.annotations[0].text
