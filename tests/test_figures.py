@@ -519,7 +519,7 @@ AXIS_TITLES = {
     "vocabulary-predicted": "predicted token",
     "saliency": "REAP",
     "loss-by-uncertainty": "router entropy (norm.)",
-    "loss-by-expert": "next-token loss (nats)",
+    "loss-by-expert": "loss (nats) ± 95% CI",
     "loss-by-label": "next-token loss (nats)",
     "rank-consistency": "agreement of the two runs",
     "boundary-flips": "top-k boundary margin",

@@ -78,13 +78,27 @@ def _interval(part: pd.DataFrame) -> dict[str, Any]:
     return {"type": "data", "array": upper.tolist(), "arrayminus": lower.tolist(), "visible": True}
 
 
-def _level(table: pd.DataFrame) -> str:
-    """', 95 % interval over sample' when the table carries an interval, else ''."""
+def _loss_title(table: pd.DataFrame) -> str:
+    """The loss axis title: `next-token loss (nats)`, or `loss (nats) ± 95% CI` when the table carries an
+    interval (short enough for one column; the unit it resamples is in the hover)."""
+    if "ci_low" not in table.columns:
+        return LOSS_TITLE
+    level = float(table["level"].iloc[0]) if "level" in table.columns else 0.95
+    return f"loss (nats) ± {level:.0%} CI"
+
+
+def _ci_hover(table: pd.DataFrame, first: int) -> str:
+    """Hover text of the interval held in customdata[first], customdata[first + 1] (empty without one)."""
     if "ci_low" not in table.columns:
         return ""
-    level = float(table["level"].iloc[0]) if "level" in table.columns else 0.95
     unit = f" over {plain(table['unit'].iloc[0])}" if "unit" in table.columns else ""
-    return f", {level:.0%} interval{unit}"
+    return f", CI %{{customdata[{first}]:.3f}}–%{{customdata[{first + 1}]:.3f}}{unit}"
+
+
+def _custom(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """`columns` then the interval bounds (when the table has them) as hover data."""
+    extra = ["ci_low", "ci_high"] if "ci_low" in part.columns else []
+    return part[[*columns, *extra]].to_numpy(dtype=float)
 
 
 def figure_loss_by_uncertainty(table: pd.DataFrame, **layout: Unpack[Layout]) -> go.Figure:
@@ -104,12 +118,12 @@ def figure_loss_by_uncertainty(table: pd.DataFrame, **layout: Unpack[Layout]) ->
             mode="lines+markers",
             line={"color": colour},
             error_y=_interval(part),
-            customdata=part["tokens"].to_numpy(dtype=float),
-            hovertemplate=f"layer {layer}, entropy %{{x:.2f}}: %{{y:.3f}} nats over %{{customdata:,.0f}} "
-            "tokens<extra></extra>",
+            customdata=_custom(part, ["tokens"]),
+            hovertemplate=f"layer {layer}, entropy %{{x:.2f}}: %{{y:.3f}} nats over %{{customdata[0]:,.0f}} "
+            f"tokens{_ci_hover(part, 1)}<extra></extra>",
         )
     fig.update_xaxes(title_text="router entropy (norm.)", range=[0, 1])
-    fig.update_yaxes(title_text=LOSS_TITLE + _level(table))
+    fig.update_yaxes(title_text=_loss_title(table))
     fig.update_layout(showlegend=len(layers) > 1)
     return paper_layout(fig, **layout, default_height=2.4)
 
@@ -132,9 +146,9 @@ def figure_loss_by_expert(
         name="mean loss",
         marker={"color": CATEGORICAL[0]},
         error_y=_interval(part),
-        customdata=part[["tokens", "excess_nll"]].to_numpy(dtype=float),
+        customdata=_custom(part, ["tokens", "excess_nll"]),
         hovertemplate="expert %{x}: %{y:.3f} nats (%{customdata[1]:+.3f} against the layer) over "
-        "%{customdata[0]:,.0f} tokens<extra></extra>",
+        f"%{{customdata[0]:,.0f}} tokens{_ci_hover(part, 2)}<extra></extra>",
     )
     tokens = part["tokens"].to_numpy(dtype=float)
     overall = float(np.average(part["mean_nll"].to_numpy(dtype=float), weights=tokens))
@@ -151,8 +165,9 @@ def figure_loss_by_expert(
             showarrow=False,
             font={"size": pt(TICK_PT)},
         )
+        fig.update_layout(margin={"t": round(pt(14))})
     fig.update_xaxes(title_text=axis_title("expert"), type="category")
-    fig.update_yaxes(title_text=LOSS_TITLE + _level(part), rangemode="tozero")
+    fig.update_yaxes(title_text=_loss_title(part), rangemode="tozero")
     fig.update_layout(showlegend=False)
     return paper_layout(fig, **layout, default_height=2.2)
 
@@ -182,11 +197,12 @@ def figure_loss_by_label(
         error_x=_interval(part),
         text=[f"{int(n):,}" for n in part["tokens"]],
         textposition="outside",
-        customdata=part["tokens"].to_numpy(dtype=float),
-        hovertemplate="%{y}: %{x:.3f} nats over %{customdata:,.0f} tokens<extra></extra>",
+        customdata=_custom(part, ["tokens"]),
+        hovertemplate=f"%{{y}}: %{{x:.3f}} nats over %{{customdata[0]:,.0f}} tokens{_ci_hover(part, 1)}"
+        "<extra></extra>",
     )
     fig.update_yaxes(title_text=axis_title(label), autorange="reversed", type="category")
-    fig.update_xaxes(title_text=LOSS_TITLE + _level(part), rangemode="tozero")
+    fig.update_xaxes(title_text=_loss_title(part), rangemode="tozero")
     return paper_layout(fig, **layout, default_height=min(4.5, 0.8 + 0.16 * len(part)))
 
 
