@@ -178,4 +178,3 @@ def tiny_vlm(family: str, folder: Path) -> TinyVLM:
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A random RGB uint8 image."""
     return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-
