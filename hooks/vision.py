@@ -134,6 +134,17 @@ class Processed:
     """Per token; −1 where not an image patch (written as null)."""
 
 
+def with_placeholders(processor: Any, text: str, n_images: int) -> str:
+    """`text` led by `n_images` image placeholders, for a text that names none: each wrapped in the
+    processor's vision start/end markers where it has them (Qwen-VL), else followed by a newline, so two
+    images never form one run of image tokens (the model would read them as one image). Write the
+    placeholders yourself to follow a model's own prompt format."""
+    token = str(processor.image_token)
+    start, end = (getattr(processor, f"vision_{side}_token", None) for side in ("start", "end"))
+    one = f"{start}{token}{end}" if isinstance(start, str) and isinstance(end, str) else f"{token}\n"
+    return one * n_images + text
+
+
 def _merge_size(processor: Any, model: torch.nn.Module) -> int:
     image_processor = getattr(processor, "image_processor", None)
     value = getattr(image_processor, "merge_size", None)
@@ -267,7 +278,7 @@ class ImageTextSource(BaseSource):
         if images and isinstance(token, str):
             found = text.count(token)
             if found == 0:
-                text = token * len(images) + text  # no placeholder written: the images lead the text
+                text = with_placeholders(processor, text, len(images))
             elif found != len(images):
                 raise InputError(
                     f"input {sample} has {found} image placeholders ({token}) for {len(images)} images; "
