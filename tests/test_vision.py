@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 import routescope
+from routescope.analysis import compute
 from routescope.cli import main
 from routescope.hooks.vision import with_placeholders
 from routescope.store import InputError, Run, Store
@@ -307,3 +308,15 @@ def test_cli_bad_images_exit_2_with_nothing_written(
     assert len(lines) == 1, err
     assert message in lines[0]
     assert _nothing_written(store)
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_modality_analyses_run_on_a_recording(recorded: Callable[[str], Recorded], family: str) -> None:
+    run = recorded(family).runs["nnsight"]
+    load = compute("modality", run)
+    assert set(load["modality"]) == {"image", "text"}
+    assert np.allclose(load.groupby(["layer", "modality"])["share"].sum(), 1.0)
+    test = compute("modality-specialization", run, n_permutations=49)
+    assert test["layer"].tolist() == [0, 1]
+    assert test["visual_tokens"].tolist() == [13, 13]
+    assert ((test["p_value"] > 0) & (test["p_value"] <= 1)).all()
