@@ -16,6 +16,7 @@ routers and `output_router_logits`:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,3 +321,29 @@ def test_modality_analyses_run_on_a_recording(recorded: Callable[[str], Recorded
     assert test["layer"].tolist() == [0, 1]
     assert test["visual_tokens"].tolist() == [13, 13]
     assert ((test["p_value"] > 0) & (test["p_value"] <= 1)).all()
+
+
+def test_tokens_page_draws_each_image_as_its_patch_grid(
+    recorded: Callable[[str], Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from routescope.dashboard import ENTRY_SCRIPT, STORE_ENV, state
+
+    run = recorded("qwen3_vl_moe").runs["nnsight"]
+    monkeypatch.setenv(STORE_ENV, str(Path(run.path).parent))
+    at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=240).run()
+    at.switch_page("app_pages/tokens.py").run()
+    at.selectbox(key=state.TOKENS_RUN).set_value(run.name).run()
+    at.selectbox(key=state.scoped(state.TOKENS_SAMPLE, run.name)).set_value(2).run()
+    at.selectbox(key=state.scoped(state.TOKENS_LAYER, run.name)).set_value(1).run()
+    at.selectbox(key=state.scoped(state.TOKENS_IMAGE, run.name, 2)).set_value(1).run()
+    assert not at.exception
+    grid = next(h.value for h in at.html if 'class="rs-patch"' in h.value)
+    cells = re.findall(r'data-position="(\d+)" data-expert="(\d+)"', grid)
+    tokens = run.tokens()
+    patches = tokens[(tokens["sample"] == 2) & (tokens["image"] == 1)]
+    a = run.assignments()
+    a = a[(a["sample"] == 2) & (a["router"] == 1) & (a["rank"] == 0)].set_index("position")["expert"]
+    assert {int(p): int(e) for p, e in cells} == {int(p): int(a[p]) for p in patches["position"]}
+    assert grid.count("<tr>") == 3  # the 24×8 image: 3 rows of 1 merged patch
