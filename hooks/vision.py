@@ -275,9 +275,9 @@ class ImageTextSource(BaseSource):
     ) -> Processed:
         """Run the processor on one input and place its tokens; processor refusals become one line."""
         token = getattr(processor, "image_token", None)
-        if images and isinstance(token, str):
+        if isinstance(token, str):
             found = text.count(token)
-            if found == 0:
+            if found == 0 and images:
                 text = with_placeholders(processor, text, len(images))
             elif found != len(images):
                 raise InputError(

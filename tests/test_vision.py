@@ -215,6 +215,12 @@ def test_images_refuse_generation(recorded: Callable[[str], Recorded], tmp_path:
             rec.loaded, ["hi"], images=[random_image(8, 8)], max_new_tokens=2, store=tmp_path, name="g"
         )
     assert not Store(tmp_path).exists("g")
+    lone = f"{rec.vlm.image_token} where is the image?"
+    with pytest.raises(InputError, match=r"has 1 image placeholders .* for 0 images"):
+        routescope.record(
+            rec.loaded, [lone, "x"], images=[None, random_image(8, 8)], store=tmp_path, name="g"
+        )
+    assert not Store(tmp_path).exists("g")
 
 
 # --- The CLI ---------------------------------------------------------------------------------------------
