@@ -36,6 +36,7 @@ from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
 from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
+from .modality import modality_load, modality_specialization
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
@@ -52,6 +53,9 @@ from .uncertain_labels import uncertainty_by_label
 from .uncertainty import uncertainty
 from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
+
+MODALITY = ("ids", "modality")
+"""Kinds over `tokens.modality`: runs recorded with images."""
 
 
 def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
@@ -145,6 +149,19 @@ ANALYSES: dict[str, Analysis] = {
         "diffusion: expert usage per patch row/col",
         ("layer", "expert", "row", "col"),
         layer="optional",
+    ),
+    "modality": Analysis(
+        modality_load,
+        "vision-language runs: expert load share by token modality (text / image / video)",
+        ("layer", "modality", "expert"),
+        layer="optional",
+        needs=MODALITY,
+    ),
+    "modality-specialization": Analysis(
+        modality_specialization,
+        "vision-language runs: TVD of visual vs text top-1 experts, within-input permutation p",
+        ("layer",),
+        needs=MODALITY,
     ),
     "embedding": Analysis(
         embeddings,

@@ -99,6 +99,7 @@ FLAGS: dict[str, str] = {
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
     "expert_stats": "--expert-stats",
+    "images": "--image",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

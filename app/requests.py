@@ -111,6 +111,7 @@ class RecordRequest:
             seed=self.seed,
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
+            **({"images": self.inputs.images} if self.inputs.images is not None else {}),
             **extra,
             **common,
         )

@@ -36,6 +36,7 @@ from .routers import RouterSpec, candidate_paths, describe_from_outputs, describ
 from .source import BaseSource, Plan, Sink
 from .text_session import ModelCall, _input_device, _Prepared, _Session
 from .units import Unit, batches, make_units
+from .vision import ImageTextSource
 
 DEFAULT_CHUNK = 2048
 __all__ = ["DEFAULT_CHUNK", "ModelCall", "TextSource", "_Session", "_input_device", "record"]
@@ -121,6 +122,14 @@ def check_statistics(token_loss: bool, expert_stats: bool, max_new_tokens: int, 
     for wanted, name in ((token_loss, "token_loss"), (expert_stats, "expert_stats")):
         if wanted and is_remote(remote):
             raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
+
+
+def check_image_options(**given: Any) -> None:
+    """Refuse, in one line, a recording option that image inputs do not support (forward only, local,
+    unchunked, without token loss or expert statistics)."""
+    for option, value in given.items():
+        if value:
+            raise InputError(f"images are recorded forward and locally only; drop {option}", field=option)
 
 
 def _probe(unit: Unit) -> Unit:
@@ -327,6 +336,8 @@ def record(
     remote: Remote = False,
     token_loss: bool = False,
     expert_stats: bool = False,
+    images: Sequence[Any] | None = None,
+    processor: Any = None,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -349,10 +360,40 @@ def record(
     (hooks/token_loss.py). `expert_stats=True` adds `assignments.output_norm`, ‖f_e(x)‖₂ of each chosen
     expert's output before its gate weight, from one extra evaluation of the chosen experts through the
     model's own experts module (hooks/expert_outputs.py).
+
+    `images` (one entry per input: an image, a list of images or None; PIL images, arrays or file paths)
+    records a vision-language model: each text with its images goes through the model's `processor`
+    (`LoadedModel.processor` or `processor=`), and tokens gain `modality`, `image`, `frame`, `row`, `col`
+    (hooks/vision.py). Forward recording only.
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
         subject.tokenizer = tokenizer
+    if processor is not None:
+        subject.processor = processor
+    if images is not None:
+        check_image_options(
+            max_new_tokens=max_new_tokens,
+            targets=targets,
+            shard=shard,
+            remote=remote,
+            token_loss=token_loss,
+            expert_stats=expert_stats,
+        )
+        vision = ImageTextSource(
+            subject,
+            inputs,
+            images,
+            labels=labels,
+            probs=probs,
+            batch_size=batch_size,
+            routers=routers,
+            engine=engine,
+            seed=seed,
+        )
+        return record_source(
+            vision, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress
+        )
     source = TextSource(
         subject,
         inputs,

@@ -256,6 +256,11 @@ class RunManifest(_Record):
         return "output_norms" in self.caps
 
     @property
+    def modality(self) -> bool:
+        """Whether `tokens.modality` (and `image`, `frame`) were recorded (`record(images=...)`)."""
+        return "modality" in self.caps
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")

@@ -86,6 +86,15 @@ NLL_FIELD = pa.field("nll", pa.float32())
 token (a sequence's last position) and on tokens the model does not predict (encoder inputs)."""
 PREDICTED_FIELD = pa.field("predicted", pa.int32())
 """The argmax next-token id at this position (`record(token_loss=True)`)."""
+MODALITY_FIELDS = [
+    pa.field("modality", pa.string()),
+    pa.field("image", pa.int32()),
+    pa.field("frame", pa.int32()),
+]
+"""Runs recorded with images (`record(images=...)`): `modality` is `text`, `image` or `video` for every
+token; `image` numbers the input's images (0 …) and `frame` the temporal patch index within one (0 for a
+still image) on image tokens, null on text. With these runs `row`/`col` place an image token on its
+image's merged patch grid, as they place diffusion patch tokens."""
 OUTPUT_NORM_FIELD = pa.field("output_norm", pa.float32())
 """‖f_e(x)‖₂ of the chosen expert's output before its gate weight (`record(expert_stats=True)`); null where
 the expert did not run (a token dropped for capacity)."""
@@ -139,6 +148,7 @@ RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in
     NLL_FIELD.name,
     PREDICTED_FIELD.name,
     OUTPUT_NORM_FIELD.name,
+    *(extra.name for extra in MODALITY_FIELDS),
 }
 """Names a user label column may not take: it would shadow a core column in joins."""
 
@@ -170,10 +180,14 @@ def decisions_schema(with_probs: bool, with_logits: bool = False) -> pa.Schema:
     return schema.append(LOGITS_FIELD) if with_logits else schema
 
 
-def tokens_schema(with_loss: bool = False) -> pa.Schema:
+def tokens_schema(with_loss: bool = False, with_modality: bool = False) -> pa.Schema:
     """The tokens schema, with the nullable `nll` and `predicted` columns when the run recorded token loss
-    (optional columns: runs without them still read)."""
-    return TOKENS.append(NLL_FIELD).append(PREDICTED_FIELD) if with_loss else TOKENS
+    and `modality`, `image`, `frame` when it recorded images (optional columns: runs without them still
+    read)."""
+    schema = TOKENS.append(NLL_FIELD).append(PREDICTED_FIELD) if with_loss else TOKENS
+    for extra in MODALITY_FIELDS if with_modality else []:
+        schema = schema.append(extra)
+    return schema
 
 
 def assignments_schema(with_norms: bool = False) -> pa.Schema:

@@ -66,6 +66,7 @@ TOKENS_MARGIN = "tokens.margin"
 TOKENS_POSITION = "tokens.position"
 TOKENS_VALUES = "tokens.values"
 TOKENS_CHART = "tokens.chart"
+TOKENS_IMAGE = "tokens.image"
 
 # Experts page widgets and charts.
 EXPERTS_RUN = "experts.run"
