@@ -31,7 +31,9 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
         "--token-loss", action="store_true", help="also store each token's next-token loss and prediction"
     )
     text.add_argument(
-        "--expert-stats", action="store_true", help="also store each chosen expert's output norm"
+        "--expert-stats",
+        action="store_true",
+        help="also store each chosen expert's output norm (text and diffusion models)",
     )
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")

@@ -94,10 +94,10 @@ class RecordRequest:
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
-            for wanted, field_name in ((self.token_loss, "token_loss"), (self.expert_stats, "expert_stats")):
-                if wanted:
-                    raise InputError(f"{field_name} is recorded for text models only", field=field_name)
-            return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
+            if self.token_loss:
+                raise InputError("token_loss is recorded for text models only", field="token_loss")
+            sampling = (self.diffusion or DiffusionRequest()).record_kwargs()
+            return record_diffusion(model, **sampling, expert_stats=self.expert_stats, **common)
         if self.inputs is None:
             raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
         return record(
