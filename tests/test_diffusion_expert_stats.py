@@ -60,14 +60,16 @@ def expected_norms(model: torch.nn.Module, run: Run, seen: dict[int, list[torch.
 
 def check_run(model: torch.nn.Module, run: Run, seen: dict[int, list[torch.Tensor]]) -> None:
     a = run.assignments()
-    assert "output_norm" in a.columns and "output_norms" in run.info.caps
+    assert "output_norm" in a.columns
+    assert "output_norms" in run.info.caps
     assert a["output_norm"].notna().all()
     assert set(a["step"]) == set(range(STEPS))
     assert set(a["sample"]) == set(range(2 * len(CLASSES)))  # both CFG branches
     expected = expected_norms(model, run, seen)
     assert a["output_norm"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-4, abs=1e-6)
     shared = run.shared_experts()
-    assert len(shared) == len(run.decisions()) and shared["output_norm"].gt(0).all()
+    assert len(shared) == len(run.decisions())
+    assert shared["output_norm"].gt(0).all()
 
 
 @pytest.mark.parametrize("engine", ["hooks", "nnsight"])

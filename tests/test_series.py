@@ -106,8 +106,9 @@ def test_report_and_figure_take_the_series_after_compare(
     assert main([*agreement, "--compare", *names]) == 2
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("--compare" in line for line in err)
-    fig, drawn = make_figure("saturation", final, series=checkpoints)
+    assert len(err) == 2
+    assert all("--compare" in line for line in err)
+    fig, _drawn = make_figure("saturation", final, series=checkpoints)
     layers = sorted(table["layer"].unique())
     assert len(fig.data) == len(layers)
     for trace, layer in zip(fig.data, layers, strict=True):
