@@ -36,6 +36,7 @@ from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import steps
 from .embeddings import embeddings
 from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
+from .output_kl import output_kl, output_kl_by_sample
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
@@ -165,6 +166,20 @@ ANALYSES: dict[str, Analysis] = {
         "OLMoE router saturation: top-k overlap of each run of a checkpoint series with the run, per layer",
         ("checkpoint", "layer"),
         series=True,
+    ),
+    "output-kl": Analysis(
+        output_kl,
+        "mean per-token KL(run ‖ second run) of the next-token distributions, bootstrap CI over sequences",
+        (),
+        other=True,
+        needs=("output_logprobs",),
+    ),
+    "output-kl-samples": Analysis(
+        output_kl_by_sample,
+        "per sequence: mean and largest per-token KL(run ‖ second run) of the next-token distributions",
+        ("sample",),
+        other=True,
+        needs=("output_logprobs",),
     ),
     "replay": Analysis(
         routing_replay,

@@ -98,6 +98,7 @@ FLAGS: dict[str, str] = {
     "labels": "--labels",
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
+    "output_logprobs": "--output-logprobs",
     "expert_stats": "--expert-stats",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
