@@ -58,8 +58,11 @@ def experts_paths(model: torch.nn.Module, router_paths: Sequence[str]) -> dict[s
 
 def is_listed(module: torch.nn.Module) -> bool:
     """Whether `module` is a list of expert modules (`nn.ModuleList`/`ModuleDict` of callable modules)
-    rather than one fused module called with indices and weights."""
+    rather than one fused module called with indices and weights (a `ModuleDict` subclass with such a call,
+    Switch's, is the fused kind)."""
     if not isinstance(module, torch.nn.ModuleList | torch.nn.ModuleDict) or len(module) == 0:
+        return False
+    if len(_parameters(module)) >= 3:
         return False
     return all(len(_parameters(member)) >= 1 for member in module.children())
 
