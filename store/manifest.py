@@ -256,6 +256,12 @@ class RunManifest(_Record):
         return "output_norms" in self.caps
 
     @property
+    def output_logprobs(self) -> bool:
+        """Whether the `outputs` table of next-token log-probabilities was recorded
+        (`record(output_logprobs=True)`)."""
+        return "output_logprobs" in self.caps
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")
