@@ -98,6 +98,7 @@ FLAGS: dict[str, str] = {
     "labels": "--labels",
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
+    "output_logprobs": "--output-logprobs",
     "expert_stats": "--expert-stats",
     "images": "--image",
 }

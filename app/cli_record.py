@@ -32,7 +32,14 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
         "--token-loss", action="store_true", help="also store each token's next-token loss and prediction"
     )
     text.add_argument(
-        "--expert-stats", action="store_true", help="also store each chosen expert's output norm"
+        "--output-logprobs",
+        action="store_true",
+        help="also store each token's next-token log-probabilities (float16; for output-kl)",
+    )
+    text.add_argument(
+        "--expert-stats",
+        action="store_true",
+        help="also store each chosen expert's output norm (text and diffusion models)",
     )
     text.add_argument(
         "--image",
@@ -136,6 +143,7 @@ def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordReq
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         token_loss=args.token_loss,
+        output_logprobs=args.output_logprobs,
         expert_stats=args.expert_stats,
     )
 

@@ -52,7 +52,10 @@ class RecordRequest:
     token_loss: bool = False
     """Text: also store each token's next-token loss and argmax prediction (`tokens.nll`, `predicted`)."""
     expert_stats: bool = False
-    """Text: also store each chosen expert's output norm before its gate (`assignments.output_norm`)."""
+    """Also store each chosen expert's output norm before its gate (`assignments.output_norm`); text and
+    diffusion models."""
+    output_logprobs: bool = False
+    """Text: also store each token's next-token log-probabilities (table `outputs`, for `output-kl`)."""
     max_new_tokens: int = 0
     """Text: generate this many tokens after each input and record their routing too."""
     batch_size: int | None = None
@@ -94,10 +97,12 @@ class RecordRequest:
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
-            for wanted, field_name in ((self.token_loss, "token_loss"), (self.expert_stats, "expert_stats")):
+            text_only = (("token_loss", self.token_loss), ("output_logprobs", self.output_logprobs))
+            for field_name, wanted in text_only:
                 if wanted:
                     raise InputError(f"{field_name} is recorded for text models only", field=field_name)
-            return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
+            sampling = (self.diffusion or DiffusionRequest()).record_kwargs()
+            return record_diffusion(model, **sampling, expert_stats=self.expert_stats, **common)
         if self.inputs is None:
             raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
         return record(
@@ -110,6 +115,7 @@ class RecordRequest:
             chunk_size=self.chunk_size,
             seed=self.seed,
             token_loss=self.token_loss,
+            output_logprobs=self.output_logprobs,
             expert_stats=self.expert_stats,
             **({"images": self.inputs.images} if self.inputs.images is not None else {}),
             **extra,

@@ -22,7 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import SHARED_EXPERTS
+from routescope.store.schema import OUTPUTS, SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -113,13 +113,23 @@ def _targets(
     return out
 
 
-def check_statistics(token_loss: bool, expert_stats: bool, max_new_tokens: int, remote: Remote) -> None:
-    """Refuse, in one line each, the per-token loss and expert statistics a recording cannot give."""
-    if token_loss and max_new_tokens:
-        raise InputError(
-            "token_loss scores forward recordings; record without max_new_tokens", field="token_loss"
-        )
-    for wanted, name in ((token_loss, "token_loss"), (expert_stats, "expert_stats")):
+def check_statistics(
+    token_loss: bool,
+    expert_stats: bool,
+    max_new_tokens: int,
+    remote: Remote,
+    output_logprobs: bool = False,
+) -> None:
+    """Refuse, in one line each, the per-token loss, output distributions and expert statistics a
+    recording cannot give."""
+    for wanted, name in ((token_loss, "token_loss"), (output_logprobs, "output_logprobs")):
+        if wanted and max_new_tokens:
+            raise InputError(f"{name} scores forward recordings; record without max_new_tokens", field=name)
+    for wanted, name in (
+        (token_loss, "token_loss"),
+        (expert_stats, "expert_stats"),
+        (output_logprobs, "output_logprobs"),
+    ):
         if wanted and is_remote(remote):
             raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
 
@@ -170,6 +180,7 @@ class TextSource(BaseSource):
         remote: Remote,
         token_loss: bool = False,
         expert_stats: bool = False,
+        output_logprobs: bool = False,
     ) -> None:
         self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
         self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
@@ -181,6 +192,7 @@ class TextSource(BaseSource):
         self.declared, self.engine, self.seed, self.remote = routers, engine, seed, remote
         self.generate_kwargs, self.shard = generate_kwargs, shard
         self.token_loss, self.expert_stats = bool(token_loss), bool(expert_stats)
+        self.output_logprobs = bool(output_logprobs)
         self.labels: list[str] = []
 
     def prepare(self) -> Plan:
@@ -192,7 +204,9 @@ class TextSource(BaseSource):
             raise InputError(f"seed {self.seed} is out of range; give an integer in -2**63..2**63-1")
         if is_remote(self.remote) and self.engine != "nnsight":
             raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
-        check_statistics(self.token_loss, self.expert_stats, self.max_new_tokens, self.remote)
+        check_statistics(
+            self.token_loss, self.expert_stats, self.max_new_tokens, self.remote, self.output_logprobs
+        )
         inputs, labels, targets = self.inputs, self.label_input, self.targets
         self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
         self.sample_ids = list(range(self.n_inputs))
@@ -239,6 +253,7 @@ class TextSource(BaseSource):
             remote=self.remote,
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
+            output_logprobs=self.output_logprobs,
             sequences={
                 self.sample_ids[local]: ids for local, ids in enumerate(self.token_ids)
             },  # original sample ids, as the units carry
@@ -252,8 +267,10 @@ class TextSource(BaseSource):
             self.first = session.capture(self.groups[0])
             specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
         session.specs = specs
-        if session.shared is not None:
-            self.extra_tables = {"shared_experts": SHARED_EXPERTS}
+        self.extra_tables = {
+            **({"shared_experts": SHARED_EXPERTS} if session.shared is not None else {}),
+            **({"outputs": OUTPUTS} if self.output_logprobs else {}),
+        }
         return Plan(batches=len(self.groups), units=len(self.groups))
 
     def destination(self, store: Store, name: str) -> tuple[Store, str]:
@@ -276,6 +293,7 @@ class TextSource(BaseSource):
             **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
             **({"token_loss": True} if self.token_loss else {}),
             **({"expert_stats": True} if self.expert_stats else {}),
+            **({"output_logprobs": True} if self.output_logprobs else {}),
         }
         return ManifestFacts(
             kind="text",
@@ -338,6 +356,7 @@ def record(
     expert_stats: bool = False,
     images: Sequence[Any] | None = None,
     processor: Any = None,
+    output_logprobs: bool = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -359,7 +378,9 @@ def record(
     sequence's last position) and `tokens.predicted` (the argmax next token), forward recordings only
     (hooks/token_loss.py). `expert_stats=True` adds `assignments.output_norm`, ‖f_e(x)‖₂ of each chosen
     expert's output before its gate weight, from one extra evaluation of the chosen experts through the
-    model's own experts module (hooks/expert_outputs.py).
+    model's own experts module (hooks/expert_outputs.py). `output_logprobs=True` keeps every input
+    token's next-token log-probabilities (float16, table `outputs`; decoder-only forward recordings,
+    vocabularies up to 65,536), which `output-kl` compares between runs (hooks/output_logprobs.py).
 
     `images` (one entry per input: an image, a list of images or None; PIL images, arrays or file paths)
     records a vision-language model: each text with its images goes through the model's `processor`
@@ -379,6 +400,7 @@ def record(
             remote=remote,
             token_loss=token_loss,
             expert_stats=expert_stats,
+            output_logprobs=output_logprobs,
         )
         vision = ImageTextSource(
             subject,
@@ -411,6 +433,7 @@ def record(
         remote=remote,
         token_loss=token_loss,
         expert_stats=expert_stats,
+        output_logprobs=output_logprobs,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

@@ -17,10 +17,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from routescope.store.errors import InputError
+
 from .capture import Captured, Capturer, Engine
 from .expert_outputs import ExpertNorms, experts_paths
 from .loaded import LoadedModel
 from .normalise import normalise
+from .output_logprobs import check_vocabulary, logprob_rows, output_logits
 from .remote import Remote, is_remote
 from .routers import RouterSpec, shared_expert_paths
 from .shared_outputs import SharedNorms
@@ -76,6 +79,8 @@ class _Prepared:
     loss: tuple[np.ndarray, np.ndarray] | None = None
     """`[B, S]` nll and predicted of the batch (`token_loss`), and of the decoder batch below."""
     decoder_loss: tuple[np.ndarray, np.ndarray] | None = None
+    outputs: pa.Table | None = None
+    """The batch's `outputs` rows: every real token's next-token log-probabilities (`output_logprobs`)."""
 
 
 class _Session:
@@ -94,6 +99,7 @@ class _Session:
         token_loss: bool = False,
         expert_stats: bool = False,
         sequences: dict[int, list[int]] | None = None,
+        output_logprobs: bool = False,
     ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
@@ -118,6 +124,13 @@ class _Session:
         self.call = ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
         self.token_loss = token_loss
+        self.output_logprobs = output_logprobs
+        if output_logprobs and self.encoder_decoder:
+            raise InputError(
+                "output_logprobs records decoder-only models; record without it", field="output_logprobs"
+            )
+        if output_logprobs:
+            check_vocabulary(getattr(config, "vocab_size", None))
         if token_loss:
             check_lm_head(self.model)
         self.sequences = sequences or {}
@@ -162,7 +175,10 @@ class _Session:
                 loss = batch_loss(check_logits(captured.result, batch), batch, self.sequences)
             else:  # the logits are the decoder's: encoder tokens have none
                 decoder_loss = batch_loss(check_logits(captured.result, decoder), decoder)
-        return _Prepared(batch, decoder, keep, captured, norms, shared, loss, decoder_loss)
+        outputs = None
+        if self.output_logprobs and not generating:
+            outputs = logprob_rows(output_logits(captured.result, batch), batch)
+        return _Prepared(batch, decoder, keep, captured, norms, shared, loss, decoder_loss, outputs)
 
     def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
@@ -210,6 +226,8 @@ class _Session:
                             None if dec_loss is None else dec_loss[1][row, :length],
                         ),
                     )
+        if prepared.outputs is not None:
+            writer.write("outputs", prepared.outputs)
         alive = self._new_tokens(writer, batch, captured)
         for spec in self.specs:
             norms = None if prepared.norms is None else prepared.norms.get(spec.path, [])

@@ -29,6 +29,7 @@ CAPABILITIES: dict[str, str] = {
     "token_loss": "per-token loss (record it with token loss)",
     "output_norms": "expert output norms (record it with expert stats)",
     "modality": "token modality (record a vision-language model with images)",
+    "output_logprobs": "next-token log-probabilities (record them with output logprobs)",
 }
 """Every capability a run may declare, with the words a refusal uses for it."""
 
@@ -49,7 +50,7 @@ ENGINES: dict[str, str] = {
 def derived_capabilities(options: Mapping[str, Any]) -> frozenset[str]:
     """The capabilities of a RouteScope recording (and of runs that predate the field): everything it
     records, plus probs/logits, token loss and expert output norms when its options say they were kept."""
-    extra = [name for name in ("probs", "logits", "token_loss") if options.get(name)]
+    extra = [name for name in ("probs", "logits", "token_loss", "output_logprobs") if options.get(name)]
     if options.get("images"):
         extra.append("modality")
     if options.get("expert_stats"):
@@ -69,6 +70,7 @@ ON_REQUEST: dict[str, tuple[str, str]] = {
     "token_loss": ("token loss", "token_loss"),
     "output_norms": ("expert output norms", "expert_stats"),
     "modality": ("token modality", "images"),
+    "output_logprobs": ("next-token log-probabilities", "output_logprobs"),
 }
 """Capabilities a recording has only when asked for: what a refusal calls each, and the recording option
 (the error's `field`) that adds it."""

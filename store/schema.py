@@ -111,6 +111,18 @@ SHARED_EXPERTS = pa.schema(
 module (`module` indexes the router's `shared_experts` list): ‖output‖₂ of the shared expert for that token
 and its learnt gate (the sigmoid of `<module>_gate`; null where the block has none)."""
 
+OUTPUTS = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("logprobs", pa.list_(pa.float16()), nullable=False),
+    ]
+)
+"""Runs recorded with `output_logprobs=True`: one row per input token, the model's next-token distribution
+at that position as log-probabilities over the whole vocabulary (float16: 2 bytes per vocabulary entry and
+token; recordings refuse vocabularies over `hooks.output_logprobs.MAX_VOCAB`). Compared between runs by
+`output-kl`."""
+
 STEPS = pa.schema(
     [
         pa.field("step", pa.int32(), nullable=False),

@@ -500,6 +500,7 @@ AXIS_TITLES = {
     "top-tokens": "assignments",
     "embedding": "PC 1",
     "agreement": "agreement of the two runs",
+    "saturation": "saturation (top-k overlap) with the reference",
     "merge-groups": "expert (by merge group)",
     "paths": "share of tokens",
     "vocabulary": "share of tokens (cumulative)",
@@ -538,6 +539,7 @@ def test_every_kind_exports_to_svg_in_one_browser(
             "by": "domain" if kind.label == "required" else None,
             "expert": 3 if kind.expert != "no" else None,
             "other": runs["lm"] if "other" in kind.requires else None,
+            "series": (runs["lm"],) if "series" in kind.requires else (),
         }
         if name == "spatial":
             options["layer"] = 0
