@@ -259,6 +259,7 @@ class RunManifest(_Record):
     def modality(self) -> bool:
         """Whether `tokens.modality` (and `image`, `frame`) were recorded (`record(images=...)`)."""
         return "modality" in self.caps
+
     def output_logprobs(self) -> bool:
         """Whether the `outputs` table of next-token log-probabilities was recorded
         (`record(output_logprobs=True)`)."""
