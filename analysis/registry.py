@@ -39,6 +39,7 @@ from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
+from .pruning import prune_curve_of
 from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
@@ -209,6 +210,12 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
+    ),
+    "prune-curve": Analysis(
+        prune_curve_of,
+        "prune probe: loss (nats/token) per criterion and share of experts disabled, from the base run",
+        ("criterion", "ratio"),
+        needs=NOTHING,
     ),
     **PLACEMENT_ANALYSES,
     **STATISTICS_ANALYSES,

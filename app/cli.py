@@ -99,6 +99,9 @@ FLAGS: dict[str, str] = {
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
     "expert_stats": "--expert-stats",
+    "expert_means": "--expert-means",
+    "ratio": "--ratio",
+    "criterion": "--criterion",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

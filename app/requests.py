@@ -175,8 +175,25 @@ class Batch:
     """Inputs per batch (None: the probe's default)."""
 
 
-ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch
+@dataclass(frozen=True, kw_only=True)
+class Prune:
+    """Disable each layer's lowest-scoring share of experts by a saliency criterion, per ratio; the loss."""
+
+    criteria: tuple[str, ...] = ("reap", "frequency")
+    """Criteria to compare: reap, ean, frequency, random."""
+    ratios: tuple[float, ...] = (0.25, 0.5)
+    """Shares of each layer's experts to disable, each in (0, 1)."""
+    seed: int = 0
+    """Seed of the `random` criterion."""
+    calibration: str | None = None
+    """A run of the same model recorded with expert stats to score the experts (None: `NAME.base`)."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to edit (None: all)."""
+
+
+ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch | Prune
 PROBE_KINDS = ("ablate", "force", "noise", "batch")
+"""The probes of the Interventions page's probe chooser (prune has a section of its own)."""
 
 
 def companion_names(name: str, settings: ProbeSettings) -> list[str]:
@@ -188,6 +205,12 @@ def companion_names(name: str, settings: ProbeSettings) -> list[str]:
         return [f"{name}.base", name, *(f"{name}.random-{seed}" for seed in range(seeds))]
     if isinstance(settings, Batch):
         return [f"{name}.alone", name]
+    if isinstance(settings, Prune):
+        from routescope.probes.prune import check_ratio, run_name
+
+        ratios = sorted({check_ratio(r) for r in settings.ratios})
+        criteria = dict.fromkeys(settings.criteria)
+        return [f"{name}.base", *(run_name(name, c, r) for c in criteria for r in ratios)]
     if isinstance(settings, Noise) and settings.base:
         return [name]
     return [f"{name}.base", name]
@@ -211,7 +234,7 @@ class ProbeRequest:
     name: str
     """Name of the probe's own run; its companions get suffixes (`companion_names`)."""
     settings: ProbeSettings
-    """What the probe edits: `Ablate`, `Force`, `Noise` or `Batch`."""
+    """What the probe edits: `Ablate`, `Force`, `Noise`, `Batch` or `Prune`."""
     inputs: Inputs | DiffusionRequest
     """Text inputs with their labels, or a diffusion model's sampling settings."""
     probs: bool = False
@@ -277,6 +300,21 @@ class ProbeRequest:
                 **common,
             )
             return [study.base, study.ablated, *study.random]
+        if isinstance(s, Prune):
+            from routescope.probes import probe_prune
+
+            study = probe_prune(
+                model,
+                given,
+                name=self.name,
+                criteria=s.criteria,
+                ratios=s.ratios,
+                calibration=None if s.calibration is None else store.open(s.calibration),
+                layers=s.layers,
+                seed=s.seed,
+                **common,
+            )
+            return [study.base, *study.pruned.values()]
         if isinstance(s, Batch):
             from routescope.probes import probe_batch
 
@@ -337,6 +375,7 @@ __all__ = [
     "ProbeRequest",
     "ProbeSettings",
     "Progress",
+    "Prune",
     "RecordRequest",
     "companion_names",
     "parse_ints",
