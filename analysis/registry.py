@@ -42,7 +42,7 @@ from .placement_kinds import PLACEMENT_ANALYSES
 from .pruning import prune_curve_of
 from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
-from .similarity import expert_similarity, merge_groups
+from .similarity import expert_similarity, merge_groups, similarity_needs
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
@@ -113,12 +113,17 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "similarity": Analysis(
         expert_similarity,
-        "expert × expert similarity: router scores (needs probs) or co-activation",
+        "expert × expert similarity: router scores (probs), mean outputs (expert means) or co-activation",
         ("expert_a", "expert_b"),
         layer="required",
+        needs=similarity_needs,
     ),
     "merge-groups": Analysis(
-        merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
+        merge_groups,
+        "experts clustered by similarity, one to keep per group",
+        ("expert",),
+        layer="required",
+        needs=similarity_needs,
     ),
     "top-tokens": Analysis(
         top_tokens,

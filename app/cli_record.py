@@ -33,6 +33,11 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
     text.add_argument(
         "--expert-stats", action="store_true", help="also store each chosen expert's output norm"
     )
+    text.add_argument(
+        "--expert-means",
+        action="store_true",
+        help="also store every expert's mean output over all tokens (output-based similarity)",
+    )
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
     diffusion.add_argument("--vae", help="dit-moe: a local diffusers VAE folder to decode latents")
@@ -122,6 +127,7 @@ def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordReq
         seed=args.seed,
         token_loss=args.token_loss,
         expert_stats=args.expert_stats,
+        expert_means=args.expert_means,
     )
 
 

@@ -53,6 +53,8 @@ class RecordRequest:
     """Text: also store each token's next-token loss and argmax prediction (`tokens.nll`, `predicted`)."""
     expert_stats: bool = False
     """Text: also store each chosen expert's output norm before its gate (`assignments.output_norm`)."""
+    expert_means: bool = False
+    """Text: also store every expert's summed output over all tokens (`expert_means` table)."""
     max_new_tokens: int = 0
     """Text: generate this many tokens after each input and record their routing too."""
     batch_size: int | None = None
@@ -94,7 +96,12 @@ class RecordRequest:
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
-            for wanted, field_name in ((self.token_loss, "token_loss"), (self.expert_stats, "expert_stats")):
+            text_only = (
+                (self.token_loss, "token_loss"),
+                (self.expert_stats, "expert_stats"),
+                (self.expert_means, "expert_means"),
+            )
+            for wanted, field_name in text_only:
                 if wanted:
                     raise InputError(f"{field_name} is recorded for text models only", field=field_name)
             return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
@@ -111,6 +118,7 @@ class RecordRequest:
             seed=self.seed,
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
+            expert_means=self.expert_means,
             **extra,
             **common,
         )

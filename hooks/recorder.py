@@ -22,7 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import SHARED_EXPERTS
+from routescope.store.schema import EXPERT_MEANS, SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -112,13 +112,18 @@ def _targets(
     return out
 
 
-def check_statistics(token_loss: bool, expert_stats: bool, max_new_tokens: int, remote: Remote) -> None:
+def check_statistics(
+    token_loss: bool, expert_stats: bool, max_new_tokens: int, remote: Remote, expert_means: bool = False
+) -> None:
     """Refuse, in one line each, the per-token loss and expert statistics a recording cannot give."""
-    if token_loss and max_new_tokens:
-        raise InputError(
-            "token_loss scores forward recordings; record without max_new_tokens", field="token_loss"
-        )
-    for wanted, name in ((token_loss, "token_loss"), (expert_stats, "expert_stats")):
+    for wanted, name in ((token_loss, "token_loss"), (expert_means, "expert_means")):
+        if wanted and max_new_tokens:
+            raise InputError(f"{name} needs a forward recording; record without max_new_tokens", field=name)
+    for wanted, name in (
+        (token_loss, "token_loss"),
+        (expert_stats, "expert_stats"),
+        (expert_means, "expert_means"),
+    ):
         if wanted and is_remote(remote):
             raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
 
@@ -161,6 +166,7 @@ class TextSource(BaseSource):
         remote: Remote,
         token_loss: bool = False,
         expert_stats: bool = False,
+        expert_means: bool = False,
     ) -> None:
         self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
         self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
@@ -172,6 +178,7 @@ class TextSource(BaseSource):
         self.declared, self.engine, self.seed, self.remote = routers, engine, seed, remote
         self.generate_kwargs, self.shard = generate_kwargs, shard
         self.token_loss, self.expert_stats = bool(token_loss), bool(expert_stats)
+        self.expert_means = bool(expert_means)
         self.labels: list[str] = []
 
     def prepare(self) -> Plan:
@@ -183,7 +190,9 @@ class TextSource(BaseSource):
             raise InputError(f"seed {self.seed} is out of range; give an integer in -2**63..2**63-1")
         if is_remote(self.remote) and self.engine != "nnsight":
             raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
-        check_statistics(self.token_loss, self.expert_stats, self.max_new_tokens, self.remote)
+        check_statistics(
+            self.token_loss, self.expert_stats, self.max_new_tokens, self.remote, self.expert_means
+        )
         inputs, labels, targets = self.inputs, self.label_input, self.targets
         self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
         self.sample_ids = list(range(self.n_inputs))
@@ -230,6 +239,7 @@ class TextSource(BaseSource):
             remote=self.remote,
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
+            expert_means=self.expert_means,
             sequences={
                 self.sample_ids[local]: ids for local, ids in enumerate(self.token_ids)
             },  # original sample ids, as the units carry
@@ -243,8 +253,11 @@ class TextSource(BaseSource):
             self.first = session.capture(self.groups[0])
             specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
         session.specs = specs
-        if session.shared is not None:
-            self.extra_tables = {"shared_experts": SHARED_EXPERTS}
+        extra = {"shared_experts": SHARED_EXPERTS} if session.shared is not None else {}
+        if session.means is not None:
+            extra["expert_means"] = EXPERT_MEANS
+        if extra:
+            self.extra_tables = extra
         return Plan(batches=len(self.groups), units=len(self.groups))
 
     def destination(self, store: Store, name: str) -> tuple[Store, str]:
@@ -267,6 +280,7 @@ class TextSource(BaseSource):
             **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
             **({"token_loss": True} if self.token_loss else {}),
             **({"expert_stats": True} if self.expert_stats else {}),
+            **({"expert_means": True} if self.expert_means else {}),
         }
         return ManifestFacts(
             kind="text",
@@ -327,6 +341,7 @@ def record(
     remote: Remote = False,
     token_loss: bool = False,
     expert_stats: bool = False,
+    expert_means: bool = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -348,7 +363,9 @@ def record(
     sequence's last position) and `tokens.predicted` (the argmax next token), forward recordings only
     (hooks/token_loss.py). `expert_stats=True` adds `assignments.output_norm`, ‖f_e(x)‖₂ of each chosen
     expert's output before its gate weight, from one extra evaluation of the chosen experts through the
-    model's own experts module (hooks/expert_outputs.py).
+    model's own experts module (hooks/expert_outputs.py). `expert_means=True` adds the `expert_means`
+    table: every real token through every expert of each layer, Σ f_e(x) and the token count per batch
+    (decoder-only forward recordings; hooks/expert_means.py), the basis of output-based expert similarity.
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
@@ -370,6 +387,7 @@ def record(
         remote=remote,
         token_loss=token_loss,
         expert_stats=expert_stats,
+        expert_means=expert_means,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

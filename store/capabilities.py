@@ -28,6 +28,7 @@ CAPABILITIES: dict[str, str] = {
     "counts": "expert counts only",
     "token_loss": "per-token loss (record it with token loss)",
     "output_norms": "expert output norms (record it with expert stats)",
+    "expert_means": "mean expert outputs (record it with expert means)",
 }
 """Every capability a run may declare, with the words a refusal uses for it."""
 
@@ -47,10 +48,13 @@ ENGINES: dict[str, str] = {
 
 def derived_capabilities(options: Mapping[str, Any]) -> frozenset[str]:
     """The capabilities of a RouteScope recording (and of runs that predate the field): everything it
-    records, plus probs/logits, token loss and expert output norms when its options say they were kept."""
+    records, plus probs/logits, token loss, expert output norms and mean expert outputs when its options
+    say they were kept."""
     extra = [name for name in ("probs", "logits", "token_loss") if options.get(name)]
     if options.get("expert_stats"):
         extra.append("output_norms")
+    if options.get("expert_means"):
+        extra.append("expert_means")
     return frozenset((*RECORDED, *extra))
 
 
@@ -65,6 +69,7 @@ def capability_problem(value: object) -> str | None:
 ON_REQUEST: dict[str, tuple[str, str]] = {
     "token_loss": ("token loss", "token_loss"),
     "output_norms": ("expert output norms", "expert_stats"),
+    "expert_means": ("mean expert outputs", "expert_means"),
 }
 """Capabilities a recording has only when asked for: what a refusal calls each, and the recording option
 (the error's `field`) that adds it."""

@@ -256,6 +256,11 @@ class RunManifest(_Record):
         return "output_norms" in self.caps
 
     @property
+    def expert_means(self) -> bool:
+        """Whether the `expert_means` table was recorded (`record(expert_means=True)`)."""
+        return "expert_means" in self.caps
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")

@@ -102,6 +102,20 @@ SHARED_EXPERTS = pa.schema(
 module (`module` indexes the router's `shared_experts` list): ‖output‖₂ of the shared expert for that token
 and its learnt gate (the sigmoid of `<module>_gate`; null where the block has none)."""
 
+EXPERT_MEANS = pa.schema(
+    [
+        pa.field("router", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("call", pa.int16(), nullable=False),
+        pa.field("expert", pa.int32(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+        pa.field("output_sum", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+"""Runs recorded with `expert_means=True`: per batch, router call and expert, Σ f_e(x) over the batch's real
+tokens (every token through every expert of the layer, before any gate; length = hidden size) and how many
+tokens that sums. An expert's mean output over the run's tokens is Σ output_sum / Σ tokens over its rows."""
+
 STEPS = pa.schema(
     [
         pa.field("step", pa.int32(), nullable=False),
