@@ -372,6 +372,15 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
         raise InputError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 0, 3") from None
 
 
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """`"0.25, 0.5"` → (0.25, 0.5); blank → (). A one-line error for anything else."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        return tuple(float(part) for part in parts)
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give numbers separated by commas, e.g. 0.25, 0.5") from None
+
+
 __all__ = [
     "DEFAULT_STEPS",
     "PROBE_KINDS",
@@ -386,6 +395,7 @@ __all__ = [
     "Prune",
     "RecordRequest",
     "companion_names",
+    "parse_floats",
     "parse_ints",
 ]
 

@@ -42,6 +42,7 @@ from routescope.dashboard.probing import (
     probe_result,
     run_probe,
 )
+from routescope.dashboard.prune_section import prune_section
 from routescope.dashboard.recording import dataset_inputs, typed_inputs
 from routescope.dashboard.widgets import (
     open_store,
@@ -302,6 +303,8 @@ def main() -> None:
     st.divider()
     st.subheader("A probe's result")
     show_result(store)
+    st.divider()
+    prune_section(store)
 
 
 if __name__ == "__main__":
