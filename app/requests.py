@@ -214,10 +214,10 @@ def companion_names(name: str, settings: ProbeSettings) -> list[str]:
     if isinstance(settings, Batch):
         return [f"{name}.alone", name]
     if isinstance(settings, Prune):
-        from routescope.probes.prune import check_ratio, run_name
+        from routescope.probes.prune import check_criterion, check_ratio, run_name
 
         ratios = sorted({check_ratio(r) for r in settings.ratios})
-        criteria = dict.fromkeys(settings.criteria)
+        criteria = dict.fromkeys(check_criterion(c) for c in settings.criteria)
         return [f"{name}.base", *(run_name(name, c, r) for c in criteria for r in ratios)]
     if isinstance(settings, Noise) and settings.base:
         return [name]

@@ -230,3 +230,17 @@ def test_cli_probe_prune_prints_the_curve(tmp_path: Path, capsys: pytest.Capture
     curve = prune_curve(runs.open("p.base"), [runs.open("p.ean-0.25"), runs.open("p.random-0.25")])
     assert table["criterion"].tolist() == ["ean", "ean", "random", "random"]
     assert table["loss"].tolist() == pytest.approx(curve["loss"].tolist(), rel=1e-6)
+
+
+def test_an_unknown_criterion_exits_2_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    args = ["probe", "prune", "bundled:tiny-mixtral", "--store", str(store), "--name", "p", "--text", "Hi"]
+    assert main([*args, "--criterion", "magnitude", "--ratio", "0.25"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "routescope: error: unknown prune criterion 'magnitude'; choose from reap, ean, frequency, random "
+        "(pass --criterion)\n"
+    )
+    assert not store.exists() or Store(store).runs() == []
