@@ -118,7 +118,7 @@ def check_statistics(
     """Refuse, in one line each, the per-token loss and expert statistics a recording cannot give."""
     for wanted, name in ((token_loss, "token_loss"), (expert_means, "expert_means")):
         if wanted and max_new_tokens:
-            raise InputError(f"{name} needs a forward recording; record without max_new_tokens", field=name)
+            raise InputError(f"{name} needs forward recordings; record without max_new_tokens", field=name)
     for wanted, name in (
         (token_loss, "token_loss"),
         (expert_stats, "expert_stats"),
