@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from routescope.store import InputError, Run, Store
+from routescope.store import InputError, RouteScopeError, Run, Store
 
 from .ablation import _metrics
 
@@ -56,13 +56,17 @@ def prune_curve(base: Run, pruned: Sequence[Run]) -> pd.DataFrame:
 
 
 def prune_runs(base: Run) -> list[Run]:
-    """The prune probe runs beside `base` in its store whose probe entry names it as their base."""
+    """The prune probe runs beside `base` in its store whose probe entry names it as their base (runs that
+    cannot be opened are skipped)."""
     store = Store(base.path.parent)
     found = []
     for name in store.runs():
         if name == base.name:
             continue
-        run = store.open(name)
+        try:
+            run = store.open(name)
+        except RouteScopeError:  # an unreadable run of the store is none of this study's
+            continue
         entry = run.probe or {}
         if entry.get("probe") == PRUNE and entry.get("base") == base.name:
             found.append(run)
