@@ -41,10 +41,11 @@ from .output_kl import output_kl, output_kl_by_sample
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
+from .pruning import prune_curve_of
 from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
 from .series import saturation_series
-from .similarity import expert_similarity, merge_groups
+from .similarity import expert_similarity, merge_groups, similarity_needs
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
@@ -118,12 +119,17 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "similarity": Analysis(
         expert_similarity,
-        "expert × expert similarity: router scores (needs probs) or co-activation",
+        "expert × expert similarity: router scores (probs), mean outputs (expert means) or co-activation",
         ("expert_a", "expert_b"),
         layer="required",
+        needs=similarity_needs,
     ),
     "merge-groups": Analysis(
-        merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
+        merge_groups,
+        "experts clustered by similarity, one to keep per group",
+        ("expert",),
+        layer="required",
+        needs=similarity_needs,
     ),
     "top-tokens": Analysis(
         top_tokens,
@@ -248,6 +254,12 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
+    ),
+    "prune-curve": Analysis(
+        prune_curve_of,
+        "prune probe: loss (nats/token) per criterion and share of experts disabled, from the base run",
+        ("criterion", "ratio"),
+        needs=NOTHING,
     ),
     **PLACEMENT_ANALYSES,
     **STATISTICS_ANALYSES,

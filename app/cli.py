@@ -101,6 +101,9 @@ FLAGS: dict[str, str] = {
     "output_logprobs": "--output-logprobs",
     "expert_stats": "--expert-stats",
     "images": "--image",
+    "expert_means": "--expert-means",
+    "ratio": "--ratio",
+    "criterion": "--criterion",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

@@ -47,6 +47,11 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="an image for a vision-language model: one per --text, or several for one --text",
     )
+    text.add_argument(
+        "--expert-means",
+        action="store_true",
+        help="also store every expert's mean output over all tokens (output-based similarity)",
+    )
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
     diffusion.add_argument("--vae", help="dit-moe: a local diffusers VAE folder to decode latents")
@@ -145,6 +150,7 @@ def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordReq
         token_loss=args.token_loss,
         output_logprobs=args.output_logprobs,
         expert_stats=args.expert_stats,
+        expert_means=args.expert_means,
     )
 
 

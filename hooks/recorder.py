@@ -22,7 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import OUTPUTS, SHARED_EXPERTS
+from routescope.store.schema import EXPERT_MEANS, OUTPUTS, SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -119,16 +119,23 @@ def check_statistics(
     max_new_tokens: int,
     remote: Remote,
     output_logprobs: bool = False,
+    expert_means: bool = False,
 ) -> None:
-    """Refuse, in one line each, the per-token loss, output distributions and expert statistics a
-    recording cannot give."""
-    for wanted, name in ((token_loss, "token_loss"), (output_logprobs, "output_logprobs")):
+    """Refuse, in one line each, the per-token loss, output distributions, expert statistics and expert
+    means a recording cannot give."""
+    forward_only = (
+        (token_loss, "token_loss"),
+        (output_logprobs, "output_logprobs"),
+        (expert_means, "expert_means"),
+    )
+    for wanted, name in forward_only:
         if wanted and max_new_tokens:
-            raise InputError(f"{name} scores forward recordings; record without max_new_tokens", field=name)
+            raise InputError(f"{name} needs forward recordings; record without max_new_tokens", field=name)
     for wanted, name in (
         (token_loss, "token_loss"),
         (expert_stats, "expert_stats"),
         (output_logprobs, "output_logprobs"),
+        (expert_means, "expert_means"),
     ):
         if wanted and is_remote(remote):
             raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
@@ -181,6 +188,7 @@ class TextSource(BaseSource):
         token_loss: bool = False,
         expert_stats: bool = False,
         output_logprobs: bool = False,
+        expert_means: bool = False,
     ) -> None:
         self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
         self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
@@ -193,6 +201,7 @@ class TextSource(BaseSource):
         self.generate_kwargs, self.shard = generate_kwargs, shard
         self.token_loss, self.expert_stats = bool(token_loss), bool(expert_stats)
         self.output_logprobs = bool(output_logprobs)
+        self.expert_means = bool(expert_means)
         self.labels: list[str] = []
 
     def prepare(self) -> Plan:
@@ -205,7 +214,12 @@ class TextSource(BaseSource):
         if is_remote(self.remote) and self.engine != "nnsight":
             raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
         check_statistics(
-            self.token_loss, self.expert_stats, self.max_new_tokens, self.remote, self.output_logprobs
+            self.token_loss,
+            self.expert_stats,
+            self.max_new_tokens,
+            self.remote,
+            self.output_logprobs,
+            self.expert_means,
         )
         inputs, labels, targets = self.inputs, self.label_input, self.targets
         self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
@@ -254,6 +268,7 @@ class TextSource(BaseSource):
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
             output_logprobs=self.output_logprobs,
+            expert_means=self.expert_means,
             sequences={
                 self.sample_ids[local]: ids for local, ids in enumerate(self.token_ids)
             },  # original sample ids, as the units carry
@@ -269,6 +284,7 @@ class TextSource(BaseSource):
         session.specs = specs
         self.extra_tables = {
             **({"shared_experts": SHARED_EXPERTS} if session.shared is not None else {}),
+            **({"expert_means": EXPERT_MEANS} if session.means is not None else {}),
             **({"outputs": OUTPUTS} if self.output_logprobs else {}),
         }
         return Plan(batches=len(self.groups), units=len(self.groups))
@@ -294,6 +310,7 @@ class TextSource(BaseSource):
             **({"token_loss": True} if self.token_loss else {}),
             **({"expert_stats": True} if self.expert_stats else {}),
             **({"output_logprobs": True} if self.output_logprobs else {}),
+            **({"expert_means": True} if self.expert_means else {}),
         }
         return ManifestFacts(
             kind="text",
@@ -357,6 +374,7 @@ def record(
     images: Sequence[Any] | None = None,
     processor: Any = None,
     output_logprobs: bool = False,
+    expert_means: bool = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -381,6 +399,9 @@ def record(
     model's own experts module (hooks/expert_outputs.py). `output_logprobs=True` keeps every input
     token's next-token log-probabilities (float16, table `outputs`; decoder-only forward recordings,
     vocabularies up to 65,536), which `output-kl` compares between runs (hooks/output_logprobs.py).
+    `expert_means=True` adds the `expert_means` table: every real token through every expert of each
+    layer, Σ f_e(x) and the token count per batch (decoder-only forward recordings; hooks/expert_means.py),
+    the basis of output-based expert similarity.
 
     `images` (one entry per input: an image, a list of images or None; PIL images, arrays or file paths)
     records a vision-language model: each text with its images goes through the model's `processor`
@@ -401,6 +422,7 @@ def record(
             token_loss=token_loss,
             expert_stats=expert_stats,
             output_logprobs=output_logprobs,
+            expert_means=expert_means,
         )
         vision = ImageTextSource(
             subject,
@@ -434,6 +456,7 @@ def record(
         token_loss=token_loss,
         expert_stats=expert_stats,
         output_logprobs=output_logprobs,
+        expert_means=expert_means,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

@@ -231,6 +231,11 @@ class Run:
         width = len(values) // max(len(keys), 1)
         return keys, values.reshape(len(keys), width)
 
+    def expert_means(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Runs recorded with `expert_means=True`: per batch, router call and expert, the sum of the expert's
+        outputs over the batch's tokens (`output_sum`) and their count (`tokens`)."""
+        return self._frame("expert_means", columns)
+
     def steps(self) -> pd.DataFrame:
         """One row per step: step, timestep, sigma (generation steps have no timestep)."""
         return self._frame("steps", None)

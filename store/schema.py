@@ -122,6 +122,19 @@ OUTPUTS = pa.schema(
 at that position as log-probabilities over the whole vocabulary (float16: 2 bytes per vocabulary entry and
 token; recordings refuse vocabularies over `hooks.output_logprobs.MAX_VOCAB`). Compared between runs by
 `output-kl`."""
+EXPERT_MEANS = pa.schema(
+    [
+        pa.field("router", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("call", pa.int16(), nullable=False),
+        pa.field("expert", pa.int32(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+        pa.field("output_sum", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+"""Runs recorded with `expert_means=True`: per batch, router call and expert, Σ f_e(x) over the batch's real
+tokens (every token through every expert of the layer, before any gate; length = hidden size) and how many
+tokens that sums. An expert's mean output over the run's tokens is Σ output_sum / Σ tokens over its rows."""
 
 STEPS = pa.schema(
     [

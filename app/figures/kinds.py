@@ -194,6 +194,9 @@ def layer_sizes(run: Run) -> dict[int, int]:
 
 
 def basis(request: FigureRequest) -> str:
-    """Router logits when the run stored them, else its probabilities, else co-activation (Ochiai)."""
+    """Router logits when the run stored them, else its probabilities, else mean expert outputs, else
+    co-activation (Ochiai)."""
     info = request.run.info
-    return "router" if info.logits else "probs" if info.probs else "coactivation"
+    if info.logits or info.probs:
+        return "router" if info.logits else "probs"
+    return "outputs" if info.expert_means else "coactivation"

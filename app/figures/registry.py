@@ -43,6 +43,7 @@ from .paths import figure_paths
 from .placement import PLACEMENT_FIGURES
 from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
 from .saturation import figure_saturation
+from .pruning import figure_prune_curve
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
 from .theme import Width
 from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
@@ -270,6 +271,13 @@ FIGURES: dict[str, FigureKind] = {
         build=figure_batch_dependence,
         description="batch probe: per router, the share of decisions that change when inputs share a batch "
         "(--compare: the batched run)",
+    ),
+    "prune-curve": FigureKind(
+        analysis="prune-curve",
+        build=figure_prune_curve,
+        description="prune probe: loss against the share of experts pruned, one line per criterion "
+        "(of the study's base run)",
+        standard=(),
     ),
     **PLACEMENT_FIGURES,
 }
