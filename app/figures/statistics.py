@@ -216,8 +216,6 @@ STATISTICS_FIGURES: dict[str, FigureKind] = {
         build=figure_saliency,
         description="layer × expert saliency from expert output norms: gate × norm (REAP); EAN, max norm "
         "and frequency with criterion=",
-        requires=("text",),
-        standard=("text",),
     ),
     "loss-by-uncertainty": FigureKind(
         analysis="loss-by-uncertainty",
