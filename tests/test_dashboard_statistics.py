@@ -241,3 +241,30 @@ def test_compare_page_draws_the_consistency_kinds(store_dir: Path, monkeypatch: 
     assert S(state.COMPARE_REPLAY_CHART, "stats", "plain") in drawn
     assert S(state.COMPARE_RANK_CHART, "stats", "plain") not in drawn
     assert "record plain with probs" in captions(at)
+
+
+# --- Run -------------------------------------------------------------------------------------------------
+
+
+def test_run_page_records_token_loss_and_expert_stats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    routescope.record_diffusion(
+        routescope.load_model("bundled:dit-digits"), classes=[0], steps=1, store=store, name="seed"
+    )
+    monkeypatch.setenv(STORE_ENV, str(store))
+    at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=240).run()
+    at.switch_page("app_pages/run.py").run()
+    at.selectbox(key=state.RUN_BUNDLED).set_value("tiny-mixtral").run()
+    at.text_area(key=state.RUN_TEXT).set_value("hello world\nsecond line\n").run()
+    at.checkbox(key=state.RUN_TOKEN_LOSS).check().run()
+    at.checkbox(key=state.RUN_EXPERT_STATS).check().run()
+    at.text_input(key=state.RUN_NAME).set_value("stats").run()
+    at.button(key=state.RUN_RECORD).click().run()
+    assert not at.exception
+    assert not at.error
+    run = Store(store).open("stats")
+    assert (run.info.token_loss, run.info.expert_stats) == (True, True)
+    assert run.tokens()["nll"].notna().any()
+    assert run.assignments()["output_norm"].notna().all()
