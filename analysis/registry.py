@@ -66,6 +66,11 @@ def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
     return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
 
 
+def _vocabulary_needs(params: dict[str, Any]) -> tuple[str, ...]:
+    """Token ids; keyed on the predicted next token, also the token loss that recorded it."""
+    return (*TOKEN_IDS, "token_loss") if params.get("target") == "predicted" else TOKEN_IDS
+
+
 ANALYSES: dict[str, Analysis] = {
     "summary": Analysis(
         router_summary, "per router: decisions, drops, mean entropy and margin", ("router",), needs=NOTHING
@@ -99,7 +104,7 @@ ANALYSES: dict[str, Analysis] = {
         vocabulary_specialization,
         "per token id: top-1 expert and its share",
         ("layer", "token_id"),
-        needs=TOKEN_IDS,
+        needs=_vocabulary_needs,
     ),
     "coactivation": Analysis(
         coactivation,

@@ -70,7 +70,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Real recordings: `lm` (moe-lm, 6 domain texts, with probabilities) and `dit` (dit-digits)."""
+    """Real recordings: `lm` (moe-lm, 6 domain texts, with probabilities, token loss and expert output
+    norms) and `dit` (dit-digits)."""
     store = Store(tmp_path_factory.mktemp("figures") / "store")
     texts, labels = routescope.load_dataset("bundled:domains")
     keep = [
@@ -85,6 +86,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         name="lm",
         labels={"domain": [labels["domain"][i] for i in keep]},
         probs=True,
+        token_loss=True,
+        expert_stats=True,
         progress=False,
     )
     dit = routescope.record_diffusion(
@@ -526,6 +529,14 @@ AXIS_TITLES = {
     "drift": "load drift",
     "drift-experts": "expert",
     "predictability": "from the previous layer",
+    "vocabulary-predicted": "predicted token",
+    "saliency": "REAP",
+    "loss-by-uncertainty": "router entropy (norm.)",
+    "loss-by-expert": "loss (nats) ± 95% CI",
+    "loss-by-label": "next-token loss (nats)",
+    "rank-consistency": "agreement of the two runs",
+    "boundary-flips": "top-k boundary margin",
+    "replay-samples": "share differing between runs",
 }
 
 

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from routescope.analysis import compute
 from routescope.store import InputError, Run
 
+from .consistency import CONSISTENCY_FIGURES
 from .diffusion import figure_spatial, figure_step_similarity, figure_steps
 from .kinds import (
     FigureKind,
@@ -45,6 +46,7 @@ from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
 from .pruning import figure_prune_curve
 from .saturation import figure_saturation
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
+from .statistics import STATISTICS_FIGURES
 from .theme import Width
 from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
 from .vocabulary import figure_vocabulary
@@ -216,6 +218,16 @@ FIGURES: dict[str, FigureKind] = {
         requires=("text",),
         standard=("text",),
     ),
+    "vocabulary-predicted": FigureKind(
+        analysis="vocabulary",
+        params=lambda r: {"target": "predicted"},
+        build=figure_vocabulary,
+        options=lambda r: {"n_experts": layer_sizes(r.run), "target": "predicted"},
+        description="vocabulary keyed on the model's predicted next token (runs recorded with token loss): "
+        "per layer, the CDF of the share of a predicted token routed to its top expert",
+        requires=("text",),
+        standard=("text",),
+    ),
     "uncertain-labels": FigureKind(
         analysis="uncertain-labels",
         build=figure_uncertain_labels,
@@ -280,6 +292,8 @@ FIGURES: dict[str, FigureKind] = {
         standard=(),
     ),
     **PLACEMENT_FIGURES,
+    **STATISTICS_FIGURES,
+    **CONSISTENCY_FIGURES,
 }
 
 
