@@ -6,10 +6,10 @@ capacity drops; JetMoE's token slots sorted by expert; NLLB-MoE's `(top-1 mask, 
 with capacity drops; expert-choice layers such as diffusers' NucleusMoE, whose gate returns bare logits
 [B, S, E] and whose experts each pick their top-C tokens of a sequence). The output's *shape* identifies
 its convention (expert choice is read from the MoE block instead: `routers.py`), so `detect_convention`
-reads it from a dry run and `normalise` decodes every later call the same way. The result always holds what the model
-actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
-the logits, plus the distribution it chose from, for entropy and margin, and the raw scores (logits) that
-distribution was computed from.
+reads it from a dry run and `normalise` decodes every later call the same way. The result always holds
+what the model actually did — the expert ids it dispatched to and the gate weights it applied — never a
+re-ranking of the logits, plus the distribution it chose from, for entropy and margin, and the raw
+scores (logits) that distribution was computed from.
 
 Shapes at this boundary: T = tokens of one router call (batch × sequence, flattened row-major),
 E = experts, k = experts per token. k may vary from token to token (expert choice: 0 … E): then the

@@ -47,9 +47,7 @@ def router_call_tables(
     position = layout.position[keep].numpy().astype(np.int32)
     expert = decoded.expert[keep].numpy()
     n, k = expert.shape
-    slots = (
-        np.ones(n * k, dtype=bool) if decoded.valid is None else decoded.valid[keep].numpy().reshape(-1)
-    )
+    slots = np.ones(n * k, dtype=bool) if decoded.valid is None else decoded.valid[keep].numpy().reshape(-1)
     m = int(slots.sum())
     full = np.full
     assignments = pa.table(

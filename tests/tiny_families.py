@@ -84,6 +84,10 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"attn_layer_offset": 1, "attn_layer_period": 2},
         **{"expert_layer_offset": 0, "expert_layer_period": 1},
     },
+    "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
+        **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
+        **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
+    },
 }
 """`_WIDE` plus what makes the family's default layout hold an MoE layer (and, for hybrids, an attention
 layer) within 2 layers: their defaults put linear attention or dense MLPs in the first layers."""
@@ -92,6 +96,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "flint": _GATES_2,
     "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
     "jamba": _FEED_FORWARD_2,
+    "longcat_flash": _MLP_ROUTERS_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 
