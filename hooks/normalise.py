@@ -40,6 +40,9 @@ CONVENTIONS: tuple[Convention, ...] = (
     "top2_combine",
     "expert_choice",
 )
+DETECTED: tuple[Convention, ...] = CONVENTIONS[:-1]
+"""The conventions an output's shape identifies; `expert_choice` outputs bare logits, and the MoE block
+says it is one (`routers.expert_choice_rule`)."""
 Choice = Literal["token", "expert"]
 CHOICES: tuple[Choice, ...] = ("token", "expert")
 """Who chooses: each token its experts (`token`: top-k, a fixed number per token), or each expert its
@@ -130,7 +133,7 @@ def detect_convention(output: Any, where: str) -> Convention:
         type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
     )
     raise RouterOutputError(
-        f"router {where} returns {kinds}, which matches none of the conventions {', '.join(CONVENTIONS)}; "
+        f"router {where} returns {kinds}, which matches none of the conventions {', '.join(DETECTED)}; "
         "declare a module that returns one of them (docs/routers.md)"
     )
 
