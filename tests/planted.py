@@ -19,7 +19,7 @@ from routescope.store.writer import RunWriter
 
 
 def planted_routers(
-    layers: list[int], n_experts: int, k: int, zero_experts: tuple[int, ...] = ()
+    layers: list[int], n_experts: int, k: int, zero_experts: tuple[int, ...] = (), choice: str = "token"
 ) -> list[dict[str, object]]:
     """One plain top-k FFN router per layer (router id = its index), as the manifest stores it."""
     return [
@@ -31,6 +31,7 @@ def planted_routers(
             n_experts=n_experts,
             top_k=k,
             zero_experts=zero_experts,
+            choice=choice,
         ).to_dict()
         for i, layer in enumerate(layers)
     ]
@@ -49,18 +50,19 @@ def planted_run(
     weights: dict[int, np.ndarray] | None = None,
     predicted: np.ndarray | None = None,
     zero_experts: tuple[int, ...] = (),
+    choice: str = "token",
 ) -> Run:
     """A run of one-token samples: `experts[layer][sample]` lists the experts chosen (rank order) for
     that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample;
     `nll` per sample (a token-loss run; `predicted`, the predicted next token, defaults to the token
     id); `output_norm[layer]` and `weights[layer]` are `[samples, k]` (an expert-stats run; weights
     default to 1/k). A sample's list may have any length (variable k, 0 included: the decision row stays);
-    `zero_experts` are the routers' zero-computation experts."""
+    `zero_experts` are the routers' zero-computation experts, `choice` their `token`/`expert` mode."""
     layers = sorted(experts)
     n_samples = len(experts[layers[0]])
     k = max(len(chosen) for layer in layers for chosen in experts[layer])
     label_columns = sorted(labels or {})
-    routers = planted_routers(layers, n_experts, k, zero_experts)
+    routers = planted_routers(layers, n_experts, k, zero_experts, choice)
     schemas = {
         "samples": samples_schema(label_columns),
         "tokens": tokens_schema(nll is not None),

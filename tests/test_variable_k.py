@@ -22,7 +22,8 @@ from routescope.hooks.normalise import Decoded, DecodeRule, normalise
 from routescope.hooks.routers import RouterSpec
 from routescope.hooks.tables import router_call_tables
 from routescope.hooks.units import Layout
-from routescope.store import Store
+from routescope.store import InputError, Store
+from routescope.store.manifest import RouterInfo
 from tests.planted import planted_run
 from tests.tiny_families import tiny_model
 
@@ -178,3 +179,36 @@ def test_balance_and_specialization_with_k_varying_and_zero_experts(tmp_path: Pa
             assert got["lift"] == pytest.approx((c[e] / c.sum()) / share[e])
             assert got["uniform_lift"] == pytest.approx(c[e] / c.sum() * 4)
     assert not any(e >= 4 for _, e in spec.index)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"choice": "experts"}, r"^router 0's choice is 'experts', not token or expert$"),
+        ({"zero_experts": [3, 6]}, r"^router 0's zero_experts is not a list of its expert ids$"),
+        ({"zero_experts": "6"}, r"^router 0's zero_experts is not a list of its expert ids$"),
+    ],
+)
+def test_router_objects_with_a_bad_choice_or_zero_experts_are_refused(fields: dict, message: str) -> None:
+    from routescope.store.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match=message):
+        RouterInfo.from_dict({"id": 0, "layer": 0, "n_experts": 6, "top_k": 2, **fields})
+
+
+def test_runs_without_the_new_router_fields_read_as_token_choice(tmp_path: Path) -> None:
+
+    info = RouterInfo.from_dict({"id": 0, "layer": 0, "n_experts": 6, "top_k": 2})
+    assert (info.choice, info.zero_experts, info.computing_experts) == ("token", (), 6)
+    assert info.to_dict() == {"id": 0, "layer": 0, "n_experts": 6, "top_k": 2}  # written back unchanged
+
+
+def test_fixed_k_exports_refuse_expert_choice_runs(tmp_path: Path) -> None:
+    from routescope.exporters import export_run
+
+    run = planted_run(Store(tmp_path), "ec", experts={0: [[0], [], [1, 2]]}, choice="expert")
+    assert run.info.routers[0].choice == "expert"
+    with pytest.raises(
+        InputError, match=r"^olmoe-jsonl needs a fixed top-k per token; run 'ec' has expert-choice"
+    ):
+        export_run("olmoe-jsonl", run, tmp_path / "out.jsonl")

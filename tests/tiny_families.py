@@ -49,7 +49,7 @@ _FEED_FORWARD_2 = ["model.layers.0.feed_forward.router", "model.layers.1.feed_fo
 GENERIC: dict[str, list[str]] = {
     **dict.fromkeys(("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe"), _GATES_2),
     **dict.fromkeys(("hunyuan_v1_moe", "inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
-    "granitemoe_swa": _SPARSE_ROUTERS_2,
+    **dict.fromkeys(("granitemoe_swa", "granitemoeshared"), _SPARSE_ROUTERS_2),
     "phimoe": _MLP_ROUTERS_2,
     "aria_text": _MLP_ROUTERS_2,
     **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),
