@@ -139,10 +139,11 @@ def detect_convention(output: Any, where: str) -> Convention:
 
 
 def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
-    """The router's expert scores as a distribution: softmax, or sigmoid scores normalised to sum 1."""
+    """The router's expert scores as a distribution: softmax, or sigmoid (DeepSeek-V4: √softplus) scores
+    normalised to sum 1."""
     logits = logits.float()
-    if scoring == "sigmoid":
-        scores = logits.sigmoid()
+    if scoring in ("sigmoid", "sqrtsoftplus"):
+        scores = logits.sigmoid() if scoring == "sigmoid" else torch.nn.functional.softplus(logits).sqrt()
         return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)
     return torch.softmax(logits, dim=-1)
 

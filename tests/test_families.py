@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers.activations import ACT2FN
 
 import routescope
 from routescope.hooks.families import family_info
@@ -63,6 +64,7 @@ SHARED = {
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
+            "deepseek_v4",
         ),
         "shared_experts",
     ),
@@ -286,8 +288,9 @@ def test_assignments_equal_router_outputs(families: Callable[[str], Family], fam
 
 def _reference_probs(fam: Family, sample: int) -> np.ndarray:
     logits = torch.cat(fam.logits[sample])
-    if family_info(fam.name).scoring == "sigmoid":
-        scores = logits.sigmoid()
+    scoring = family_info(fam.name).scoring
+    if scoring in ("sigmoid", "sqrtsoftplus"):  # the model's own score function (DeepSeek-V4: √softplus)
+        scores = ACT2FN[scoring](logits)
         return (scores / scores.sum(-1, keepdim=True)).numpy()
     return torch.softmax(logits, -1).numpy()
 

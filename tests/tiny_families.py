@@ -84,6 +84,7 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"attn_layer_offset": 1, "attn_layer_period": 2},
         **{"expert_layer_offset": 0, "expert_layer_period": 1},
     },
+    "deepseek_v4": {"mlp_layer_types": ["moe", "moe"]},  # top-k routers (hash-routed layers are not recorded)
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -97,6 +98,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
     "jamba": _FEED_FORWARD_2,
     "longcat_flash": _MLP_ROUTERS_2,
+    "deepseek_v4": _GATES_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 
