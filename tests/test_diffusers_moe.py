@@ -240,3 +240,13 @@ def test_a_nucleus_pipeline_records_what_each_expert_picked(
             assert [chosen[e] for e in ranks["expert"]] == sorted(chosen.values(), reverse=True)
         empty += batch * 16 - len(expected)
     assert empty > 0  # some patches were picked by no expert and still have their decision rows
+    # repeat rates: the uniform top-k level uses the paired patches' observed number of experts, not k = E
+    k = a.groupby(["step", "router", "sample", "position"]).size().rename("k").reset_index()
+    right = k.assign(position=k["position"] - 1)  # the raster neighbour of each patch, same row only
+    pairs = k[k["position"] % 4 != 3].merge(right, on=["step", "router", "sample", "position"])
+    rates = compute("repeat", run).set_index("layer")
+    for router in routers:
+        mine = pairs[pairs["router"] == router.id]
+        mean_k = (mine["k_x"].sum() + mine["k_y"].sum()) / (2 * len(mine))
+        assert rates.loc[router.layer, "pairs"] == len(mine)
+        assert rates.loc[router.layer, "uniform_topk"] == pytest.approx(mean_k / 4)
