@@ -212,3 +212,21 @@ def test_fixed_k_exports_refuse_expert_choice_runs(tmp_path: Path) -> None:
         InputError, match=r"^olmoe-jsonl needs a fixed top-k per token; run 'ec' has expert-choice"
     ):
         export_run("olmoe-jsonl", run, tmp_path / "out.jsonl")
+
+
+def test_coactivation_at_an_expert_choice_layer_counts_tokens_without_experts(tmp_path: Path) -> None:
+    from routescope.analysis.coactivation import coactivation
+
+    chosen = [[0, 1], [], [0, 1, 2], [2]]
+    run = planted_run(Store(tmp_path), "ec", experts={0: chosen}, choice="expert")
+    table = coactivation(run, 0).set_index(["expert_a", "expert_b"])
+    decisions = len(chosen)  # 4, the token with no expert included
+    single = {e: sum(e in c for c in chosen) for e in range(3)}
+    for (a, b), row in table.iterrows():
+        both = sum(a in c and b in c for c in chosen)
+        assert row["count"] == both
+        assert row["p_b_given_a"] == pytest.approx(both / single[a])
+        assert row["lift"] == pytest.approx(
+            (both / decisions) / (single[a] / decisions * single[b] / decisions)
+        )
+    assert table.loc[(0, 1), "lift"] == pytest.approx(2.0)
