@@ -31,6 +31,8 @@ FAMILIES: dict[str, FamilyInfo] = {
     ),
     "glm4_moe": FamilyInfo(scoring="sigmoid"),
     "glm4_moe_lite": FamilyInfo(scoring="sigmoid"),
+    "glm4v_moe": FamilyInfo(scoring="sigmoid", note="GLM-4.5V: the text model's router (image inputs)"),
+    "glm4v_moe_text": FamilyInfo(scoring="sigmoid"),
     "dots1": FamilyInfo(scoring="sigmoid"),
     "solar_open": FamilyInfo(scoring="sigmoid"),
     "exaone_moe": FamilyInfo(scoring="sigmoid"),

@@ -284,6 +284,22 @@ class RunManifest(_Record):
         return "output_norms" in self.caps
 
     @property
+    def modality(self) -> bool:
+        """Whether `tokens.modality` (and `image`, `frame`) were recorded (`record(images=...)`)."""
+        return "modality" in self.caps
+
+    @property
+    def output_logprobs(self) -> bool:
+        """Whether the `outputs` table of next-token log-probabilities was recorded
+        (`record(output_logprobs=True)`)."""
+        return "output_logprobs" in self.caps
+
+    @property
+    def expert_means(self) -> bool:
+        """Whether the `expert_means` table was recorded (`record(expert_means=True)`)."""
+        return "expert_means" in self.caps
+
+    @property
     def probe(self) -> dict[str, Any] | None:
         """`model.probe`: which intervention made this run, or None."""
         entry = self.model.get("probe")

@@ -97,7 +97,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         store=store,
         name="dit",
     )
-    return {"lm": lm, "dit": dit, "store": store}
+    from routescope.probes import RecordOptions, probe_prune
+
+    study = probe_prune(
+        routescope.load_model("bundled:moe-lm"),
+        [texts[i][:160] for i in keep],
+        store=Store(store.path.parent / "prune-store"),
+        name="pr",
+        criteria=["frequency"],
+        ratios=[0.25],
+        options=RecordOptions(engine="hooks"),
+    )
+    return {"lm": lm, "dit": dit, "store": store, "prune": study.base}
 
 
 def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
@@ -500,6 +511,7 @@ AXIS_TITLES = {
     "top-tokens": "assignments",
     "embedding": "PC 1",
     "agreement": "agreement of the two runs",
+    "saturation": "saturation (top-k overlap) with the reference",
     "merge-groups": "expert (by merge group)",
     "paths": "share of tokens",
     "vocabulary": "share of tokens (cumulative)",
@@ -507,6 +519,7 @@ AXIS_TITLES = {
     "changes": "share of decisions changed",
     "flips": "share of decisions",
     "batch-dependence": "share of decisions changed",
+    "prune-curve": "loss (nats per token)",
     "coverage": "N most-loaded experts",
     "hot-set": "hot-set size (experts)",
     "placement": "balancedness",
@@ -533,11 +546,13 @@ def test_every_kind_exports_to_svg_in_one_browser(
     jobs = []
     for name, kind in FIGURES.items():
         run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
+        run = runs["prune"] if name == "prune-curve" else run
         options = {
             "layer": 1 if kind.layer != "no" else None,
             "by": "domain" if kind.label == "required" else None,
             "expert": 3 if kind.expert != "no" else None,
             "other": runs["lm"] if "other" in kind.requires else None,
+            "series": (runs["lm"],) if "series" in kind.requires else (),
         }
         if name == "spatial":
             options["layer"] = 0
@@ -600,7 +615,7 @@ def test_standard_set_follows_the_run(runs: dict[str, Any]) -> None:
     assert not {s for s in lm if s.startswith(("steps", "spatial", "step-similarity"))}
     assert {"steps-layer0", "spatial-layer3", "step-similarity-layer0", "specialization-class-layer0"} <= dit
     assert not {"repeat", "paths", "vocabulary"} & dit
-    on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence"}
+    on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence", "prune-curve"}
     assert not {s for s in lm | dit if s.startswith(tuple(on_request))}
 
 

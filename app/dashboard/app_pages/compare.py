@@ -39,7 +39,7 @@ def comparable_kinds() -> list[str]:
         kind
         for kind, analysis in ANALYSES.items()
         if analysis.keys
-        and not analysis.other
+        and not (analysis.other or analysis.series)
         and all(p.default is not inspect.Parameter.empty for p in parameters(kind).values())
     ]
 

@@ -1,6 +1,7 @@
 """Tokens page: one sample's tokens coloured by their top-1 expert at a layer, and one token's weights.
 
-Text runs show the text; diffusion runs show the patch grid at a chosen step and CFG branch, next to
+Text runs show the text (runs recorded with images also each image's patch grid, image_patches.py);
+diffusion runs show the patch grid at a chosen step and CFG branch, next to
 x̂₀ at that step. Uncertain tokens (normalised entropy at or above a threshold, or a top-1/top-2 margin at
 or below one) are outlined in red. Samples can be narrowed by a label value.
 """
@@ -13,6 +14,7 @@ import streamlit as st
 from routescope.analysis import router_names, uncertain, weight_matrix
 from routescope.analysis.uncertainty import DEFAULT_THRESHOLD
 from routescope.dashboard import cache, state
+from routescope.dashboard.image_patches import show_image_patches
 from routescope.dashboard.markup import legend_html, literal, patch_grid_html, tokens_html
 from routescope.dashboard.widgets import enlarge, open_store, pick_run, show_figure
 from routescope.figures import figure_token_weights
@@ -183,6 +185,7 @@ def main() -> None:
             show_x0(run, samples, chosen, step)
     else:
         st.html(tokens_html(routing, flags, n_experts))
+        show_image_patches(routing, flags, n_experts, run_name=run.name, sample=sample)
     st.subheader("One token's weights at every layer")
     token_weights(run, routing, sample, spec.stack, step)
     with st.expander("Routing table of this sample"):
