@@ -84,7 +84,10 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"attn_layer_offset": 1, "attn_layer_period": 2},
         **{"expert_layer_offset": 0, "expert_layer_period": 1},
     },
-    "deepseek_v4": {"mlp_layer_types": ["moe", "moe"]},  # top-k routers (hash-routed layers are not recorded)
+    "deepseek_v4": {"mlp_layer_types": ["moe", "moe"]},
+    "hy_v4_vl_text": {  # M-RoPE sections must sum to qk_rope_head_dim / 2 = 4
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    },  # top-k routers (hash-routed layers are not recorded)
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -99,6 +102,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "jamba": _FEED_FORWARD_2,
     "longcat_flash": _MLP_ROUTERS_2,
     "deepseek_v4": _GATES_2,
+    "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 
