@@ -119,7 +119,15 @@ def rank_outputs(
     ones = torch.ones((k * tokens, 1), dtype=weights.dtype, device=weights.device)
     forward = type(module).forward  # the class's: no hooks, no nnsight interception, no recursion
     with torch.no_grad():
-        return forward(module, repeated, one_rank, ones).reshape(k, tokens, -1)
+        try:
+            return forward(module, repeated, one_rank, ones).reshape(k, tokens, -1)
+        except ValueError:
+            if index.dim() != 2:
+                raise
+            # LongCat-Flash's experts squeeze a one-rank mask to [T] (transformers 5.24) and fail on k = 1:
+            # route every row twice to its expert, weights 1 and 0, which is the same f_e(x)
+            twice, weight = one_rank.repeat(1, 2), torch.cat([ones, torch.zeros_like(ones)], dim=1)
+            return forward(module, repeated, twice, weight).reshape(k, tokens, -1)
 
 
 MAX_ELEMENTS = 1 << 25

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scoring = Literal["softmax", "sigmoid"]
-SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid")
+Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus"]
+SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +46,10 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
         ),
         FamilyInfo(scoring="sigmoid"),
+    ),
+    "deepseek_v4": FamilyInfo(
+        scoring="sqrtsoftplus",
+        note="scores are sqrt(softplus(logits)); hash-routed layers (`hash_moe`) are not recorded",
     ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
