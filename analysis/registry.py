@@ -40,6 +40,7 @@ from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
 from .replay import replay_by_sample, routing_replay
+from .reroute_kinds import REROUTE_ANALYSES
 from .sequence import repeat_rate, transitions
 from .similarity import expert_similarity, merge_groups
 from .spatial import spatial_preference
@@ -212,6 +213,7 @@ ANALYSES: dict[str, Analysis] = {
     ),
     **PLACEMENT_ANALYSES,
     **STATISTICS_ANALYSES,
+    **REROUTE_ANALYSES,
 }
 
 
