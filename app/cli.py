@@ -99,6 +99,8 @@ FLAGS: dict[str, str] = {
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
     "expert_stats": "--expert-stats",
+    "alternatives": "--alternatives",
+    "tokens": "--tokens",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

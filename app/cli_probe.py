@@ -1,9 +1,10 @@
-"""`routescope probe ablate|force|noise|batch`: causal probes from the command line.
+"""`routescope probe ablate|force|noise|batch|reroute`: causal probes from the command line.
 
 Each probe records ordinary runs (the edited model, and the unedited base it compares with) and prints
 its table: the loss (or the DiT's denoising loss and class accuracy) with experts disabled against
 random ablations; the forced run's summary; the top-1 flip rate under noise by the base run's margin;
-the share of decisions that change when inputs share a batch. The runs stay in the store for every
+the share of decisions that change when inputs share a batch; the share of sampled decisions with a
+better equal-compute route, by margin and by entropy. The runs stay in the store for every
 other view (`routescope report`, the dashboard's Compare page).
 """
 
@@ -29,11 +30,12 @@ from .requests import (
     Noise,
     ProbeRequest,
     ProbeSettings,
+    Reroute,
     companion_names,
 )
 from .tables import FORMATS, render
 
-KINDS = ("ablate", "force", "noise", "batch")
+KINDS = ("ablate", "force", "noise", "batch", "reroute")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +76,12 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
     batch = kinds.add_parser("batch", help="the same inputs alone and in one batch; changed decisions")
     _common(batch)
+
+    reroute = kinds.add_parser("reroute", help="equal-compute alternative routes; share with a better one")
+    _common(reroute)
+    reroute.add_argument("--alternatives", type=int, default=8, metavar="K", help="sets per decision (8)")
+    reroute.add_argument("--tokens", type=int, default=500, metavar="N", help="sampled decisions (500)")
+    reroute.add_argument("--bins", type=int, default=5, help="quantile bins of margin and entropy (5)")
 
 
 def _inputs(args: argparse.Namespace, model: LoadedModel) -> Inputs | DiffusionRequest:
@@ -116,6 +124,8 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
         )
     if args.probe == "noise":
         return Noise(sigma=args.sigma, on=args.on, seed=args.noise_seed, layers=layers, base=args.base)
+    if args.probe == "reroute":
+        return Reroute(alternatives=args.alternatives, tokens=args.tokens, seed=args.seed, layers=layers)
     return Batch(batch_size=args.batch_size)
 
 
@@ -148,6 +158,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     store = Store(args.store)
     if args.probe == "ablate" and not (args.expert or args.top or args.shared):
         raise InputError("give --expert E (repeatable), --top R, and/or --shared")
+    if args.probe == "reroute":
+        from routescope.probes.reroute import check_counts
+
+        check_counts(args.alternatives, args.tokens)  # before a model loads or a run is written
     names = companion_names(args.name, probe_settings(args))
     taken = [name for name in names if store.exists(name)]
     if taken and not args.overwrite:  # fail before loading a model
@@ -192,6 +206,20 @@ def _batch(p: _Probe) -> None:
     _print("decisions that change in a batch, per router", batch_dependence(alone, batched), p.args.format)
 
 
+def _reroute(p: _Probe) -> None:
+    from routescope.analysis.reroute import reroute_share
+
+    (run,) = p.runs
+    out(f"recorded run {run.name!r} in {p.store.path} ({p.args.alternatives} alternatives per decision)")
+    for by in ("margin", "entropy"):
+        table = reroute_share(run, by=by, bins=p.args.bins)  # type: ignore[arg-type]
+        title = (
+            f"share of sampled decisions with a better route (next-token loss), by {by} bin; "
+            f"{table.attrs['interval']}"
+        )
+        _print(title, table, p.args.format)
+
+
 def _pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -232,4 +260,5 @@ PROBES: dict[str, Callable[[_Probe], None]] = {
     "force": _force,
     "noise": _noise,
     "batch": _batch,
+    "reroute": _reroute,
 }
