@@ -41,6 +41,7 @@ from .pairs import figure_coactivation, figure_expert_similarity, figure_transit
 from .paths import figure_paths
 from .placement import PLACEMENT_FIGURES
 from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
+from .reroute import REROUTE_FIGURES
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
 from .theme import Width
 from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
@@ -263,6 +264,7 @@ FIGURES: dict[str, FigureKind] = {
         "(--compare: the batched run)",
     ),
     **PLACEMENT_FIGURES,
+    **REROUTE_FIGURES,
 }
 
 
