@@ -191,7 +191,8 @@ class Reroute:
 
 
 ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch | Reroute
-PROBE_KINDS = ("ablate", "force", "noise", "batch", "reroute")
+PROBE_KINDS = ("ablate", "force", "noise", "batch")
+"""The probes of the Interventions page's probe form (reroute has a section of its own there)."""
 
 
 def companion_names(name: str, settings: ProbeSettings) -> list[str]:

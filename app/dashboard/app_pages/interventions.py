@@ -43,6 +43,7 @@ from routescope.dashboard.probing import (
     run_probe,
 )
 from routescope.dashboard.recording import dataset_inputs, typed_inputs
+from routescope.dashboard.reroute_section import reroute_section
 from routescope.dashboard.widgets import (
     open_store,
     pick_run,
@@ -302,6 +303,8 @@ def main() -> None:
     st.divider()
     st.subheader("A probe's result")
     show_result(store)
+    st.divider()
+    reroute_section(store)
 
 
 if __name__ == "__main__":
