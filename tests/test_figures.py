@@ -97,7 +97,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         store=store,
         name="dit",
     )
-    return {"lm": lm, "dit": dit, "store": store}
+    from routescope.probes import probe_reroute
+
+    reroute = probe_reroute(
+        routescope.load_model("bundled:moe-lm"),
+        [texts[i][:160] for i in keep],
+        store=store,
+        name="reroute",
+        alternatives=3,
+        tokens=30,
+    )
+    return {"lm": lm, "dit": dit, "reroute": reroute, "store": store}
 
 
 def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
@@ -513,6 +523,8 @@ AXIS_TITLES = {
     "drift": "load drift",
     "drift-experts": "expert",
     "predictability": "from the previous layer",
+    "reroute-margin": "share with a better route",
+    "reroute-entropy": "share with a better route",
 }
 
 
@@ -533,6 +545,7 @@ def test_every_kind_exports_to_svg_in_one_browser(
     jobs = []
     for name, kind in FIGURES.items():
         run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
+        run = runs["reroute"] if kind.analysis == "reroute-share" else run
         options = {
             "layer": 1 if kind.layer != "no" else None,
             "by": "domain" if kind.label == "required" else None,
