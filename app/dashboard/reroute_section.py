@@ -2,8 +2,8 @@
 
 Kept out of the page's probe form because the reroute probe edits nothing permanently: it records one
 unedited run whose probe entry holds, for sampled decisions, the loss change of K equal-compute
-alternative top-k sets (`routescope.probes.probe_reroute`). The section starts it as a background job
-(the same `ProbeRequest` the CLI's `routescope probe reroute` builds) on bundled domain texts, and shows a
+alternative top-k sets (`routescope.probes.probe_reroute`). The section starts it as a background job on
+bundled domain texts (`probing.probe_request`: the request `routescope probe reroute` builds) and shows a
 reroute run's share of decisions with a better route by margin and by entropy bin (`reroute-share`,
 figure kinds `reroute-margin` / `reroute-entropy`), with the bootstrap interval over sequences.
 """
@@ -24,7 +24,7 @@ from . import cache, state
 from .job_view import own, show_failure, start_writing, watch
 from .jobs import Report, Work
 from .markup import literal
-from .probing import Reroute, domain_subset
+from .probing import Reroute, domain_subset, probe_request
 from .recording import check_new_run, dataset_inputs
 from .widgets import pick_run, show_error, show_figure, show_table, user_errors
 
@@ -37,14 +37,12 @@ def is_reroute_run(run: Run) -> bool:
 
 
 def _work(spec: str, texts: int, settings: Reroute, store: Store, name: str, overwrite: bool) -> Work:
-    from ..requests import ProbeRequest
-
     def work(report: Report) -> Run:
         report(0.0, f"loading {spec}")
         model = cache.model(spec)
         report(0.1, f"rerouting {settings.tokens} decisions × {settings.alternatives} alternatives")
         inputs = domain_subset(dataset_inputs("bundled:domains"), texts)
-        request = ProbeRequest(name=name, settings=settings, inputs=inputs, overwrite=overwrite)
+        request = probe_request(inputs, settings, name=name, overwrite=overwrite)
         (run,) = request.execute(model, store=store)
         return run
 

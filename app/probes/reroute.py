@@ -115,7 +115,8 @@ def _unit_rows(
         router = routers[r]
         scores, chosen = (t[position].numpy() for t in swap.seen(router["path"]))
         own = [int(e) for e in chosen]
-        log_probs = np.log(scores.astype(np.float64) / float(scores.sum()))
+        with np.errstate(divide="ignore"):  # an expert of probability 0 is never drawn (log 0 = −inf)
+            log_probs = np.log(scores.astype(np.float64) / float(scores.sum()))
         rng = np.random.default_rng([seed, index, position, r])
         for a, drawn in enumerate(gumbel_top_k(log_probs, len(own), alternatives, rng)):
             jobs.append((position, r, a, _ordered(drawn.tolist(), own, scores), own))
