@@ -109,7 +109,7 @@ def _unit_rows(
     """Every (decision, alternative) row of one unit: draw the alternatives, run them batched."""
     ids = torch.tensor([unit.ids], dtype=torch.long)
     swap.set({})
-    _nll(model, ids)  # the routers' own scores and sets at every position (`swap.seen`)
+    own_nll = _nll(model, ids)[0]  # also the routers' own scores and sets at every position (`swap.seen`)
     jobs: list[tuple[int, int, int, list[int], list[int]]] = []  # position, router, alternative, set, own
     for position, r in decisions:
         router = routers[r]
@@ -123,7 +123,6 @@ def _unit_rows(
     n = ids.shape[1]
     unique = sorted({(p, r, tuple(e)) for p, r, _a, e, own in jobs if set(e) != set(own)})
     deltas: dict[tuple[int, int, tuple[int, ...]], tuple[float, float]] = {}
-    base_next: dict[int, float] = {}
     per_batch = max(batch_rows - 1, 1)
     for start in range(0, len(unique), per_batch):
         group = unique[start : start + per_batch]
@@ -135,11 +134,6 @@ def _unit_rows(
         delta = nll[1:] - nll[0]
         for row, key in enumerate(group):
             deltas[key] = (float(delta[row, key[0]]), float(delta[row, key[0] :].sum()))
-            base_next.setdefault(key[0], float(nll[0, key[0]]))
-    if any(p not in base_next for p, *_ in jobs):
-        swap.set({})
-        nll = _nll(model, ids)
-        base_next.update({p: float(nll[0, p]) for p, *_ in jobs if p not in base_next})
     rows: list[dict[str, Any]] = []
     for position, r, a, experts, own in jobs:
         same = set(experts) == set(own)
@@ -154,7 +148,7 @@ def _unit_rows(
                 "experts": experts,
                 "original": own,
                 "same": same,
-                "base_next": base_next[position],
+                "base_next": float(own_nll[position]),
                 "delta_next": delta_next,
                 "delta_rest": delta_rest,
             }
