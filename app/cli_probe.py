@@ -82,6 +82,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     reroute.add_argument("--alternatives", type=int, default=8, metavar="K", help="sets per decision (8)")
     reroute.add_argument("--tokens", type=int, default=500, metavar="N", help="sampled decisions (500)")
     reroute.add_argument("--bins", type=int, default=5, help="quantile bins of margin and entropy (5)")
+    reroute.add_argument(
+        "--tolerance", type=float, default=1e-5, help="better = loss lower by more than this, nats (1e-5)"
+    )
 
 
 def _inputs(args: argparse.Namespace, model: LoadedModel) -> Inputs | DiffusionRequest:
@@ -212,7 +215,7 @@ def _reroute(p: _Probe) -> None:
     (run,) = p.runs
     out(f"recorded run {run.name!r} in {p.store.path} ({p.args.alternatives} alternatives per decision)")
     for by in ("margin", "entropy"):
-        table = reroute_share(run, by=by, bins=p.args.bins)  # type: ignore[arg-type]
+        table = reroute_share(run, by=by, bins=p.args.bins, tolerance=p.args.tolerance)  # type: ignore[arg-type]
         title = (
             f"share of sampled decisions with a better route (next-token loss), by {by} bin; "
             f"{table.attrs['interval']}"
