@@ -29,6 +29,12 @@ from .recording import check_new_run, dataset_inputs
 from .widgets import pick_run, show_error, show_figure, show_table, user_errors
 
 MAX_TEXTS = 100
+WIDGETS = {
+    "overwrite": "tick “Replace”",
+    "alternatives": "change “Alternatives K”",
+    "tokens": "change “Decisions N”",
+}
+"""How this section names the option an error concerns (`RouteScopeError.field`)."""
 
 
 def is_reroute_run(run: Run) -> bool:
@@ -70,7 +76,7 @@ def reroute_form(store: Store) -> None:
             work = _work(spec.strip(), int(texts), settings, store, name, overwrite)
             own(state.REROUTE_JOB, start_writing(store, name, f"reroute probe {name}", work))
         except RouteScopeError as exc:
-            show_error(exc, {"overwrite": "tick “Replace”"})
+            show_error(exc, WIDGETS)
             return
     job = watch(state.REROUTE_JOB)
     if job is not None:
