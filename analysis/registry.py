@@ -43,6 +43,7 @@ from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
 from .pruning import prune_curve_of
 from .replay import replay_by_sample, routing_replay
+from .reroute_kinds import REROUTE_ANALYSES
 from .sequence import repeat_rate, transitions
 from .series import saturation_series
 from .similarity import expert_similarity, merge_groups, similarity_needs
@@ -268,6 +269,7 @@ ANALYSES: dict[str, Analysis] = {
     ),
     **PLACEMENT_ANALYSES,
     **STATISTICS_ANALYSES,
+    **REROUTE_ANALYSES,
 }
 
 

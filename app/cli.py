@@ -104,6 +104,8 @@ FLAGS: dict[str, str] = {
     "expert_means": "--expert-means",
     "ratio": "--ratio",
     "criterion": "--criterion",
+    "alternatives": "--alternatives",
+    "tokens": "--tokens",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

@@ -1,10 +1,11 @@
-"""`routescope probe ablate|force|noise|batch|prune`: causal probes from the command line.
+"""`routescope probe ablate|force|noise|batch|prune|reroute`: causal probes from the command line.
 
 Each probe records ordinary runs (the edited model, and the unedited base it compares with) and prints
 its table: the loss (or the DiT's denoising loss and class accuracy) with experts disabled against
 random ablations; the forced run's summary; the top-1 flip rate under noise by the base run's margin;
 the share of decisions that change when inputs share a batch; the loss as each layer's lowest-scoring
-experts are pruned, per criterion and ratio. The runs stay in the store for every
+experts are pruned, per criterion and ratio; the share of sampled decisions with a better equal-compute
+route, by margin and by entropy. The runs stay in the store for every
 other view (`routescope report`, the dashboard's Compare page).
 """
 
@@ -31,11 +32,12 @@ from .requests import (
     ProbeRequest,
     ProbeSettings,
     Prune,
+    Reroute,
     companion_names,
 )
 from .tables import FORMATS, render
 
-KINDS = ("ablate", "force", "noise", "batch", "prune")
+KINDS = ("ablate", "force", "noise", "batch", "prune", "reroute")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +94,14 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     prune.add_argument(
         "--calibration", metavar="RUN", help="score experts in this run (recorded with expert stats)"
     )
+    reroute = kinds.add_parser("reroute", help="equal-compute alternative routes; share with a better one")
+    _common(reroute)
+    reroute.add_argument("--alternatives", type=int, default=8, metavar="K", help="sets per decision (8)")
+    reroute.add_argument("--tokens", type=int, default=500, metavar="N", help="sampled decisions (500)")
+    reroute.add_argument("--bins", type=int, default=5, help="quantile bins of margin and entropy (5)")
+    reroute.add_argument(
+        "--tolerance", type=float, default=1e-5, help="better = loss lower by more than this, nats (1e-5)"
+    )
 
 
 def _inputs(args: argparse.Namespace, model: LoadedModel) -> Inputs | DiffusionRequest:
@@ -143,6 +153,8 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
             calibration=args.calibration,
             layers=layers,
         )
+    if args.probe == "reroute":
+        return Reroute(alternatives=args.alternatives, tokens=args.tokens, seed=args.seed, layers=layers)
     return Batch(batch_size=args.batch_size)
 
 
@@ -175,6 +187,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     store = Store(args.store)
     if args.probe == "ablate" and not (args.expert or args.top or args.shared):
         raise InputError("give --expert E (repeatable), --top R, and/or --shared")
+    if args.probe == "reroute":
+        from routescope.probes.reroute import check_counts
+
+        check_counts(args.alternatives, args.tokens)  # before a model loads or a run is written
     names = companion_names(args.name, probe_settings(args))
     taken = [name for name in names if store.exists(name)]
     if taken and not args.overwrite:  # fail before loading a model
@@ -218,6 +234,20 @@ def _batch(p: _Probe) -> None:
     alone, batched = p.runs
     out(f"recorded runs {alone.name!r} (batch size 1) and {batched.name!r}")
     _print("decisions that change in a batch, per router", batch_dependence(alone, batched), p.args.format)
+
+
+def _reroute(p: _Probe) -> None:
+    from routescope.analysis.reroute import reroute_share
+
+    (run,) = p.runs
+    out(f"recorded run {run.name!r} in {p.store.path} ({p.args.alternatives} alternatives per decision)")
+    for by in ("margin", "entropy"):
+        table = reroute_share(run, by=by, bins=p.args.bins, tolerance=p.args.tolerance)  # type: ignore[arg-type]
+        title = (
+            f"share of sampled decisions with a better route (next-token loss), by {by} bin; "
+            f"{table.attrs['interval']}"
+        )
+        _print(title, table, p.args.format)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -278,4 +308,5 @@ PROBES: dict[str, Callable[[_Probe], None]] = {
     "noise": _noise,
     "batch": _batch,
     "prune": _prune,
+    "reroute": _reroute,
 }

@@ -37,11 +37,15 @@ def check_edit(
     model: LoadedModel, inputs: ProbeInputs, labels: Mapping[str, Sequence[Any]], settings: ProbeSettings
 ) -> None:
     """Refuse an edit this model cannot take (a layer without a router, an expert out of range, too many
-    disabled, a forced set smaller than top-k, a label no input has) before anything is recorded."""
-    from .requests import Ablate, Batch, Force, Prune
+    disabled, a forced set smaller than top-k, a label no input has; for reroute K or N ≤ 0, a diffusion
+    model, a router whose output cannot be swapped) before anything is recorded."""
+    from .requests import Ablate, Batch, Force, Prune, Reroute
 
     if isinstance(settings, (Ablate, Batch, Prune)):
         return  # ablation_study, probe_batch and probe_prune check everything before their first run
+    if isinstance(settings, Reroute):
+        check_reroute(model, inputs, settings)
+        return
     if (model.sampler is None) == isinstance(inputs, Sampling):
         kind = "a diffusion model: give classes" if model.sampler is not None else "a text model: give text"
         raise InputError(f"{model.spec or 'this model'} is {kind}")
@@ -57,3 +61,15 @@ def check_edit(
     else:
         edit = RouterEdit(logit_noise=settings.sigma)
     validate(Intervention(edits={r["path"]: edit for r in routers}), all_routers)
+
+
+def check_reroute(model: LoadedModel, inputs: ProbeInputs, settings: Any) -> None:
+    """The reroute probe's checks (`Reroute` settings): counts, a text model, swappable routers."""
+    from routescope.hooks.reroute import check_swappable
+    from routescope.probes.reroute import check_counts
+
+    check_counts(settings.alternatives, settings.tokens)
+    if model.sampler is not None or isinstance(inputs, Sampling):
+        raise InputError("reroute measures next-token loss: give a text model and texts")
+    routers = choose_routers(describe(model, inputs), settings.layers)
+    check_swappable(model.model, routers)

@@ -205,15 +205,31 @@ class Prune:
     """MoE layers to edit (None: all)."""
 
 
-ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch | Prune
+@dataclass(frozen=True, kw_only=True)
+class Reroute:
+    """Equal-compute alternative routes: for `tokens` sampled decisions, `alternatives` Gumbel-top-k sets
+    from the router's own distribution, each rerun alone; text models only."""
+
+    alternatives: int = 8
+    """K: alternative top-k sets per decision."""
+    tokens: int = 500
+    """N: sampled decisions (token position × MoE layer)."""
+    seed: int = 0
+    """Seed of the decision sample and of the Gumbel draws."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to sample decisions from (None: all)."""
+
+
+ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch | Prune | Reroute
 PROBE_KINDS = ("ablate", "force", "noise", "batch")
-"""The probes of the Interventions page's probe chooser (prune has a section of its own)."""
+"""The probes of the Interventions page's probe chooser (prune and reroute have sections of their own)."""
 
 
 def companion_names(name: str, settings: ProbeSettings) -> list[str]:
     """Every run a probe writes, in the order it records them (the probe's own run last but for the
     random ablations). Every probe records its unedited base (`NAME.base`; `NAME.alone` for batch)
-    beside the edited run, unless a noise probe is given an existing base."""
+    beside the edited run, unless a noise probe is given an existing base; reroute records one run, the
+    unedited model with the rerouting results in its probe entry."""
     if isinstance(settings, Ablate):
         seeds = settings.seeds if (settings.experts or settings.top) else 0
         return [f"{name}.base", name, *(f"{name}.random-{seed}" for seed in range(seeds))]
@@ -225,7 +241,7 @@ def companion_names(name: str, settings: ProbeSettings) -> list[str]:
         ratios = sorted({check_ratio(r) for r in settings.ratios})
         criteria = dict.fromkeys(check_criterion(c) for c in settings.criteria)
         return [f"{name}.base", *(run_name(name, c, r) for c in criteria for r in ratios)]
-    if isinstance(settings, Noise) and settings.base:
+    if (isinstance(settings, Noise) and settings.base) or isinstance(settings, Reroute):
         return [name]
     return [f"{name}.base", name]
 
@@ -248,7 +264,7 @@ class ProbeRequest:
     name: str
     """Name of the probe's own run; its companions get suffixes (`companion_names`)."""
     settings: ProbeSettings
-    """What the probe edits: `Ablate`, `Force`, `Noise`, `Batch` or `Prune`."""
+    """What the probe edits: `Ablate`, `Force`, `Noise`, `Batch`, `Prune` or `Reroute`."""
     inputs: Inputs | DiffusionRequest
     """Text inputs with their labels, or a diffusion model's sampling settings."""
     probs: bool = False
@@ -333,6 +349,22 @@ class ProbeRequest:
             from routescope.probes import probe_batch
 
             return list(probe_batch(model, given, name=self.name, batch_size=s.batch_size, **common))
+        if isinstance(s, Reroute):
+            from routescope.probes import probe_reroute
+
+            if isinstance(given, Sampling):
+                raise InputError("reroute measures next-token loss: give a text model and texts")
+            run = probe_reroute(
+                model,
+                given,
+                name=self.name,
+                alternatives=s.alternatives,
+                tokens=s.tokens,
+                seed=s.seed,
+                layers=s.layers,
+                **common,
+            )
+            return [run]
         from routescope.probes import probe_force, probe_noise, record_base
 
         if isinstance(s, Noise) and s.base:

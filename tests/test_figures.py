@@ -100,7 +100,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         store=store,
         name="dit",
     )
-    from routescope.probes import RecordOptions, probe_prune
+    from routescope.probes import RecordOptions, probe_prune, probe_reroute
 
     study = probe_prune(
         routescope.load_model("bundled:moe-lm"),
@@ -111,7 +111,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ratios=[0.25],
         options=RecordOptions(engine="hooks"),
     )
-    return {"lm": lm, "dit": dit, "store": store, "prune": study.base}
+    reroute = probe_reroute(
+        routescope.load_model("bundled:moe-lm"),
+        [texts[i][:160] for i in keep],
+        store=store,
+        name="reroute",
+        alternatives=3,
+        tokens=30,
+    )
+    return {"lm": lm, "dit": dit, "store": store, "prune": study.base, "reroute": reroute}
 
 
 def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
@@ -537,6 +545,8 @@ AXIS_TITLES = {
     "rank-consistency": "agreement of the two runs",
     "boundary-flips": "top-k boundary margin",
     "replay-samples": "share differing between runs",
+    "reroute-margin": "share with a better route",
+    "reroute-entropy": "share with a better route",
 }
 
 
@@ -558,6 +568,7 @@ def test_every_kind_exports_to_svg_in_one_browser(
     for name, kind in FIGURES.items():
         run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
         run = runs["prune"] if name == "prune-curve" else run
+        run = runs["reroute"] if kind.analysis == "reroute-share" else run
         options = {
             "layer": 1 if kind.layer != "no" else None,
             "by": "domain" if kind.label == "required" else None,

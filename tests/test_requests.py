@@ -6,7 +6,7 @@ import argparse
 
 from routescope.cli_probe import add_probe_arguments, probe_request
 from routescope.cli_record import add_record_arguments, record_request
-from routescope.dashboard.probing import Force, Noise
+from routescope.dashboard.probing import Force, Noise, Reroute
 from routescope.dashboard.probing import probe_request as page_probe_request
 from routescope.dashboard.recording import TextOptions, image_request, text_request
 from routescope.inputs import Inputs
@@ -44,6 +44,14 @@ def test_probe_requests_match_with_the_same_companion_names() -> None:
     page = page_probe_request(inputs, Noise(sigma=0.05, layers=(1,)), name="p", overwrite=False)
     assert probe_request(args, inputs) == page
     assert companion_names("p", Noise(base="b")) == ["p"]
+    args = _parse(
+        add_probe_arguments, ["reroute", *common, "--alternatives", "4", "--tokens", "50", "--seed", "3"]
+    )
+    page = page_probe_request(
+        inputs, Reroute(alternatives=4, tokens=50, seed=3, layers=(1,)), name="p", overwrite=False
+    )
+    assert probe_request(args, inputs) == page
+    assert page.companion_names() == ["p"]
     args = _parse(add_probe_arguments, ["ablate", *common[:5], "--classes", "0-9", "--top", "2"])
     from routescope.cli_options import diffusion_request
 

@@ -38,6 +38,7 @@ from ..requests import DiffusionRequest, ProbeRequest, companion_names
 from ..requests import Force as Force
 from ..requests import Noise as Noise
 from ..requests import ProbeSettings as ProbeSettings
+from ..requests import Reroute as Reroute
 from ..requests import parse_ints as parse_ints
 from .recording import Progress, check_new_run
 

@@ -44,6 +44,7 @@ from .paths import figure_paths
 from .placement import PLACEMENT_FIGURES
 from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
 from .pruning import figure_prune_curve
+from .reroute import REROUTE_FIGURES
 from .saturation import figure_saturation
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
 from .statistics import STATISTICS_FIGURES
@@ -294,6 +295,7 @@ FIGURES: dict[str, FigureKind] = {
     **PLACEMENT_FIGURES,
     **STATISTICS_FIGURES,
     **CONSISTENCY_FIGURES,
+    **REROUTE_FIGURES,
 }
 
 

@@ -4,9 +4,9 @@ Each probe is one function that records an ordinary run (so every analysis works
 entry naming the probe and its parameters (`probe_of(run)`): `probe_ablate` / `ablation_study` (disable
 experts, measure the model's quality), `probe_force` (route tokens to given experts), `probe_noise`
 (perturb the routers), `probe_batch` (alone vs batched), `probe_prune` (disable each layer's
-lowest-scoring experts by a saliency criterion, measure the loss). The edits themselves live in
-`routescope.hooks.interventions`; the tables in `routescope.analysis.ablation`, `.stability`, `.batching`,
-`.pruning`.
+lowest-scoring experts by a saliency criterion, measure the loss), `probe_reroute` (equal-compute
+alternative routes per token). The edits live in `routescope.hooks.interventions` (and `.reroute`); the
+tables in `routescope.analysis.ablation`, `.stability`, `.batching`, `.pruning`, `.reroute`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .common import RecordOptions, Sampling, describe, probe_of, record_base
 from .force import probe_force
 from .noise import NOISE_TARGETS, probe_noise
 from .prune import CRITERIA, PruneStudy, probe_prune
+from .reroute import probe_reroute
 
 __all__ = [
     "CRITERIA",
@@ -39,6 +40,7 @@ __all__ = [
     "probe_noise",
     "probe_of",
     "probe_prune",
+    "probe_reroute",
     "random_experts",
     "record_base",
     "top_experts",

@@ -45,6 +45,7 @@ from routescope.dashboard.probing import (
 )
 from routescope.dashboard.prune_section import prune_section
 from routescope.dashboard.recording import dataset_inputs, typed_inputs
+from routescope.dashboard.reroute_section import reroute_section
 from routescope.dashboard.widgets import (
     open_store,
     pick_run,
@@ -306,6 +307,7 @@ def main() -> None:
     show_result(store)
     st.divider()
     prune_section(store)
+    reroute_section(store)
 
 
 if __name__ == "__main__":
