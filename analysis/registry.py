@@ -56,7 +56,7 @@ from .vocabulary import vocabulary_specialization
 
 def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
     """Token embeddings use probability vectors, or gate weights where a run has no probs."""
-    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
+    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights", "positions")
 
 
 ANALYSES: dict[str, Analysis] = {
@@ -145,6 +145,7 @@ ANALYSES: dict[str, Analysis] = {
         "diffusion: expert usage per patch row/col",
         ("layer", "expert", "row", "col"),
         layer="optional",
+        needs=("ids", "positions"),
     ),
     "embedding": Analysis(
         embeddings,
@@ -237,7 +238,9 @@ VIEWS: dict[str, Analysis] = {
     "expert_tokens": Analysis(
         expert_tokens, "top-tokens with lift", ("token_id",), layer="required", needs=TOKEN_IDS
     ),
-    "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
+    "token_routing": Analysis(
+        token_routing, "one sample's top-1 experts", ("position",), needs=("ids", "positions")
+    ),
     "token_weights": Analysis(
         token_weights, "one token's weights", ("router", "call", "expert"), needs=("ids", "gate_weights")
     ),

@@ -58,6 +58,9 @@ class RouterSpec:
     convention: str = "triple"
     scoring: str = "softmax"
     pnorm: float | None = None
+    positions: str = "token"
+    """`token`, or `none` for a router that decides once per sample and step (its module declares
+    `router_positions = "none"`, e.g. a gate over the timestep embedding); see RouterInfo.positions."""
 
     @property
     def rule(self) -> DecodeRule:
@@ -231,6 +234,7 @@ def describe_from_outputs(
                 convention=rule.convention,
                 scoring=rule.scoring,
                 pnorm=rule.pnorm,
+                positions="none" if getattr(module, "router_positions", "token") == "none" else "token",
             )
         )
     return specs

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .capabilities import capability_problem, derived_capabilities
 from .errors import CorruptRunError
-from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION
+from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, ROUTER_POSITIONS, SCHEMA_VERSION
 
 REQUIRED_TABLES = ("samples", "tokens", "assignments", "decisions", "steps")
 """Tables every run has (diffusion runs add `images` and `x0`)."""
@@ -149,15 +149,25 @@ class RouterInfo(_Record):
     convention: str = "triple"
     scoring: str = "softmax"
     pnorm: float | None = None
+    positions: str = "token"
+    """`token`: one decision per token; `none`: one per (sample, step, call), `position` null in the fact
+    tables (a gate over the timestep, as in Switch-DiT). Manifests without the key are token routers."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     _TUPLES: ClassVar[tuple[str, ...]] = ("shared_experts",)
 
+    @property
+    def has_positions(self) -> bool:
+        """Whether the router's decisions are per token (a position each)."""
+        return self.positions != "none"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterInfo:
         if not all(_is_int(data.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
             raise ManifestError("a router lacks an integer id, layer, n_experts or top_k")
+        if data.get("positions", "token") not in ROUTER_POSITIONS:
+            raise ManifestError(f"a router's positions must be one of {', '.join(ROUTER_POSITIONS)}")
         return cls(**cls._kwargs(data))
 
 

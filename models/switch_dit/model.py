@@ -46,6 +46,9 @@ class TimestepGate(nn.Module):
     Indices are sorted by weight, largest first.
     """
 
+    router_positions = "none"
+    """Declares (for RouteScope's discovery) that this router decides once per batch row, for all tokens."""
+
     def __init__(self, hidden_size: int, n_experts: int, top_k: int) -> None:
         super().__init__()
         if not 0 < top_k <= n_experts:
@@ -126,8 +129,6 @@ class SwitchDiT(nn.Module):
     """
 
     _can_record_outputs = {"router_logits": TimestepGate}  # noqa: RUF012 — RouteScope's declarative discovery
-    router_positions = "none"
-    """Declares that this model's routers decide once per batch row: their decisions have no token position."""
 
     def __init__(self, config: SwitchDiTConfig) -> None:
         super().__init__()
