@@ -33,7 +33,7 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .consistency import boundary_flips, rank_consistency, score_needs
 from .decisions import decision_entropy, decision_histogram, most_uncertain
-from .diffusion import steps
+from .diffusion import denoising_paths, steps
 from .embeddings import embeddings
 from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .paths import expert_paths
@@ -128,6 +128,12 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "steps": Analysis(
         steps, "diffusion: expert load per layer at every sampler step", ("layer", "step", "expert")
+    ),
+    "denoising-paths": Analysis(
+        denoising_paths,
+        "diffusion: share of decisions using each expert per block and step (Switch-DiT's denoising path)",
+        ("layer", "step", "expert"),
+        needs=("ids", "gate_weights", "steps"),
     ),
     "step-similarity": Analysis(
         step_similarity,

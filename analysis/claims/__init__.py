@@ -35,6 +35,7 @@ from .language import (
     olmoe_domain,
     olmoe_vocabulary,
 )
+from .paths import needs_step_gates, switch_dit_shared_paths
 from .verdict import Claim, Verdict
 
 
@@ -100,6 +101,13 @@ CLAIMS: dict[str, Claim] = {
             "steps with similar noise levels share routing (denoising phases)",
             needs_diffusion,
             switch_dit_phases,
+        ),
+        Claim(
+            "switch-dit-shared-paths",
+            "Switch-DiT (Park et al. 2024, §3.3, §4)",
+            "nearby timesteps share denoising paths (experts), distant timesteps use different experts",
+            needs_step_gates,
+            switch_dit_shared_paths,
         ),
         Claim(
             "switch-balance",
