@@ -39,7 +39,9 @@ def denoising_paths(run: Run) -> pd.DataFrame:
         "SELECT a.layer, a.step, a.expert, count(*) AS n, sum(a.weight) AS w FROM assignments a "
         "WHERE NOT a.dropped GROUP BY a.layer, a.step, a.expert",
     )
-    totals = sql(run, "SELECT d.layer, d.step, count(*) AS decisions FROM decisions d GROUP BY d.layer, d.step")
+    totals = sql(
+        run, "SELECT d.layer, d.step, count(*) AS decisions FROM decisions d GROUP BY d.layer, d.step"
+    )
     columns = ["layer", "step", "timestep", "expert", "usage", "weight"]
     if totals.empty:
         return pd.DataFrame(columns=columns)

@@ -108,7 +108,9 @@ def write_run(
             rows["expert"] = chosen.reshape(-1)
             rows["weight"] = weights.reshape(-1)
             rows["dropped"] = False
-            writer.write("assignments", _null_positions(pa.Table.from_pandas(rows, preserve_index=False), positionless))
+            writer.write(
+                "assignments", _null_positions(pa.Table.from_pandas(rows, preserve_index=False), positionless)
+            )
             ordered = np.sort(p, axis=1)[:, ::-1]
             decisions = pd.DataFrame(
                 {

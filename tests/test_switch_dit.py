@@ -67,7 +67,8 @@ def test_gate_decides_once_per_image_from_the_timestep_only(tiny: SwitchDiT) -> 
     with torch.no_grad():
         logits, weights, indices = gate(tiny.t_embedder(t))
         probs = logits.softmax(-1)
-    assert logits.shape == (3, 4) and weights.shape == indices.shape == (3, 2)
+    assert logits.shape == (3, 4)
+    assert weights.shape == indices.shape == (3, 2)
     assert torch.equal(indices[0], indices[1])  # same timestep, same decision (whatever the image)
     assert torch.allclose(weights, probs.gather(1, indices))  # not renormalised
     assert bool((weights[:, 0] >= weights[:, 1]).all())
@@ -91,7 +92,8 @@ def test_moe_output_is_shared_expert_plus_gate_weighted_experts(tiny: SwitchDiT)
 def test_routers_are_found_and_declared_without_positions(tiny: SwitchDiT) -> None:
     assert candidate_paths(tiny) == ["blocks.0.moe.gate", "blocks.1.moe.gate"]
     assert TimestepGate.router_positions == "none"
-    assert "switch-dit-digits" in BUNDLED and BUNDLED["switch-dit-digits"].sampler is not None
+    assert "switch-dit-digits" in BUNDLED
+    assert BUNDLED["switch-dit-digits"].sampler is not None
 
 
 def test_prior_windows_slide_so_nearby_timesteps_share_units() -> None:
@@ -121,7 +123,8 @@ def test_jsd_and_matching() -> None:
 def test_training_smoke_run_writes_a_loadable_folder(tmp_path: Path) -> None:
     metrics = train(tmp_path, steps=3, batch_size=16, eval_per_class=0, log_every=1, config=TINY)
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors", "metrics.json"}
-    assert metrics["steps"] == 3 and len(metrics["curve"]) == 3
+    assert metrics["steps"] == 3
+    assert len(metrics["curve"]) == 3
     assert all(np.isfinite(point["jsd"]) for point in metrics["curve"])
     from routescope.models.switch_dit import load_switch_dit_digits
 

@@ -59,7 +59,9 @@ def _paths(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             width += r.n_experts
     base = np.array([offsets[(r, c)] for r, c in zip(rows["router"], rows["call"], strict=True)])
     paths = np.zeros((len(samples), len(steps), width), dtype=np.float64)
-    paths[np.searchsorted(samples, rows["sample"]), np.searchsorted(steps, rows["step"]), base + rows["expert"]] = 1
+    paths[
+        np.searchsorted(samples, rows["sample"]), np.searchsorted(steps, rows["step"]), base + rows["expert"]
+    ] = 1
     return paths, samples, steps
 
 
@@ -115,7 +117,9 @@ def switch_dit_shared_paths(
     p_value = permutation_p(observed, null)
     per_unit = np.zeros((n_units, 3))
     np.add.at(per_unit, unit, np.stack([adjacent, distant, np.ones(len(samples))], axis=1))
-    effect, lo, hi = unit_interval(per_unit, lambda m: (m[:, 0] - m[:, 1]) / m[:, 2], n_boot=n_boot, seed=seed)
+    effect, lo, hi = unit_interval(
+        per_unit, lambda m: (m[:, 0] - m[:, 1]) / m[:, 2], n_boot=n_boot, seed=seed
+    )
     ratio, ratio_lo, ratio_hi = unit_interval(
         per_unit, lambda m: m[:, 1] / np.maximum(m[:, 0], 1e-12), n_boot=n_boot, seed=seed
     )

@@ -33,7 +33,9 @@ def figure_denoising_paths(
     require(table, ["layer", "step", "timestep", "expert", value], "denoising-paths")
     binned, step_width = bucket(table["step"], max_steps)
     pooled = table.assign(step=binned).groupby(["layer", "expert", "step"], as_index=False)[value].mean()
-    pooled["row"] = [f"block {layer} · e{expert}" for layer, expert in zip(pooled["layer"], pooled["expert"])]
+    pooled["row"] = [
+        f"block {layer} · e{expert}" for layer, expert in zip(pooled["layer"], pooled["expert"], strict=True)
+    ]
     order = pooled.drop_duplicates("row").sort_values(["layer", "expert"])["row"].tolist()
     z = pooled.pivot(index="row", columns="step", values=value).reindex(order)
     title = "share of decisions" if value == "usage" else "mean gate weight"

@@ -15,7 +15,7 @@ from ..dit_digits.config import DiTDigitsConfig
 
 @dataclass(frozen=True)
 class SwitchDiTConfig(DiTDigitsConfig):
-    """dit-digits' settings (inherited) plus the Switch-DiT gate and prior. Defaults are the shipped model's."""
+    """dit-digits' settings (inherited) plus the Switch-DiT gate and prior; defaults: the shipped model."""
 
     model_type: str = "switch_dit"
     balance_alpha: float = 0.0

@@ -70,7 +70,9 @@ class TimestepMoE(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.gate = TimestepGate(d, config.n_routed_experts, config.top_k)
-        self.experts = nn.ModuleList(ExpertMLP(d, config.expert_hidden) for _ in range(config.n_routed_experts))
+        self.experts = nn.ModuleList(
+            ExpertMLP(d, config.expert_hidden) for _ in range(config.n_routed_experts)
+        )
         self.shared_experts = ExpertMLP(d, config.shared_expert_hidden)
 
     def combine(self, hidden: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

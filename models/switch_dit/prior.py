@@ -32,7 +32,7 @@ def prior_windows(n_timesteps: int, units: int, width: int, alpha: float) -> tor
 
 
 def jensen_shannon(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Mean over rows of JSD(p‖q) = ½ KL(p‖m) + ½ KL(q‖m), m = (p+q)/2, natural log; rows are distributions."""
+    """Mean over rows of JSD(p‖q) = ½ KL(p‖m) + ½ KL(q‖m), m = (p+q)/2, natural log."""
     m = (p + q) / 2
     kl_p = (p * ((p + eps).log() - (m + eps).log())).sum(-1)
     kl_q = (q * ((q + eps).log() - (m + eps).log())).sum(-1)

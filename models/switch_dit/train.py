@@ -48,7 +48,7 @@ def save_model(model: SwitchDiT, out_dir: Path) -> None:
 
 
 def gate_usage(model: SwitchDiT, bins: int = 10) -> list[list[list[float]]]:
-    """[bins][depth][E]: share of the timesteps in each of `bins` equal timestep ranges that pick each expert."""
+    """[bins][depth][E]: share of the timesteps of each of `bins` equal ranges that pick each expert."""
     chosen = model.chosen_units().reshape(model.config.n_timesteps, model.config.depth, -1)
     return [[[round(v, 3) for v in row] for row in part.mean(0).tolist()] for part in chosen.chunk(bins)]
 
