@@ -9,6 +9,7 @@ and PNG (one browser per batch) and to CSV and LaTeX tables.
 
 from __future__ import annotations
 
+from .denoising import figure_denoising_paths
 from .diffusion import (
     figure_branches,
     figure_spatial,
@@ -67,6 +68,7 @@ __all__ = [
     "figure_changes",
     "figure_coactivation",
     "figure_coverage",
+    "figure_denoising_paths",
     "figure_drift",
     "figure_drift_experts",
     "figure_embedding",
