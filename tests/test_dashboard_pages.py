@@ -193,7 +193,8 @@ def test_noise_steps_page_draws_the_diffusion_views(store_dir: Path, monkeypatch
     keys = [state.NOISE_STEPS_CHART, state.NOISE_LINES_CHART, state.NOISE_SIMILARITY_CHART]
     keys += [state.NOISE_SPATIAL_CHART, state.NOISE_BRANCHES_CHART]
     assert sorted(drawn) == sorted(
-        [S(k, "digits", 2) for k in keys] + [S(state.NOISE_SENSITIVITY_CHART, "digits")]
+        [S(k, "digits", 2) for k in keys]
+        + [S(state.NOISE_SENSITIVITY_CHART, "digits"), S(state.NOISE_PATHS_CHART, "digits")]
     )
     steps = A.steps(run)
     at_layer = steps[steps["layer"] == 2]
