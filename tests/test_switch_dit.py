@@ -130,6 +130,9 @@ def test_training_smoke_run_writes_a_loadable_folder(tmp_path: Path) -> None:
 
     model = load_switch_dit_digits(tmp_path)
     assert model.config == TINY
+    again = train(tmp_path / "more", steps=2, batch_size=16, eval_per_class=0, log_every=1, init=tmp_path)
+    assert again["init"] == str(tmp_path)
+    assert load_switch_dit_digits(tmp_path / "more").config == TINY  # the config comes from the folder
 
 
 def test_recorded_decisions_are_the_gates_own_output(tiny: SwitchDiT, recorded: Run) -> None:

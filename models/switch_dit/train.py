@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ..dit_digits.data import load_digits_arrays, to_model_space
 from ..dit_digits.diffusion import NoiseSchedule, sample
@@ -69,11 +69,17 @@ def train(
     eval_steps: int = 50,
     eval_cfg_scale: float = 4.0,
     log_every: int = 100,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """Train on CPU, save the EMA model into out_dir and return the metrics also written to metrics.json."""
+    """Train on CPU, save the EMA model into out_dir and return the metrics also written to metrics.json.
+
+    `init` continues from a saved folder (its config and weights; the new run's EMA starts from them), as
+    the shipped model was trained: a first run, then a second from its weights."""
     out_dir = Path(out_dir)
     if steps < 1:
         raise ValueError("steps must be at least 1")
+    if init is not None:
+        config = SwitchDiTConfig.load(Path(init) / CONFIG_FILE)
     config = config or SwitchDiTConfig()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -86,6 +92,8 @@ def train(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = SwitchDiT(config).train()
+        if init is not None:
+            model.load_state_dict(load_file(str(Path(init) / WEIGHTS_FILE)), strict=True)
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         schedule = NoiseSchedule.from_config(config)
         units = config.depth * config.n_routed_experts
@@ -145,6 +153,7 @@ def train(
             "seed": seed,
             "steps_requested": steps,
             "steps": done,
+            "init": None if init is None else str(init),
             "batch_size": batch_size,
             "lr": lr,
             "ema_decay": ema_decay,
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-per-class", type=int, default=20)
+    parser.add_argument("--init", type=Path, default=None, help="continue from a saved folder's weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     metrics = train(
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         lr=args.lr,
         eval_per_class=args.eval_per_class,
+        init=args.init,
     )
     quality = metrics.get("quality", {})
     log.info(
