@@ -62,8 +62,12 @@ def test_shared_paths_overlap_is_the_jaccard_of_the_chosen_sets(store: Store) ->
 
 
 def test_shared_paths_apply_only_to_timestep_gated_runs(sliding: Run, store: Store) -> None:
-    assert "switch-dit-shared-paths" in claims.applicable(sliding)
+    assert claims.applicable(sliding) == ["switch-dit-phases", "switch-dit-shared-paths", "switch-balance"]
+    for name in claims.applicable(sliding):  # the other claims that apply run on positionless decisions
+        assert isinstance(claims.check(sliding, name, n_boot=50), claims.Verdict)
     tokens = planted.planted_diffusion(store, "token-routers", position=0.3, step=0.5)
     assert "switch-dit-shared-paths" not in claims.applicable(tokens)
     with pytest.raises(InputError, match="timestep-gated"):
         claims.check(tokens, "switch-dit-shared-paths")
+    with pytest.raises(InputError, match="no positions"):  # DiT-MoE's per-patch claims refuse in one line
+        claims.check(sliding, "dit-moe-depth-dispersion")

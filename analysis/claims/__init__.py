@@ -25,6 +25,7 @@ from .diffusion import (
     dit_moe_position_step_not_class,
     needs_class,
     needs_diffusion,
+    needs_patches,
     switch_dit_phases,
 )
 from .language import (
@@ -85,14 +86,14 @@ CLAIMS: dict[str, Claim] = {
             "dit-moe-depth-dispersion",
             "DiT-MoE (Fei et al. 2024, §4.4)",
             "deeper layers move from position-specific to dispersed, balanced routing",
-            needs_diffusion,
+            needs_patches,
             dit_moe_depth_dispersion,
         ),
         Claim(
             "dit-moe-early-steps",
             "DiT-MoE (Fei et al. 2024, §4.4)",
             "expert specialization is concentrated at the early, noisy steps",
-            needs_diffusion,
+            needs_patches,
             dit_moe_early_steps,
         ),
         Claim(
