@@ -181,3 +181,21 @@ def test_position_analyses_refuse_and_others_run(recorded: Run) -> None:
             compute(kind, recorded, **({"sample": 0, "router": 0} if kind == "token_routing" else {}))
     assert len(compute("steps", recorded)) == 2 * 5 * 4
     assert len(compute("summary", recorded)) == 2
+
+
+def test_shipped_model_loads_offline_and_its_guided_samples_are_recognised() -> None:
+    import routescope
+    from routescope.models import load_bundled
+    from routescope.models.dit_digits.quality import DigitClassifier
+
+    model, tokenizer = load_bundled("switch-dit-digits")
+    assert isinstance(model, SwitchDiT)
+    assert tokenizer is None
+    assert not model.training
+    loaded = routescope.load_model("bundled:switch-dit-digits")
+    assert loaded.sampler is not None
+    assert loaded.quality is not None
+    classes = torch.tensor([0] * 6 + [7] * 6)
+    images = sample(model, classes, steps=25, cfg_scale=4.0, seed=3)
+    hits = (torch.as_tensor(DigitClassifier.fit().predict(images)) == classes).float().mean()
+    assert float(hits) >= 0.9
