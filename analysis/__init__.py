@@ -20,12 +20,14 @@ from .drift import expert_drift, layer_predictability, load_drift
 from .embeddings import embeddings
 from .engine import ENGINES, connect, current_engine, use_engine
 from .forcing import set_share
+from .output_kl import output_kl, output_kl_by_sample, token_kl
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement import coverage, device_load, device_loads, hot_set, place, replicate
 from .registry import ANALYSES, KINDS, VIEWS, Analysis, coerce_params, compute, keys_of
 from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
+from .series import saturation_series
 from .side_by_side import side_by_side
 from .similarity import expert_similarity, merge_budget, merge_groups
 from .spatial import spatial_preference
@@ -83,6 +85,8 @@ __all__ = [
     "merge_budget",
     "merge_groups",
     "most_uncertain",
+    "output_kl",
+    "output_kl_by_sample",
     "peak_lift",
     "place",
     "rank_consistency",
@@ -92,6 +96,7 @@ __all__ = [
     "router_names",
     "router_summary",
     "routing_replay",
+    "saturation_series",
     "sensitivity",
     "set_share",
     "side_by_side",
@@ -99,6 +104,7 @@ __all__ = [
     "specialization",
     "step_similarity",
     "steps",
+    "token_kl",
     "token_routing",
     "token_weights",
     "top_tokens",

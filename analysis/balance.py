@@ -1,7 +1,11 @@
 """Load balance: how evenly each layer's routed assignments spread over its experts.
 
-Definitions (all on routed, non-dropped assignments; `count_e` = assignments to expert e in the group,
-E = the layer's number of experts, `load_e = count_e / Σ count`):
+Definitions (all on routed, non-dropped assignments to experts that compute; `count_e` = assignments to
+expert e in the group, E = the layer's number of computing experts, `load_e = count_e / Σ count`).
+Assignments to zero-computation experts (manifest `routers[].zero_experts`: LongCat-Flash's identity
+experts) are left out and those experts are not among the E: they take no compute to balance. Nothing
+below assumes a fixed k: a decision contributes its assignments, however many (expert choice, top-p, zero
+experts), so T·k in `overflow` is the group's observed assignment count.
 - `max_over_mean` = max_e load_e / (1/E): 1 for a perfectly even layer, E when one expert takes all.
 - `cv` = std(count) / mean(count) over the E experts (population std), 0 when even.
 - `norm_entropy` = −Σ load_e ln load_e / ln E: 1 when even, 0 when one expert takes all. This is the
@@ -31,7 +35,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import check_by, counting, counting_label, experts_per_group, load_entropy, sql
+from .frames import check_by, computing_ids, computing_sql, counting, counting_label, load_entropy, sql
 
 
 def expert_load(
@@ -46,6 +50,7 @@ def expert_load(
     columns = check_by(by)
     keys = ", ".join(f"a.{c}" for c in columns)
     where, measure = counting(ranks, weight)
+    where += computing_sql(run)
     if "counts" in run.info.caps:  # a counts-only import: one row per expert and group, `weight` its count
         if ranks != "all" or weight != "count":
             raise InputError(f"run {run.name!r} has expert counts only: count all ranks, unweighted")
@@ -57,14 +62,14 @@ def expert_load(
     )
     if counts.empty:
         return pd.DataFrame(columns=[*columns, "expert", "count", "load"])
-    sizes = experts_per_group(run, columns)
+    ids = computing_ids(run, columns)
     groups = counts[columns].drop_duplicates().sort_values(columns, ignore_index=True)
-    if isinstance(sizes, int):
-        n_experts = np.full(len(groups), sizes)
+    if isinstance(ids, list):
+        experts = [ids] * len(groups)
     else:
-        n_experts = groups["router" if "router" in columns else "layer"].map(sizes).to_numpy()
-    full = groups.loc[groups.index.repeat(n_experts)].reset_index(drop=True)
-    full["expert"] = full.groupby(columns, sort=False).cumcount()  # 0 … E−1 within each group
+        experts = [ids[int(key)] for key in groups["router" if "router" in columns else "layer"]]
+    full = groups.loc[groups.index.repeat([len(e) for e in experts])].reset_index(drop=True)
+    full["expert"] = np.concatenate([np.asarray(e, dtype=np.int64) for e in experts])  # computing experts
     full = full.merge(counts, on=[*columns, "expert"], how="left").fillna({"count": 0})
     if weight == "count":
         full["count"] = full["count"].round().astype(np.int64)
@@ -127,13 +132,15 @@ def balance(
 
 def _overflow(run: Run, columns: list[str], capacity_factor: float) -> pd.DataFrame:
     groups = ", ".join(dict.fromkeys([*columns, "sample", "step", "call", "router"]))
+    cases = " ".join(f"WHEN {r.id} THEN {r.computing_experts}" for r in run.info.routers if r.zero_experts)
+    computing = f"(CASE g.router {cases} ELSE r.n_experts END)" if cases else "r.n_experts"
     return sql(
         run,
-        f"""WITH c AS (SELECT {groups}, expert, count(*) AS n FROM assignments WHERE NOT dropped
-                       GROUP BY ALL),
+        f"""WITH c AS (SELECT {groups}, expert, count(*) AS n FROM assignments a
+                       WHERE NOT dropped{computing_sql(run)} GROUP BY ALL),
                 g AS (SELECT *, sum(n) OVER (PARTITION BY {groups}) AS total FROM c)
             SELECT {", ".join(f"g.{c}" for c in columns)},
-                   sum(greatest(n - ceil({float(capacity_factor)} * total / r.n_experts), 0)) / sum(n)
+                   sum(greatest(n - ceil({float(capacity_factor)} * total / {computing}), 0)) / sum(n)
                        AS overflow
             FROM g JOIN routers r ON r.id = g.router GROUP BY {", ".join(f"g.{c}" for c in columns)}""",
     ).sort_values(columns, ignore_index=True)

@@ -9,7 +9,9 @@ Each decision's experts are folded into one bitmask in DuckDB (`bit_or(1 << expe
 masks are counted (about 300 k for a top-4-of-64 layer of 3 M decisions), and pairs are expanded from
 them with vectorised numpy: one fixed-width value per decision keeps this to about a second per layer
 of a 100 M-row run (`../shared/notes/perf-anchors.md`, benchmarks/analysis_scale.py). Layers with more
-than 64 experts fall back to a self-join.
+than 64 experts fall back to a self-join. Decisions are those with an assignment, except at expert-choice
+layers, where a token no expert picked is a decision too (counted from `decisions`), so P(a) stays the
+share of all the layer's tokens.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def coactivation(run: Run, layer: int, *, ranks: str = "all", weight: str = "cou
             sql(run, f"SELECT count(*) AS n FROM (SELECT DISTINCT {keys} FROM assignments WHERE {where})")[
                 "n"
             ].iloc[0]
+        )
+    if any(r.choice == "expert" for r in routers):  # tokens with no expert are decisions too
+        decisions = float(
+            sql(run, f"SELECT count(*) AS n FROM decisions WHERE layer = {int(layer)}")["n"].iloc[0]
         )
     rows, cols = np.nonzero(pairs)
     count = pairs[rows, cols]

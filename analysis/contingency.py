@@ -29,7 +29,7 @@ import pandas as pd
 
 from routescope.store import InputError, Run
 
-from .frames import FACT_LABELS, TOKEN_LABELS, check_by, counting, label_join, sql
+from .frames import FACT_LABELS, TOKEN_LABELS, check_by, computing_sql, counting, label_join, sql
 from .permutation import NullDistribution, Scope, permutation_null
 from .units import SEQUENCE, unit_codes, unit_name, unit_sql
 
@@ -192,6 +192,7 @@ def unit_tables(
     so the shuffles of a seed — and the p-values — are the same on every call."""
     columns = check_by(by)
     where, measure = counting(ranks, weight)
+    where += computing_sql(run)
     name = unit_name(run, unit)
     scope = label_scope(run, label, name)
     join, expr = label_join(run, label)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routescope.store import InputError, Run
+from routescope.store import InputError, RouterInfo, Run
 
 from .engine import connect, current_engine, quote_path
 
@@ -92,15 +92,40 @@ def sql(run: Run, query: str, views: Mapping[str, Path] | None = None) -> pd.Dat
 
 
 def experts_per_group(run: Run, by: list[str]) -> dict[int, int] | int:
-    """Number of experts: per layer or per router when grouping by them, else the largest router's."""
+    """Number of experts that compute (zero-computation experts left out): per layer or per router when
+    grouping by them, else the largest router's."""
+    ids = computing_ids(run, by)
+    return {key: len(v) for key, v in ids.items()} if isinstance(ids, dict) else len(ids)
+
+
+def computing_ids(run: Run, by: list[str]) -> dict[int, list[int]] | list[int]:
+    """Ids of the experts that compute (`range(n_experts)` without the router's `zero_experts`): per router
+    or per layer when grouping by them (a layer's routers pooled), else the largest router's."""
+
+    def ids(r: RouterInfo) -> list[int]:
+        zero = set(r.zero_experts)
+        return [e for e in range(r.n_experts) if e not in zero]
+
+    routers = run.info.routers
     if "router" in by:
-        return {r.id: r.n_experts for r in run.info.routers}
+        return {r.id: ids(r) for r in routers}
     if "layer" in by:
-        sizes: dict[int, int] = {}
-        for r in run.info.routers:
-            sizes[r.layer] = max(sizes.get(r.layer, 0), r.n_experts)
-        return sizes
-    return max(r.n_experts for r in run.info.routers)
+        pooled: dict[int, set[int]] = {}
+        for r in routers:
+            pooled.setdefault(r.layer, set()).update(ids(r))
+        return {layer: sorted(v) for layer, v in pooled.items()}
+    return ids(max(routers, key=lambda r: r.n_experts))
+
+
+def computing_sql(run: Run, fact: str = "a") -> str:
+    """A WHERE clause part (`" AND …"`, or `""` when the run has none) that leaves out the assignments to
+    zero-computation experts (manifest `routers[].zero_experts`, e.g. LongCat-Flash's identity experts)."""
+    parts = [
+        f"({fact}.router = {r.id} AND {fact}.expert IN ({', '.join(str(int(e)) for e in r.zero_experts)}))"
+        for r in run.info.routers
+        if r.zero_experts
+    ]
+    return f" AND NOT ({' OR '.join(parts)})" if parts else ""
 
 
 RANKS = ("all", "top1")

@@ -32,6 +32,9 @@ class Analysis:
     """`required`/`optional`: passed to the function as `layer=`; `filter`: rows of other layers dropped."""
     other: bool = False
     """Compares two runs: the second run is the function's second argument."""
+    series: bool = False
+    """Compares a series of runs (checkpoints, in order) with the run: the function's second argument is
+    the tuple of them (`--compare A B C`; `compute(..., series=...)`)."""
     needs: tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]] = ("ids",)
     """Capabilities the run (and a second run) must have (routescope.store.capabilities); `compute` refuses
     in one line otherwise, so the CLI, figures and dashboard pages inherit the refusal."""

@@ -12,6 +12,10 @@ the routing facts in DuckDB and finish on the small result in pandas:
   tokens (what sequences share — domain, difficulty — stays in the null), across units when each holds one;
 - `loss_by_label`: mean nll per label value (a sample label or a token column).
 
+The mean nll of an entropy bin and of an expert comes with a percentile bootstrap interval over the same
+units (`ci_low`, `ci_high` at `level`; `intervals.mean_intervals`), so a figure can show how sure the mean
+is without treating the tokens of one sequence as independent.
+
 A run without token loss is refused in one line (`field="token_loss"`).
 """
 
@@ -26,13 +30,14 @@ from routescope.store import InputError, Run
 from routescope.store.capabilities import require_recorded
 
 from .frames import TOKEN_LABELS, norm_entropy_sql, sql, stack_of
+from .intervals import DEFAULT_BOOT, DEFAULT_LEVEL, check_bootstrap, mean_intervals
 from .permutation import DEFAULT_PERMUTATIONS, permutation_null
 from .units import SEQUENCE, unit_codes, unit_name, unit_sql
 
 DEFAULT_BINS = 10
 BY_EXPERT_COLUMNS = [
     "layer", "expert", "tokens", "mean_nll", "excess_nll", "spread", "null_mean", "p_value", "method", "unit",
-    "n_permutations",
+    "n_permutations", "ci_low", "ci_high", "level",
 ]  # fmt: skip
 
 
@@ -49,24 +54,47 @@ def _token_join(run: Run, fact: str) -> str:
     )
 
 
-def loss_by_uncertainty(run: Run, bins: int = DEFAULT_BINS) -> pd.DataFrame:
-    """`layer, bin, bin_low, bin_high, tokens, mean_nll, mean_norm_entropy`: tokens binned by their
-    router's normalised entropy into `bins` equal bins of [0, 1] (the last bin closed)."""
+def loss_by_uncertainty(
+    run: Run,
+    bins: int = DEFAULT_BINS,
+    n_boot: int = DEFAULT_BOOT,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """`layer, bin, bin_low, bin_high, tokens, mean_nll, mean_norm_entropy, ci_low, ci_high, level, unit`:
+    tokens binned by their router's normalised entropy into `bins` equal bins of [0, 1] (the last bin
+    closed); `ci_low`, `ci_high` bound `mean_nll` by a bootstrap over units (`n_boot` resamples, `seed`)."""
     require_token_loss(run)
     if isinstance(bins, bool) or int(bins) != bins or bins < 1:
         raise InputError(f"bins must be a positive integer, got {bins!r}")
+    check_bootstrap(n_boot, level)
     bins = int(bins)
+    name = unit_name(run, unit)
+    unit_join, unit_expr = unit_sql(run, name, fact="d")
     entropy = norm_entropy_sql()
-    table = sql(
+    per_unit = sql(
         run,
         f"""SELECT d.layer, CAST(least(floor({entropy} * {bins}), {bins - 1}) AS INTEGER) AS bin,
-                   count(*) AS tokens, avg(t.nll) AS mean_nll, avg({entropy}) AS mean_norm_entropy
-            FROM decisions d JOIN routers r ON r.id = d.router {_token_join(run, "d")}
+                   {unit_expr} AS unit, count(*) AS tokens, sum(t.nll) AS total_nll,
+                   sum({entropy}) AS total_entropy
+            FROM decisions d JOIN routers r ON r.id = d.router {_token_join(run, "d")} {unit_join}
             WHERE t.nll IS NOT NULL GROUP BY ALL ORDER BY ALL""",
     )
+    table = per_unit.groupby(["layer", "bin"], as_index=False)[["tokens", "total_nll", "total_entropy"]].sum()
+    table["tokens"] = table["tokens"].astype(np.int64)
+    table["mean_nll"] = table["total_nll"] / table["tokens"]
+    table["mean_norm_entropy"] = table["total_entropy"] / table["tokens"]
     table.insert(2, "bin_low", table["bin"] / bins)
     table.insert(3, "bin_high", (table["bin"] + 1) / bins)
-    return table
+    table = table.drop(columns=["total_nll", "total_entropy"])
+    if table.empty:
+        return table.assign(ci_low=np.nan, ci_high=np.nan, level=level, unit=name)
+    intervals = mean_intervals(
+        per_unit, ["layer", "bin"], total="total_nll", count="tokens", n_boot=n_boot, level=level, seed=seed
+    )
+    table = table.merge(intervals, on=["layer", "bin"], how="left")
+    return table.assign(level=float(level), unit=name)
 
 
 def _between_spread(onehot: np.ndarray, counts: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -82,13 +110,20 @@ def _between_spread(onehot: np.ndarray, counts: np.ndarray) -> Callable[[np.ndar
 
 
 def loss_by_expert(
-    run: Run, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, unit: str | None = None
+    run: Run,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    unit: str | None = None,
+    n_boot: int = DEFAULT_BOOT,
+    level: float = DEFAULT_LEVEL,
 ) -> pd.DataFrame:
     """`layer, expert, tokens, mean_nll, excess_nll, spread, null_mean, p_value, method, unit,
-    n_permutations`: per layer and top-1 expert, the mean nll of its tokens and its excess over the
-    layer's mean; per layer (repeated on its rows) the between-expert spread, its permutation mean and
-    one-sided p-value, with the unit of independence the null shuffles over."""
+    n_permutations, ci_low, ci_high, level`: per layer and top-1 expert, the mean nll of its tokens and its
+    excess over the layer's mean, with a bootstrap interval of the mean over units; per layer (repeated on
+    its rows) the between-expert spread, its permutation mean and one-sided p-value, with the unit of
+    independence the null shuffles over."""
     require_token_loss(run)
+    check_bootstrap(n_boot, level)
     name = unit_name(run, unit)
     unit_join, unit_expr = unit_sql(run, name)
     rows = sql(
@@ -123,6 +158,9 @@ def loss_by_expert(
             seed=seed,
         )
         means = (nll @ onehot) / counts
+        per_unit = part.groupby(["expert", "unit"], as_index=False)["nll"].agg(total="sum", count="size")
+        interval = mean_intervals(per_unit, ["expert"], n_boot=n_boot, level=level, seed=seed)
+        interval = interval.set_index("expert").reindex(experts)
         out.append(
             pd.DataFrame(
                 {
@@ -137,6 +175,9 @@ def loss_by_expert(
                     "method": null.method,
                     "unit": name,
                     "n_permutations": n_permutations,
+                    "ci_low": interval["ci_low"].to_numpy(),
+                    "ci_high": interval["ci_high"].to_numpy(),
+                    "level": float(level),
                 }
             )
         )

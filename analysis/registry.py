@@ -36,12 +36,16 @@ from .decisions import decision_entropy, decision_histogram, most_uncertain
 from .diffusion import denoising_paths, steps
 from .embeddings import embeddings
 from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
+from .modality import modality_load, modality_specialization
+from .output_kl import output_kl, output_kl_by_sample
 from .paths import expert_paths
 from .phases import denoising_phases, sensitivity, step_similarity
 from .placement_kinds import PLACEMENT_ANALYSES
+from .pruning import prune_curve_of
 from .replay import replay_by_sample, routing_replay
 from .sequence import repeat_rate, transitions
-from .similarity import expert_similarity, merge_groups
+from .series import saturation_series
+from .similarity import expert_similarity, merge_groups, similarity_needs
 from .spatial import spatial_preference
 from .specialization import label_nmi, specialization
 from .stability import decision_changes, flip_correlation, flip_rate
@@ -53,10 +57,18 @@ from .uncertainty import uncertainty
 from .views import samples_table, steps_table, token_routing, token_weights
 from .vocabulary import vocabulary_specialization
 
+MODALITY = ("ids", "modality")
+"""Kinds over `tokens.modality`: runs recorded with images."""
+
 
 def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
     """Token embeddings use probability vectors, or gate weights where a run has no probs."""
     return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights", "positions")
+
+
+def _vocabulary_needs(params: dict[str, Any]) -> tuple[str, ...]:
+    """Token ids; keyed on the predicted next token, also the token loss that recorded it."""
+    return (*TOKEN_IDS, "token_loss") if params.get("target") == "predicted" else TOKEN_IDS
 
 
 ANALYSES: dict[str, Analysis] = {
@@ -92,7 +104,7 @@ ANALYSES: dict[str, Analysis] = {
         vocabulary_specialization,
         "per token id: top-1 expert and its share",
         ("layer", "token_id"),
-        needs=TOKEN_IDS,
+        needs=_vocabulary_needs,
     ),
     "coactivation": Analysis(
         coactivation,
@@ -112,12 +124,17 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "similarity": Analysis(
         expert_similarity,
-        "expert × expert similarity: router scores (needs probs) or co-activation",
+        "expert × expert similarity: router scores (probs), mean outputs (expert means) or co-activation",
         ("expert_a", "expert_b"),
         layer="required",
+        needs=similarity_needs,
     ),
     "merge-groups": Analysis(
-        merge_groups, "experts clustered by similarity, one to keep per group", ("expert",), layer="required"
+        merge_groups,
+        "experts clustered by similarity, one to keep per group",
+        ("expert",),
+        layer="required",
+        needs=similarity_needs,
     ),
     "top-tokens": Analysis(
         top_tokens,
@@ -153,6 +170,19 @@ ANALYSES: dict[str, Analysis] = {
         layer="optional",
         needs=("ids", "positions"),
     ),
+    "modality": Analysis(
+        modality_load,
+        "vision-language runs: expert load share by token modality (text / image / video)",
+        ("layer", "modality", "expert"),
+        layer="optional",
+        needs=MODALITY,
+    ),
+    "modality-specialization": Analysis(
+        modality_specialization,
+        "vision-language runs: TVD of visual vs text top-1 experts, within-input permutation p",
+        ("layer",),
+        needs=MODALITY,
+    ),
     "embedding": Analysis(
         embeddings,
         "2-D PCA/UMAP of tokens by router scores or experts by usage",
@@ -165,6 +195,26 @@ ANALYSES: dict[str, Analysis] = {
         "top-1 agreement and top-k overlap between two runs on the same inputs",
         ("layer",),
         other=True,
+    ),
+    "saturation": Analysis(
+        saturation_series,
+        "OLMoE router saturation: top-k overlap of each run of a checkpoint series with the run, per layer",
+        ("checkpoint", "layer"),
+        series=True,
+    ),
+    "output-kl": Analysis(
+        output_kl,
+        "mean per-token KL(run ‖ second run) of the next-token distributions, bootstrap CI over sequences",
+        (),
+        other=True,
+        needs=("output_logprobs",),
+    ),
+    "output-kl-samples": Analysis(
+        output_kl_by_sample,
+        "per sequence: mean and largest per-token KL(run ‖ second run) of the next-token distributions",
+        ("sample",),
+        other=True,
+        needs=("output_logprobs",),
     ),
     "replay": Analysis(
         routing_replay,
@@ -216,6 +266,12 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "ablation-loss": Analysis(
         ablation_loss, "ablation probe: loss of the ablated run against its base, per label", (), other=True
+    ),
+    "prune-curve": Analysis(
+        prune_curve_of,
+        "prune probe: loss (nats/token) per criterion and share of experts disabled, from the base run",
+        ("criterion", "ratio"),
+        needs=NOTHING,
     ),
     **PLACEMENT_ANALYSES,
     **STATISTICS_ANALYSES,
@@ -270,15 +326,23 @@ def compute(
     label: str | None = None,
     layer: int | None = None,
     other: Run | None = None,
+    series: Sequence[Run] = (),
     **params: Any,
 ) -> pd.DataFrame:
     """Run analysis `kind` on `run`, checking that what it needs was given; a mistake is a one-line
-    `InputError` naming the missing or unused option."""
+    `InputError` naming the missing or unused option. `series` is the runs a series kind (`saturation`)
+    compares with `run`, in order."""
     if kind not in KINDS:
         raise InputError(f"unknown analysis {kind!r}; kinds: {', '.join(sorted(ANALYSES))}")
     analysis = KINDS[kind]
-    check_capabilities(kind, run, other, label, params)
+    check_capabilities(kind, run, other, label, params, series)
     args: list[Any] = [run]
+    if analysis.series:
+        if not series:
+            raise InputError(f"{kind} compares a series of runs: give them in order", field="compare")
+        args.append(tuple(series))
+    elif series:
+        raise InputError(f"{kind} takes no series of runs")
     if analysis.other:
         if other is None:
             raise InputError(f"{kind} compares two runs: give the second one", field="compare")
@@ -315,7 +379,12 @@ TOKEN_LABEL_NEEDS = {"token_id": "token_ids", "token": "token_ids", "position": 
 
 
 def capability_gap(
-    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+    kind: str,
+    run: Run,
+    other: Run | None,
+    label: str | None,
+    params: dict[str, Any],
+    series: Sequence[Run] = (),
 ) -> str | None:
     """The one-line refusal when `run` (or `other`) lacks a capability `kind` (or its label) needs, else
     None — the one place the check lives, so reports, figures and dashboard pages all refuse alike."""
@@ -323,7 +392,7 @@ def capability_gap(
     wanted = list(needs(params) if callable(needs) else needs)
     if label in TOKEN_LABEL_NEEDS:
         wanted.append(TOKEN_LABEL_NEEDS[label])
-    for subject in (run, other):
+    for subject in (run, other, *series):
         if subject is not None:
             message = missing_message(kind, subject.info.engine, subject.info.caps, wanted)
             if message:
@@ -332,15 +401,20 @@ def capability_gap(
 
 
 def check_capabilities(
-    kind: str, run: Run, other: Run | None, label: str | None, params: dict[str, Any]
+    kind: str,
+    run: Run,
+    other: Run | None,
+    label: str | None,
+    params: dict[str, Any],
+    series: Sequence[Run] = (),
 ) -> None:
     """Raise `capability_gap`'s line as an `InputError` when there is one; an on-request capability
     (token loss, expert output norms) is refused naming the recording option that adds it."""
     needs = KINDS[kind].needs
-    for subject in (run, other):
+    for subject in (run, other, *series):
         if subject is not None:
             require_recorded(subject.info.caps, needs(params) if callable(needs) else needs)
-    message = capability_gap(kind, run, other, label, params)
+    message = capability_gap(kind, run, other, label, params, series)
     if message:
         raise InputError(message)
 
@@ -348,7 +422,7 @@ def check_capabilities(
 def parameters(kind: str) -> dict[str, inspect.Parameter]:
     """The keyword parameters of `kind`'s function that callers may set (beyond run, label, layer, other)."""
     analysis = KINDS[kind]
-    taken = 1 + int(analysis.other) + int(analysis.label)
+    taken = 1 + int(analysis.other) + int(analysis.series) + int(analysis.label)
     signature = inspect.signature(analysis.function)
     names = list(signature.parameters)[taken:]
     return {name: signature.parameters[name] for name in names if name != "layer"}

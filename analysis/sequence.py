@@ -14,7 +14,9 @@ Chance levels from the data (`baseline_top1`, `baseline_topk`): with p_e the lay
 paired tokens (each pair counts both its tokens) and q_e the share of those tokens' decisions that chose e
 at any rank, two tokens routed independently with these loads repeat with probability Σ_e p_e² and put
 the first top-1 in the second's top-k with probability Σ_e p_e · q_e. `uniform_top1` = 1/E and
-`uniform_topk` = k/E are the uniform router's levels. Mixtral's paper reads repeat rates well above
+`uniform_topk` = k/E are the uniform router's levels; for expert-choice routers, whose tokens get 0 … E
+experts, k is the paired tokens' observed mean number of experts (tokens no expert picked have no top-1
+and are not paired). Mixtral's paper reads repeat rates well above
 chance as routing that follows syntax and position more than topic; a skewed load alone raises Σ p_e²
 above 1/E, so compare with the data baseline.
 
@@ -114,6 +116,7 @@ def repeat_rate(run: Run, neighbours: Literal["raster", "grid"] = "raster") -> p
     top-1 among the second's experts, and per (layer, expert) how many of the pairs' decisions chose it
     at any rank; the rates and chance levels are finished in pandas."""
     sizes: dict[int, tuple[int, int]] = {}
+    variable = {r.layer for r in run.info.routers if r.choice == "expert"}
     for router in run.info.routers:
         layer = router.layer
         size = (router.n_experts, router.top_k)
@@ -160,7 +163,10 @@ def repeat_rate(run: Run, neighbours: Literal["raster", "grid"] = "raster") -> p
                 "baseline_top1": float(np.dot(tops, tops)) / (ends * ends),
                 "baseline_topk": float(np.dot(tops, chosen_by)) / (ends * ends),
                 "uniform_top1": 1.0 / n_experts,
-                "uniform_topk": sizes[int(layer)][1] / n_experts,
+                "uniform_topk": (
+                    float(chosen_by.sum()) / ends if int(layer) in variable else sizes[int(layer)][1]
+                )
+                / n_experts,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -28,7 +28,7 @@ def side_by_side(
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise InputError(f"side by side needs distinct runs, got {', '.join(names)}")
-    if kind not in ANALYSES or ANALYSES[kind].other or not ANALYSES[kind].keys:
+    if kind not in ANALYSES or ANALYSES[kind].other or ANALYSES[kind].series or not ANALYSES[kind].keys:
         raise InputError(f"{kind!r} cannot be put side by side; try load, balance, nmi, uncertainty, ...")
     keys = keys_of(kind, label)
     merged: pd.DataFrame | None = None

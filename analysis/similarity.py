@@ -16,6 +16,12 @@ similar to several cores joins the most used of them (then the lower id). Group 
 usage rank (group 0 = the most used expert). `method="average"` instead clusters experts (average linkage
 on 1 − similarity) into `n_groups` and keeps each group's most used expert (lower id on ties).
 
+`basis="outputs"` compares what the experts compute rather than how the router scores them (the output
+side of HC-SMoE-style merging): (cos + 1) / 2 between the experts' mean output vectors over the same
+calibration tokens — every real token of the run through every expert of the layer, before any gate
+(`record(expert_means=True)`, the `expert_means` table: mean = Σ output_sum / Σ tokens over its rows). The
+same (cos + 1) / 2 map as the router basis keeps one scale for the `similarity` kind.
+
 `basis="coactivation"` needs no probabilities: the similarity of a and b is the cosine of their
 chosen/not-chosen indicators over the layer's decisions, count(a, b) / √(count(a) · count(b)) (the Ochiai
 coefficient; 1 on the diagonal), built from the same counts as `coactivation`. Experts that are chosen
@@ -30,13 +36,14 @@ import numpy as np
 import pandas as pd
 
 from routescope.store import InputError, Run
+from routescope.store.capabilities import require_recorded
 
 from .coactivation import coactivation
 from .frames import sql
 
-Basis = Literal["router", "probs", "coactivation"]
+Basis = Literal["router", "probs", "outputs", "coactivation"]
 Method = Literal["mc-smoe", "average"]
-BASES: tuple[Basis, ...] = ("router", "probs", "coactivation")
+BASES: tuple[Basis, ...] = ("router", "probs", "outputs", "coactivation")
 METHODS: tuple[Method, ...] = ("mc-smoe", "average")
 
 MAX_DECISIONS = 200_000
@@ -72,6 +79,28 @@ def _cosine_similarity(columns: np.ndarray) -> np.ndarray:
     return ((columns.T @ columns) / np.outer(norms, norms).clip(min=1e-30) + 1) / 2
 
 
+def similarity_needs(params: dict[str, object]) -> tuple[str, ...]:
+    """What `similarity` and `merge-groups` need: mean expert outputs for `basis="outputs"`, else ids."""
+    return ("ids", "expert_means") if params.get("basis") == "outputs" else ("ids",)
+
+
+def mean_outputs(run: Run, layer: int) -> np.ndarray:
+    """`[E, H]` float64: each expert's mean output at `layer` over the run's tokens (Σ output_sum / Σ tokens
+    over the `expert_means` rows of the layer's routers)."""
+    require_recorded(run.info.caps, ("expert_means",))
+    frame = run.expert_means()
+    frame = frame[frame["layer"] == int(layer)]
+    if frame.empty:
+        raise InputError(f"run {run.name!r} has no mean expert outputs at layer {layer}")
+    n_experts = _n_experts(run, layer)
+    sums = np.zeros((n_experts, len(frame["output_sum"].iloc[0])))
+    tokens = np.zeros(n_experts)
+    for expert, count, total in zip(frame["expert"], frame["tokens"], frame["output_sum"], strict=True):
+        sums[int(expert)] += np.asarray(total, dtype=np.float64)
+        tokens[int(expert)] += int(count)
+    return sums / tokens.clip(min=1)[:, None]
+
+
 def _coactivation_similarity(run: Run, layer: int) -> np.ndarray:
     pairs = coactivation(run, layer)
     n_experts = _n_experts(run, layer)
@@ -101,6 +130,8 @@ def _similarity_matrix(run: Run, layer: int, basis: str, max_decisions: int) -> 
         raise InputError(f"unknown similarity basis {basis!r}; choose from {', '.join(BASES)}")
     if basis == "coactivation":
         return _coactivation_similarity(run, layer)
+    if basis == "outputs":
+        return _cosine_similarity(mean_outputs(run, layer).T)
     column = "logits" if basis == "router" else "probs"
     return _cosine_similarity(_score_columns(run, layer, column, max_decisions))
 
@@ -110,8 +141,9 @@ def expert_similarity(
 ) -> pd.DataFrame:
     """`expert_a, expert_b, similarity` at `layer`: with `basis="router"` (cos + 1) / 2 of the experts'
     router-logit columns over the first `max_decisions` decisions (MC-SMoE; needs `logits`, stored by
-    `--probs`); `basis="probs"` the same on the `probs` columns; `basis="coactivation"` the Ochiai
-    coefficient of their co-activation (see the module docstring)."""
+    `--probs`); `basis="probs"` the same on the `probs` columns; `basis="outputs"` (cos + 1) / 2 of their
+    mean outputs on the same tokens (needs `expert_means`); `basis="coactivation"` the Ochiai coefficient
+    of their co-activation (see the module docstring)."""
     similarity = _similarity_matrix(run, layer, basis, max_decisions)
     a, b = np.meshgrid(np.arange(similarity.shape[0]), np.arange(similarity.shape[0]), indexing="ij")
     return pd.DataFrame({"expert_a": a.ravel(), "expert_b": b.ravel(), "similarity": similarity.ravel()})

@@ -17,6 +17,10 @@ its label" and `null_mean` is the NMI expected by chance at this sample size (pl
 upward, most for many-valued labels). Pearson's χ² stays as a descriptive statistic (`chi2`, `dof`):
 it treats every assignment as independent, which they are not, so it has no p-value here.
 
+Zero-computation experts (manifest `routers[].zero_experts`, LongCat-Flash) are left out of every count,
+and E is the number of experts that compute; a decision may have any number of assignments (expert
+choice, zero experts), and every count is over assignments, so no formula assumes a fixed k.
+
 Counting conventions: `ranks="all"` counts every chosen expert (OLMoE), `ranks="top1"` only the first
 (the Mixtral paper's figures); `weight="count"` counts assignments, `weight="gate"` sums the gate weights
 the model applied. Defaults: all ranks, counts.
@@ -32,7 +36,15 @@ import pandas as pd
 from routescope.store import InputError, Run
 
 from .contingency import unit_tables
-from .frames import check_by, counting, counting_label, experts_per_group, label_join, sql
+from .frames import (
+    check_by,
+    computing_sql,
+    counting,
+    counting_label,
+    experts_per_group,
+    label_join,
+    sql,
+)
 from .information import nmi
 from .permutation import DEFAULT_PERMUTATIONS, check_permutations, shuffled_labels
 
@@ -44,6 +56,7 @@ def label_counts(
     `count` is a gate-weight sum with `weight="gate"`."""
     columns = check_by(by)
     where, measure = counting(ranks, weight)
+    where += computing_sql(run)
     join, expr = label_join(run, label)
     keys = ", ".join(f"a.{c}" for c in columns)
     return sql(

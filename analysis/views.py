@@ -67,24 +67,28 @@ def token_routing(run: Run, *, sample: int, router: int, step: int | None = None
     """One sample's tokens (of the router's stack) with the router's top-1 choice for each.
 
     Columns: `position, token, generated, row, col, step, expert, weight, dropped, entropy, norm_entropy,
-    margin`. `expert` is the rank-0 expert (null where the router never saw the token, e.g. the last
-    generated token); `norm_entropy` = entropy / ln E. Text runs route each position at one step, so
-    `step=None` takes every step; diffusion runs route every patch at every step, so give `step`.
+    margin, nll`, with `modality, image, frame` after `col` for runs recorded with images. `expert` is the
+    rank-0 expert (null where the router never saw the token, e.g. the last generated token);
+    `norm_entropy` = entropy / ln E; `nll` is the token's next-token loss (`tokens.nll`, runs recorded with
+    token loss; null otherwise, and on a sequence's last token). Text runs route each position at one
+    step, so `step=None` takes every step; diffusion runs route every patch at every step, so give `step`.
     """
     spec = _router(run, router)
     stack = spec.stack.replace("'", "''")
     on_step = "" if step is None else f" AND step = {int(step)}"
     where = f"sample = {int(sample)} AND router = {int(router)} AND call = 0{on_step}"
     norm = norm_entropy_sql("d.entropy", str(spec.n_experts))
+    places = ", modality, image, frame" if run.info.modality else ""
+    nll = "nll" if run.info.token_loss else "CAST(NULL AS FLOAT) AS nll"
     return _query(
         run,
-        f"""WITH t AS (SELECT position, token, generated, "row", col FROM tokens
+        f"""WITH t AS (SELECT position, token, generated, "row", col{places}, {nll} FROM tokens
                        WHERE sample = {int(sample)} AND stack = '{stack}'),
                  d AS (SELECT position, step, entropy, margin FROM decisions WHERE {where}),
                  a AS (SELECT position, step, expert, weight, dropped FROM assignments
                        WHERE {where} AND rank = 0)
-            SELECT t.position, t.token, t.generated, t."row", t.col, d.step, a.expert, a.weight, a.dropped,
-                   d.entropy, {norm} AS norm_entropy, d.margin
+            SELECT t.position, t.token, t.generated, t."row", t.col{places.replace(", ", ", t.")}, d.step,
+                   a.expert, a.weight, a.dropped, d.entropy, {norm} AS norm_entropy, d.margin, t.nll
             FROM t LEFT JOIN d USING (position) LEFT JOIN a ON a.position = d.position AND a.step = d.step
             ORDER BY t.position""",
     )

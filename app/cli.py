@@ -98,7 +98,12 @@ FLAGS: dict[str, str] = {
     "labels": "--labels",
     "tokenizer": "--tokenizer",
     "token_loss": "--token-loss",
+    "output_logprobs": "--output-logprobs",
     "expert_stats": "--expert-stats",
+    "images": "--image",
+    "expert_means": "--expert-means",
+    "ratio": "--ratio",
+    "criterion": "--criterion",
 }
 """How the CLI names the option an error concerns (`RouteScopeError.field`): its flag."""
 

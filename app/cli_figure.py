@@ -32,7 +32,9 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare",
         metavar="NAME",
-        help="a second run of the same store (agreement, changes, flips, batch-dependence)",
+        nargs="+",
+        help="a second run of the same store (agreement, changes, flips, batch-dependence), or the "
+        "checkpoint runs of saturation, in order",
     )
     parser.add_argument("--out", required=True, help="FILE.svg|.pdf|.png, or a folder with --all")
     parser.add_argument("--width", choices=("single", "double"), default="single", help="paper column width")
@@ -60,9 +62,22 @@ def _one(args: argparse.Namespace, store: Store, run: Run) -> int:
     from .figures.export import check_figure_path
 
     path = check_figure_path(args.out)
-    other = store.open(args.compare) if args.compare else None
+    from .figures import FIGURES
+    from .figures.kinds import KINDS
+
+    compared = [store.open(name) for name in args.compare or ()]
+    series = args.kind in FIGURES and KINDS[FIGURES[args.kind].analysis].series
+    if len(compared) > 1 and not series:
+        raise InputError(f"figure {args.kind} compares two runs: give one --compare run", field="compare")
     fig, _ = make_figure(
-        args.kind, run, layer=args.layer, by=args.by, expert=args.expert, other=other, width=args.width
+        args.kind,
+        run,
+        layer=args.layer,
+        by=args.by,
+        expert=args.expert,
+        other=None if series or not compared else compared[0],
+        series=compared if series else (),
+        width=args.width,
     )
     export_figures([(fig, path)], dpi=args.dpi)
     out(f"wrote {path}")

@@ -1,9 +1,10 @@
-"""`routescope probe ablate|force|noise|batch`: causal probes from the command line.
+"""`routescope probe ablate|force|noise|batch|prune`: causal probes from the command line.
 
 Each probe records ordinary runs (the edited model, and the unedited base it compares with) and prints
 its table: the loss (or the DiT's denoising loss and class accuracy) with experts disabled against
 random ablations; the forced run's summary; the top-1 flip rate under noise by the base run's margin;
-the share of decisions that change when inputs share a batch. The runs stay in the store for every
+the share of decisions that change when inputs share a batch; the loss as each layer's lowest-scoring
+experts are pruned, per criterion and ratio. The runs stay in the store for every
 other view (`routescope report`, the dashboard's Compare page).
 """
 
@@ -29,11 +30,12 @@ from .requests import (
     Noise,
     ProbeRequest,
     ProbeSettings,
+    Prune,
     companion_names,
 )
 from .tables import FORMATS, render
 
-KINDS = ("ablate", "force", "noise", "batch")
+KINDS = ("ablate", "force", "noise", "batch", "prune")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +76,22 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
     batch = kinds.add_parser("batch", help="the same inputs alone and in one batch; changed decisions")
     _common(batch)
+
+    prune = kinds.add_parser("prune", help="disable each layer's lowest-scoring experts; loss per criterion")
+    _common(prune)
+    prune.add_argument(
+        "--criterion",
+        action="append",
+        metavar="reap|ean|frequency|random",
+        help="score experts by this criterion (repeatable; default: reap and frequency)",
+    )
+    prune.add_argument(
+        "--ratio", type=float, action="append", metavar="R", help="disable this share, 0 < R < 1 (repeatable)"
+    )
+    prune.add_argument("--prune-seed", type=int, default=0, help="seed of the random criterion (0)")
+    prune.add_argument(
+        "--calibration", metavar="RUN", help="score experts in this run (recorded with expert stats)"
+    )
 
 
 def _inputs(args: argparse.Namespace, model: LoadedModel) -> Inputs | DiffusionRequest:
@@ -116,6 +134,15 @@ def probe_settings(args: argparse.Namespace) -> ProbeSettings:
         )
     if args.probe == "noise":
         return Noise(sigma=args.sigma, on=args.on, seed=args.noise_seed, layers=layers, base=args.base)
+    if args.probe == "prune":
+        defaults = Prune()
+        return Prune(
+            criteria=tuple(args.criterion or defaults.criteria),
+            ratios=tuple(args.ratio or defaults.ratios),
+            seed=args.prune_seed,
+            calibration=args.calibration,
+            layers=layers,
+        )
     return Batch(batch_size=args.batch_size)
 
 
@@ -152,8 +179,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     taken = [name for name in names if store.exists(name)]
     if taken and not args.overwrite:  # fail before loading a model
         raise RunExistsError(f"run {taken[0]!r} already exists in {store.path}; pass --overwrite")
-    if getattr(args, "base", None):
-        store.open(args.base)
+    for given in (getattr(args, "base", None), getattr(args, "calibration", None)):
+        if given:
+            store.open(given)
     transformers_logging.disable_progress_bar()  # one line per result, no per-file weight-loading bars
     model = load_from_args(args)
     request = probe_request(args, _inputs(args, model))
@@ -227,9 +255,27 @@ def _ablate(p: _Probe) -> None:
     _print("next-token loss (nats per token)", ablation_loss(base, ablated, random, by=by), args.format)
 
 
+def _prune(p: _Probe) -> None:
+    from routescope.analysis.pruning import prune_curve
+    from routescope.probes import probe_of
+
+    base, *pruned = p.runs
+    out(f"recorded runs {', '.join(repr(r.name) for r in p.runs)} in {p.args.store}")
+    for run in pruned:
+        edits = (probe_of(run) or {})["intervention"]["routers"]
+        off = "; ".join(f"{path}: {edit['disable']}" for path, edit in edits.items())
+        out(f"  {run.name}: disabled {off}")
+    _print(
+        "next-token loss (nats per token) by criterion and pruned share",
+        prune_curve(base, pruned),
+        p.args.format,
+    )
+
+
 PROBES: dict[str, Callable[[_Probe], None]] = {
     "ablate": _ablate,
     "force": _force,
     "noise": _noise,
     "batch": _batch,
+    "prune": _prune,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from routescope.store import InputError, RunExistsError, Store
 
@@ -15,7 +16,7 @@ from .cli_options import (
 )
 from .cli_runs import show_run
 from .console import out
-from .inputs import Inputs, read_inputs
+from .inputs import Inputs, attach_images, read_inputs
 from .requests import RecordRequest
 
 
@@ -31,7 +32,25 @@ def add_record_arguments(rec: argparse.ArgumentParser) -> None:
         "--token-loss", action="store_true", help="also store each token's next-token loss and prediction"
     )
     text.add_argument(
-        "--expert-stats", action="store_true", help="also store each chosen expert's output norm"
+        "--output-logprobs",
+        action="store_true",
+        help="also store each token's next-token log-probabilities (float16; for output-kl)",
+    )
+    text.add_argument(
+        "--expert-stats",
+        action="store_true",
+        help="also store each chosen expert's output norm (text and diffusion models)",
+    )
+    text.add_argument(
+        "--image",
+        action="append",
+        metavar="PATH",
+        help="an image for a vision-language model: one per --text, or several for one --text",
+    )
+    text.add_argument(
+        "--expert-means",
+        action="store_true",
+        help="also store every expert's mean output over all tokens (output-based similarity)",
     )
     diffusion.add_argument("--save-x0", action="store_true", help="also keep each step's predicted image")
     diffusion.add_argument("--weights", help="FAMILY:CONFIG models: the weights (.pt or .safetensors)")
@@ -62,9 +81,12 @@ def _text_inputs(args: argparse.Namespace) -> Inputs:
             raise InputError("give one of --text, --file and --dataset")
         from .datasets import load_dataset
 
+        if args.image:
+            raise InputError("--image goes with --text; a dataset has no images", field="images")
         texts, labels = load_dataset(args.dataset)
         return Inputs(texts=texts, labels={column: list(values) for column, values in labels.items()})
-    return read_inputs(args.text, args.file, args.label_column, args.text_column, args.target_column)
+    inputs = read_inputs(args.text, args.file, args.label_column, args.text_column, args.target_column)
+    return attach_images(inputs, args.image)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -86,6 +108,11 @@ def cmd_record(args: argparse.Namespace) -> int:
         from routescope.hooks.remote import check_remote
 
         check_remote(remote, args.model)  # key, service and hosting, before anything is loaded
+    if inputs is not None and inputs.images is not None:  # a missing image fails before the model loads
+        for paths in inputs.images:
+            for image in paths:
+                if not Path(image).is_file():
+                    raise InputError(f"image file {image} does not exist", field="images")
     shard = None
     if args.shard is not None:
         from routescope.store.shards import parse_shard
@@ -121,7 +148,9 @@ def record_request(args: argparse.Namespace, inputs: Inputs | None) -> RecordReq
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         token_loss=args.token_loss,
+        output_logprobs=args.output_logprobs,
         expert_stats=args.expert_stats,
+        expert_means=args.expert_means,
     )
 
 

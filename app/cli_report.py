@@ -1,4 +1,11 @@
-"""`routescope report`: one registered analysis of a run, as a table, CSV, JSON, Markdown or LaTeX."""
+"""`routescope report`: one registered analysis of a run, as a table, CSV, JSON, Markdown or LaTeX.
+
+`--compare` takes one run (a two-run kind such as agreement, or any kind side by side) or several: a
+series kind (`saturation`: OLMoE's router saturation over checkpoints) compares each of them, in the order
+given, with `--run` as the reference; a one-run kind puts them all side by side. A series is `--compare`
+with more names rather than a command of its own because it is the same question as agreement — the
+reference run against others recorded on the same inputs — asked of several runs at once.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +29,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         "--layer", type=int, help="one layer: required by some kinds, a row filter for others"
     )
     parser.add_argument(
-        "--compare", metavar="NAME", help="a second run: agreement needs it; other kinds go side by side"
+        "--compare",
+        metavar="NAME",
+        nargs="+",
+        help="a second run (agreement needs it; other kinds go side by side), or several: the checkpoint "
+        "series of saturation, in order, against --run",
     )
     parser.add_argument(
         "--param",
@@ -70,17 +81,24 @@ def _report(args: argparse.Namespace) -> int:
 
     store = Store(args.store)
     run = store.open(args.run)
-    other = store.open(args.compare) if args.compare else None
-    if args.ci is not None:
-        if other is not None:
-            raise InputError("--ci and --compare do not combine; bootstrap one run at a time")
+    compared = [store.open(name) for name in args.compare or ()]
+    other = compared[0] if len(compared) == 1 else None
+    entry = ANALYSES[args.kind]
+    if len(compared) > 1 and entry.other:
+        raise InputError(f"{args.kind} compares two runs: give one --compare run", field="compare")
+    if args.ci is not None and compared:
+        raise InputError("--ci and --compare do not combine; bootstrap one run at a time")
+    if entry.series:
+        params = coerce_params(args.kind, _params(args.param))
+        table = compute(args.kind, run, label=args.by, layer=args.layer, series=compared, **params)
+    elif args.ci is not None:
         options = coerce_arguments(bootstrap_ci, _params(args.param), BOOTSTRAP_PARAMS, "--ci")
         table = bootstrap_ci(run, args.kind, label=args.by, level=args.ci, **options)
         if args.layer is not None:
             table = table[table["layer"] == args.layer]
-    elif other is not None and not ANALYSES[args.kind].other:
+    elif compared and not entry.other:
         params = coerce_params(args.kind, _params(args.param))
-        table = side_by_side([run, other], args.kind, label=args.by, layer=args.layer, **params)
+        table = side_by_side([run, *compared], args.kind, label=args.by, layer=args.layer, **params)
     else:
         params = coerce_params(args.kind, _params(args.param))
         table = compute(args.kind, run, label=args.by, layer=args.layer, other=other, **params)

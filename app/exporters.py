@@ -82,6 +82,11 @@ def logical_count(run: Run, num_layers: int | None = None) -> np.ndarray:
 
 
 def _top_k(run: Run, routers: list[RouterInfo], kind: str) -> int:
+    if any(r.choice == "expert" for r in routers):
+        raise InputError(
+            f"{kind} needs a fixed top-k per token; run {run.name!r} has expert-choice routers "
+            "(0 … E experts per token)"
+        )
     ks = {r.top_k for r in routers}
     if len(ks) != 1:
         raise InputError(f"{kind} needs the same top-k at every layer; run {run.name!r} has {sorted(ks)}")

@@ -1,7 +1,9 @@
 """Read recording inputs from the command line: repeated `--text`, a `.txt` file or a `.jsonl` file.
 
 `.txt`: one sample per non-empty line. `.jsonl`: one JSON object per line; the text comes from
-`--text-column` (default `text`) and each `--label-column` becomes a label of the run.
+`--text-column` (default `text`) and each `--label-column` becomes a label of the run. Vision-language
+models take images: `--image PATH` (one per `--text`, or several for a single `--text`), or an `image`
+field in the `.jsonl` rows (a path or a list of paths, relative to the file's folder; null: no image).
 """
 
 from __future__ import annotations
@@ -19,6 +21,42 @@ class Inputs:
     labels: dict[str, list[str | None]] = field(default_factory=dict)
     targets: list[str] | None = None
     """Decoder targets of encoder–decoder models (`--target-column` of a .jsonl file)."""
+    images: list[list[str]] | None = None
+    """Image file paths per input (vision-language models); None: a text-only recording."""
+
+
+IMAGE_FIELD = "image"
+"""The `.jsonl` field that holds an input's image path (or list of paths)."""
+
+
+def attach_images(inputs: Inputs, paths: list[str] | None) -> Inputs:
+    """`--image PATH` options onto the inputs: one per text, or all of them onto a single text."""
+    if not paths:
+        return inputs
+    if inputs.images is not None:
+        raise InputError(
+            "give images either with --image or in the .jsonl image field, not both", field="images"
+        )
+    texts = len(inputs.texts)
+    if len(paths) == texts:
+        inputs.images = [[path] for path in paths]
+    elif texts == 1:
+        inputs.images = [list(paths)]
+    else:
+        raise InputError(
+            f"{len(paths)} --image for {texts} inputs; give one --image per --text (or one --text)",
+            field="images",
+        )
+    return inputs
+
+
+def _row_images(value: object, folder: Path, where: str) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) and item for item in items):
+        raise InputError(f"{where}: field {IMAGE_FIELD!r} is not a path or a list of paths", field="images")
+    return [str(folder / item) for item in items]  # absolute paths stay absolute
 
 
 def _read_text(path: Path) -> str:
@@ -62,6 +100,7 @@ def read_inputs(
     if suffix != ".jsonl":
         raise InputError(f"input file {path} must end in .txt or .jsonl")
     result = Inputs(texts=[], labels={c: [] for c in label_columns}, targets=[] if target_column else None)
+    images: list[list[str]] = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -79,10 +118,13 @@ def read_inputs(
         if not isinstance(row[text_column], str):
             raise InputError(f"{path}:{number}: column {text_column!r} is not a string")
         result.texts.append(row[text_column])
+        images.append(_row_images(row.get(IMAGE_FIELD), path.parent, f"{path}:{number}"))
         if result.targets is not None:
             result.targets.append(str(row[target_column]))
         for column in label_columns:
             result.labels[column].append(None if row[column] is None else str(row[column]))
     if not result.texts:
         raise InputError(f"input file {path} has no rows")
+    if any(images):
+        result.images = images
     return result

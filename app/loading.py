@@ -214,6 +214,8 @@ def _from_pretrained(
 def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict[str, Any]) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .processors import load_processor
+
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
@@ -222,6 +224,12 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict
         hint = "" if local else "; no network or cache? pass a local checkpoint folder or bundled:NAME"
         raise ModelSpecError(f"cannot load model config for {where!r}: {reason}{hint}") from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    if getattr(config, "vision_config", None) is not None:  # a vision-language model: image and text in
+        from transformers import AutoModelForImageTextToText
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+        if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
+            auto = AutoModelForImageTextToText
     try:
         model = auto.from_pretrained(where, config=config, **kwargs, **placement)
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that would run code
@@ -241,6 +249,7 @@ def _load_parts(where: str, kwargs: dict[str, Any], local: bool, placement: dict
     return LoadedModel(
         model=model.eval(),
         tokenizer=tokenizer,
+        processor=load_processor(where, **kwargs) if local else None,
         spec=where,
         source=source,
         info={"revision": kwargs.get("revision") or getattr(config, "_commit_hash", None)},

@@ -38,10 +38,10 @@ def check_edit(
 ) -> None:
     """Refuse an edit this model cannot take (a layer without a router, an expert out of range, too many
     disabled, a forced set smaller than top-k, a label no input has) before anything is recorded."""
-    from .requests import Ablate, Batch, Force
+    from .requests import Ablate, Batch, Force, Prune
 
-    if isinstance(settings, (Ablate, Batch)):
-        return  # ablation_study and probe_batch check everything before their first run
+    if isinstance(settings, (Ablate, Batch, Prune)):
+        return  # ablation_study, probe_batch and probe_prune check everything before their first run
     if (model.sampler is None) == isinstance(inputs, Sampling):
         kind = "a diffusion model: give classes" if model.sampler is not None else "a text model: give text"
         raise InputError(f"{model.spec or 'this model'} is {kind}")

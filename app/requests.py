@@ -52,7 +52,12 @@ class RecordRequest:
     token_loss: bool = False
     """Text: also store each token's next-token loss and argmax prediction (`tokens.nll`, `predicted`)."""
     expert_stats: bool = False
-    """Text: also store each chosen expert's output norm before its gate (`assignments.output_norm`)."""
+    """Also store each chosen expert's output norm before its gate (`assignments.output_norm`); text and
+    diffusion models."""
+    output_logprobs: bool = False
+    """Text: also store each token's next-token log-probabilities (table `outputs`, for `output-kl`)."""
+    expert_means: bool = False
+    """Text: also store every expert's summed output over all tokens (`expert_means` table)."""
     max_new_tokens: int = 0
     """Text: generate this many tokens after each input and record their routing too."""
     batch_size: int | None = None
@@ -94,10 +99,16 @@ class RecordRequest:
         if model.sampler is not None:
             if self.inputs is not None and self.diffusion is None:
                 raise InputError(f"{model.spec or 'this model'} is a diffusion model: give classes, not text")
-            for wanted, field_name in ((self.token_loss, "token_loss"), (self.expert_stats, "expert_stats")):
+            text_only = (
+                (self.token_loss, "token_loss"),
+                (self.output_logprobs, "output_logprobs"),
+                (self.expert_means, "expert_means"),
+            )
+            for wanted, field_name in text_only:
                 if wanted:
                     raise InputError(f"{field_name} is recorded for text models only", field=field_name)
-            return record_diffusion(model, **(self.diffusion or DiffusionRequest()).record_kwargs(), **common)
+            sampling = (self.diffusion or DiffusionRequest()).record_kwargs()
+            return record_diffusion(model, **sampling, expert_stats=self.expert_stats, **common)
         if self.inputs is None:
             raise InputError(f"{model.spec or 'this model'} is not a diffusion model: give text inputs")
         return record(
@@ -110,7 +121,10 @@ class RecordRequest:
             chunk_size=self.chunk_size,
             seed=self.seed,
             token_loss=self.token_loss,
+            output_logprobs=self.output_logprobs,
             expert_stats=self.expert_stats,
+            **({"images": self.inputs.images} if self.inputs.images is not None else {}),
+            expert_means=self.expert_means,
             **extra,
             **common,
         )
@@ -175,8 +189,25 @@ class Batch:
     """Inputs per batch (None: the probe's default)."""
 
 
-ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch
+@dataclass(frozen=True, kw_only=True)
+class Prune:
+    """Disable each layer's lowest-scoring share of experts by a saliency criterion, per ratio; the loss."""
+
+    criteria: tuple[str, ...] = ("reap", "frequency")
+    """Criteria to compare: reap, ean, frequency, random."""
+    ratios: tuple[float, ...] = (0.25, 0.5)
+    """Shares of each layer's experts to disable, each in (0, 1)."""
+    seed: int = 0
+    """Seed of the `random` criterion."""
+    calibration: str | None = None
+    """A run of the same model recorded with expert stats to score the experts (None: `NAME.base`)."""
+    layers: tuple[int, ...] | None = None
+    """MoE layers to edit (None: all)."""
+
+
+ProbeSettings: TypeAlias = Ablate | Force | Noise | Batch | Prune
 PROBE_KINDS = ("ablate", "force", "noise", "batch")
+"""The probes of the Interventions page's probe chooser (prune has a section of its own)."""
 
 
 def companion_names(name: str, settings: ProbeSettings) -> list[str]:
@@ -188,6 +219,12 @@ def companion_names(name: str, settings: ProbeSettings) -> list[str]:
         return [f"{name}.base", name, *(f"{name}.random-{seed}" for seed in range(seeds))]
     if isinstance(settings, Batch):
         return [f"{name}.alone", name]
+    if isinstance(settings, Prune):
+        from routescope.probes.prune import check_criterion, check_ratio, run_name
+
+        ratios = sorted({check_ratio(r) for r in settings.ratios})
+        criteria = dict.fromkeys(check_criterion(c) for c in settings.criteria)
+        return [f"{name}.base", *(run_name(name, c, r) for c in criteria for r in ratios)]
     if isinstance(settings, Noise) and settings.base:
         return [name]
     return [f"{name}.base", name]
@@ -211,7 +248,7 @@ class ProbeRequest:
     name: str
     """Name of the probe's own run; its companions get suffixes (`companion_names`)."""
     settings: ProbeSettings
-    """What the probe edits: `Ablate`, `Force`, `Noise` or `Batch`."""
+    """What the probe edits: `Ablate`, `Force`, `Noise`, `Batch` or `Prune`."""
     inputs: Inputs | DiffusionRequest
     """Text inputs with their labels, or a diffusion model's sampling settings."""
     probs: bool = False
@@ -277,6 +314,21 @@ class ProbeRequest:
                 **common,
             )
             return [study.base, study.ablated, *study.random]
+        if isinstance(s, Prune):
+            from routescope.probes import probe_prune
+
+            study = probe_prune(
+                model,
+                given,
+                name=self.name,
+                criteria=s.criteria,
+                ratios=s.ratios,
+                calibration=None if s.calibration is None else store.open(s.calibration),
+                layers=s.layers,
+                seed=s.seed,
+                **common,
+            )
+            return [study.base, *study.pruned.values()]
         if isinstance(s, Batch):
             from routescope.probes import probe_batch
 
@@ -326,6 +378,15 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
         raise InputError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 0, 3") from None
 
 
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """`"0.25, 0.5"` → (0.25, 0.5); blank → (). A one-line error for anything else."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        return tuple(float(part) for part in parts)
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give numbers separated by commas, e.g. 0.25, 0.5") from None
+
+
 __all__ = [
     "DEFAULT_STEPS",
     "PROBE_KINDS",
@@ -337,8 +398,10 @@ __all__ = [
     "ProbeRequest",
     "ProbeSettings",
     "Progress",
+    "Prune",
     "RecordRequest",
     "companion_names",
+    "parse_floats",
     "parse_ints",
 ]
 

@@ -12,10 +12,14 @@ gate.weight)` — the gate's own computation on its own input — with the exper
 returned, so the record holds what the layer applied plus the distribution it chose from.
 
 Batching follows the diffusers convention: with guidance the transformer sees `[uncond rows, cond rows]`
-in one call; they become samples `n..2n-1` (`branch=uncond`) and `0..n-1` (`branch=cond`). Tokens are the
-image patches (`row`, `col` from the latent grid) and, in single-stream blocks that route text tokens too,
-the text positions after them (no row/col). Expert-choice layers (NucleusMoE: each expert picks its
-tokens, so a token has a variable number of experts) do not fit one-row-per-choice-rank and are refused.
+in one call; they become samples `n..2n-1` (`branch=uncond`) and `0..n-1` (`branch=cond`). Pipelines
+that call the transformer twice per step instead (NucleusMoE-Image: the prompt, then the negative prompt)
+have the first call's rows as the conditional samples and the second's as the unconditional ones. Tokens
+are the image patches (`row`, `col` from the latent grid: `[B, C, h, w]` latents, or packed `[B, S, C]`
+latents with the pipeline's `img_shapes`) and, in single-stream blocks that route text tokens too, the
+text positions after them (no row/col). Expert-choice layers (NucleusMoE: each expert picks its tokens of
+a sequence, so a token has 0 … E experts) are recorded as such: the router's `choice` is `expert` and a
+token has one assignment row per expert that picked it (hooks/normalise.py, `expert_choice`).
 
 `record_pipeline()` checks its arguments into a `PipelineSource` and hands it to the recording driver
 (hooks/driver.py), which owns the opening checks, the manifest, the writer and the progress; the gate
@@ -51,19 +55,12 @@ PIPELINE_LABELS = ["prompt", "branch", "pair"]
 __all__ = ["PIPELINE_LABELS", "VIEW", "GateView", "PipelineSource", "is_index_weight_gate", "record_pipeline"]
 
 
-def _refuse_expert_choice(model: torch.nn.Module) -> None:
-    for path, module in model.named_modules():
-        if hasattr(module, "capacity_factor") and hasattr(module, "experts") and not hasattr(module, "top_k"):
-            raise NoRoutersError(
-                f"{path} ({type(module).__name__}) routes by expert choice (each expert picks its tokens); "
-                "RouteScope records token-choice top-k routers only"
-            )
-
-
-def _unit_images(images: Any) -> np.ndarray:
+def _unit_images(images: Any, grid: tuple[int, int]) -> np.ndarray:
     """Pipeline output → [n, H, W] in [0, 1]: RGB in [0, 1] as luminance, latents as a channel-mean
-    preview (z/2 clipped to [−1, 1], as for DiT-MoE)."""
+    preview (z/2 clipped to [−1, 1], as for DiT-MoE); packed latents [n, S, C] are unpacked on `grid`."""
     x = torch.as_tensor(images).float()
+    if x.dim() == 3 and x.shape[1] == grid[0] * grid[1]:
+        x = x.reshape(x.shape[0], grid[0], grid[1], x.shape[2]).permute(0, 3, 1, 2)
     if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)  # numpy-style NHWC
     if x.shape[1] == 3 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0:
@@ -89,37 +86,58 @@ class _Listener:
     image_len: int = 0
     batch: int = 0
     calls_this_step: int = 0
-    outputs: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    passes: int = 1
+    """Transformer calls per step: 1 (guidance batched into one call, or none) or 2 (cond, then uncond)."""
+    outputs: dict[str, list[tuple[int, Any]]] = dataclasses.field(default_factory=dict)
+    """Router path → (transformer call of this step, output) in the order the router ran."""
     max_len: int = 0
+
+    @property
+    def guided(self) -> bool:
+        return self.batch == 2 * self.n or self.passes == 2
 
     def before_transformer(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if not (isinstance(hidden, torch.Tensor) and hidden.dim() == 4):
-            raise InputError("record_pipeline needs the transformer to receive latents [B, C, h, w]")
-        self.calls_this_step += 1
-        if self.calls_this_step > 1:
+        shapes = kwargs.get("img_shapes")
+        packed = isinstance(hidden, torch.Tensor) and hidden.dim() == 3 and shapes
+        if not (isinstance(hidden, torch.Tensor) and (hidden.dim() == 4 or packed)):
             raise InputError(
-                "the pipeline called its transformer more than once in a step; RouteScope records pipelines "
-                "that batch classifier-free guidance into one call"
+                "record_pipeline needs the transformer to receive latents [B, C, h, w], or packed latents "
+                "[B, S, C] with img_shapes"
             )
-        patch = int(getattr(getattr(self.transformer, "config", None), "patch_size", None) or 1)
-        _, _, h, w = hidden.shape
-        self.grid, self.batch = (h // patch, w // patch), hidden.shape[0]
+        self.calls_this_step += 1
+        if self.calls_this_step > 2 or (self.calls_this_step == 2 and hidden.shape[0] != self.n):
+            raise InputError(
+                "the pipeline called its transformer more than twice in a step, or twice on a batched "
+                "guidance; RouteScope records one call per step, or one per guidance branch (cond first)"
+            )
+        self.passes = max(self.passes, self.calls_this_step)
+        if packed:
+            _, h, w = (int(v) for v in shapes[0])  # (frames, rows, cols) of the patch grid
+            self.grid, self.image_len = (h, w), h * w
+            self.batch = hidden.shape[0]
+        else:
+            patch = int(getattr(getattr(self.transformer, "config", None), "patch_size", None) or 1)
+            _, _, h, w = hidden.shape
+            self.grid, self.batch = (h // patch, w // patch), hidden.shape[0]
+            padded = getattr(self.transformer, "max_seq", None)
+            self.image_len = (
+                int(padded) if h != w and isinstance(padded, int) else self.grid[0] * self.grid[1]
+            )
         if self.batch not in (self.n, 2 * self.n):
             raise InputError(f"the transformer saw a batch of {self.batch} for {self.n} prompts")
-        padded = getattr(self.transformer, "max_seq", None)
-        self.image_len = int(padded) if h != w and isinstance(padded, int) else self.grid[0] * self.grid[1]
 
     def keep(self, path: str) -> Callable[..., None]:
         def hook(_module: Any, _args: Any, output: Any) -> None:
             detached = tuple(t.detach().cpu() for t in output) if isinstance(output, tuple) else output
-            self.outputs.setdefault(path, []).append(detached)
+            self.outputs.setdefault(path, []).append((self.calls_this_step - 1, detached))
 
         return hook
 
     def _describe(self) -> list[RouterSpec]:
         # the first step's outputs are one forward pass: they fix order, call counts, convention, E and k
-        specs = describe_from_outputs(self.transformer, self.paths, self.outputs, self.declared)
+        first_pass = {path: [o for p, o in outs if p == 0] for path, outs in self.outputs.items()}
+        specs = describe_from_outputs(self.transformer, self.paths, first_pass, self.declared)
         layers = [s.layer for s in specs]
         renumber = len(set(layers)) < len(layers)  # e.g. HiDream: double_stream_blocks.i and single_...i
         return [
@@ -134,16 +152,17 @@ class _Listener:
             for s in specs
         ]
 
-    def _layout(self, rows: int, spec: RouterSpec) -> Layout:
+    def _layout(self, rows: int, spec: RouterSpec, transformer_call: int) -> Layout:
         if rows % self.batch:
             raise InputError(f"router {spec.path} returned {rows} rows for a batch of {self.batch}")
         length = rows // self.batch
         self.max_len = max(self.max_len, length)
         batch_rows = torch.arange(self.batch)
-        samples = (
-            batch_rows - self.n if self.batch == 2 * self.n else batch_rows
-        )  # [uncond, cond] → cond first
-        samples = torch.where(samples < 0, samples + 2 * self.n, samples)
+        if self.passes == 2:  # one call per branch: cond rows, then uncond rows
+            samples = batch_rows + transformer_call * self.n
+        else:  # [uncond, cond] → cond first
+            samples = batch_rows - self.n if self.batch == 2 * self.n else batch_rows
+            samples = torch.where(samples < 0, samples + 2 * self.n, samples)
         position = torch.arange(length)
         n_patches = self.grid[0] * self.grid[1] if self.grid else 0
         real = (position < n_patches) | (position >= self.image_len)
@@ -161,11 +180,14 @@ class _Listener:
             spec = by_view.get(self.views.get(view_path, view_path))
             if spec is None:
                 continue
-            for call, output in enumerate(outputs):
+            calls = [0, 0]  # the router's calls within each transformer call
+            for transformer_call, output in outputs:
                 decoded = normalise(output, spec.rule)
+                call = calls[transformer_call]
+                calls[transformer_call] += 1
                 assignments, decisions = router_call_tables(
                     decoded,
-                    self._layout(decoded.expert.shape[0], spec),
+                    self._layout(decoded.expert.shape[0], spec, transformer_call),
                     spec,
                     step=step,
                     call=call,
@@ -211,7 +233,6 @@ class PipelineSource(BaseSource):
         self.prompts = prompts = list(self.prompt_input)
         if not prompts or not all(isinstance(p, str) for p in prompts) or self.steps < 1:
             raise InputError("give at least one prompt (a string per image) and steps ≥ 1")
-        _refuse_expert_choice(self.transformer)
         return Plan(batches=1, units=self.steps)
 
     def routers(self) -> list[RouterSpec]:
@@ -283,7 +304,8 @@ class PipelineSource(BaseSource):
             if listener.specs is None or listener.grid is None:
                 raise NoRoutersError(f"no router ran while {type(pipe).__name__} denoised")
         self.listener = listener
-        self.images = _unit_images(result.images if hasattr(result, "images") else result[0])
+        images = result.images if hasattr(result, "images") else result[0]
+        self.images = _unit_images(images, listener.grid)
         yield
 
     def late_facts(self) -> dict[str, Any]:
@@ -334,7 +356,7 @@ def _dimensions(
     prompts: list[str], listener: _Listener, images: np.ndarray
 ) -> Iterator[tuple[str, pa.Table]]:
     """Samples (cond, then uncond when guided), one token row per recorded position, final images."""
-    n, guided = len(prompts), listener.batch == 2 * len(prompts)
+    n, guided = len(prompts), listener.guided
     count = 2 * n if guided else n
     rows, cols = listener.grid or (0, 0)
     patches = rows * cols

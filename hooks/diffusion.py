@@ -10,6 +10,11 @@ declared without positions (a gate over the timestep embedding, as in Switch-DiT
 image instead of one per patch: it is recorded as one decision per (sample, step, router, call) with a
 null `position`.
 
+`expert_stats=True` adds `assignments.output_norm` (‖f_e(x)‖₂ of every chosen expert, before its gate) and
+the `shared_experts` table, through the same mechanism as text recordings (hooks/expert_outputs.py,
+hooks/shared_outputs.py): the DiT-MoE blocks keep their experts in a module list, so the router's input
+is evaluated by the chosen members after each call.
+
 `record_diffusion()` checks its arguments into a `DiffusionSource` and hands it to the recording driver
 (hooks/driver.py), which owns the opening checks, the manifest, the writer and the progress.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +33,17 @@ import torch
 
 from routescope.store.errors import InputError, ModelSpecError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import IMAGES
+from routescope.store.schema import IMAGES, SHARED_EXPERTS
 
 from .capture import Capturer, Engine
 from .dimensions import image_rows, samples_table, steps_table
 from .driver import record_source
+from .expert_outputs import ExpertNorms, experts_paths
 from .loaded import LoadedModel
 from .manifest import ManifestFacts, model_facts
 from .normalise import normalise
-from .routers import RouterSpec, describe_routers
+from .routers import RouterSpec, describe_routers, shared_expert_paths
+from .shared_outputs import SharedNorms
 from .source import BaseSource, Plan, Sink
 from .tables import router_call_tables, token_table
 from .units import Layout
@@ -74,8 +82,12 @@ class _DiffusionSession:
         with_probs: bool,
         save_x0: bool,
         after_step: Callable[[], None],
+        norms: ExpertNorms | None = None,
+        shared: SharedNorms | None = None,
     ) -> None:
         self.specs, self.writer, self.capturer = specs, writer, capturer
+        self.norms, self.shared = norms, shared
+        """Expert output norms and shared experts' norms (`expert_stats`), else None."""
         self.n_cond, self.patches = n_cond, patches
         self.with_probs, self.save_x0 = with_probs, save_x0
         self.steps_written: set[int] = set()
@@ -105,8 +117,12 @@ class _DiffusionSession:
         state = {"step": 0}
 
         def forward(*args: Any) -> Any:
-            captured = self.capturer.forward({}, tuple(args))
+            with ExitStack() as hooked:
+                norms = hooked.enter_context(self.norms.watching()) if self.norms is not None else None
+                shared = hooked.enter_context(self.shared.watching()) if self.shared is not None else None
+                captured = self.capturer.forward({}, tuple(args))
             for spec in self.specs:
+                calls = None if norms is None else norms.get(spec.path, [])
                 for call, output in enumerate(captured.outputs.get(spec.path, [])):
                     assignments, decisions = router_call_tables(
                         normalise(output, spec.rule),
@@ -115,9 +131,13 @@ class _DiffusionSession:
                         step=state["step"],
                         call=call,
                         with_probs=self.with_probs,
+                        norms=None if calls is None else calls[call],
                     )
                     self.writer.write("assignments", assignments)
                     self.writer.write("decisions", decisions)
+                    if self.shared is not None and shared is not None:
+                        for rows in self.shared.rows(shared, spec, call, layout, state["step"], call):
+                            self.writer.write("shared_experts", rows)
             state["step"] += 1
             self.after_step()
             return captured.result
@@ -165,6 +185,7 @@ class DiffusionSource(BaseSource):
         batch_size: int,
         engine: Engine,
         routers: Sequence[str] | Mapping[str, Any] | None,
+        expert_stats: bool = False,
     ) -> None:
         if model.sampler is None:
             raise ModelSpecError(
@@ -179,6 +200,7 @@ class DiffusionSource(BaseSource):
             save_x0,
         )
         self.batch_size, self.engine, self.declared = batch_size, engine, routers
+        self.expert_stats = bool(expert_stats)
         self.extra_tables = {"images": IMAGES, **({"x0": IMAGES} if save_x0 else {})}
 
     def prepare(self) -> Plan:
@@ -208,6 +230,12 @@ class DiffusionSource(BaseSource):
             ),
             self.declared or model.routers,
         )
+        if self.expert_stats:  # refuse routers without evaluable experts before anything is written
+            paths = [spec.path for spec in self.specs]
+            self.experts = experts_paths(torch_model, paths)
+            self.shared_paths = shared_expert_paths(torch_model, paths)
+            if self.shared_paths:
+                self.extra_tables = {**self.extra_tables, "shared_experts": SHARED_EXPERTS}
         self.per_class = per_class = [c for c in classes for _ in range(self.samples_per_class)]
         size = self.batch_size
         self.chunks = [
@@ -229,6 +257,7 @@ class DiffusionSource(BaseSource):
             "batch_size": self.batch_size,
             "engine": self.engine,
             "save_x0": self.save_x0,
+            **({"expert_stats": True} if self.expert_stats else {}),
         }
         return ManifestFacts(
             kind="diffusion",
@@ -242,6 +271,13 @@ class DiffusionSource(BaseSource):
 
     def batches(self, sink: Sink) -> Iterator[None]:
         rows, cols = self.grid
+        norms = shared = None
+        if self.expert_stats:
+            rules = {spec.path: spec.rule for spec in self.specs}
+            norms = ExpertNorms(
+                self.torch_model, self.experts, lambda path, out: normalise(out, rules[path]).expert
+            )
+            shared = SharedNorms(self.torch_model, self.shared_paths) or None
         session = _DiffusionSession(
             self.specs,
             sink,
@@ -251,6 +287,8 @@ class DiffusionSource(BaseSource):
             with_probs=self.probs,
             save_x0=self.save_x0,
             after_step=sink.advance,
+            norms=norms,
+            shared=shared,
         )
         sampler = self.model.sampler
         assert sampler is not None
@@ -315,6 +353,7 @@ def record_diffusion(
     overwrite: bool = False,
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    expert_stats: bool = False,
 ) -> Run:
     """Sample `samples_per_class` images of each class and record every router call at every step.
 
@@ -322,6 +361,8 @@ def record_diffusion(
     `n..2n-1` the unconditional rows of the same trajectories (`branch=uncond`, `pair` = the conditional
     sample's id). Conditional samples are sampled `batch_size` at a time, chunk `i` with seed `seed + i`.
     `on_progress(done, total)` is called after every sampler step of every chunk (total = steps × chunks).
+    `expert_stats=True` adds `assignments.output_norm` (‖f_e(x)‖₂ of each chosen expert before its gate)
+    and, for blocks with shared experts, the `shared_experts` table (hooks/expert_outputs.py).
     """
     source = DiffusionSource(
         model,
@@ -335,6 +376,7 @@ def record_diffusion(
         batch_size=batch_size,
         engine=engine,
         routers=routers,
+        expert_stats=expert_stats,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

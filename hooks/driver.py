@@ -46,12 +46,13 @@ def run_schemas(
     extra: Mapping[str, pa.Schema],
     token_loss: bool = False,
     expert_stats: bool = False,
+    modality: bool = False,
 ) -> dict[str, pa.Schema]:
     """The tables of a run: the five every run has, with its label columns, probs, token loss and expert
     output norms when recorded, then `extra`."""
     return {
         "samples": samples_schema(labels),
-        "tokens": tokens_schema(token_loss),
+        "tokens": tokens_schema(token_loss, with_modality=modality),
         "assignments": assignments_schema(expert_stats),
         "decisions": decisions_schema(probs, with_logits=probs),
         "steps": STEPS,
@@ -99,6 +100,7 @@ def record_source(
         extra=source.extra_tables,
         token_loss=bool(getattr(source, "token_loss", False)),  # optional: older sources lack them
         expert_stats=bool(getattr(source, "expert_stats", False)),
+        modality=bool(getattr(source, "modality", False)),
     )
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=overwrite) as writer:
         batches = source.batches(_Sink(writer, on_progress, plan.units))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scoring = Literal["softmax", "sigmoid"]
-SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid")
+Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus"]
+SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +31,8 @@ FAMILIES: dict[str, FamilyInfo] = {
     ),
     "glm4_moe": FamilyInfo(scoring="sigmoid"),
     "glm4_moe_lite": FamilyInfo(scoring="sigmoid"),
+    "glm4v_moe": FamilyInfo(scoring="sigmoid", note="GLM-4.5V: the text model's router (image inputs)"),
+    "glm4v_moe_text": FamilyInfo(scoring="sigmoid"),
     "dots1": FamilyInfo(scoring="sigmoid"),
     "solar_open": FamilyInfo(scoring="sigmoid"),
     "exaone_moe": FamilyInfo(scoring="sigmoid"),
@@ -44,6 +46,10 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
         ),
         FamilyInfo(scoring="sigmoid"),
+    ),
+    "deepseek_v4": FamilyInfo(
+        scoring="sqrtsoftplus",
+        note="scores are sqrt(softplus(logits)); hash-routed layers (`hash_moe`) are not recorded",
     ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),

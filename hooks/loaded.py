@@ -16,6 +16,9 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: Any = None
     """A transformers tokenizer; needed for text inputs, token text and generation."""
+    processor: Any = None
+    """A vision-language model's own processor (text and images in, `input_ids`, `pixel_values`, ... out);
+    needed for `record(images=...)` (hooks/vision.py)."""
     spec: str = ""
     """What the user asked for: `bundled:NAME`, a folder, a hub id, or empty for an in-memory model."""
     source: str = "object"

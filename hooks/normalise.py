@@ -3,18 +3,22 @@
 Families disagree on what a router returns (a `(logits, weights, indices)` triple; Llama4's
 `(scores, logits)`; DBRX's bare logits; Switch's `(one-hot dispatch mask, max prob, logits)` with
 capacity drops; JetMoE's token slots sorted by expert; NLLB-MoE's `(top-1 mask, combine weights, logits)`
-with capacity drops). The output's *shape* identifies its convention, so `detect_convention` reads it from a
-dry run and `normalise` decodes every later call the same way. The result always holds what the model
-actually did — the expert ids it dispatched to and the gate weights it applied — never a re-ranking of
-the logits, plus the distribution it chose from, for entropy and margin, and the raw scores (logits) that
-distribution was computed from.
+with capacity drops; expert-choice layers such as diffusers' NucleusMoE, whose gate returns bare logits
+[B, S, E] and whose experts each pick their top-C tokens of a sequence). The output's *shape* identifies
+its convention (expert choice is read from the MoE block instead: `routers.py`), so `detect_convention`
+reads it from a dry run and `normalise` decodes every later call the same way. The result always holds
+what the model actually did — the expert ids it dispatched to and the gate weights it applied — never a
+re-ranking of the logits, plus the distribution it chose from, for entropy and margin, and the raw
+scores (logits) that distribution was computed from.
 
 Shapes at this boundary: T = tokens of one router call (batch × sequence, flattened row-major),
-E = experts, k = experts per token.
+E = experts, k = experts per token. k may vary from token to token (expert choice: 0 … E): then the
+decoded tensors are [T, k_max] with a `valid` mask whose true slots come first in each row.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +28,9 @@ from routescope.store.errors import RouterOutputError
 
 from .families import Scoring
 
-Convention = Literal["triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine"]
+Convention = Literal[
+    "triple", "scores_logits", "logits", "capacity_onehot", "sorted_slots", "top2_combine", "expert_choice"
+]
 CONVENTIONS: tuple[Convention, ...] = (
     "triple",
     "scores_logits",
@@ -32,7 +38,15 @@ CONVENTIONS: tuple[Convention, ...] = (
     "capacity_onehot",
     "sorted_slots",
     "top2_combine",
+    "expert_choice",
 )
+DETECTED: tuple[Convention, ...] = CONVENTIONS[:-1]
+"""The conventions an output's shape identifies; `expert_choice` outputs bare logits, and the MoE block
+says it is one (`routers.expert_choice_rule`)."""
+Choice = Literal["token", "expert"]
+CHOICES: tuple[Choice, ...] = ("token", "expert")
+"""Who chooses: each token its experts (`token`: top-k, a fixed number per token), or each expert its
+tokens (`expert`: expert choice, a fixed number per expert and 0 … E experts per token)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,9 @@ class Decoded:
     """[T, E] float32: the raw router scores `probs` was computed from (what `scores_to_probs` received:
     logits of softmax routers, pre-sigmoid scores of sigmoid routers); None where a decode path has no raw
     scores (every built-in convention has them)."""
+    valid: torch.Tensor | None = None
+    """[T, k] bool: the slot holds a choice; None = every slot does (a fixed k). Variable-k decoders put a
+    row's valid slots first, so a slot's column is its rank among the token's experts."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +79,15 @@ class DecodeRule:
     top_k: int | None = None
     """Only for `logits`: experts per token."""
     pnorm: float | None = None
-    """Only for `logits`: p of the p-norm that renormalises the top-k weights (1 = weights sum to 1, as
-    Mixtral does; DBRX reads it from `moe_normalize_expert_weights`); None = raw top-k probabilities."""
+    """Only for `logits` and `expert_choice`: p of the p-norm that renormalises a token's weights (1 =
+    weights sum to 1, as Mixtral does; DBRX reads it from `moe_normalize_expert_weights`); None = raw
+    probabilities."""
+    capacity_factor: float | None = None
+    """Only for `expert_choice`: each expert picks C = max(1, ⌈capacity_factor · S / E⌉) tokens of each
+    sequence of S tokens (NucleusMoE's rule)."""
+    weight_scale: float = 1.0
+    """Only for `expert_choice`: the constant the block multiplies the (renormalised) weights by
+    (NucleusMoE's `route_scale`)."""
 
 
 def _is_int(t: Any) -> bool:
@@ -109,16 +133,17 @@ def detect_convention(output: Any, where: str) -> Convention:
         type(output).__name__ if not isinstance(output, tuple | list) else [type(p).__name__ for p in output]
     )
     raise RouterOutputError(
-        f"router {where} returns {kinds}, which matches none of the conventions {', '.join(CONVENTIONS)}; "
+        f"router {where} returns {kinds}, which matches none of the conventions {', '.join(DETECTED)}; "
         "declare a module that returns one of them (docs/routers.md)"
     )
 
 
 def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
-    """The router's expert scores as a distribution: softmax, or sigmoid scores normalised to sum 1."""
+    """The router's expert scores as a distribution: softmax, or sigmoid (DeepSeek-V4: √softplus) scores
+    normalised to sum 1."""
     logits = logits.float()
-    if scoring == "sigmoid":
-        scores = logits.sigmoid()
+    if scoring in ("sigmoid", "sqrtsoftplus"):
+        scores = logits.sigmoid() if scoring == "sigmoid" else torch.nn.functional.softplus(logits).sqrt()
         return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)
     return torch.softmax(logits, dim=-1)
 
@@ -174,6 +199,8 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
     elif rule.convention == "top2_combine":
         expert, weight, dropped, logits = _top2_combine(output)
         probs = scores_to_probs(logits, rule.scoring)
+    elif rule.convention == "expert_choice":
+        return _expert_choice(output, rule)
     else:  # capacity_onehot: (dispatch one-hot [.., E], max prob [.., 1], logits [.., E])
         mask, max_prob, logits = output
         n_experts = logits.shape[-1]
@@ -189,6 +216,39 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         dropped=dropped.cpu(),
         probs=probs.cpu(),
         logits=logits.float().cpu(),
+    )
+
+
+def _expert_choice(output: Any, rule: DecodeRule) -> Decoded:
+    """Expert choice from the gate's logits [B, S, E] (NucleusMoE): per sequence, every expert takes the C
+    tokens of highest affinity (softmax or sigmoid scores, unnormalised for sigmoid, as the block ranks
+    them); a token's weights are its chosen affinities divided by their p-norm, × `weight_scale`. A token
+    gets 0 … E experts, ranked by descending affinity."""
+    if rule.capacity_factor is None:
+        raise ValueError("expert choice needs a capacity factor")
+    logits = output if output.dim() == 3 else output.reshape(1, -1, output.shape[-1])
+    batch, length, n_experts = logits.shape
+    logits = logits.detach().float().cpu()
+    affinity = logits.sigmoid() if rule.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+    capacity = max(1, math.ceil(rule.capacity_factor * length / n_experts))
+    top = torch.topk(affinity.transpose(1, 2), k=min(capacity, length), dim=-1).indices  # [B, E, C]
+    chosen = torch.zeros(batch, n_experts, length, dtype=torch.bool).scatter_(2, top, True).transpose(1, 2)
+    chosen, affinity = chosen.reshape(-1, n_experts), affinity.reshape(-1, n_experts)
+    gate = torch.where(chosen, affinity, torch.zeros(()))
+    if rule.pnorm is not None:
+        gate = gate / (torch.linalg.vector_norm(gate, ord=rule.pnorm, dim=-1, keepdim=True) + 1e-12)
+    gate = gate * rule.weight_scale
+    k_max = int(chosen.sum(dim=-1).max().item()) if chosen.numel() else 0
+    order = torch.sort(torch.where(chosen, affinity, torch.full((), -1.0)), dim=-1, descending=True)
+    expert = order.indices[:, :k_max]
+    flat = logits.reshape(-1, n_experts)
+    return Decoded(
+        expert=expert,
+        weight=gate.gather(1, expert).float(),
+        dropped=torch.zeros_like(expert, dtype=torch.bool),
+        probs=scores_to_probs(flat, rule.scoring),
+        logits=flat,
+        valid=chosen.gather(1, expert),
     )
 
 

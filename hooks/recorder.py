@@ -22,7 +22,7 @@ import torch
 
 from routescope.store.errors import InputError
 from routescope.store.reader import Run, Store
-from routescope.store.schema import SHARED_EXPERTS
+from routescope.store.schema import EXPERT_MEANS, OUTPUTS, SHARED_EXPERTS
 from routescope.store.shards import Shard, parse_shard, part_store
 from routescope.store.writer import check_label_columns
 
@@ -36,6 +36,7 @@ from .routers import RouterSpec, candidate_paths, describe_from_outputs, describ
 from .source import BaseSource, Plan, Sink
 from .text_session import ModelCall, _input_device, _Prepared, _Session
 from .units import Unit, batches, make_units
+from .vision import ImageTextSource
 
 DEFAULT_CHUNK = 2048
 __all__ = ["DEFAULT_CHUNK", "ModelCall", "TextSource", "_Session", "_input_device", "record"]
@@ -112,15 +113,40 @@ def _targets(
     return out
 
 
-def check_statistics(token_loss: bool, expert_stats: bool, max_new_tokens: int, remote: Remote) -> None:
-    """Refuse, in one line each, the per-token loss and expert statistics a recording cannot give."""
-    if token_loss and max_new_tokens:
-        raise InputError(
-            "token_loss scores forward recordings; record without max_new_tokens", field="token_loss"
-        )
-    for wanted, name in ((token_loss, "token_loss"), (expert_stats, "expert_stats")):
+def check_statistics(
+    token_loss: bool,
+    expert_stats: bool,
+    max_new_tokens: int,
+    remote: Remote,
+    output_logprobs: bool = False,
+    expert_means: bool = False,
+) -> None:
+    """Refuse, in one line each, the per-token loss, output distributions, expert statistics and expert
+    means a recording cannot give."""
+    forward_only = (
+        (token_loss, "token_loss"),
+        (output_logprobs, "output_logprobs"),
+        (expert_means, "expert_means"),
+    )
+    for wanted, name in forward_only:
+        if wanted and max_new_tokens:
+            raise InputError(f"{name} needs forward recordings; record without max_new_tokens", field=name)
+    for wanted, name in (
+        (token_loss, "token_loss"),
+        (expert_stats, "expert_stats"),
+        (output_logprobs, "output_logprobs"),
+        (expert_means, "expert_means"),
+    ):
         if wanted and is_remote(remote):
             raise InputError(f"{name} is computed here, not in a remote trace; record locally", field=name)
+
+
+def check_image_options(**given: Any) -> None:
+    """Refuse, in one line, a recording option that image inputs do not support (forward only, local,
+    unchunked, without token loss or expert statistics)."""
+    for option, value in given.items():
+        if value:
+            raise InputError(f"images are recorded forward and locally only; drop {option}", field=option)
 
 
 def _probe(unit: Unit) -> Unit:
@@ -161,6 +187,8 @@ class TextSource(BaseSource):
         remote: Remote,
         token_loss: bool = False,
         expert_stats: bool = False,
+        output_logprobs: bool = False,
+        expert_means: bool = False,
     ) -> None:
         self.subject, self.inputs, self.label_input, self.targets = subject, inputs, labels, targets
         self.probs, self.max_new_tokens, self.batch_size, self.chunk_size = (
@@ -172,6 +200,8 @@ class TextSource(BaseSource):
         self.declared, self.engine, self.seed, self.remote = routers, engine, seed, remote
         self.generate_kwargs, self.shard = generate_kwargs, shard
         self.token_loss, self.expert_stats = bool(token_loss), bool(expert_stats)
+        self.output_logprobs = bool(output_logprobs)
+        self.expert_means = bool(expert_means)
         self.labels: list[str] = []
 
     def prepare(self) -> Plan:
@@ -183,7 +213,14 @@ class TextSource(BaseSource):
             raise InputError(f"seed {self.seed} is out of range; give an integer in -2**63..2**63-1")
         if is_remote(self.remote) and self.engine != "nnsight":
             raise InputError("remote recording runs nnsight traces; use engine='nnsight'")
-        check_statistics(self.token_loss, self.expert_stats, self.max_new_tokens, self.remote)
+        check_statistics(
+            self.token_loss,
+            self.expert_stats,
+            self.max_new_tokens,
+            self.remote,
+            self.output_logprobs,
+            self.expert_means,
+        )
         inputs, labels, targets = self.inputs, self.label_input, self.targets
         self.n_inputs = len(inputs) if isinstance(inputs, Sequence) and not isinstance(inputs, str) else 0
         self.sample_ids = list(range(self.n_inputs))
@@ -230,6 +267,8 @@ class TextSource(BaseSource):
             remote=self.remote,
             token_loss=self.token_loss,
             expert_stats=self.expert_stats,
+            output_logprobs=self.output_logprobs,
+            expert_means=self.expert_means,
             sequences={
                 self.sample_ids[local]: ids for local, ids in enumerate(self.token_ids)
             },  # original sample ids, as the units carry
@@ -243,8 +282,11 @@ class TextSource(BaseSource):
             self.first = session.capture(self.groups[0])
             specs = describe_from_outputs(torch_model, session.paths, self.first.captured.outputs, declared)
         session.specs = specs
-        if session.shared is not None:
-            self.extra_tables = {"shared_experts": SHARED_EXPERTS}
+        self.extra_tables = {
+            **({"shared_experts": SHARED_EXPERTS} if session.shared is not None else {}),
+            **({"expert_means": EXPERT_MEANS} if session.means is not None else {}),
+            **({"outputs": OUTPUTS} if self.output_logprobs else {}),
+        }
         return Plan(batches=len(self.groups), units=len(self.groups))
 
     def destination(self, store: Store, name: str) -> tuple[Store, str]:
@@ -267,6 +309,8 @@ class TextSource(BaseSource):
             **({"remote": "local" if remote == "local" else "ndif"} if is_remote(remote) else {}),
             **({"token_loss": True} if self.token_loss else {}),
             **({"expert_stats": True} if self.expert_stats else {}),
+            **({"output_logprobs": True} if self.output_logprobs else {}),
+            **({"expert_means": True} if self.expert_means else {}),
         }
         return ManifestFacts(
             kind="text",
@@ -327,6 +371,10 @@ def record(
     remote: Remote = False,
     token_loss: bool = False,
     expert_stats: bool = False,
+    images: Sequence[Any] | None = None,
+    processor: Any = None,
+    output_logprobs: bool = False,
+    expert_means: bool = False,
 ) -> Run:
     """Record every routing decision of `model` on `inputs` into a new run `name` of `store`.
 
@@ -348,11 +396,48 @@ def record(
     sequence's last position) and `tokens.predicted` (the argmax next token), forward recordings only
     (hooks/token_loss.py). `expert_stats=True` adds `assignments.output_norm`, ‖f_e(x)‖₂ of each chosen
     expert's output before its gate weight, from one extra evaluation of the chosen experts through the
-    model's own experts module (hooks/expert_outputs.py).
+    model's own experts module (hooks/expert_outputs.py). `output_logprobs=True` keeps every input
+    token's next-token log-probabilities (float16, table `outputs`; decoder-only forward recordings,
+    vocabularies up to 65,536), which `output-kl` compares between runs (hooks/output_logprobs.py).
+    `expert_means=True` adds the `expert_means` table: every real token through every expert of each
+    layer, Σ f_e(x) and the token count per batch (decoder-only forward recordings; hooks/expert_means.py),
+    the basis of output-based expert similarity.
+
+    `images` (one entry per input: an image, a list of images or None; PIL images, arrays or file paths)
+    records a vision-language model: each text with its images goes through the model's `processor`
+    (`LoadedModel.processor` or `processor=`), and tokens gain `modality`, `image`, `frame`, `row`, `col`
+    (hooks/vision.py). Forward recording only.
     """
     subject = model if isinstance(model, LoadedModel) else LoadedModel(model=model, tokenizer=tokenizer)
     if tokenizer is not None:
         subject.tokenizer = tokenizer
+    if processor is not None:
+        subject.processor = processor
+    if images is not None:
+        check_image_options(
+            max_new_tokens=max_new_tokens,
+            targets=targets,
+            shard=shard,
+            remote=remote,
+            token_loss=token_loss,
+            expert_stats=expert_stats,
+            output_logprobs=output_logprobs,
+            expert_means=expert_means,
+        )
+        vision = ImageTextSource(
+            subject,
+            inputs,
+            images,
+            labels=labels,
+            probs=probs,
+            batch_size=batch_size,
+            routers=routers,
+            engine=engine,
+            seed=seed,
+        )
+        return record_source(
+            vision, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress
+        )
     source = TextSource(
         subject,
         inputs,
@@ -370,6 +455,8 @@ def record(
         remote=remote,
         token_loss=token_loss,
         expert_stats=expert_stats,
+        output_logprobs=output_logprobs,
+        expert_means=expert_means,
     )
     return record_source(
         source, store=store, name=name, overwrite=overwrite, progress=progress, on_progress=on_progress

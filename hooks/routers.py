@@ -8,8 +8,11 @@ Discovery, in order of trust:
    also holds `experts`.
 One forward pass (the first batch, or a dry run on two tokens) then fixes what only execution shows:
 the order in which routers run, how many times each runs per forward pass (shared-layer models), the
-output convention, the number of experts and k. Router ids follow execution order; `layer` is the first
-integer in the module path (the model's own numbering), so dense layers are simply absent.
+output convention, the number of experts and k. Two facts come from the MoE block instead: expert choice
+(a block with a `capacity_factor`, `experts` and no `top_k`, such as diffusers' NucleusMoELayer, whose
+gate returns bare logits) and zero-computation experts (LongCat-Flash's `zero_expert_num` identity
+experts, the ids after the block's `num_routed_experts`). Router ids follow execution order; `layer` is
+the first integer in the module path (the model's own numbering), so dense layers are simply absent.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from routescope.store.errors import NoRoutersError
 
 from .capture import collect_outputs
 from .families import family_info
-from .normalise import DecodeRule, detect_convention, normalise
+from .normalise import Choice, DecodeRule, detect_convention, normalise
 
 HEURISTIC_NAMES = ("gate", "router", "gating", "wg")
 SHARED_EXPERT_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
@@ -51,7 +54,10 @@ class RouterSpec:
     stack: str
     """`encoder` or `decoder` (decoder-only models: `decoder`)."""
     n_experts: int
+    """Experts the router scores (zero-computation experts included)."""
     top_k: int
+    """Experts per decision: k for token choice; for expert choice E, the most a token can get (how many
+    it did get varies: count its `assignments` rows)."""
     shared_experts: list[str] = field(default_factory=list)
     """Module paths of always-on shared experts beside this router."""
     router_class: str = ""
@@ -61,6 +67,15 @@ class RouterSpec:
     positions: str = "token"
     """`token`, or `none` for a router that decides once per sample and step (its module declares
     `router_positions = "none"`, e.g. a gate over the timestep embedding); see RouterInfo.positions."""
+    choice: Choice = "token"
+    """Who chooses: `token` (each token its top-k experts) or `expert` (each expert its tokens)."""
+    capacity_factor: float | None = None
+    """Expert choice only: each expert takes max(1, ⌈capacity_factor · S / E⌉) tokens of a sequence."""
+    weight_scale: float = 1.0
+    """Expert choice only: the constant the block scales the renormalised weights by."""
+    zero_experts: list[int] = field(default_factory=list)
+    """Expert ids that compute nothing (identity or zero output: LongCat-Flash's zero experts); they are
+    recorded like any choice and left out of load and specialization (docs/format.md)."""
 
     @property
     def rule(self) -> DecodeRule:
@@ -69,6 +84,8 @@ class RouterSpec:
             scoring=self.scoring,  # type: ignore[arg-type]
             top_k=self.top_k,
             pnorm=self.pnorm,
+            capacity_factor=self.capacity_factor,
+            weight_scale=self.weight_scale,
         )
 
     def to_manifest(self) -> dict[str, Any]:
@@ -170,6 +187,33 @@ def _top_k_hint(module: torch.nn.Module, parent: torch.nn.Module | None, config:
     return None
 
 
+def expert_choice_rule(parent: torch.nn.Module | None, scoring: str) -> DecodeRule | None:
+    """The decode rule of an expert-choice block (NucleusMoE: `capacity_factor`, `experts`, no `top_k`;
+    softmax or `use_sigmoid` affinities, weights renormalised per token and scaled by `route_scale`), or
+    None for a token-choice block."""
+    factor = getattr(parent, "capacity_factor", None)
+    if not isinstance(factor, int | float) or not hasattr(parent, "experts") or hasattr(parent, "top_k"):
+        return None
+    sigmoid = getattr(parent, "use_sigmoid", None)
+    return DecodeRule(
+        convention="expert_choice",
+        scoring="sigmoid" if sigmoid is True else "softmax" if sigmoid is False else scoring,  # type: ignore[arg-type]
+        pnorm=1.0,
+        capacity_factor=float(factor),
+        weight_scale=float(getattr(parent, "route_scale", 1.0) or 1.0),
+    )
+
+
+def zero_expert_ids(parent: torch.nn.Module | None, n_experts: int) -> list[int]:
+    """Ids of zero-computation experts: those after the experts module's `num_routed_experts` when it also
+    declares `zero_expert_num` (LongCat-Flash: the identity experts E_routed … E_routed + Z − 1)."""
+    experts = getattr(parent, "experts", None)
+    zero, routed = getattr(experts, "zero_expert_num", None), getattr(experts, "num_routed_experts", None)
+    if not isinstance(zero, int) or not isinstance(routed, int) or zero <= 0:
+        return []
+    return [e for e in range(routed, routed + zero) if e < n_experts]
+
+
 def _pnorm_hint(parent: torch.nn.Module | None) -> float | None:
     value = getattr(parent, "moe_normalize_expert_weights", None)
     return float(value) if isinstance(value, int | float) else None
@@ -208,7 +252,7 @@ def describe_from_outputs(
         module = names[path]
         parent = names.get(path.rpartition(".")[0]) if "." in path else model
         first = outputs[path][0]
-        rule = declared_rules.get(path)
+        rule = declared_rules.get(path) or expert_choice_rule(parent, info.scoring)
         if rule is None:
             convention = detect_convention(first, path)
             rule = DecodeRule(
@@ -218,6 +262,7 @@ def describe_from_outputs(
                 pnorm=_pnorm_hint(parent) if convention == "logits" else None,
             )
         decoded = normalise(first, rule)
+        n_experts = int(decoded.probs.shape[-1])
         lowered = path.lower()
         specs.append(
             RouterSpec(
@@ -227,14 +272,18 @@ def describe_from_outputs(
                 call_count=len(outputs[path]),
                 kind="attention" if ("attn" in lowered or "attention" in lowered) else "ffn",
                 stack="encoder" if "encoder" in lowered else "decoder",
-                n_experts=int(decoded.probs.shape[-1]),
-                top_k=int(decoded.expert.shape[-1]),
+                n_experts=n_experts,
+                top_k=n_experts if rule.convention == "expert_choice" else int(decoded.expert.shape[-1]),
                 shared_experts=_shared_experts(names, path),
                 router_class=type(module).__name__,
                 convention=rule.convention,
                 scoring=rule.scoring,
                 pnorm=rule.pnorm,
                 positions="none" if getattr(module, "router_positions", "token") == "none" else "token",
+                choice="expert" if rule.convention == "expert_choice" else "token",
+                capacity_factor=rule.capacity_factor,
+                weight_scale=rule.weight_scale,
+                zero_experts=zero_expert_ids(parent, n_experts),
             )
         )
     return specs

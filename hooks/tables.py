@@ -33,8 +33,9 @@ def router_call_tables(
     with_probs: bool,
     norms: torch.Tensor | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Assignments (k rows per real token, adjacent, by rank) and decisions (one row per real token; for a
-    router without positions, `layout` has one row per sample and `position` is written null);
+    """Assignments (k rows per real token, adjacent, by rank; for variable-k routers only the slots
+    `decoded.valid` marks, so 0 … k rows) and decisions (one row per real token, with or without experts;
+    for a router without positions, `layout` has one row per sample and `position` is written null);
     `with_probs` adds the `probs` and `logits` columns (logits null where `decoded` has none); `norms`
     (`[T, k]` expert output norms, hooks/expert_outputs.py) adds `output_norm`, null on dropped rows."""
     if decoded.expert.shape[0] != layout.rows:
@@ -47,25 +48,27 @@ def router_call_tables(
     sample = layout.sample[keep].numpy().astype(np.int32)
     expert = decoded.expert[keep].numpy()
     n, k = expert.shape
+    slots = np.ones(n * k, dtype=bool) if decoded.valid is None else decoded.valid[keep].numpy().reshape(-1)
+    m = int(slots.sum())
     if spec.positions == "none":  # one decision per sample and step: no token position (null)
         position: np.ndarray | pa.Array = pa.nulls(n, pa.int32())
-        repeated: np.ndarray | pa.Array = pa.nulls(n * k, pa.int32())
+        repeated: np.ndarray | pa.Array = pa.nulls(m, pa.int32())
     else:
         position = layout.position[keep].numpy().astype(np.int32)
-        repeated = np.repeat(position, k)
+        repeated = np.repeat(position, k)[slots]
     full = np.full
     assignments = pa.table(
         {
-            "sample": np.repeat(sample, k),
+            "sample": np.repeat(sample, k)[slots],
             "position": repeated,
-            "step": full(n * k, step, np.int32),
-            "router": full(n * k, spec.id, np.int16),
-            "layer": full(n * k, spec.layer, np.int16),
-            "call": full(n * k, call, np.int16),
-            "rank": np.tile(np.arange(k, dtype=np.int16), n),
-            "expert": expert.reshape(-1).astype(np.int32),
-            "weight": decoded.weight[keep].numpy().reshape(-1).astype(np.float32),
-            "dropped": decoded.dropped[keep].numpy().reshape(-1),
+            "step": full(m, step, np.int32),
+            "router": full(m, spec.id, np.int16),
+            "layer": full(m, spec.layer, np.int16),
+            "call": full(m, call, np.int16),
+            "rank": np.tile(np.arange(k, dtype=np.int16), n)[slots],
+            "expert": expert.reshape(-1).astype(np.int32)[slots],
+            "weight": decoded.weight[keep].numpy().reshape(-1).astype(np.float32)[slots],
+            "dropped": decoded.dropped[keep].numpy().reshape(-1)[slots],
         },
         schema=ASSIGNMENTS,
     )
@@ -76,8 +79,8 @@ def router_call_tables(
                 f"{tuple(norms.shape)} outputs for {tuple(decoded.expert.shape)} choices",
                 field="expert_stats",
             )
-        values = norms[keep].numpy().reshape(-1).astype(np.float32)
-        dropped = decoded.dropped[keep].numpy().reshape(-1)
+        values = norms[keep].numpy().reshape(-1).astype(np.float32)[slots]
+        dropped = decoded.dropped[keep].numpy().reshape(-1)[slots]
         column = pa.array(values, OUTPUT_NORM_FIELD.type, mask=dropped)
         assignments = assignments.append_column(OUTPUT_NORM_FIELD, column)
     probs = decoded.probs[keep]

@@ -17,10 +17,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from routescope.store.errors import InputError
+
 from .capture import Captured, Capturer, Engine
+from .expert_means import ExpertInputs
 from .expert_outputs import ExpertNorms, experts_paths
 from .loaded import LoadedModel
 from .normalise import normalise
+from .output_logprobs import check_vocabulary, logprob_rows, output_logits
 from .remote import Remote, is_remote
 from .routers import RouterSpec, shared_expert_paths
 from .shared_outputs import SharedNorms
@@ -73,9 +77,13 @@ class _Prepared:
     """Router path → per call, the `[T, k]` output norms of its chosen experts (`expert_stats`)."""
     shared: dict[str, list[torch.Tensor]] | None = None
     """Shared expert (or gate) path → per call, its `[T]` output norms (gate: sigmoids)."""
+    means: dict[str, list[tuple[torch.Tensor, ...]]] | None = None
+    """Router path → per call, its experts module's (hidden, index, weights) (`expert_means`)."""
     loss: tuple[np.ndarray, np.ndarray] | None = None
     """`[B, S]` nll and predicted of the batch (`token_loss`), and of the decoder batch below."""
     decoder_loss: tuple[np.ndarray, np.ndarray] | None = None
+    outputs: pa.Table | None = None
+    """The batch's `outputs` rows: every real token's next-token log-probabilities (`output_logprobs`)."""
 
 
 class _Session:
@@ -93,7 +101,9 @@ class _Session:
         remote: Remote = False,
         token_loss: bool = False,
         expert_stats: bool = False,
+        expert_means: bool = False,
         sequences: dict[int, list[int]] | None = None,
+        output_logprobs: bool = False,
     ) -> None:
         self.model = subject.model
         self.tokenizer = subject.tokenizer
@@ -118,6 +128,13 @@ class _Session:
         self.call = ModelCall(self.model)
         self.generating_run = bool(generate_kwargs.get("max_new_tokens"))
         self.token_loss = token_loss
+        self.output_logprobs = output_logprobs
+        if output_logprobs and self.encoder_decoder:
+            raise InputError(
+                "output_logprobs records decoder-only models; record without it", field="output_logprobs"
+            )
+        if output_logprobs:
+            check_vocabulary(getattr(config, "vocab_size", None))
         if token_loss:
             check_lm_head(self.model)
         self.sequences = sequences or {}
@@ -125,6 +142,16 @@ class _Session:
         self.norms = ExpertNorms(self.model, experts_paths(self.model, paths)) if expert_stats else None
         shared = SharedNorms(self.model, shared_expert_paths(self.model, paths)) if expert_stats else None
         self.shared = shared or None  # None without shared experts
+        self.means = self._expert_inputs(paths) if expert_means else None
+
+    def _expert_inputs(self, paths: list[str]) -> ExpertInputs:
+        """The hooks `expert_means` needs: decoder-only models whose experts are called per rank."""
+        if self.encoder_decoder:
+            raise InputError("expert_means needs a decoder-only model", field="expert_means")
+        try:
+            return ExpertInputs(self.model, experts_paths(self.model, paths))
+        except InputError as exc:
+            raise InputError(str(exc).replace("expert_stats", "expert_means"), field="expert_means") from None
 
     def _decoder_batch(self, units: list[Unit], with_targets: bool) -> tuple[Padded, torch.Tensor]:
         """Decoder inputs of an encoder–decoder batch (the start token, then the targets if given) and which
@@ -152,6 +179,7 @@ class _Session:
         with ExitStack() as hooked:
             norms = hooked.enter_context(self.norms.watching()) if self.norms is not None else None
             shared = hooked.enter_context(self.shared.watching()) if self.shared is not None else None
+            means = hooked.enter_context(self.means.watching()) if self.means is not None else None
             if generating:
                 captured = self.capturer.generate(inputs, pad_token_id=self.pad_id, **self.generate_kwargs)
             else:
@@ -162,7 +190,10 @@ class _Session:
                 loss = batch_loss(check_logits(captured.result, batch), batch, self.sequences)
             else:  # the logits are the decoder's: encoder tokens have none
                 decoder_loss = batch_loss(check_logits(captured.result, decoder), decoder)
-        return _Prepared(batch, decoder, keep, captured, norms, shared, loss, decoder_loss)
+        outputs = None
+        if self.output_logprobs and not generating:
+            outputs = logprob_rows(output_logits(captured.result, batch), batch)
+        return _Prepared(batch, decoder, keep, captured, norms, shared, means, loss, decoder_loss, outputs)
 
     def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input tensor on the model's input device (a GPU model, or the first device of a device map)."""
@@ -210,6 +241,8 @@ class _Session:
                             None if dec_loss is None else dec_loss[1][row, :length],
                         ),
                     )
+        if prepared.outputs is not None:
+            writer.write("outputs", prepared.outputs)
         alive = self._new_tokens(writer, batch, captured)
         for spec in self.specs:
             norms = None if prepared.norms is None else prepared.norms.get(spec.path, [])
@@ -233,6 +266,9 @@ class _Session:
                 if self.shared is not None and prepared.shared is not None:
                     for rows in self.shared.rows(prepared.shared, spec, index, layout, step, call):
                         writer.write("shared_experts", rows)
+                if self.means is not None and prepared.means is not None:
+                    real = batch.attention_mask.bool()
+                    writer.write("expert_means", self.means.rows(prepared.means, spec, index, real))
 
     def _new_tokens(self, writer: Sink, batch: Padded, captured: Captured) -> torch.Tensor | None:
         """Write the generated tokens (up to and including the first EOS); return which steps were real."""

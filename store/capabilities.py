@@ -28,6 +28,9 @@ CAPABILITIES: dict[str, str] = {
     "counts": "expert counts only",
     "token_loss": "per-token loss (record it with token loss)",
     "output_norms": "expert output norms (record it with expert stats)",
+    "modality": "token modality (record a vision-language model with images)",
+    "output_logprobs": "next-token log-probabilities (record them with output logprobs)",
+    "expert_means": "mean expert outputs (record it with expert means)",
 }
 """Every capability a run may declare, with the words a refusal uses for it."""
 
@@ -47,10 +50,15 @@ ENGINES: dict[str, str] = {
 
 def derived_capabilities(options: Mapping[str, Any]) -> frozenset[str]:
     """The capabilities of a RouteScope recording (and of runs that predate the field): everything it
-    records, plus probs/logits, token loss and expert output norms when its options say they were kept."""
-    extra = [name for name in ("probs", "logits", "token_loss") if options.get(name)]
+    records, plus probs/logits, token loss, output log-probabilities, expert output norms and mean expert
+    outputs when its options say they were kept."""
+    extra = [name for name in ("probs", "logits", "token_loss", "output_logprobs") if options.get(name)]
+    if options.get("images"):
+        extra.append("modality")
     if options.get("expert_stats"):
         extra.append("output_norms")
+    if options.get("expert_means"):
+        extra.append("expert_means")
     return frozenset((*RECORDED, *extra))
 
 
@@ -65,6 +73,9 @@ def capability_problem(value: object) -> str | None:
 ON_REQUEST: dict[str, tuple[str, str]] = {
     "token_loss": ("token loss", "token_loss"),
     "output_norms": ("expert output norms", "expert_stats"),
+    "modality": ("token modality", "images"),
+    "output_logprobs": ("next-token log-probabilities", "output_logprobs"),
+    "expert_means": ("mean expert outputs", "expert_means"),
 }
 """Capabilities a recording has only when asked for: what a refusal calls each, and the recording option
 (the error's `field`) that adds it."""

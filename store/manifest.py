@@ -66,8 +66,9 @@ def manifest_problem(manifest: Mapping[str, Any]) -> str | None:
     if not isinstance(routers, list) or not all(isinstance(r, dict) for r in routers):
         return "routers is not a list of objects"
     for router in routers:
-        if not all(_is_int(router.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
-            return "a router lacks an integer id, layer, n_experts or top_k"
+        problem = router_problem(router)
+        if problem:
+            return problem
     labels = manifest.get("labels", [])
     if not isinstance(labels, list) or not all(
         isinstance(label, str) and label_problem(label) is None for label in labels
@@ -152,10 +153,24 @@ class RouterInfo(_Record):
     positions: str = "token"
     """`token`: one decision per token; `none`: one per (sample, step, call), `position` null in the fact
     tables (a gate over the timestep, as in Switch-DiT). Manifests without the key are token routers."""
+    choice: str = "token"
+    """`token` (each token picks its top-k experts) or `expert` (each expert picks its tokens, so a
+    decision has 0 … n_experts assignments); absent on runs that predate it: token."""
+    capacity_factor: float | None = None
+    """Expert choice: each expert takes max(1, ⌈capacity_factor · S / E⌉) tokens of a sequence."""
+    weight_scale: float = 1.0
+    zero_experts: tuple[int, ...] = ()
+    """Expert ids that compute nothing (LongCat-Flash's identity experts): recorded, but not counted in
+    load, balance or specialization."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
-    _TUPLES: ClassVar[tuple[str, ...]] = ("shared_experts",)
+    _TUPLES: ClassVar[tuple[str, ...]] = ("shared_experts", "zero_experts")
+
+    @property
+    def computing_experts(self) -> int:
+        """Experts that compute: `n_experts` without the zero-computation ones."""
+        return self.n_experts - len(self.zero_experts)
 
     @property
     def has_positions(self) -> bool:
@@ -164,11 +179,24 @@ class RouterInfo(_Record):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterInfo:
-        if not all(_is_int(data.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
-            raise ManifestError("a router lacks an integer id, layer, n_experts or top_k")
-        if data.get("positions", "token") not in ROUTER_POSITIONS:
-            raise ManifestError(f"a router's positions must be one of {', '.join(ROUTER_POSITIONS)}")
+        problem = router_problem(data)
+        if problem:
+            raise ManifestError(problem)
         return cls(**cls._kwargs(data))
+
+
+def router_problem(router: Mapping[str, Any]) -> str | None:
+    """What is wrong with one router object's types (None if nothing)."""
+    if not all(_is_int(router.get(key)) for key in ("id", "layer", "n_experts", "top_k")):
+        return "a router lacks an integer id, layer, n_experts or top_k"
+    if router.get("choice", "token") not in ("token", "expert"):
+        return f"router {router['id']}'s choice is {router.get('choice')!r}, not token or expert"
+    zero = router.get("zero_experts", [])
+    if not isinstance(zero, list) or not all(_is_int(e) and 0 <= e < router["n_experts"] for e in zero):
+        return f"router {router['id']}'s zero_experts is not a list of its expert ids"
+    if router.get("positions", "token") not in ROUTER_POSITIONS:
+        return f"router {router['id']}'s positions is {router.get('positions')!r}, not token or none"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,6 +292,22 @@ class RunManifest(_Record):
     def expert_stats(self) -> bool:
         """Whether `assignments.output_norm` was recorded (`record(expert_stats=True)`)."""
         return "output_norms" in self.caps
+
+    @property
+    def modality(self) -> bool:
+        """Whether `tokens.modality` (and `image`, `frame`) were recorded (`record(images=...)`)."""
+        return "modality" in self.caps
+
+    @property
+    def output_logprobs(self) -> bool:
+        """Whether the `outputs` table of next-token log-probabilities was recorded
+        (`record(output_logprobs=True)`)."""
+        return "output_logprobs" in self.caps
+
+    @property
+    def expert_means(self) -> bool:
+        """Whether the `expert_means` table was recorded (`record(expert_means=True)`)."""
+        return "expert_means" in self.caps
 
     @property
     def probe(self) -> dict[str, Any] | None:

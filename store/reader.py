@@ -221,6 +221,21 @@ class Run:
         module: the keys, module, output_norm, gate (docs/format.md)."""
         return self._frame("shared_experts", columns)
 
+    def output_logprobs(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """Runs recorded with `output_logprobs=True`: (`sample, position` per input token, `[N, V]` float32
+        next-token log-probabilities in the same row order), read from the float16 `outputs` table."""
+        table = self.read_table("outputs")
+        keys = table.select(["sample", "position"]).to_pandas()
+        column = table.column("logprobs").combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        width = len(values) // max(len(keys), 1)
+        return keys, values.reshape(len(keys), width)
+
+    def expert_means(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Runs recorded with `expert_means=True`: per batch, router call and expert, the sum of the expert's
+        outputs over the batch's tokens (`output_sum`) and their count (`tokens`)."""
+        return self._frame("expert_means", columns)
+
     def steps(self) -> pd.DataFrame:
         """One row per step: step, timestep, sigma (generation steps have no timestep)."""
         return self._frame("steps", None)

@@ -90,6 +90,15 @@ NLL_FIELD = pa.field("nll", pa.float32())
 token (a sequence's last position) and on tokens the model does not predict (encoder inputs)."""
 PREDICTED_FIELD = pa.field("predicted", pa.int32())
 """The argmax next-token id at this position (`record(token_loss=True)`)."""
+MODALITY_FIELDS = [
+    pa.field("modality", pa.string()),
+    pa.field("image", pa.int32()),
+    pa.field("frame", pa.int32()),
+]
+"""Runs recorded with images (`record(images=...)`): `modality` is `text`, `image` or `video` for every
+token; `image` numbers the input's images (0 …) and `frame` the temporal patch index within one (0 for a
+still image) on image tokens, null on text. With these runs `row`/`col` place an image token on its
+image's merged patch grid, as they place diffusion patch tokens."""
 OUTPUT_NORM_FIELD = pa.field("output_norm", pa.float32())
 """‖f_e(x)‖₂ of the chosen expert's output before its gate weight (`record(expert_stats=True)`); null where
 the expert did not run (a token dropped for capacity)."""
@@ -105,6 +114,31 @@ SHARED_EXPERTS = pa.schema(
 """Runs recorded with `expert_stats=True` whose routers have shared experts: one row per decision and shared
 module (`module` indexes the router's `shared_experts` list): ‖output‖₂ of the shared expert for that token
 and its learnt gate (the sigmoid of `<module>_gate`; null where the block has none)."""
+
+OUTPUTS = pa.schema(
+    [
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("logprobs", pa.list_(pa.float16()), nullable=False),
+    ]
+)
+"""Runs recorded with `output_logprobs=True`: one row per input token, the model's next-token distribution
+at that position as log-probabilities over the whole vocabulary (float16: 2 bytes per vocabulary entry and
+token; recordings refuse vocabularies over `hooks.output_logprobs.MAX_VOCAB`). Compared between runs by
+`output-kl`."""
+EXPERT_MEANS = pa.schema(
+    [
+        pa.field("router", pa.int16(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("call", pa.int16(), nullable=False),
+        pa.field("expert", pa.int32(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+        pa.field("output_sum", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+"""Runs recorded with `expert_means=True`: per batch, router call and expert, Σ f_e(x) over the batch's real
+tokens (every token through every expert of the layer, before any gate; length = hidden size) and how many
+tokens that sums. An expert's mean output over the run's tokens is Σ output_sum / Σ tokens over its rows."""
 
 STEPS = pa.schema(
     [
@@ -143,6 +177,7 @@ RESERVED_COLUMNS = frozenset(name for schema in CORE_TABLES.values() for name in
     NLL_FIELD.name,
     PREDICTED_FIELD.name,
     OUTPUT_NORM_FIELD.name,
+    *(extra.name for extra in MODALITY_FIELDS),
 }
 """Names a user label column may not take: it would shadow a core column in joins."""
 
@@ -188,10 +223,14 @@ def decisions_schema(with_probs: bool, with_logits: bool = False) -> pa.Schema:
     return schema.append(LOGITS_FIELD) if with_logits else schema
 
 
-def tokens_schema(with_loss: bool = False) -> pa.Schema:
+def tokens_schema(with_loss: bool = False, with_modality: bool = False) -> pa.Schema:
     """The tokens schema, with the nullable `nll` and `predicted` columns when the run recorded token loss
-    (optional columns: runs without them still read)."""
-    return TOKENS.append(NLL_FIELD).append(PREDICTED_FIELD) if with_loss else TOKENS
+    and `modality`, `image`, `frame` when it recorded images (optional columns: runs without them still
+    read)."""
+    schema = TOKENS.append(NLL_FIELD).append(PREDICTED_FIELD) if with_loss else TOKENS
+    for extra in MODALITY_FIELDS if with_modality else []:
+        schema = schema.append(extra)
+    return schema
 
 
 def assignments_schema(with_norms: bool = False) -> pa.Schema:

@@ -18,11 +18,20 @@ from routescope.store.schema import (
 from routescope.store.writer import RunWriter
 
 
-def planted_routers(layers: list[int], n_experts: int, k: int) -> list[dict[str, object]]:
+def planted_routers(
+    layers: list[int], n_experts: int, k: int, zero_experts: tuple[int, ...] = (), choice: str = "token"
+) -> list[dict[str, object]]:
     """One plain top-k FFN router per layer (router id = its index), as the manifest stores it."""
     return [
         RouterInfo(
-            id=i, layer=layer, path=f"layers.{layer}.gate", call_count=1, n_experts=n_experts, top_k=k
+            id=i,
+            layer=layer,
+            path=f"layers.{layer}.gate",
+            call_count=1,
+            n_experts=n_experts,
+            top_k=k,
+            zero_experts=zero_experts,
+            choice=choice,
         ).to_dict()
         for i, layer in enumerate(layers)
     ]
@@ -40,17 +49,20 @@ def planted_run(
     output_norm: dict[int, np.ndarray] | None = None,
     weights: dict[int, np.ndarray] | None = None,
     predicted: np.ndarray | None = None,
+    zero_experts: tuple[int, ...] = (),
+    choice: str = "token",
 ) -> Run:
     """A run of one-token samples: `experts[layer][sample]` lists the experts chosen (rank order) for
     that sample's only token at `layer`; optional `probs[layer]` is `[samples, E]`; `labels` per sample;
     `nll` per sample (a token-loss run; `predicted`, the predicted next token, defaults to the token
     id); `output_norm[layer]` and `weights[layer]` are `[samples, k]` (an expert-stats run; weights
-    default to 1/k)."""
+    default to 1/k). A sample's list may have any length (variable k, 0 included: the decision row stays);
+    `zero_experts` are the routers' zero-computation experts, `choice` their `token`/`expert` mode."""
     layers = sorted(experts)
     n_samples = len(experts[layers[0]])
-    k = len(experts[layers[0]][0])
+    k = max(len(chosen) for layer in layers for chosen in experts[layer])
     label_columns = sorted(labels or {})
-    routers = planted_routers(layers, n_experts, k)
+    routers = planted_routers(layers, n_experts, k, zero_experts, choice)
     schemas = {
         "samples": samples_schema(label_columns),
         "tokens": tokens_schema(nll is not None),
@@ -70,18 +82,21 @@ def planted_run(
     }
     with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=True) as writer:
         for router, layer in enumerate(layers):
-            chosen = np.asarray(experts[layer])
+            counts = np.array([len(chosen) for chosen in experts[layer]])
+            chosen = np.asarray([e for row in experts[layer] for e in row], dtype=np.int64)
             rows = pd.DataFrame(
                 {
-                    "sample": np.repeat(np.arange(n_samples), k),
+                    "sample": np.repeat(np.arange(n_samples), counts),
                     "position": 0,
                     "step": 0,
                     "router": router,
                     "layer": layer,
                     "call": 0,
-                    "rank": np.tile(np.arange(k), n_samples),
-                    "expert": chosen.reshape(-1),
-                    "weight": 1.0 / k if weights is None else np.asarray(weights[layer]).reshape(-1),
+                    "rank": np.concatenate([np.arange(c) for c in counts]).astype(np.int64),
+                    "expert": chosen,
+                    "weight": 1.0 / np.repeat(np.maximum(counts, 1), counts)
+                    if weights is None
+                    else np.asarray(weights[layer]).reshape(-1),
                     "dropped": False,
                 }
             )

@@ -8,14 +8,12 @@ HiDream gate chose (checked against the gate's own outputs captured independentl
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from routescope.analysis.registry import compute
 from routescope.hooks.diffusers_loop import VIEW, record_pipeline
-from routescope.store import NoRoutersError
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -120,18 +118,135 @@ def test_a_hidream_pipeline_records_every_router_at_every_step(tmp_path: Path) -
     assert set(transformer.state_dict()) == keys_before
 
 
-def test_expert_choice_layers_are_refused_before_anything_runs(tmp_path: Path) -> None:
+def tiny_nucleus() -> tuple[object, dict[str, torch.Tensor]]:
+    """A 2-block NucleusMoE-Image pipeline (both blocks MoE: 4 experts, expert choice with capacity factor
+    1, so each expert takes ⌈16 / 4⌉ = 4 of a sequence's 16 patches) and random prompt embeddings."""
+    torch.manual_seed(0)
+    transformer = diffusers.NucleusMoEImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=8,
+        axes_dims_rope=(2, 2, 4),
+        dense_moe_strategy="all_moe",
+        num_experts=4,
+        moe_intermediate_dim=16,
+        capacity_factors=1.0,
+    ).eval()
+    with torch.no_grad():  # the experts' weights are `torch.empty`: give every parameter a finite value
+        for parameter in transformer.parameters():
+            parameter.normal_(0.0, 0.1)
+    pipe = diffusers.NucleusMoEImagePipeline(
+        transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=None,
+        text_encoder=None,
+        processor=None,
+    )
+    g = torch.Generator().manual_seed(1)
+    n = len(PROMPTS)
+    mask = torch.ones(n, 5, dtype=torch.long)
+    embeds = {
+        "prompt_embeds": torch.randn(n, 5, 8, generator=g),
+        "prompt_embeds_mask": mask,
+        "negative_prompt_embeds": torch.randn(n, 5, 8, generator=g),
+        "negative_prompt_embeds_mask": mask,
+    }
+    return pipe, embeds
+
+
+def test_a_nucleus_pipeline_records_what_each_expert_picked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expert choice: per expert, the tokens its own `torch.topk` picked, as assignment rows; a token gets
+    as many rows as experts picked it (0 included) and keeps its decision row either way."""
     from diffusers.models.transformers.transformer_nucleusmoe_image import NucleusMoELayer
 
-    layer = NucleusMoELayer(
-        hidden_size=8,
-        moe_intermediate_dim=8,
-        num_experts=4,
-        capacity_factor=1.0,
-        use_sigmoid=False,
-        route_scale=1.0,
+    pipe, embeds = tiny_nucleus()
+    transformer = pipe.transformer  # type: ignore[attr-defined]
+    inside: list[str] = []
+    picks: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (layer path, indices [B, E, C], values)
+    topk = torch.topk
+
+    def spy(*args: object, **kwargs: object) -> object:
+        out = topk(*args, **kwargs)  # type: ignore[arg-type]
+        if inside:
+            picks.append((inside[-1], out.indices.clone(), out.values.clone()))
+        return out
+
+    monkeypatch.setattr(torch, "topk", spy)
+    for path, module in transformer.named_modules():
+        if isinstance(module, NucleusMoELayer):
+            module.register_forward_pre_hook(lambda _m, _a, p=path: inside.append(p))
+            module.register_forward_hook(lambda _m, _a, _o: inside.__delitem__(-1))  # returns None
+    run = record_pipeline(
+        pipe,
+        PROMPTS,
+        store=tmp_path,
+        name="nucleus",
+        steps=2,
+        guidance_scale=4.0,
+        progress=False,
+        height=64,
+        width=64,
+        **embeds,
     )
-    pipe = SimpleNamespace(transformer=torch.nn.ModuleDict({"moe": layer}))
-    with pytest.raises(NoRoutersError, match=r"^moe \(NucleusMoELayer\) routes by expert choice"):
-        record_pipeline(pipe, ["x"], store=tmp_path, name="nucleus", steps=1)
-    assert not (tmp_path / "nucleus").exists()
+    monkeypatch.undo()
+    routers = run.info.routers
+    assert [r.path for r in routers] == [
+        "transformer_blocks.0.img_mlp.gate",
+        "transformer_blocks.1.img_mlp.gate",
+    ]
+    assert all(r.choice == "expert" and r.capacity_factor == 1.0 and r.top_k == 4 for r in routers)
+    assert all(r.n_experts == 4 and r.weight_scale == 2.5 for r in routers)
+    n = len(PROMPTS)
+    samples = run.samples()
+    assert samples["branch"].tolist() == ["cond"] * n + ["uncond"] * n
+    tokens = run.tokens()
+    assert len(tokens) == 2 * n * 16
+    assert (tokens["row"].max(), tokens["col"].max()) == (3, 3)
+    d, a = run.decisions(), run.assignments()
+    assert len(d) == 2 * 2 * 2 * n * 16  # steps × routers × samples × patches: one row per token
+    assert len(picks) == 2 * 2 * 2  # steps × transformer calls (cond, uncond) × layers
+    by_path = {r.path.rsplit(".", 1)[0]: r.id for r in routers}
+    empty = 0
+    for index, (layer, indices, values) in enumerate(picks):
+        step, branch = index // 4, (index // 2) % 2
+        router = by_path[layer]
+        batch, n_experts, capacity = indices.shape
+        assert (batch, n_experts, capacity) == (n, 4, 4)
+        expected: dict[tuple[int, int], dict[int, float]] = {}
+        for b in range(batch):
+            for e in range(n_experts):
+                for c in range(capacity):
+                    key = (b + branch * n, int(indices[b, e, c]))
+                    expected.setdefault(key, {})[e] = float(values[b, e, c])
+        got = a[(a["step"] == step) & (a["router"] == router) & (a["sample"] >= branch * n)]
+        got = got[got["sample"] < (branch + 1) * n]
+        recorded: dict[tuple[int, int], dict[int, float]] = {}
+        for row in got.itertuples():
+            recorded.setdefault((row.sample, row.position), {})[row.expert] = row.weight
+        assert recorded.keys() == expected.keys()
+        for key, chosen in expected.items():
+            total = sum(chosen.values())
+            assert recorded[key].keys() == chosen.keys()
+            for e, value in chosen.items():
+                assert recorded[key][e] == pytest.approx(value / total * 2.5, rel=1e-5)
+            ranks = got[(got["sample"] == key[0]) & (got["position"] == key[1])].sort_values("rank")
+            assert ranks["rank"].tolist() == list(range(len(chosen)))
+            assert [chosen[e] for e in ranks["expert"]] == sorted(chosen.values(), reverse=True)
+        empty += batch * 16 - len(expected)
+    assert empty > 0  # some patches were picked by no expert and still have their decision rows
+    # repeat rates: the uniform top-k level uses the paired patches' observed number of experts, not k = E
+    k = a.groupby(["step", "router", "sample", "position"]).size().rename("k").reset_index()
+    right = k.assign(position=k["position"] - 1)  # the raster neighbour of each patch, same row only
+    pairs = k[k["position"] % 4 != 3].merge(right, on=["step", "router", "sample", "position"])
+    rates = compute("repeat", run).set_index("layer")
+    for router in routers:
+        mine = pairs[pairs["router"] == router.id]
+        mean_k = (mine["k_x"].sum() + mine["k_y"].sum()) / (2 * len(mine))
+        assert rates.loc[router.layer, "pairs"] == len(mine)
+        assert rates.loc[router.layer, "uniform_topk"] == pytest.approx(mean_k / 4)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers.activations import ACT2FN
 
 import routescope
 from routescope.hooks.families import family_info
@@ -48,6 +49,8 @@ EXPERTS_ATTR = {
     "nllb-moe": "num_experts",
 }
 TOP_K = {"switch_transformers": 1, "nllb-moe": 2}
+N_EXPERTS = {"longcat_flash": 10}
+"""Families whose routers score more experts than the config's count: LongCat-Flash's 8 + 2 zero experts."""
 BATCHES = {"nllb-moe": [[0, 1], [2]]}
 """Families whose reference runs the recording's batches (batch_size=2): their capacity is per batch."""
 SHARED = {
@@ -61,6 +64,7 @@ SHARED = {
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
+            *("deepseek_v4", "hy_v4_vl_text"),
         ),
         "shared_experts",
     ),
@@ -194,7 +198,7 @@ def test_discovery_matches_golden_paths(families: Callable[[str], Family], famil
         parent = r["path"].rpartition(".")[0]
         assert r["shared_experts"] == ([f"{parent}.{SHARED[family]}"] if family in SHARED else [])
         n_experts = getattr(fam.model.config, EXPERTS_ATTR[family]) if family in EXPERTS_ATTR else 8
-        assert r["n_experts"] == n_experts
+        assert r["n_experts"] == N_EXPERTS.get(family, n_experts)
         top_k = TOP_K[family] if family in TOP_K else fam.model.config.num_experts_per_tok  # noqa: SIM401
         assert r["top_k"] == top_k  # (NLLB-MoE's config has no num_experts_per_tok to default to)
         assert r["call_count"] == 1
@@ -284,8 +288,9 @@ def test_assignments_equal_router_outputs(families: Callable[[str], Family], fam
 
 def _reference_probs(fam: Family, sample: int) -> np.ndarray:
     logits = torch.cat(fam.logits[sample])
-    if family_info(fam.name).scoring == "sigmoid":
-        scores = logits.sigmoid()
+    scoring = family_info(fam.name).scoring
+    if scoring in ("sigmoid", "sqrtsoftplus"):  # the model's own score function (DeepSeek-V4: √softplus)
+        scores = ACT2FN[scoring](logits)
         return (scores / scores.sum(-1, keepdim=True)).numpy()
     return torch.softmax(logits, -1).numpy()
 

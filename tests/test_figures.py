@@ -70,7 +70,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Real recordings: `lm` (moe-lm, 6 domain texts, with probabilities) and `dit` (dit-digits)."""
+    """Real recordings: `lm` (moe-lm, 6 domain texts, with probabilities, token loss and expert output
+    norms) and `dit` (dit-digits)."""
     store = Store(tmp_path_factory.mktemp("figures") / "store")
     texts, labels = routescope.load_dataset("bundled:domains")
     keep = [
@@ -85,6 +86,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         name="lm",
         labels={"domain": [labels["domain"][i] for i in keep]},
         probs=True,
+        token_loss=True,
+        expert_stats=True,
         progress=False,
     )
     dit = routescope.record_diffusion(
@@ -97,7 +100,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         store=store,
         name="dit",
     )
-    return {"lm": lm, "dit": dit, "store": store}
+    from routescope.probes import RecordOptions, probe_prune
+
+    study = probe_prune(
+        routescope.load_model("bundled:moe-lm"),
+        [texts[i][:160] for i in keep],
+        store=Store(store.path.parent / "prune-store"),
+        name="pr",
+        criteria=["frequency"],
+        ratios=[0.25],
+        options=RecordOptions(engine="hooks"),
+    )
+    return {"lm": lm, "dit": dit, "store": store, "prune": study.base}
 
 
 def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
@@ -501,6 +515,7 @@ AXIS_TITLES = {
     "top-tokens": "assignments",
     "embedding": "PC 1",
     "agreement": "agreement of the two runs",
+    "saturation": "saturation (top-k overlap) with the reference",
     "merge-groups": "expert (by merge group)",
     "paths": "share of tokens",
     "vocabulary": "share of tokens (cumulative)",
@@ -508,12 +523,21 @@ AXIS_TITLES = {
     "changes": "share of decisions changed",
     "flips": "share of decisions",
     "batch-dependence": "share of decisions changed",
+    "prune-curve": "loss (nats per token)",
     "coverage": "N most-loaded experts",
     "hot-set": "hot-set size (experts)",
     "placement": "balancedness",
     "drift": "load drift",
     "drift-experts": "expert",
     "predictability": "from the previous layer",
+    "vocabulary-predicted": "predicted token",
+    "saliency": "REAP",
+    "loss-by-uncertainty": "router entropy (norm.)",
+    "loss-by-expert": "loss (nats) ± 95% CI",
+    "loss-by-label": "next-token loss (nats)",
+    "rank-consistency": "agreement of the two runs",
+    "boundary-flips": "top-k boundary margin",
+    "replay-samples": "share differing between runs",
 }
 
 
@@ -534,11 +558,13 @@ def test_every_kind_exports_to_svg_in_one_browser(
     jobs = []
     for name, kind in FIGURES.items():
         run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
+        run = runs["prune"] if name == "prune-curve" else run
         options = {
             "layer": 1 if kind.layer != "no" else None,
             "by": "domain" if kind.label == "required" else None,
             "expert": 3 if kind.expert != "no" else None,
             "other": runs["lm"] if "other" in kind.requires else None,
+            "series": (runs["lm"],) if "series" in kind.requires else (),
         }
         if name == "spatial":
             options["layer"] = 0
@@ -602,7 +628,7 @@ def test_standard_set_follows_the_run(runs: dict[str, Any]) -> None:
     assert {"steps-layer0", "spatial-layer3", "step-similarity-layer0", "specialization-class-layer0"} <= dit
     assert "denoising-paths" in dit
     assert not {"repeat", "paths", "vocabulary"} & dit
-    on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence"}
+    on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence", "prune-curve"}
     assert not {s for s in lm | dit if s.startswith(tuple(on_request))}
 
 

@@ -48,3 +48,14 @@ def test_probe_requests_match_with_the_same_companion_names() -> None:
     from routescope.cli_options import diffusion_request
 
     assert diffusion_request(args) == DiffusionRequest()
+
+
+def test_record_requests_with_token_loss_and_expert_stats_match() -> None:
+    argv = ["bundled:moe-lm", "--store", "s", "--name", "r", "--text", "a", "--token-loss", "--expert-stats"]
+    inputs = Inputs(texts=["a"])
+    page = text_request(inputs, TextOptions(token_loss=True, expert_stats=True), name="r")
+    assert record_request(_parse(add_record_arguments, argv), inputs) == page
+    assert (page.token_loss, page.expert_stats) == (True, True)
+    argv = ["bundled:dit-digits", "--store", "s", "--name", "d", "--expert-stats"]
+    page = image_request(DiffusionRequest(), probs=False, name="d", expert_stats=True)
+    assert record_request(_parse(add_record_arguments, argv), None) == page

@@ -49,7 +49,7 @@ _FEED_FORWARD_2 = ["model.layers.0.feed_forward.router", "model.layers.1.feed_fo
 GENERIC: dict[str, list[str]] = {
     **dict.fromkeys(("flex_olmo", "minimax", "mellum", "kolibri1", "lara_mini", "cohere2_moe"), _GATES_2),
     **dict.fromkeys(("hunyuan_v1_moe", "inkling2_text", "minimax_m2", "solar_open"), _GATES_2),
-    "granitemoe_swa": _SPARSE_ROUTERS_2,
+    **dict.fromkeys(("granitemoe_swa", "granitemoeshared"), _SPARSE_ROUTERS_2),
     "phimoe": _MLP_ROUTERS_2,
     "aria_text": _MLP_ROUTERS_2,
     **dict.fromkeys(("ernie4_5_moe", "exaone_moe", "glm4_moe"), _GATE_1),
@@ -84,6 +84,14 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"attn_layer_offset": 1, "attn_layer_period": 2},
         **{"expert_layer_offset": 0, "expert_layer_period": 1},
     },
+    "deepseek_v4": {"mlp_layer_types": ["moe", "moe"]},
+    "hy_v4_vl_text": {  # M-RoPE sections must sum to qk_rope_head_dim / 2 = 4
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    },  # top-k routers (hash-routed layers are not recorded)
+    "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
+        **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
+        **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
+    },
 }
 """`_WIDE` plus what makes the family's default layout hold an MoE layer (and, for hybrids, an attention
 layer) within 2 layers: their defaults put linear attention or dense MLPs in the first layers."""
@@ -92,6 +100,9 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "flint": _GATES_2,
     "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
     "jamba": _FEED_FORWARD_2,
+    "longcat_flash": _MLP_ROUTERS_2,
+    "deepseek_v4": _GATES_2,
+    "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
 

@@ -3,18 +3,22 @@
 Every piece of text that came from a user or a model (tokens, run names, labels) goes through
 `html.escape` here, so no markup from an input reaches the page; Streamlit's `st.html` sanitises what is
 left as a second line of defence. Each token and patch carries `data-position` and `data-expert`
-attributes, so tests and browsers read back exactly what was drawn. Expert colours come from
-`routescope.figures.theme.expert_colour`, the one palette for experts drawn as categories.
+attributes (and `data-nll` where the run recorded token loss), so tests and browsers read back exactly
+what was drawn. Expert colours come from `routescope.figures.theme.expert_colour`, the one palette for
+experts drawn as categories; colouring by loss uses `theme.loss_colour`, a sequential scale from 0 nats.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from typing import Literal
 
 import pandas as pd
 
-from ..figures.theme import expert_colour
+from ..figures.theme import expert_colour, loss_colour
+
+ColourBy = Literal["expert", "loss"]
 
 UNCERTAIN_STYLE = "outline: 2px solid #c62828; outline-offset: -1px;"
 """How an uncertain token or patch is marked: a red outline."""
@@ -43,22 +47,48 @@ def _tooltip(row: pd.Series) -> str:
             parts.append("dropped by capacity")
     else:
         parts.append("not routed")
+    if _has_loss(row):
+        parts.append(f"loss {float(row['nll']):.3f} nats")
     return html.escape(" · ".join(parts), quote=True)
 
 
-def tokens_html(routing: pd.DataFrame, uncertain: pd.Series, n_experts: int) -> str:
-    """The sample's text, one `<span>` per token, coloured by its top-1 expert; uncertain ones outlined."""
+def _has_loss(row: pd.Series) -> bool:
+    return "nll" in row.index and not pd.isna(row["nll"])
+
+
+def loss_top(routing: pd.DataFrame) -> float:
+    """The top of the loss colour scale for these tokens: their largest next-token loss (1 if none)."""
+    values = routing["nll"].dropna() if "nll" in routing.columns else pd.Series(dtype=float)
+    return float(values.max()) if len(values) and float(values.max()) > 0 else 1.0
+
+
+def _background(row: pd.Series, n_experts: int, colour_by: ColourBy, top: float) -> str:
+    if colour_by == "loss":
+        return loss_colour(float(row["nll"]), top) if _has_loss(row) else UNROUTED_COLOUR
+    return expert_colour(int(row["expert"]), n_experts) if _is_routed(row["expert"]) else UNROUTED_COLOUR
+
+
+def tokens_html(
+    routing: pd.DataFrame, uncertain: pd.Series, n_experts: int, colour_by: ColourBy = "expert"
+) -> str:
+    """The sample's text, one `<span>` per token, coloured by its top-1 expert (or, with `colour_by="loss"`,
+    by its next-token loss from 0 to the sample's largest, grey where it has none); uncertain ones
+    outlined."""
+    if colour_by not in ("expert", "loss"):
+        raise ValueError(f"colour_by must be 'expert' or 'loss', not {colour_by!r}")
+    top = loss_top(routing)
     spans = []
     for index, row in routing.iterrows():
         routed = _is_routed(row["expert"])
-        colour = expert_colour(int(row["expert"]), n_experts) if routed else UNROUTED_COLOUR
+        colour = _background(row, n_experts, colour_by, top)
         style = f"background: {colour};" + (UNCERTAIN_STYLE if bool(uncertain.loc[index]) else "")
         if _is_true(row.get("generated")):
             style += " font-style: italic;"
         expert = str(int(row["expert"])) if routed else ""
         token = "" if pd.isna(row["token"]) else str(row["token"])
+        nll = f' data-nll="{float(row["nll"])!r}"' if _has_loss(row) else ""
         spans.append(
-            f'<span class="rs-token" data-position="{int(row["position"])}" data-expert="{expert}" '
+            f'<span class="rs-token" data-position="{int(row["position"])}" data-expert="{expert}"{nll} '
             f'data-uncertain="{str(bool(uncertain.loc[index])).lower()}" title="{_tooltip(row)}" '
             f'style="{style} border-radius: 3px; padding: 0 1px;">{html.escape(_visible(token))}</span>'
         )
@@ -91,6 +121,17 @@ def patch_grid_html(routing: pd.DataFrame, uncertain: pd.Series, n_experts: int,
         '<table class="rs-grid" style="border-collapse: separate; border-spacing: 2px; '
         f'font-family: monospace; color: #111;">{body}</table>'
     )
+
+
+def loss_legend_html(top: float, steps: int = 5) -> str:
+    """A row of swatches from 0 to `top` nats on the loss colour scale."""
+    values = [top * i / (steps - 1) for i in range(steps)]
+    swatches = "".join(
+        f'<span class="rs-loss-legend" data-nll="{value!r}" style="background: {loss_colour(value, top)};'
+        f' border-radius: 3px; padding: 0 6px; margin-right: 4px;">{value:.2f}</span>'
+        for value in values
+    )
+    return f'<div style="font-family: monospace; color: #111;">loss (nats): {swatches}</div>'
 
 
 def legend_html(experts: list[int], n_experts: int) -> str:

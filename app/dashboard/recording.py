@@ -33,6 +33,10 @@ class TextOptions:
     """Also store each decision's full probability vector."""
     max_new_tokens: int = 0
     """Generate this many tokens after each input and record their routing too."""
+    token_loss: bool = False
+    """Also store each token's next-token loss and prediction (`tokens.nll`, `predicted`)."""
+    expert_stats: bool = False
+    """Also store each chosen expert's output norm (`assignments.output_norm`: saliency)."""
 
 
 def check_new_run(store: Store, name: str, overwrite: bool) -> str:
@@ -80,12 +84,21 @@ def text_request(
         inputs=inputs,
         probs=options.probs,
         max_new_tokens=options.max_new_tokens,
+        token_loss=options.token_loss,
+        expert_stats=options.expert_stats,
         overwrite=overwrite,
     )
 
 
 def image_request(
-    sampling: DiffusionRequest, *, probs: bool, name: str, overwrite: bool = False
+    sampling: DiffusionRequest,
+    *,
+    probs: bool,
+    name: str,
+    overwrite: bool = False,
+    expert_stats: bool = False,
 ) -> RecordRequest:
     """The Run page's diffusion recording as the request `routescope record` builds for the same options."""
-    return RecordRequest(name=name, diffusion=sampling, probs=probs, overwrite=overwrite)
+    return RecordRequest(
+        name=name, diffusion=sampling, probs=probs, overwrite=overwrite, expert_stats=expert_stats
+    )

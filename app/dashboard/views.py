@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 TABLES: dict[str, Callable[..., pd.DataFrame]] = {
-    kind: partial(compute, kind) for kind, analysis in KINDS.items() if not analysis.other
+    kind: partial(compute, kind)
+    for kind, analysis in KINDS.items()
+    if not (analysis.other or analysis.series)
 }
 """Everything `cache.table(run, kind, **options)` may compute: every registered analysis and view of one
 run, through `compute` (so `label=` and `layer=` mean what they mean to `routescope report`)."""

@@ -9,6 +9,7 @@ and PNG (one browser per batch) and to CSV and LaTeX tables.
 
 from __future__ import annotations
 
+from .consistency import figure_boundary_flips, figure_rank_consistency, figure_replay_samples
 from .denoising import figure_denoising_paths
 from .diffusion import (
     figure_branches,
@@ -40,6 +41,12 @@ from .probes import (
 )
 from .registry import FIGURES, FigureKind, FigureRequest, make_figure, standard_set
 from .sequence import figure_agreement, figure_repeat, figure_side_by_side, figure_top_tokens
+from .statistics import (
+    figure_loss_by_expert,
+    figure_loss_by_label,
+    figure_loss_by_uncertainty,
+    figure_saliency,
+)
 from .theme import COLUMN_INCHES, TEMPLATE, expert_colour, paper_layout, template, width_px
 from .uncertainty import (
     figure_binned_histogram,
@@ -64,6 +71,7 @@ __all__ = [
     "figure_balance",
     "figure_batch_dependence",
     "figure_binned_histogram",
+    "figure_boundary_flips",
     "figure_branches",
     "figure_changes",
     "figure_coactivation",
@@ -78,12 +86,18 @@ __all__ = [
     "figure_flip_rate",
     "figure_hot_set",
     "figure_load",
+    "figure_loss_by_expert",
+    "figure_loss_by_label",
+    "figure_loss_by_uncertainty",
     "figure_nmi",
     "figure_partners",
     "figure_paths",
     "figure_placement",
     "figure_predictability",
+    "figure_rank_consistency",
     "figure_repeat",
+    "figure_replay_samples",
+    "figure_saliency",
     "figure_sensitivity",
     "figure_set_share",
     "figure_side_by_side",

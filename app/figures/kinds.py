@@ -24,7 +24,7 @@ from routescope.store import InputError, Run
 from .theme import Width
 
 Need = Literal["required", "optional", "no"]
-Requirement = Literal["diffusion", "text", "probs", "layers", "steps", "other"]
+Requirement = Literal["diffusion", "text", "probs", "layers", "steps", "other", "series"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,8 @@ class FigureRequest:
     other: Run | None = None
     """The second run of a comparison (`--compare`: `agreement`, and the probe kinds `changes`, `flips`,
     `batch-dependence`)."""
+    series: tuple[Run, ...] = ()
+    """The runs a series figure compares with `run`, in order (`--compare A B C`: `saturation`)."""
     width: Width = "single"
     draw: Mapping[str, Any] = field(default_factory=dict)
     """Extra options for the builder only (the dashboard's chosen balance metrics, UMAP axis names)."""
@@ -84,13 +86,15 @@ class FigureKind:
         derived = {
             "layer": "required" if analysis.layer == "required" else "no",
             "label": "required" if analysis.label else "no",
-            "standard": () if analysis.other else ("text", "diffusion"),
+            "standard": () if analysis.other or analysis.series else ("text", "diffusion"),
         }
         for name, value in derived.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         if analysis.other and "other" not in self.requires:
             object.__setattr__(self, "requires", (*self.requires, "other"))
+        if analysis.series and "series" not in self.requires:
+            object.__setattr__(self, "requires", (*self.requires, "series"))
 
     def draw(self, table: pd.DataFrame, request: FigureRequest) -> go.Figure:
         """The figure of `table`: the builder with the request's width, options and extra `draw` ones."""
@@ -109,6 +113,8 @@ def table_call(kind: FigureKind, request: FigureRequest) -> tuple[str, dict[str,
         options["layer"] = int(request.layer)
     if analysis.other:
         options["other"] = request.other
+    if analysis.series:
+        options["series"] = request.series
     return kind.analysis, options
 
 
@@ -126,6 +132,7 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
         "layers": (len({r.layer for r in run.info.routers}) > 1, "a run with two or more MoE layers"),
         "steps": (len(run.steps()) > 1, "a run with several steps (diffusion or generation)"),
         "other": (request.other is not None, "a second run to compare with"),
+        "series": (bool(request.series), "a series of runs to compare with, in order"),
     }
     for requirement in kind.requires:
         ok, needed = checks[requirement]
@@ -137,7 +144,8 @@ def unmet(kind: FigureKind, request: FigureRequest) -> str | None:
 def capability_of(kind: FigureKind, request: FigureRequest) -> str | None:
     """The registry's refusal when the run lacks what the figure's analysis needs (an import's ids only)."""
     label = request.by if KINDS[kind.analysis].label else None
-    return capability_gap(kind.analysis, request.run, request.other, label, dict(kind.params(request)))
+    params = dict(kind.params(request))
+    return capability_gap(kind.analysis, request.run, request.other, label, params, request.series)
 
 
 OPTION_NOUNS = {"layer": "a layer", "by": "a label", "expert": "an expert"}
@@ -160,6 +168,8 @@ def check_options(name: str, kind: FigureKind, request: FigureRequest) -> None:
         raise InputError(gap)
     reason = unmet(kind, request)
     if reason and "other" in kind.requires and request.other is None:
+        raise InputError(f"figure {name} {reason}", field="compare")
+    if reason and "series" in kind.requires and not request.series:
         raise InputError(f"figure {name} {reason}", field="compare")
     if reason:
         raise InputError(f"figure {name} {reason}; run {request.run.name!r} is not one")
@@ -184,6 +194,9 @@ def layer_sizes(run: Run) -> dict[int, int]:
 
 
 def basis(request: FigureRequest) -> str:
-    """Router logits when the run stored them, else its probabilities, else co-activation (Ochiai)."""
+    """Router logits when the run stored them, else its probabilities, else mean expert outputs, else
+    co-activation (Ochiai)."""
     info = request.run.info
-    return "router" if info.logits else "probs" if info.probs else "coactivation"
+    if info.logits or info.probs:
+        return "router" if info.logits else "probs"
+    return "outputs" if info.expert_means else "coactivation"

@@ -11,6 +11,7 @@ kinds that apply to it, at its first and last MoE layer for kinds that show one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import plotly.graph_objects as go
 from routescope.analysis import compute
 from routescope.store import InputError, Run
 
+from .consistency import CONSISTENCY_FIGURES
 from .denoising import figure_denoising_paths
 from .diffusion import figure_spatial, figure_step_similarity, figure_steps
 from .kinds import (
@@ -42,7 +44,10 @@ from .pairs import figure_coactivation, figure_expert_similarity, figure_transit
 from .paths import figure_paths
 from .placement import PLACEMENT_FIGURES
 from .probes import figure_batch_dependence, figure_changes, figure_flip_rate
+from .pruning import figure_prune_curve
+from .saturation import figure_saturation
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
+from .statistics import STATISTICS_FIGURES
 from .theme import Width
 from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
 from .vocabulary import figure_vocabulary
@@ -221,6 +226,16 @@ FIGURES: dict[str, FigureKind] = {
         requires=("text",),
         standard=("text",),
     ),
+    "vocabulary-predicted": FigureKind(
+        analysis="vocabulary",
+        params=lambda r: {"target": "predicted"},
+        build=figure_vocabulary,
+        options=lambda r: {"n_experts": layer_sizes(r.run), "target": "predicted"},
+        description="vocabulary keyed on the model's predicted next token (runs recorded with token loss): "
+        "per layer, the CDF of the share of a predicted token routed to its top expert",
+        requires=("text",),
+        standard=("text",),
+    ),
     "uncertain-labels": FigureKind(
         analysis="uncertain-labels",
         build=figure_uncertain_labels,
@@ -252,6 +267,13 @@ FIGURES: dict[str, FigureKind] = {
         description="per layer, how often two runs on the same inputs choose the same experts",
         paper_table=True,
     ),
+    "saturation": FigureKind(
+        analysis="saturation",
+        build=figure_saturation,
+        description="OLMoE router saturation: top-k overlap of each checkpoint with the reference run "
+        "(--run), checkpoints in --compare order, one line per layer",
+        paper_table=True,
+    ),
     "changes": FigureKind(
         analysis="changes",
         build=figure_changes,
@@ -270,7 +292,16 @@ FIGURES: dict[str, FigureKind] = {
         description="batch probe: per router, the share of decisions that change when inputs share a batch "
         "(--compare: the batched run)",
     ),
+    "prune-curve": FigureKind(
+        analysis="prune-curve",
+        build=figure_prune_curve,
+        description="prune probe: loss against the share of experts pruned, one line per criterion "
+        "(of the study's base run)",
+        standard=(),
+    ),
     **PLACEMENT_FIGURES,
+    **STATISTICS_FIGURES,
+    **CONSISTENCY_FIGURES,
 }
 
 
@@ -302,10 +333,14 @@ def make_figure(
     by: str | None = None,
     expert: int | None = None,
     other: Run | None = None,
+    series: Sequence[Run] = (),
     width: Width = "single",
 ) -> tuple[go.Figure, pd.DataFrame]:
-    """Figure `name` of `run` and the table it was drawn from; bad options are one-line `InputError`s."""
-    request = FigureRequest(run=run, layer=layer, by=by, expert=expert, other=other, width=width)
+    """Figure `name` of `run` and the table it was drawn from (`series`: the runs a series figure compares
+    with `run`, in order); bad options are one-line `InputError`s."""
+    request = FigureRequest(
+        run=run, layer=layer, by=by, expert=expert, other=other, series=tuple(series), width=width
+    )
     kind = check_request(name, request)
     analysis, options = table_call(kind, request)
     table = compute(analysis, run, **options)

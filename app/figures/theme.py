@@ -33,6 +33,10 @@ CATEGORICAL = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
 """ColorBrewer RdBu, reversed: blue below the neutral middle, red above it."""
+LOSS_SCALE = "OrRd"
+"""ColorBrewer OrRd for per-token loss behind text: light for low loss, orange-red for high."""
+LOSS_SPAN = (0.05, 0.75)
+"""The part of `LOSS_SCALE` used behind text, so dark text stays legible on the highest loss too."""
 LIFT_RANGE = 4.0
 """Lift colour scales saturate at 2^±4 (16× over or under the base rate)."""
 
@@ -191,3 +195,13 @@ def expert_colour(expert: int, n_experts: int) -> str:
     lightness where dark text on top stays legible."""
     hue = round(360 * (int(expert) % max(n_experts, 1)) / max(n_experts, 1))
     return f"hsl({hue}, 70%, 78%)"
+
+
+def loss_colour(nll: float, top: float) -> str:
+    """A background colour for a token's next-token loss `nll` (nats) on a scale from 0 to `top` (values
+    above `top` take its colour), from `LOSS_SCALE`'s light end to a legible orange-red."""
+    from plotly.colors import sample_colorscale
+
+    fraction = min(max(float(nll) / top, 0.0), 1.0) if top > 0 else 0.0
+    low, high = LOSS_SPAN
+    return str(sample_colorscale(LOSS_SCALE, [low + (high - low) * fraction])[0])

@@ -27,6 +27,9 @@ from .lines import group_colours
 from .parts import require
 from .theme import Layout, paper_layout, pt
 
+TARGET_NOUNS = {"input": "token", "next": "next token", "predicted": "predicted token"}
+"""What a `token_id` of the table is, by the analysis' `target`, as the x axis names it."""
+
 
 def weighted_cdf(share: pd.Series, count: pd.Series) -> tuple[list[float], list[float]]:
     """(x, y) of the step CDF of `share` weighted by `count`: y at x is the weight of shares ≤ x over the
@@ -45,13 +48,18 @@ def figure_vocabulary(
     n_experts: int | Mapping[int, int] | None = None,
     min_count: int = 1,
     chance: bool = True,
+    target: str = "input",
     **layout: Unpack[Layout],
 ) -> go.Figure:
     """One step line per layer: the share of token occurrences whose id routes at most x of its top-1
     choices to one expert (`vocabulary_specialization(run)`, ids seen fewer than `min_count` times left
     out), and with `chance` (when the table has `baseline_share`) the same CDF of the chance level dashed.
-    `n_experts` (one number, or per layer) marks the uniform-router level 1/E with a grey line."""
+    `n_experts` (one number, or per layer) marks the uniform-router level 1/E with a grey line. `target`
+    names what the table keys on (`vocabulary_specialization(run, target=...)`: the token itself, the
+    next one, or the model's predicted next token), for the x axis title."""
     require(table, ["layer", "token_id", "count", "share"], "vocabulary")
+    if target not in TARGET_NOUNS:
+        raise InputError(f"target must be one of {', '.join(TARGET_NOUNS)}, not {target!r}")
     if min_count < 1:
         raise InputError("min_count must be ≥ 1")
     kept = table[table["count"] >= min_count]
@@ -93,7 +101,7 @@ def figure_vocabulary(
             annotation={"text": f"1/{size}", "font": {"size": pt(7)}},
             annotation_position="top right",
         )
-    fig.update_xaxes(title_text="share routed to the token's top expert", range=[0, 1.02])
+    fig.update_xaxes(title_text=f"share routed to the {TARGET_NOUNS[target]}'s top expert", range=[0, 1.02])
     fig.update_yaxes(title_text="share of tokens (cumulative)", range=[0, 1.02])
     fig.update_layout(showlegend=len(fig.data) > 1)
     return paper_layout(fig, **layout, default_height=2.4)

@@ -3,8 +3,10 @@
 Each probe is one function that records an ordinary run (so every analysis works on it) with a manifest
 entry naming the probe and its parameters (`probe_of(run)`): `probe_ablate` / `ablation_study` (disable
 experts, measure the model's quality), `probe_force` (route tokens to given experts), `probe_noise`
-(perturb the routers), `probe_batch` (alone vs batched). The edits themselves live in
-`routescope.hooks.interventions`; the tables in `routescope.analysis.ablation`, `.stability`, `.batching`.
+(perturb the routers), `probe_batch` (alone vs batched), `probe_prune` (disable each layer's
+lowest-scoring experts by a saliency criterion, measure the loss). The edits themselves live in
+`routescope.hooks.interventions`; the tables in `routescope.analysis.ablation`, `.stability`, `.batching`,
+`.pruning`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from .batch import probe_batch
 from .common import RecordOptions, Sampling, describe, probe_of, record_base
 from .force import probe_force
 from .noise import NOISE_TARGETS, probe_noise
+from .prune import CRITERIA, PruneStudy, probe_prune
 
 __all__ = [
+    "CRITERIA",
     "NOISE_TARGETS",
     "AblationStudy",
     "Intervention",
     "InterventionError",
+    "PruneStudy",
     "RecordOptions",
     "RouterEdit",
     "Sampling",
@@ -33,6 +38,7 @@ __all__ = [
     "probe_force",
     "probe_noise",
     "probe_of",
+    "probe_prune",
     "random_experts",
     "record_base",
     "top_experts",

@@ -7,7 +7,10 @@ measures per-domain validation loss / perplexity against unigram baselines and t
 specialisation. The output folder holds `config.json`, `model.safetensors`, the tokenizer files,
 `domains.jsonl` (the evaluation set) and `metrics.json`. `routescope train moe-lm --out DIR` calls this
 function, and so does `python -m routescope.models.moe_lm.train --out DIR`. `smoke=True` uses a tiny slice
-of the corpus and a small vocabulary, so that a few steps finish in seconds (CI).
+of the corpus and a small vocabulary, so that a few steps finish in seconds (CI). `save_every=N`
+(`--save-every N`) also saves the model every N steps into `checkpoints/step-N/` (config, weights,
+tokenizer and evaluation set: a folder `load_model` opens), the series OLMoE's router saturation is
+measured over (`routescope report --kind saturation`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "model.safetensors"
+CHECKPOINTS_DIR = "checkpoints"
+"""Sub-folder of the output folder holding the intermediate checkpoints (`save_every`), `step-N` each."""
 DEFAULT_STEPS = 1328
 """Steps of the shipped run (it was bounded by `max_seconds=1380`; see the model card)."""
 
@@ -103,18 +108,24 @@ def train(
     max_seconds: float | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    save_every: int = 0,
 ) -> dict[str, Any]:
     """Train on CPU, save the model, tokenizer, evaluation set and metrics into out_dir; return the metrics.
 
     `max_seconds` bounds the wall time: the learning-rate schedule then follows whichever of steps and
     time runs out first, and the metrics record the steps actually done. `eval_every > 0` logs the
-    per-domain validation loss every that many steps (kept in the metrics as `history`).
+    per-domain validation loss every that many steps (kept in the metrics as `history`). `save_every > 0`
+    saves the model every that many steps into `checkpoints/step-N/` (listed in the metrics as
+    `checkpoints`).
     """
+    if save_every < 0:
+        raise ValueError(f"save_every must be 0 (off) or a number of steps, not {save_every}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         return _train(Path(out_dir), steps, seed, smoke, batch_per_domain, lr, warmup, weight_decay,
-                      vocab_size, texts_per_domain, threads, max_seconds, eval_every, progress)  # fmt: skip
+                      vocab_size, texts_per_domain, threads, max_seconds, eval_every, progress,
+                      save_every)  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -134,6 +145,7 @@ def _train(
     max_seconds: float | None,
     eval_every: int,
     progress: bool,
+    save_every: int = 0,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -160,6 +172,7 @@ def _train(
     generator = torch.Generator().manual_seed(seed)
 
     history: list[dict[str, Any]] = []
+    checkpoints: list[str] = []
     step = 0
     lm_loss = aux = float("nan")
     train_started = time.perf_counter()
@@ -187,6 +200,10 @@ def _train(
             val = _eval_losses(model, tokenizer, records)
             history.append({"step": step, "train_loss": round(lm_loss, 4), "val_loss": val})
             log.info("step %d: train %.3f, val %s", step, lm_loss, val)
+        if save_every and step % save_every == 0:
+            folder = out_dir / CHECKPOINTS_DIR / f"step-{step}"
+            _save_checkpoint(model, tokenizer, records, folder)
+            checkpoints.append(folder.relative_to(out_dir).as_posix())
     bar.close()
     train_seconds = time.perf_counter() - train_started
 
@@ -215,10 +232,7 @@ def _train(
         }
     specialisation = expert_specialisation(model, tokenizer, texts, domains)
 
-    model.config.output_router_logits = False
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    write_eval_set(records, out_dir / EVAL_FILE)
+    _save_checkpoint(model, tokenizer, records, out_dir)
 
     metrics: dict[str, Any] = {
         "model": "moe-lm",
@@ -250,6 +264,7 @@ def _train(
         "specialisation_mean_max_lift": summarise_specialisation(specialisation),
         "heldout_sources": corpus.sources,
         "history": history,
+        "checkpoints": checkpoints,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -263,6 +278,17 @@ def _train(
     return metrics
 
 
+def _save_checkpoint(
+    model: Qwen2MoeForCausalLM, tokenizer: Any, records: list[dict[str, str]], folder: Path
+) -> None:
+    """A folder `load_model` opens: config, safetensors weights, tokenizer and the evaluation set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.output_router_logits = False
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_eval_set(records, folder / EVAL_FILE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the bundled moe-lm on CPU.")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -272,10 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--save-every", type=int, default=0, help="also save checkpoints/step-N/ every N steps (0: off)"
+    )
     args = parser.parse_args(argv)
+    if args.save_every < 0:
+        parser.error(f"--save-every must be 0 (off) or a number of steps, not {args.save_every}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     train(args.out, steps=args.steps, seed=args.seed, smoke=args.smoke, max_seconds=args.max_seconds,
-          eval_every=args.eval_every, threads=args.threads)  # fmt: skip
+          eval_every=args.eval_every, threads=args.threads, save_every=args.save_every)  # fmt: skip
     return 0
 
 

@@ -4,7 +4,9 @@ Load per expert and layer (heatmap); per layer the coefficient of variation of t
 the load, the auxiliary balance loss (runs recorded with probabilities) and max / mean load; per layer
 the mean per-token router entropy, margin and uncertain share (GW-MoE); histograms of per-decision
 normalised entropy and top-1 − top-2 margin (binned in DuckDB, so large runs stay fast); and the most
-uncertain decisions of a layer, with their tokens.
+uncertain decisions of a layer, with their tokens. Text runs recorded with token loss add whether the
+uncertain tokens pay for it: the mean next-token loss per bin of router entropy (`loss-by-uncertainty`) and
+per label value (`loss-by-label`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import streamlit as st
 
 from routescope.dashboard import cache, state
+from routescope.dashboard.hints import how_to_record
 from routescope.dashboard.widgets import (
     open_store,
     pick_layer,
@@ -99,6 +102,27 @@ def uncertain_tokens(run: Run) -> None:
         )
 
 
+def loss_section(run: Run) -> None:
+    """The loss of uncertain tokens and per label value (runs recorded with token loss)."""
+    st.subheader("Loss against uncertainty")
+    if not run.info.token_loss:
+        st.caption(how_to_record("token_loss", "Loss against uncertainty"))
+        return
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Mean next-token loss** per bin of router entropy / ln E, per layer")
+        show_kind("loss-by-uncertainty", run, key=state.scoped(state.BALANCE_LOSS_CHART, run.name))
+    with right:
+        labels = [*run.label_columns, "token", "position"]
+        label = str(st.selectbox("Loss by", labels, key=state.scoped(state.BALANCE_LOSS_LABEL, run.name)))
+        show_kind(
+            "loss-by-label",
+            run,
+            by=label,
+            key=state.scoped(state.BALANCE_LOSS_LABEL_CHART, run.name, label),
+        )
+
+
 def main() -> None:
     st.title("Balance & uncertainty")
     st.caption("How evenly each layer spreads its tokens over its experts, and how sure its router is.")
@@ -110,6 +134,9 @@ def main() -> None:
         uncertainty_section(run)
         st.divider()
         uncertain_tokens(run)
+        if not run.info.is_diffusion:
+            st.divider()
+            loss_section(run)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ both runs with the same options and joined on its keys (`side_by_side`): per-lay
 one line per run, others as one dot per row with the first run on x and the second on y. Agreement joins
 the decisions both runs recorded for the same sample, position, step and layer: the share with the same
 top-1 expert and the mean top-k overlap (OLMoE's router saturation). Runs on different inputs share no
-decisions, and the page says so.
+decisions, and the page says so. *Consistency* goes further on the same pairs: routing replay per sample
+(`replay-samples`: which inputs' expert sets differ in any layer) and, for two runs recorded with
+probabilities, Kendall τ of the router scores per layer (`rank-consistency`) and the flip share of expert
+sets by the first run's top-k boundary margin (`boundary-flips`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def comparable_kinds() -> list[str]:
         kind
         for kind, analysis in ANALYSES.items()
         if analysis.keys
-        and not analysis.other
+        and not (analysis.other or analysis.series)
         and all(p.default is not inspect.Parameter.empty for p in parameters(kind).values())
     ]
 
@@ -114,7 +117,8 @@ def same_inputs(run: Run, other: Run) -> bool:
     )
 
 
-def agreement(run: Run, other: Run) -> None:
+def agreement(run: Run, other: Run) -> bool:
+    """The agreement per layer; False when the runs share no decision (nothing further to compare)."""
     st.subheader("Agreement")
     if not same_inputs(run, other):
         st.warning(
@@ -127,7 +131,7 @@ def agreement(run: Run, other: Run) -> None:
             f"{literal(run.name)} and {literal(other.name)} share no routing decision (same sample, "
             "position, step and layer): agreement needs two runs on the same inputs."
         )
-        return
+        return False
     st.caption(f"Over {int(table['decisions'].sum()):,} decisions both runs made")
     show_kind(
         "agreement",
@@ -136,6 +140,45 @@ def agreement(run: Run, other: Run) -> None:
         other=other,
         key=state.scoped(state.COMPARE_AGREEMENT_CHART, run.name, other.name),
     )
+    return True
+
+
+def consistency(run: Run, other: Run) -> None:
+    """Replay per sample; with probabilities in both runs, rank consistency and boundary flips."""
+    st.subheader("Consistency")
+    st.markdown(
+        "**Routing replay** per sample: the share of its tokens whose expert set differs in any layer"
+    )
+    show_kind(
+        "replay-samples",
+        run,
+        other=other,
+        key=state.scoped(state.COMPARE_REPLAY_CHART, run.name, other.name),
+    )
+    lacking = [r.name for r in (run, other) if not r.info.probs]
+    if lacking:
+        st.caption(
+            "Rank consistency and boundary flips compare router probability vectors: record "
+            f"{literal(' and '.join(lacking))} with probs (`--probs`, “Keep full router probabilities”)."
+        )
+        return
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Rank consistency**: Kendall τ of the router scores, identical top-k sets")
+        show_kind(
+            "rank-consistency",
+            run,
+            other=other,
+            key=state.scoped(state.COMPARE_RANK_CHART, run.name, other.name),
+        )
+    with right:
+        st.markdown(f"**Boundary flips**: expert sets that differ, by {literal(run.name)}'s top-k margin")
+        show_kind(
+            "boundary-flips",
+            run,
+            other=other,
+            key=state.scoped(state.COMPARE_FLIPS_CHART, run.name, other.name),
+        )
 
 
 def main() -> None:
@@ -149,7 +192,10 @@ def main() -> None:
     with user_errors(stop=False, runs=(run, other)):  # a table they cannot share leaves the agreement below
         side_by_side(run, other)
     with user_errors(runs=(run, other)):
-        agreement(run, other)
+        shared = agreement(run, other)
+    if shared:
+        with user_errors(runs=(run, other)):
+            consistency(run, other)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ specialization (each expert's largest lift over the values of a chosen label, e.
 most often relative to the domain's base rate). The card of one expert lists its labels with counts and
 lift, its top tokens with their lift and an example context each (text runs), the experts chosen together
 with it, and its load across steps (diffusion steps, or generation steps of text).
+
+Runs recorded with expert stats (`output_norms`) add a saliency heatmap to the overview (one pruning
+criterion at a time: REAP, EAN, max activation, frequency) and the expert's REAP, mean and max output norm
+to its card; runs recorded with token loss add the mean loss of the tokens each expert takes first. A run
+without them says on the card how to record them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import streamlit as st
 
 from routescope.analysis import label_choices, peak_lift
 from routescope.dashboard import cache, state
+from routescope.dashboard.hints import how_to_record
 from routescope.dashboard.markup import literal
 from routescope.dashboard.widgets import (
     open_store,
@@ -29,9 +35,12 @@ from routescope.figures import (
     figure_expert_steps,
     figure_partners,
 )
+from routescope.figures.statistics import CRITERIA
 from routescope.store import Run
 
 TOP_TOKENS = 20
+NO_EXPERT_STATS = how_to_record("output_norms", "Saliency (REAP, mean and max output norm)")
+NO_TOKEN_LOSS = how_to_record("token_loss", "The loss of an expert's tokens")
 
 
 def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -64,7 +73,76 @@ def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
             key=state.scoped(state.EXPERTS_LIFT_CHART, run.name, label),
             name=f"{run.name}-peak-lift-{label}",
         )
+    if run.info.expert_stats:
+        saliency_overview(run)
     return label, load, specialization
+
+
+def saliency_overview(run: Run) -> None:
+    """The layer × expert heatmap of one saliency criterion (runs recorded with expert stats)."""
+    criterion = str(
+        st.selectbox(
+            "Saliency criterion",
+            list(CRITERIA),
+            format_func=CRITERIA.__getitem__,
+            key=state.scoped(state.EXPERTS_CRITERION, run.name),
+            help="REAP: mean of gate weight × output norm; EAN: mean output norm; over the tokens routed "
+            "to the expert",
+        )
+    )
+    st.markdown(f"**Saliency**: {literal(CRITERIA[criterion])} per layer and expert")
+    show_kind(
+        "saliency",
+        run,
+        criterion=criterion,
+        key=state.scoped(state.EXPERTS_SALIENCY_CHART, run.name, criterion),
+        name=f"{run.name}-saliency-{criterion}",
+    )
+
+
+def expert_stats(run: Run, layer: int, expert: int) -> None:
+    """The card's saliency numbers (REAP, EAN, max output norm, REAP rank), or how to record them."""
+    if not run.info.expert_stats:
+        st.caption(NO_EXPERT_STATS)
+        return
+    table = cache.table(run, "saliency")
+    at_layer = table[table["layer"] == layer]
+    row = at_layer[at_layer["expert"] == expert]
+    if row.empty or int(row["routed"].iloc[0]) == 0:
+        st.caption("No token was routed to this expert at this layer: it has no output norms.")
+        return
+    values = row.iloc[0]
+    ranked = at_layer.sort_values("reap", ascending=False, kind="stable")["expert"].tolist()
+    columns = st.columns(4)
+    columns[0].metric("REAP (gate × norm)", f"{float(values['reap']):.4g}")
+    columns[1].metric("Mean output norm (EAN)", f"{float(values['ean']):.4g}")
+    columns[2].metric("Max activation", f"{float(values['max_activation']):.4g}")
+    columns[3].metric("Rank by REAP", f"{ranked.index(expert) + 1} of {int((at_layer['routed'] > 0).sum())}")
+
+
+def expert_loss(run: Run, layer: int, expert: int, at: str) -> None:
+    """The mean loss of the tokens each expert of the layer takes first, this expert's named (token loss)."""
+    if not run.info.token_loss:
+        st.caption(NO_TOKEN_LOSS)
+        return
+    table = cache.table(run, "loss-by-expert")
+    own = table[(table["layer"] == layer) & (table["expert"] == expert)]
+    if own.empty:
+        st.caption("No scored token took this expert first at this layer.")
+    else:
+        row = own.iloc[0]
+        st.markdown(
+            f"**Loss of its tokens**: {float(row['mean_nll']):.3f} nats over {int(row['tokens']):,} tokens "
+            f"({float(row['excess_nll']):+.3f} against the layer), beside every expert of the layer"
+        )
+    show_kind(
+        "loss-by-expert",
+        run,
+        table=table,
+        layer=layer,
+        key=state.scoped(state.EXPERTS_LOSS_CHART, run.name, layer),
+        name=f"{at}-loss-by-expert",
+    )
 
 
 def choose_expert(run: Run, load: pd.DataFrame) -> tuple[int, int]:
@@ -95,12 +173,20 @@ def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame)
     ranks = (
         load[load["layer"] == layer].sort_values("count", ascending=False, kind="stable")["expert"].tolist()
     )
-    columns = st.columns(3)
+    peak = peak_lift(specialization, label)
+    peak = peak[(peak["layer"] == layer) & (peak["expert"] == expert)]
+    columns = st.columns(4)
     columns[0].metric("Assignments", f"{int(row['count'].sum()):,}")
     columns[1].metric("Load share", f"{float(row['load'].sum()):.2%}")
     columns[2].metric(
         "Rank by load", f"{ranks.index(expert) + 1} of {len(ranks)}" if expert in ranks else "unused"
     )
+    columns[3].metric(
+        f"Largest lift ({literal(label)})",
+        f"{float(peak['lift'].iloc[0]):.2f}" if len(peak) else "–",
+        help=f"for {literal(label)} = {literal(str(peak['top_value'].iloc[0]))}" if len(peak) else None,
+    )
+    expert_stats(run, layer, expert)
 
     st.markdown(f"**Its `{literal(label)}` values**, most preferred first")
     labels = specialization[(specialization["layer"] == layer) & (specialization["expert"] == expert)]
@@ -144,6 +230,9 @@ def card(run: Run, label: str, load: pd.DataFrame, specialization: pd.DataFrame)
             key=state.scoped(state.EXPERTS_PARTNERS_CHART, run.name, layer, expert),
             name=f"{at}-partners",
         )
+
+    if not run.info.is_diffusion:
+        expert_loss(run, layer, expert, at)
 
     if len(cache.table(run, "table.steps")) > 1:
         st.markdown("**Load across steps**, at every layer")

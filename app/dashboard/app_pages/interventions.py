@@ -7,7 +7,8 @@ samples and steps for the DiT). "Run probe" records the probe's runs as a backgr
 bar (`probing.run_probe`; a click elsewhere does not stop it, and the page follows it again when
 opened); below, a probe run's tables are shown with a figure each (`probing.probe_result`):
 the loss against random ablations, the share of decisions inside a forced set, the flip rate by margin,
-the share of decisions a batch changes. The runs are ordinary runs, open on every other page.
+the share of decisions a batch changes. The runs are ordinary runs, open on every other page. Last, the
+Prune section (`dashboard/prune_section.py`): a pruning study per saliency criterion and its loss curves.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from routescope.dashboard.probing import (
     probe_result,
     run_probe,
 )
+from routescope.dashboard.prune_section import prune_section
 from routescope.dashboard.recording import dataset_inputs, typed_inputs
 from routescope.dashboard.widgets import (
     open_store,
@@ -302,6 +304,8 @@ def main() -> None:
     st.divider()
     st.subheader("A probe's result")
     show_result(store)
+    st.divider()
+    prune_section(store)
 
 
 if __name__ == "__main__":

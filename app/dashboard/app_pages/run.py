@@ -70,8 +70,23 @@ def text_inputs() -> tuple[Callable[[], Inputs], TextOptions]:
         st.caption("bundled:domains: moe-lm's held-out set, 100 texts in 5 domains, label `domain`")
         read = partial(dataset_inputs, "bundled:domains")
     max_new = st.number_input("Tokens to generate after each input", 0, 256, 0, key=state.RUN_MAX_NEW_TOKENS)
-    probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
-    return read, TextOptions(probs=probs, max_new_tokens=int(max_new))
+    columns = st.columns(3)
+    probs = columns[0].checkbox("Keep full router probabilities", key=state.RUN_PROBS)
+    token_loss = columns[1].checkbox(
+        "Keep per-token loss",
+        key=state.RUN_TOKEN_LOSS,
+        help="each token's next-token loss and prediction: loss colouring, loss by expert and by uncertainty",
+    )
+    expert_stats = columns[2].checkbox(
+        "Keep expert output norms",
+        key=state.RUN_EXPERT_STATS,
+        help="each chosen expert's output norm: saliency (REAP, EAN, max activation); one more pass of the "
+        "chosen experts",
+    )
+    options = TextOptions(
+        probs=probs, max_new_tokens=int(max_new), token_loss=token_loss, expert_stats=expert_stats
+    )
+    return read, options
 
 
 def _uploaded(upload: UploadedFile | None, text_column: str, label_columns: list[str]) -> Inputs:
@@ -86,7 +101,9 @@ def record_form(store: Store) -> None:
     spec, diffusion = choose_model("run")
     if diffusion:
         read_sampling = sampling_form("run", steps=DEFAULT_STEPS, max_per_class=64, save_x0=True)
-        probs = st.checkbox("Keep full router probabilities", key=state.RUN_PROBS)
+        columns = st.columns(2)
+        probs = columns[0].checkbox("Keep full router probabilities", key=state.RUN_PROBS)
+        expert_stats = columns[1].checkbox("Keep expert output norms", key=state.RUN_EXPERT_STATS)
     else:
         read_inputs, text_options = text_inputs()
     columns = st.columns([3, 1])
@@ -98,7 +115,9 @@ def record_form(store: Store) -> None:
             if not spec:
                 raise ModelSpecError("type a hub id or a local checkpoint folder")
             if diffusion:
-                request = image_request(read_sampling(), probs=probs, name=name, overwrite=overwrite)
+                request = image_request(
+                    read_sampling(), probs=probs, name=name, overwrite=overwrite, expert_stats=expert_stats
+                )
             else:
                 request = text_request(read_inputs(), text_options, name=name, overwrite=overwrite)
             work = recording_job(spec, request, store)

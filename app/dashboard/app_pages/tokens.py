@@ -1,8 +1,11 @@
 """Tokens page: one sample's tokens coloured by their top-1 expert at a layer, and one token's weights.
 
-Text runs show the text; diffusion runs show the patch grid at a chosen step and CFG branch, next to
+Text runs show the text (runs recorded with images also each image's patch grid, image_patches.py);
+diffusion runs show the patch grid at a chosen step and CFG branch, next to
 x̂₀ at that step. Uncertain tokens (normalised entropy at or above a threshold, or a top-1/top-2 margin at
-or below one) are outlined in red. Samples can be narrowed by a label value.
+or below one) are outlined in red. Samples can be narrowed by a label value. Text runs recorded with token
+loss can colour the text by each token's next-token loss instead (`tokens.nll`, from 0 to the sample's
+largest; hovering a token shows its loss either way).
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ import streamlit as st
 from routescope.analysis import router_names, uncertain, weight_matrix
 from routescope.analysis.uncertainty import DEFAULT_THRESHOLD
 from routescope.dashboard import cache, state
-from routescope.dashboard.markup import legend_html, literal, patch_grid_html, tokens_html
+from routescope.dashboard.image_patches import show_image_patches
+from routescope.dashboard.markup import (
+    ColourBy,
+    legend_html,
+    literal,
+    loss_legend_html,
+    loss_top,
+    patch_grid_html,
+    tokens_html,
+)
 from routescope.dashboard.widgets import enlarge, open_store, pick_run, show_figure
 from routescope.figures import figure_token_weights
 from routescope.store import Run
 
 ALL = "(all)"
+COLOUR_BY: dict[str, str] = {"expert": "top-1 expert", "loss": "loss (next-token nll)"}
 DEFAULT_MARGIN = 0.05
 SNIPPET = 48
 
@@ -73,6 +86,21 @@ def choose_thresholds() -> tuple[float, float]:
         "… or top-1 − top-2 margin ≤", 0.0, 1.0, DEFAULT_MARGIN, 0.01, key=state.TOKENS_MARGIN
     )
     return float(entropy), float(margin)
+
+
+def choose_colouring(run: Run) -> ColourBy:
+    """Top-1 expert, or loss for text runs recorded with token loss (others are coloured by expert)."""
+    if run.info.is_diffusion or not run.info.token_loss:
+        return "expert"
+    choice = st.radio(
+        "Colour by",
+        list(COLOUR_BY),
+        format_func=COLOUR_BY.__getitem__,
+        horizontal=True,
+        key=state.scoped(state.TOKENS_COLOUR, run.name),
+        help="loss: −log p(next token) under the model, from 0 to the sample's largest",
+    )
+    return "loss" if choice == "loss" else "expert"
 
 
 def token_weights(run: Run, routing: pd.DataFrame, sample: int, stack: str, step: int | None) -> None:
@@ -166,6 +194,7 @@ def main() -> None:
     if run.info.is_diffusion:
         sample, step = choose_branch_and_step(run, samples, chosen)
     entropy, margin = choose_thresholds()
+    colour_by = choose_colouring(run)
     routing = cache.table(run, "token_routing", sample=sample, router=router, step=step)
     flags = uncertain(routing, entropy_at_least=entropy, margin_at_most=margin)
     n_experts = spec.n_experts
@@ -174,7 +203,10 @@ def main() -> None:
         f"{len(routing)} tokens · {int(flags.sum())} uncertain · {len(experts)} of {n_experts} experts used"
         f" at {literal(names[router])}"
     )
-    st.html(legend_html(experts, n_experts))
+    if colour_by == "loss":
+        st.html(loss_legend_html(loss_top(routing)))
+    else:
+        st.html(legend_html(experts, n_experts))
     if step is not None:
         grid, image = st.columns([2, 1])
         with grid:
@@ -182,7 +214,8 @@ def main() -> None:
         with image:
             show_x0(run, samples, chosen, step)
     else:
-        st.html(tokens_html(routing, flags, n_experts))
+        st.html(tokens_html(routing, flags, n_experts, colour_by))
+        show_image_patches(routing, flags, n_experts, run_name=run.name, sample=sample)
     st.subheader("One token's weights at every layer")
     token_weights(run, routing, sample, spec.stack, step)
     with st.expander("Routing table of this sample"):
