@@ -15,7 +15,7 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .consistency import boundary_flips, rank_consistency
 from .decisions import decision_entropy, decision_histogram, most_uncertain
-from .diffusion import steps
+from .diffusion import denoising_paths, steps
 from .drift import expert_drift, layer_predictability, load_drift
 from .embeddings import embeddings
 from .engine import ENGINES, connect, current_engine, use_engine
@@ -63,6 +63,7 @@ __all__ = [
     "decision_changes",
     "decision_entropy",
     "decision_histogram",
+    "denoising_paths",
     "denoising_phases",
     "device_load",
     "device_loads",

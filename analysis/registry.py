@@ -33,7 +33,7 @@ from .coactivation import coactivation
 from .comparison import agreement
 from .consistency import boundary_flips, rank_consistency, score_needs
 from .decisions import decision_entropy, decision_histogram, most_uncertain
-from .diffusion import steps
+from .diffusion import denoising_paths, steps
 from .embeddings import embeddings
 from .kinds import LABEL, NOTHING, SCORES, TOKEN_IDS, Analysis
 from .modality import modality_load, modality_specialization
@@ -64,7 +64,7 @@ MODALITY = ("ids", "modality")
 
 def _embedding_needs(params: dict[str, Any]) -> tuple[str, ...]:
     """Token embeddings use probability vectors, or gate weights where a run has no probs."""
-    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights")
+    return ("ids",) if params.get("of") == "experts" else ("ids", "gate_weights", "positions")
 
 
 def _vocabulary_needs(params: dict[str, Any]) -> tuple[str, ...]:
@@ -147,6 +147,12 @@ ANALYSES: dict[str, Analysis] = {
     "steps": Analysis(
         steps, "diffusion: expert load per layer at every sampler step", ("layer", "step", "expert")
     ),
+    "denoising-paths": Analysis(
+        denoising_paths,
+        "diffusion: share of decisions using each expert per block and step (Switch-DiT's denoising path)",
+        ("layer", "step", "expert"),
+        needs=("ids", "gate_weights", "steps"),
+    ),
     "step-similarity": Analysis(
         step_similarity,
         "Jensen–Shannon divergence of expert load between steps",
@@ -163,6 +169,7 @@ ANALYSES: dict[str, Analysis] = {
         "diffusion: expert usage per patch row/col",
         ("layer", "expert", "row", "col"),
         layer="optional",
+        needs=("ids", "positions"),
     ),
     "modality": Analysis(
         modality_load,
@@ -295,7 +302,9 @@ VIEWS: dict[str, Analysis] = {
     "expert_tokens": Analysis(
         expert_tokens, "top-tokens with lift", ("token_id",), layer="required", needs=TOKEN_IDS
     ),
-    "token_routing": Analysis(token_routing, "one sample's top-1 experts", ("position",)),
+    "token_routing": Analysis(
+        token_routing, "one sample's top-1 experts", ("position",), needs=("ids", "positions")
+    ),
     "token_weights": Analysis(
         token_weights, "one token's weights", ("router", "call", "expert"), needs=("ids", "gate_weights")
     ),

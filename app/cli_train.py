@@ -1,4 +1,5 @@
-"""`routescope train moe-lm|dit-digits [--out DIR] [options]`: retrain a bundled model on this machine.
+"""`routescope train moe-lm|dit-digits|switch-dit-digits [--out DIR] [options]`: retrain a bundled model
+on this machine.
 
 The training code lives beside each model in `routescope.models`; this command only dispatches to it and
 passes every further option through (`routescope train moe-lm --help` lists them).
@@ -12,6 +13,7 @@ import importlib
 TRAINERS = {
     "moe-lm": "routescope.models.moe_lm.train",
     "dit-digits": "routescope.models.dit_digits.train",
+    "switch-dit-digits": "routescope.models.switch_dit.train",
 }
 
 

@@ -5,7 +5,10 @@ of that step (nnsight or hooks, as for text) and an `on_step` that receives the 
 level and predicted clean image. Each step calls the model once on the classifier-free-guidance batch
 (conditional rows, then unconditional rows), and both halves are recorded as separate samples labelled
 `branch` = `cond` / `uncond` — unlike the reference analysis scripts, which silently drop the
-unconditional half. Every patch token is a position with its `row`/`col` on the patch grid.
+unconditional half. Every patch token is a position with its `row`/`col` on the patch grid. A router
+declared without positions (a gate over the timestep embedding, as in Switch-DiT) returns one row per
+image instead of one per patch: it is recorded as one decision per (sample, step, router, call) with a
+null `position`.
 
 `expert_stats=True` adds `assignments.output_norm` (‖f_e(x)‖₂ of every chosen expert, before its gate) and
 the `shared_experts` table, through the same mechanism as text recordings (hooks/expert_outputs.py,
@@ -108,6 +111,9 @@ class _DiffusionSession:
             position=torch.arange(self.patches).repeat(len(rows)),
             real=torch.ones(len(rows) * self.patches, dtype=torch.bool),
         )
+        per_sample = Layout(  # routers without positions: one row per image (both branches), no position
+            sample=rows, position=torch.full_like(rows, -1), real=torch.ones(len(rows), dtype=torch.bool)
+        )
         state = {"step": 0}
 
         def forward(*args: Any) -> Any:
@@ -120,7 +126,7 @@ class _DiffusionSession:
                 for call, output in enumerate(captured.outputs.get(spec.path, [])):
                     assignments, decisions = router_call_tables(
                         normalise(output, spec.rule),
-                        layout,
+                        per_sample if spec.positions == "none" else layout,
                         spec,
                         step=state["step"],
                         call=call,

@@ -83,6 +83,15 @@ class ManifestFacts:
     """What the run knows (routescope.store.capabilities); None: a recording's, derived from `options`."""
 
 
+def _capabilities(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> frozenset[str] | tuple[str, ...]:
+    """The facts' capabilities (a recording's derived from its options), without `positions` when no
+    router decides per token (every router a timestep gate): such a run has no position to analyse."""
+    known = facts.capabilities if facts.capabilities is not None else derived_capabilities(facts.options)
+    if routers and all(spec.positions == "none" for spec in routers):
+        return frozenset(known) - {"positions"}
+    return known
+
+
 def run_manifest(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> dict[str, Any]:
     """The manifest a recording opens with (the writer adds name, status, tables and times)."""
     return {
@@ -95,8 +104,6 @@ def run_manifest(facts: ManifestFacts, routers: Sequence[RouterSpec]) -> dict[st
         **({"patch_grid": list(facts.patch_grid)} if facts.patch_grid is not None else {}),
         "options": facts.options,
         "engine": facts.engine,
-        "capabilities": sorted(
-            facts.capabilities if facts.capabilities is not None else derived_capabilities(facts.options)
-        ),
+        "capabilities": sorted(_capabilities(facts, routers)),
         "packages": package_versions(),
     }

@@ -64,6 +64,9 @@ class RouterSpec:
     convention: str = "triple"
     scoring: str = "softmax"
     pnorm: float | None = None
+    positions: str = "token"
+    """`token`, or `none` for a router that decides once per sample and step (its module declares
+    `router_positions = "none"`, e.g. a gate over the timestep embedding); see RouterInfo.positions."""
     choice: Choice = "token"
     """Who chooses: `token` (each token its top-k experts) or `expert` (each expert its tokens)."""
     capacity_factor: float | None = None
@@ -276,6 +279,7 @@ def describe_from_outputs(
                 convention=rule.convention,
                 scoring=rule.scoring,
                 pnorm=rule.pnorm,
+                positions="none" if getattr(module, "router_positions", "token") == "none" else "token",
                 choice="expert" if rule.convention == "expert_choice" else "token",
                 capacity_factor=rule.capacity_factor,
                 weight_scale=rule.weight_scale,

@@ -34,26 +34,33 @@ def router_call_tables(
     norms: torch.Tensor | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Assignments (k rows per real token, adjacent, by rank; for variable-k routers only the slots
-    `decoded.valid` marks, so 0 … k rows) and decisions (one row per real token, with or without experts);
+    `decoded.valid` marks, so 0 … k rows) and decisions (one row per real token, with or without experts;
+    for a router without positions, `layout` has one row per sample and `position` is written null);
     `with_probs` adds the `probs` and `logits` columns (logits null where `decoded` has none); `norms`
     (`[T, k]` expert output norms, hooks/expert_outputs.py) adds `output_norm`, null on dropped rows."""
     if decoded.expert.shape[0] != layout.rows:
         raise RouterOutputError(
-            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} tokens; "
-            "RouteScope needs one row per input token, batch-major (docs/routers.md)"
+            f"router {spec.path} returned {decoded.expert.shape[0]} rows for {layout.rows} "
+            f"{'samples' if spec.positions == 'none' else 'tokens'}; RouteScope needs one row per input "
+            "token (one per sample for a router declared without positions), batch-major (docs/routers.md)"
         )
     keep = layout.real
     sample = layout.sample[keep].numpy().astype(np.int32)
-    position = layout.position[keep].numpy().astype(np.int32)
     expert = decoded.expert[keep].numpy()
     n, k = expert.shape
     slots = np.ones(n * k, dtype=bool) if decoded.valid is None else decoded.valid[keep].numpy().reshape(-1)
     m = int(slots.sum())
+    if spec.positions == "none":  # one decision per sample and step: no token position (null)
+        position: np.ndarray | pa.Array = pa.nulls(n, pa.int32())
+        repeated: np.ndarray | pa.Array = pa.nulls(m, pa.int32())
+    else:
+        position = layout.position[keep].numpy().astype(np.int32)
+        repeated = np.repeat(position, k)[slots]
     full = np.full
     assignments = pa.table(
         {
             "sample": np.repeat(sample, k)[slots],
-            "position": np.repeat(position, k)[slots],
+            "position": repeated,
             "step": full(m, step, np.int32),
             "router": full(m, spec.id, np.int16),
             "layer": full(m, spec.layer, np.int16),

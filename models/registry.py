@@ -48,6 +48,13 @@ def quality_dit_digits(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return probe_quality(*args, **kwargs)
 
 
+def build_switch_dit_digits() -> tuple[torch.nn.Module, Any]:
+    """The trained switch-dit-digits Switch-DiT (timestep-gated experts); no tokenizer."""
+    from .switch_dit import load_switch_dit_digits
+
+    return load_switch_dit_digits(), None
+
+
 @dataclass(frozen=True)
 class BundledModel:
     """A bundled model: a builder returning (model, tokenizer) and one line saying what it is."""
@@ -71,6 +78,13 @@ BUNDLED: dict[str, BundledModel] = {
         sampler=sample_dit_digits,
         quality=quality_dit_digits,
         description="trained class-conditional DiT-MoE on 8x8 digits (shared + 8 routed experts, top-2)",
+    ),
+    "switch-dit-digits": BundledModel(
+        build=build_switch_dit_digits,
+        sampler=sample_dit_digits,
+        quality=quality_dit_digits,
+        description="trained Switch-DiT on 8x8 digits: per-block gates over the timestep embedding (one "
+        "decision per image and step, no position), shared + 8 routed experts, top-2, diffusion-prior loss",
     ),
     "moe-lm": BundledModel(
         build=build_moe_lm,

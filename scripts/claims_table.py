@@ -1,10 +1,10 @@
 """Produce the README's notebook table from `routescope.claims` on the bundled models.
 
 Records the runs the notebooks record (bundled:moe-lm over bundled:domains with probabilities; bundled:
-dit-digits, 4 samples of each digit, 25 steps, CFG 4, seed 0), checks every claim that applies with the
-defaults (N = 999 permutations, 1,000 bootstrap resamples, seed 0) and prints the Markdown table; with
-`--write` it replaces the table between the `claims-table` markers in README.md. tests/test_notebooks.py
-checks that the notebooks print the same verdicts as the table.
+dit-digits and bundled:switch-dit-digits, 4 samples of each digit, 25 steps, CFG 4, seed 0), checks
+every claim that applies with the defaults (N = 999 permutations, 1,000 bootstrap resamples, seed 0) and
+prints the Markdown table; with `--write` it replaces the table between the `claims-table` markers in
+README.md. tests/test_notebooks.py checks that the notebooks print the same verdicts as the table.
 
     .venv/bin/python scripts/claims_table.py --write
 """
@@ -31,11 +31,12 @@ NOTEBOOK = {
     "dit-moe-depth-dispersion": "01_dit_moe_position_step_class",
     "dit-moe-early-steps": "01_dit_moe_position_step_class",
     "switch-dit-phases": "02_switch_dit_denoising_phases",
+    "switch-dit-shared-paths": "06_switch_dit_shared_paths",
 }
 
 
 def bundled_runs(store: routescope.Store) -> dict[str, routescope.Run]:
-    """The notebooks' two recordings."""
+    """The notebooks' three recordings."""
     texts, labels = routescope.load_dataset("bundled:domains")
     lm = routescope.load_model("bundled:moe-lm")
     text = routescope.record(
@@ -46,7 +47,12 @@ def bundled_runs(store: routescope.Store) -> dict[str, routescope.Run]:
         dit, classes=list(range(10)), samples_per_class=4, steps=25, cfg_scale=4.0, seed=0,
         store=store, name="digits", progress=False,
     )  # fmt: skip
-    return {"bundled:moe-lm": text, "bundled:dit-digits": digits}
+    switch = routescope.load_model("bundled:switch-dit-digits")
+    gated = routescope.record_diffusion(
+        switch, classes=list(range(10)), samples_per_class=4, steps=25, cfg_scale=4.0, seed=0,
+        store=store, name="switch-digits", progress=False,
+    )  # fmt: skip
+    return {"bundled:moe-lm": text, "bundled:dit-digits": digits, "bundled:switch-dit-digits": gated}
 
 
 def table() -> str:
@@ -55,8 +61,10 @@ def table() -> str:
         store = routescope.Store(folder)
         for model, run in bundled_runs(store).items():
             for name in claims.applicable(run):
-                if model == "bundled:dit-digits" and name == "switch-balance":
+                if model != "bundled:moe-lm" and name == "switch-balance":
                     continue  # notebook 05 reports the DiT's balance beside the language model's
+                if model == "bundled:switch-dit-digits" and name != "switch-dit-shared-paths":
+                    continue  # notebook 06 checks the claim only the timestep-gated model can test
                 verdict = claims.check(run, name)
                 outcome = "**reproduces**" if verdict.reproduces else "**does not reproduce**"
                 rows.append(f"| `{NOTEBOOK[name]}` | `{name}` | `{model}` | {outcome}: {verdict.sentence} |")

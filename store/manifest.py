@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .capabilities import capability_problem, derived_capabilities
 from .errors import CorruptRunError
-from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, SCHEMA_VERSION
+from .schema import MANIFEST_FILE, MANIFEST_REQUIRED, ROUTER_POSITIONS, SCHEMA_VERSION
 
 REQUIRED_TABLES = ("samples", "tokens", "assignments", "decisions", "steps")
 """Tables every run has (diffusion runs add `images` and `x0`)."""
@@ -150,6 +150,9 @@ class RouterInfo(_Record):
     convention: str = "triple"
     scoring: str = "softmax"
     pnorm: float | None = None
+    positions: str = "token"
+    """`token`: one decision per token; `none`: one per (sample, step, call), `position` null in the fact
+    tables (a gate over the timestep, as in Switch-DiT). Manifests without the key are token routers."""
     choice: str = "token"
     """`token` (each token picks its top-k experts) or `expert` (each expert picks its tokens, so a
     decision has 0 … n_experts assignments); absent on runs that predate it: token."""
@@ -169,6 +172,11 @@ class RouterInfo(_Record):
         """Experts that compute: `n_experts` without the zero-computation ones."""
         return self.n_experts - len(self.zero_experts)
 
+    @property
+    def has_positions(self) -> bool:
+        """Whether the router's decisions are per token (a position each)."""
+        return self.positions != "none"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterInfo:
         problem = router_problem(data)
@@ -186,6 +194,8 @@ def router_problem(router: Mapping[str, Any]) -> str | None:
     zero = router.get("zero_experts", [])
     if not isinstance(zero, list) or not all(_is_int(e) and 0 <= e < router["n_experts"] for e in zero):
         return f"router {router['id']}'s zero_experts is not a list of its expert ids"
+    if router.get("positions", "token") not in ROUTER_POSITIONS:
+        return f"router {router['id']}'s positions is {router.get('positions')!r}, not token or none"
     return None
 
 

@@ -45,13 +45,17 @@ Positions count from the first real token (padding never appears);
 
 KEY_FIELDS = [
     pa.field("sample", pa.int32(), nullable=False),
-    pa.field("position", pa.int32(), nullable=False),
+    pa.field("position", pa.int32()),
     pa.field("step", pa.int32(), nullable=False),
     pa.field("router", pa.int16(), nullable=False),
     pa.field("layer", pa.int16(), nullable=False),
     pa.field("call", pa.int16(), nullable=False),
 ]
-"""Columns that identify one routing decision; both fact tables start with them."""
+"""Columns that identify one routing decision; both fact tables start with them. `position` is null for the
+decisions of a router without positions (`RouterInfo.positions == "none"`, e.g. Switch-DiT's timestep gate):
+such a router decides once per (sample, step, call) for all of the sample's tokens, so it has one decision
+row per (sample, step, router, call). Token routers always fill it. (Making the column nullable was
+additive: files written before read unchanged, and SCHEMA_VERSION stays 1.)"""
 
 ASSIGNMENTS = pa.schema(
     [
@@ -187,7 +191,21 @@ MANIFEST_REQUIRED = (
     "created",
 )
 
-ROUTER_FIELDS = ("id", "path", "layer", "call_count", "kind", "stack", "n_experts", "top_k", "shared_experts")
+ROUTER_FIELDS = (
+    "id",
+    "path",
+    "layer",
+    "call_count",
+    "kind",
+    "stack",
+    "n_experts",
+    "top_k",
+    "shared_experts",
+    "positions",
+)
+ROUTER_POSITIONS = ("token", "none")
+"""`RouterInfo.positions`: `token` (one decision per token, the default) or `none` (one decision per sample
+and step, shared by all its tokens; its fact rows have a null `position`)."""
 
 
 def samples_schema(label_columns: list[str]) -> pa.Schema:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from routescope.store import Run, Store
+from routescope.store.capabilities import derived_capabilities
 from routescope.store.schema import ASSIGNMENTS, STEPS, TOKENS, decisions_schema, samples_schema
 from routescope.store.writer import RunWriter
 from tests.planted import planted_routers
@@ -51,17 +52,23 @@ def write_run(
     record_probs: bool = False,
     grid: tuple[int, int] | None = None,
     manifest: Mapping | None = None,
+    positionless: bool = False,
 ) -> Run:
     """Write a run: `experts[l, s, t, p, r]` is the rank-r expert of sample s at layer index l, step t and
     position p; `token_ids[s, p]`; `samples` has one row per sample (label columns only, as strings);
     `probs[l, s, t, p, e]` the router probabilities (default: `default_probs`), stored as the `probs`
-    column only when `record_probs`. `grid` places positions on a patch grid in raster order."""
+    column only when `record_probs`. `grid` places positions on a patch grid in raster order.
+    `positionless` writes timestep-gated routers (`positions: none`): one decision per sample and step
+    (`experts` has one position) with a null `position`, and a run without the `positions` capability."""
     experts = np.asarray(experts, dtype=np.int64)
     n_layers, n_samples, n_steps, n_positions, k = experts.shape
     if probs is None:
         probs = default_probs(experts, n_experts)
     label_columns = list(samples.columns)
     routers = planted_routers(list(range(n_layers)), n_experts, k)
+    if positionless:
+        assert n_positions == 1, "a positionless router decides once per sample and step"
+        routers = [{**router, "positions": "none"} for router in routers]
     schemas = {
         "samples": samples_schema(label_columns),
         "tokens": TOKENS,
@@ -77,6 +84,8 @@ def write_run(
         **(manifest or {}),
     }
     head["options"] = {**head["options"], "probs": record_probs}
+    if positionless:
+        head["capabilities"] = sorted(set(derived_capabilities(head["options"])) - {"positions"})
     index = np.indices((n_samples, n_steps, n_positions)).reshape(3, -1)  # sample, step, position
     with RunWriter(store, name, schemas=schemas, manifest=head, overwrite=True) as writer:
         for layer in range(n_layers):
@@ -99,7 +108,9 @@ def write_run(
             rows["expert"] = chosen.reshape(-1)
             rows["weight"] = weights.reshape(-1)
             rows["dropped"] = False
-            writer.write("assignments", pa.Table.from_pandas(rows, preserve_index=False))
+            writer.write(
+                "assignments", _null_positions(pa.Table.from_pandas(rows, preserve_index=False), positionless)
+            )
             ordered = np.sort(p, axis=1)[:, ::-1]
             decisions = pd.DataFrame(
                 {
@@ -109,7 +120,7 @@ def write_run(
                     "max_prob": ordered[:, 0],
                 }
             )
-            table = pa.Table.from_pandas(decisions, preserve_index=False)
+            table = _null_positions(pa.Table.from_pandas(decisions, preserve_index=False), positionless)
             if record_probs:
                 table = table.append_column("probs", pa.array(list(p.astype(np.float32))))
             writer.write("decisions", table)
@@ -148,6 +159,14 @@ def write_run(
         writer.write("steps", pa.table({"step": np.arange(n_steps), "timestep": timestep, "sigma": sigma}))
         path = writer.publish()
     return Run(path)
+
+
+def _null_positions(table: pa.Table, positionless: bool) -> pa.Table:
+    """The fact rows of a positionless router: `position` null."""
+    if not positionless:
+        return table
+    index = table.schema.get_field_index("position")
+    return table.set_column(index, "position", pa.nulls(len(table), pa.int32()))
 
 
 # --- text runs ------------------------------------------------------------------------------------------
@@ -398,6 +417,7 @@ def diffusion_run(
     classes: Sequence[int],
     grid: tuple[int, int],
     n_experts: int = 8,
+    positionless: bool = False,
 ) -> Run:
     """A DiT sampler run: `experts[l, s, t, p, r]` for `2 n` samples — `0 … n−1` conditional (class
     `classes[i]`, `pair` = i), `n … 2n−1` the unconditional branch of the same images (same class and
@@ -405,7 +425,7 @@ def diffusion_run(
     n = len(classes)
     experts = np.asarray(experts)
     assert experts.shape[1] == 2 * n
-    assert experts.shape[3] == grid[0] * grid[1]
+    assert experts.shape[3] == (1 if positionless else grid[0] * grid[1])
     samples = pd.DataFrame(
         {
             "class": [str(c) for c in classes] * 2,
@@ -418,10 +438,11 @@ def diffusion_run(
         store,
         name,
         experts=experts,
-        token_ids=np.tile(np.arange(grid[0] * grid[1]), (2 * n, 1)),
+        token_ids=np.tile(np.arange(experts.shape[3]), (2 * n, 1)),
         samples=samples,
         n_experts=n_experts,
-        grid=grid,
+        grid=(1, 1) if positionless else grid,
+        positionless=positionless,
         manifest={
             "kind": "diffusion",
             "seed": 0,
@@ -481,3 +502,48 @@ def planted_diffusion(
             )
     experts = add_second(draw(p, rng), n_experts, rng)
     return diffusion_run(store, name, experts=experts, classes=classes, grid=grid, n_experts=n_experts)
+
+
+def planted_gated(
+    store: Store,
+    name: str,
+    *,
+    paths: str,
+    n_layers: int = 3,
+    n_images: int = 8,
+    n_steps: int = 12,
+    n_experts: int = 8,
+    flip: float = 0.1,
+    seed: int = 0,
+) -> Run:
+    """A Switch-DiT-like run: timestep gates, one decision (top-2) per image, step and block, no position.
+
+    `paths="sliding"`: at step t every block picks the two experts of a window that slides from experts
+    {0, 1} at the first step to {E−2, E−1} at the last (each pick replaced by a random other expert with
+    probability `flip`): adjacent steps share experts, distant steps do not. `paths="step-blind"`: each
+    image draws its experts at random at every step (the same loads, no link to the step). `paths="fixed"`:
+    each image and block keeps one pair of experts at every step. Both CFG branches share the image's draw.
+    """
+    rng = np.random.default_rng(seed)
+    experts = np.zeros((n_layers, 2 * n_images, n_steps, 1, 2), dtype=np.int64)
+    starts = np.round(np.arange(n_steps) * (n_experts - 2) / max(n_steps - 1, 1)).astype(int)
+    for layer in range(n_layers):
+        for image in range(n_images):
+            fixed = rng.choice(n_experts, size=2, replace=False)
+            for t in range(n_steps):
+                if paths == "sliding":
+                    pick = [starts[t], starts[t] + 1]
+                    for r in range(2):
+                        if rng.random() < flip:
+                            pick[r] = int(rng.choice([e for e in range(n_experts) if e not in pick]))
+                elif paths == "step-blind":
+                    pick = list(rng.choice(n_experts, size=2, replace=False))
+                elif paths == "fixed":
+                    pick = list(fixed)
+                else:
+                    raise ValueError(paths)
+                experts[layer, image, t, 0] = experts[layer, n_images + image, t, 0] = pick
+    classes = [i % 4 for i in range(n_images)]
+    return diffusion_run(
+        store, name, experts=experts, classes=classes, grid=(4, 4), n_experts=n_experts, positionless=True
+    )

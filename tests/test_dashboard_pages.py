@@ -193,7 +193,8 @@ def test_noise_steps_page_draws_the_diffusion_views(store_dir: Path, monkeypatch
     keys = [state.NOISE_STEPS_CHART, state.NOISE_LINES_CHART, state.NOISE_SIMILARITY_CHART]
     keys += [state.NOISE_SPATIAL_CHART, state.NOISE_BRANCHES_CHART]
     assert sorted(drawn) == sorted(
-        [S(k, "digits", 2) for k in keys] + [S(state.NOISE_SENSITIVITY_CHART, "digits")]
+        [S(k, "digits", 2) for k in keys]
+        + [S(state.NOISE_SENSITIVITY_CHART, "digits"), S(state.NOISE_PATHS_CHART, "digits")]
     )
     steps = A.steps(run)
     at_layer = steps[steps["layer"] == 2]
@@ -510,9 +511,9 @@ def test_browser_records_a_dit_run_and_opens_noise_steps(store_dir: Path, tmp_pa
         noise = next(p for p in PAGES if p.file == "noise_steps.py")
         page.locator("[data-testid=stSidebarNav]").get_by_text(noise.title, exact=True).click()
         page.wait_for_selector(".rs-patch", timeout=90_000)
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7")
         assert page.locator(".st-key-noise-run input").input_value() == "browser-digits"
-        assert page.locator(".js-plotly-plot").count() == 6
+        assert page.locator(".js-plotly-plot").count() == 7  # six views + the denoising paths
         assert page.locator(".rs-patch").count() == 16
         assert page.locator("[data-testid=stException]").count() == 0
         page.screenshot(path=str(ARTIFACTS / "noise-steps.png"), full_page=True)

@@ -517,6 +517,7 @@ AXIS_TITLES = {
     "repeat": "consecutive tokens",
     "steps": "timestep (noise level)",
     "step-similarity": "step",
+    "denoising-paths": "block · expert",
     "spatial": "expert 0",
     "expert-similarity": "expert",
     "top-tokens": "assignments",
@@ -634,8 +635,9 @@ def test_standard_set_follows_the_run(runs: dict[str, Any]) -> None:
     dit = {f.stem for f in standard_set(runs["dit"])}
     assert {"load", "repeat", "specialization-domain-layer0", "specialization-domain-layer3"} <= lm
     assert {"paths", "vocabulary"} <= lm
-    assert not {s for s in lm if s.startswith(("steps", "spatial", "step-similarity"))}
+    assert not {s for s in lm if s.startswith(("steps", "spatial", "step-similarity", "denoising-paths"))}
     assert {"steps-layer0", "spatial-layer3", "step-similarity-layer0", "specialization-class-layer0"} <= dit
+    assert "denoising-paths" in dit
     assert not {"repeat", "paths", "vocabulary"} & dit
     on_request = {"merge-groups", "uncertain-labels", "changes", "flips", "batch-dependence", "prune-curve"}
     assert not {s for s in lm | dit if s.startswith(tuple(on_request))}

@@ -44,7 +44,7 @@ def test_readme_table_covers_every_registered_claim() -> None:
 
 
 def test_there_is_a_notebook_per_claim() -> None:
-    assert len(NOTEBOOKS) == 5
+    assert len(NOTEBOOKS) == 6
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -25,6 +25,7 @@ from .diffusion import (
     dit_moe_position_step_not_class,
     needs_class,
     needs_diffusion,
+    needs_patches,
     switch_dit_phases,
 )
 from .language import (
@@ -35,6 +36,7 @@ from .language import (
     olmoe_domain,
     olmoe_vocabulary,
 )
+from .paths import needs_step_gates, switch_dit_shared_paths
 from .verdict import Claim, Verdict
 
 
@@ -84,14 +86,14 @@ CLAIMS: dict[str, Claim] = {
             "dit-moe-depth-dispersion",
             "DiT-MoE (Fei et al. 2024, §4.4)",
             "deeper layers move from position-specific to dispersed, balanced routing",
-            needs_diffusion,
+            needs_patches,
             dit_moe_depth_dispersion,
         ),
         Claim(
             "dit-moe-early-steps",
             "DiT-MoE (Fei et al. 2024, §4.4)",
             "expert specialization is concentrated at the early, noisy steps",
-            needs_diffusion,
+            needs_patches,
             dit_moe_early_steps,
         ),
         Claim(
@@ -100,6 +102,13 @@ CLAIMS: dict[str, Claim] = {
             "steps with similar noise levels share routing (denoising phases)",
             needs_diffusion,
             switch_dit_phases,
+        ),
+        Claim(
+            "switch-dit-shared-paths",
+            "Switch-DiT (Park et al. 2024, §3.3, §4)",
+            "nearby timesteps share denoising paths (experts), distant timesteps use different experts",
+            needs_step_gates,
+            switch_dit_shared_paths,
         ),
         Claim(
             "switch-balance",

@@ -36,8 +36,19 @@ def needs_diffusion(run: Run) -> str | None:
     return None if run.info.is_diffusion else "a claim about diffusion sampling; this is a text run"
 
 
-def needs_class(run: Run) -> str | None:
+def needs_patches(run: Run) -> str | None:
+    """None for diffusion runs whose routers decide per patch token; the reason otherwise (DiT-MoE's
+    claims are about patch positions, which timestep-gated routers do not have)."""
     reason = needs_diffusion(run)
+    if reason:
+        return reason
+    if "positions" not in run.info.caps:
+        return "a claim about per-patch routing; this run's routers have no positions (timestep gates)"
+    return None
+
+
+def needs_class(run: Run) -> str | None:
+    reason = needs_patches(run)
     if reason:
         return reason
     return None if "class" in run.label_columns else "needs class-conditional samples (a `class` label)"

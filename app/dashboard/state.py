@@ -101,6 +101,7 @@ NOISE_SIMILARITY_CHART = "noise.similarity_chart"
 NOISE_SENSITIVITY_CHART = "noise.sensitivity_chart"
 NOISE_SPATIAL_CHART = "noise.spatial_chart"
 NOISE_BRANCHES_CHART = "noise.branches_chart"
+NOISE_PATHS_CHART = "noise.paths_chart"
 
 # Balance & uncertainty page widgets and charts.
 BALANCE_RUN = "balance.run"

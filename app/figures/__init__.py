@@ -10,6 +10,7 @@ and PNG (one browser per batch) and to CSV and LaTeX tables.
 from __future__ import annotations
 
 from .consistency import figure_boundary_flips, figure_rank_consistency, figure_replay_samples
+from .denoising import figure_denoising_paths
 from .diffusion import (
     figure_branches,
     figure_spatial,
@@ -75,6 +76,7 @@ __all__ = [
     "figure_changes",
     "figure_coactivation",
     "figure_coverage",
+    "figure_denoising_paths",
     "figure_drift",
     "figure_drift_experts",
     "figure_embedding",

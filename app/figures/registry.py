@@ -22,6 +22,7 @@ from routescope.analysis import compute
 from routescope.store import InputError, Run
 
 from .consistency import CONSISTENCY_FIGURES
+from .denoising import figure_denoising_paths
 from .diffusion import figure_spatial, figure_step_similarity, figure_steps
 from .kinds import (
     FigureKind,
@@ -164,6 +165,13 @@ FIGURES: dict[str, FigureKind] = {
         options=lambda r: {"layer": r.layer, "noise": r.run.steps()},
         description="expert × sampler step heatmap of load share at one layer (x ticks: timesteps)",
         layer="required",
+        requires=("steps",),
+        standard=("diffusion",),
+    ),
+    "denoising-paths": FigureKind(
+        analysis="denoising-paths",
+        build=figure_denoising_paths,
+        description="Switch-DiT's denoising paths: share of decisions using each expert, per block and step",
         requires=("steps",),
         standard=("diffusion",),
     ),

@@ -6,6 +6,10 @@ lines), the step × step Jensen–Shannon divergence of expert load with the den
 unconditional branch of classifier-free guidance. Over all layers: how much the expert depends on class,
 position and step (NMI, DiT-MoE's finding). Last, a step slider shows the predicted clean image x̂₀ at
 that step beside the patch grid coloured by each patch's top-1 expert.
+
+Every diffusion run also gets Switch-DiT's denoising-path view (which experts each block uses across
+timesteps, all blocks at once). A run whose routers have no positions (a timestep gate: one decision per
+image and step) has no patch grid to colour, so the spatial map and the step view are replaced by a note.
 """
 
 from __future__ import annotations
@@ -55,6 +59,20 @@ def usage(run: Run, layer: int) -> None:
             key=state.scoped(state.NOISE_LINES_CHART, run.name, layer),
             name=f"{run.name}-layer{layer}-step-lines",
         )
+
+
+def denoising_paths(run: Run) -> None:
+    """Switch-DiT's denoising paths: every block's expert usage across the sampler's steps."""
+    st.markdown(
+        "**Denoising paths** (Switch-DiT): share of each step's decisions that use each expert, every block "
+        "(x: timestep, from noise to image)"
+    )
+    show_kind("denoising-paths", run, key=state.scoped(state.NOISE_PATHS_CHART, run.name))
+
+
+def has_positions(run: Run) -> bool:
+    """Whether the run's routers decide per patch token (False for timestep-gated routers)."""
+    return "positions" in run.info.caps
 
 
 def phases(run: Run, layer: int) -> None:
@@ -168,9 +186,16 @@ def main() -> None:
     store = open_store()
     run = pick_run(store, state.NOISE_RUN, accept=lambda run: run.info.is_diffusion, kind="diffusion run")
     with user_errors():
+        denoising_paths(run)
         layer = pick_layer(run, state.NOISE_LAYER)
         usage(run, layer)
         phases(run, layer)
+        if not has_positions(run):
+            st.caption(
+                "This run's routers decide once per image and step (a gate over the timestep, as in "
+                "Switch-DiT): there is no per-patch routing to map or to show step by step."
+            )
+            return
         space_and_branches(run, layer)
         st.divider()
         step_view(run, layer)
