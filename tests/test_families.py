@@ -48,10 +48,13 @@ EXPERTS_ATTR = {
     "jetmoe": "num_local_experts",
     "nllb-moe": "num_experts",
 }
-TOP_K = {"switch_transformers": 1, "nllb-moe": 2}
+TOP_K = {"switch_transformers": 1, "nllb-moe": 2, "dbrx": 2}
 N_EXPERTS = {"longcat_flash": 10}
 """Families whose routers score more experts than the config's count: LongCat-Flash's 8 + 2 zero experts."""
 BATCHES = {"nllb-moe": [[0, 1], [2]]}
+DISPATCH = {"dbrx": "experts"}
+"""Families whose router returns logits only: their reference is what the MoE block passed to this sibling
+of the router, `(hidden, top_k_index, top_k_weights)`, kept as the triple `(logits, weights, indices)`."""
 """Families whose reference runs the recording's batches (batch_size=2): their capacity is per batch."""
 SHARED = {
     "qwen2_moe": "shared_expert",
@@ -116,8 +119,19 @@ def _row_of(value: Any, batch: int, row: int, length: int) -> Any:
 
 
 def _keep(seen: dict[str, Any], path: str) -> Callable[..., None]:
-    def hook(_module: torch.nn.Module, _args: Any, output: tuple[Any, ...]) -> None:
+    def hook(_module: torch.nn.Module, _args: Any, output: tuple[Any, ...] | torch.Tensor) -> None:
+        output = (output,) if isinstance(output, torch.Tensor) else output
         seen[path] = tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in output)
+
+    return hook
+
+
+def _dispatched(seen: dict[str, Any], path: str) -> Callable[..., None]:
+    """Pre-hook on the experts beside a logits-only router: append the indices and weights they were given."""
+
+    def hook(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        _hidden, index, weights = args[:3]
+        seen[path] = (*seen[path][:1], weights.detach().clone(), index.detach().clone())
 
     return hook
 
@@ -131,6 +145,11 @@ def _reference(fam: Family) -> None:
         seen: dict[str, Any] = {}
         paths = router_paths(fam.name)
         handles = [model.get_submodule(p).register_forward_hook(_keep(seen, p)) for p in paths]
+        if fam.name in DISPATCH:
+            siblings = [(p, f"{p.rpartition('.')[0]}.{DISPATCH[fam.name]}") for p in paths]
+            handles += [
+                model.get_submodule(s).register_forward_pre_hook(_dispatched(seen, p)) for p, s in siblings
+            ]
         try:
             with torch.no_grad():
                 out = model(**_inputs(model, [TEXTS[i] for i in batch]), output_router_logits=True)

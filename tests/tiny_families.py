@@ -104,7 +104,18 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "deepseek_v4": _GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
-FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
+HAND: dict[str, dict[str, Any]] = {
+    "dbrx": {  # transformers 5.24's DbrxAttention reads `rope_theta` and clamps by `clip_qkv` unconditionally
+        **{"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 128},
+        "attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
+        "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2},
+    },
+}
+"""Families whose config shares nothing with `_GENERIC`: written out in full."""
+_HAND_PATHS: dict[str, list[str]] = {
+    "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
+}
+FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
 
 
 _COMMON: dict[str, Any] = {
@@ -213,6 +224,7 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     **dict.fromkeys(GENERIC, _GENERIC),
     **dict.fromkeys(WIDE, _WIDE),
     **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
+    **HAND,
 }
 
 _ROUTER_PATHS: dict[str, list[str]] = {
@@ -232,6 +244,7 @@ _ROUTER_PATHS: dict[str, list[str]] = {
     **GENERIC,
     **WIDE,
     **_TUNED_PATHS,
+    **_HAND_PATHS,
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
