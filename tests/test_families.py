@@ -60,6 +60,7 @@ SHARED = {
     "qwen2_moe": "shared_expert",
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
+    "granitemoehybrid": "{layer}.shared_mlp",  # beside the MoE block, not in it
     **dict.fromkeys(("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint"), "shared_expert"),
     **dict.fromkeys(
         (
@@ -67,7 +68,7 @@ SHARED = {
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
-            *("deepseek_v4", "hy_v4_vl_text"),
+            *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4"),
         ),
         "shared_experts",
     ),
@@ -215,7 +216,10 @@ def test_discovery_matches_golden_paths(families: Callable[[str], Family], famil
     assert kinds == (["attention", "ffn"] * 2 if family == "jetmoe" else ["ffn"] * n)
     for r in routers:
         parent = r["path"].rpartition(".")[0]
-        assert r["shared_experts"] == ([f"{parent}.{SHARED[family]}"] if family in SHARED else [])
+        shared = SHARED.get(family, "").format(layer=parent.rpartition(".")[0])
+        assert r["shared_experts"] == (
+            [shared if "{" in SHARED[family] else f"{parent}.{shared}"] if shared else []
+        )
         n_experts = getattr(fam.model.config, EXPERTS_ATTR[family]) if family in EXPERTS_ATTR else 8
         assert r["n_experts"] == N_EXPERTS.get(family, n_experts)
         top_k = TOP_K[family] if family in TOP_K else fam.model.config.num_experts_per_tok  # noqa: SIM401

@@ -88,6 +88,9 @@ TUNED: dict[str, dict[str, Any]] = {
     "hy_v4_vl_text": {  # M-RoPE sections must sum to qk_rope_head_dim / 2 = 4
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
     },  # top-k routers (hash-routed layers are not recorded)
+    "dots1": {"n_shared_experts": 1},  # the default (None) does not build
+    "lfm2_moe": {"num_dense_layers": 0, "layer_types": ["conv", "full_attention"]},  # sigmoid + expert bias
+    "mistral4": {"head_dim": 16},  # qk_nope_head_dim + qk_rope_head_dim; no causal-LM class: the base model
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -102,6 +105,9 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "jamba": _FEED_FORWARD_2,
     "longcat_flash": _MLP_ROUTERS_2,
     "deepseek_v4": _GATES_2,
+    "dots1": _GATES_2,
+    "lfm2_moe": ["model.layers.0.feed_forward.gate", "model.layers.1.feed_forward.gate"],
+    "mistral4": _BASE_GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -110,10 +116,22 @@ HAND: dict[str, dict[str, Any]] = {
         "attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
         "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2},
     },
+    "granitemoehybrid": {  # a Mamba-2 layer, then an attention layer, both with an MoE and a shared MLP
+        **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        **{
+            "num_key_value_heads": 2,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "shared_intermediate_size": 32,
+        },
+        "layer_types": ["mamba", "attention"],
+        **{"mamba_n_heads": 4, "mamba_d_state": 8, "mamba_d_head": 16, "mamba_chunk_size": 16},
+    },
 }
 """Families whose config shares nothing with `_GENERIC`: written out in full."""
 _HAND_PATHS: dict[str, list[str]] = {
     "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
+    "granitemoehybrid": _SPARSE_ROUTERS_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
 
@@ -292,6 +310,11 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
                 module.get_buffer("e_score_correction_bias").normal_(0.0, 0.02)
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
+        for name, buffer in model.named_buffers():
+            if model_type == "lfm2_moe" and name.endswith(
+                "feed_forward.expert_bias"
+            ):  # biases the choice only
+                buffer.normal_(0.0, 0.02)
     return model
 
 
