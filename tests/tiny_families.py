@@ -91,6 +91,14 @@ TUNED: dict[str, dict[str, Any]] = {
     "dots1": {"n_shared_experts": 1},  # the default (None) does not build
     "lfm2_moe": {"num_dense_layers": 0, "layer_types": ["conv", "full_attention"]},  # sigmoid + expert bias
     "mistral4": {"head_dim": 16},  # qk_nope_head_dim + qk_rope_head_dim; no causal-LM class: the base model
+    "mimo_v2_flash": {  # DeepSeek-V3-style sigmoid router
+        **{"head_dim": 16, "v_head_dim": 16, "sliding_window": 8, "mlp_layer_types": ["sparse", "sparse"]},
+        "num_key_value_heads": 2,  # sliding-window layers double it, and need at most the 4 query heads
+        "rope_parameters": {  # the default rotary fraction 0.334 leaves no rotary dims
+            layer: {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+            for layer in ("full_attention", "sliding_attention")
+        },
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -108,6 +116,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "dots1": _GATES_2,
     "lfm2_moe": ["model.layers.0.feed_forward.gate", "model.layers.1.feed_forward.gate"],
     "mistral4": _BASE_GATES_2,
+    "mimo_v2_flash": _GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -306,7 +315,7 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
             weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
-            if model_type == "deepseek_v3":
+            if model_type in ("deepseek_v3", "mimo_v2_flash"):
                 module.get_buffer("e_score_correction_bias").normal_(0.0, 0.02)
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
