@@ -61,7 +61,9 @@ SHARED = {
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
     "granitemoehybrid": "{layer}.shared_mlp",  # beside the MoE block, not in it
-    **dict.fromkeys(("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint"), "shared_expert"),
+    **dict.fromkeys(
+        ("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint", "qwen4_exp_text"), "shared_expert"
+    ),
     **dict.fromkeys(
         (
             *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),

@@ -99,6 +99,12 @@ TUNED: dict[str, dict[str, Any]] = {
             for layer in ("full_attention", "sliding_attention")
         },
     },
+    "qwen4_exp_text": {  # a GatedDeltaNet layer, then an indexed-attention one (the default: 3 linear first)
+        "layer_types": ["linear_attention", "indexed_attention"],
+        **{"linear_key_head_dim": 8, "linear_value_head_dim": 8, "linear_num_key_heads": 2},
+        **{"linear_num_value_heads": 4, "hc_lowrank": 8, "indexer_n_heads": 2, "indexer_kv_heads": 1},
+        **{"indexer_head_dim": 8, "indexer_budget": 8, "indexer_compress_ratio": 2, "num_key_value_heads": 2},
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -117,6 +123,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "lfm2_moe": ["model.layers.0.feed_forward.gate", "model.layers.1.feed_forward.gate"],
     "mistral4": _BASE_GATES_2,
     "mimo_v2_flash": _GATES_2,
+    "qwen4_exp_text": _GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
