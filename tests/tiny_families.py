@@ -105,6 +105,11 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"linear_num_value_heads": 4, "hc_lowrank": 8, "indexer_n_heads": 2, "indexer_kv_heads": 1},
         **{"indexer_head_dim": 8, "indexer_budget": 8, "indexer_compress_ratio": 2, "num_key_value_heads": 2},
     },
+    "glm5_next_text": {  # a KDA linear-attention layer, then a DSA one (NoPE: qk_rope_head_dim 0); both MoE
+        **{"mlp_layer_types": ["sparse", "sparse"], "layer_types": ["linear_attention", "indexed_attention"]},
+        **{"qk_rope_head_dim": 0, "n_shared_experts": 1, "index_topk": 16, "index_kpool": 4},
+        **{"index_head_dim": 8, "index_n_heads": 2, "linear_head_dim": 8, "linear_num_heads": 4},
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -124,6 +129,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "mistral4": _BASE_GATES_2,
     "mimo_v2_flash": _GATES_2,
     "qwen4_exp_text": _GATES_2,
+    "glm5_next_text": _BASE_GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -322,7 +328,7 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
             weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
-            if model_type in ("deepseek_v3", "mimo_v2_flash"):
+            if model_type in ("deepseek_v3", "mimo_v2_flash", "glm5_next_text"):
                 module.get_buffer("e_score_correction_bias").normal_(0.0, 0.02)
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
