@@ -110,6 +110,9 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"qk_rope_head_dim": 0, "n_shared_experts": 1, "index_topk": 16, "index_kpool": 4},
         **{"index_head_dim": 8, "index_n_heads": 2, "linear_head_dim": 8, "linear_num_heads": 4},
     },
+    "qwen3_omni_moe_text": {  # the thinker's text model; M-RoPE sections must sum to head_dim / 2 = 4
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -130,6 +133,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "mimo_v2_flash": _GATES_2,
     "qwen4_exp_text": _GATES_2,
     "glm5_next_text": _BASE_GATES_2,
+    "qwen3_omni_moe_text": _BASE_GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -156,6 +160,8 @@ _HAND_PATHS: dict[str, list[str]] = {
     "granitemoehybrid": _SPARSE_ROUTERS_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
+MODEL_CLASS: dict[str, str] = {"qwen3_omni_moe_text": "Qwen3OmniMoeThinkerTextModel"}
+"""Text configs that no auto class maps: the transformers class built from them."""
 
 
 _COMMON: dict[str, Any] = {
@@ -317,7 +323,10 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     if type(config) not in auto._model_mapping:  # a VLM's text config: its base model holds the routers
         auto = AutoModel
-    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
+    if model_type in MODEL_CLASS:
+        model = getattr(transformers, MODEL_CLASS[model_type])(config)
+    else:  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
+        model = auto.from_config(config)
     model = model.to(device="cpu", dtype=torch.float32).eval()
     router_class = _router_class(model)
     with torch.no_grad():
