@@ -44,7 +44,7 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("hy_v4", "hy_v4_vl", "hy_v4_vl_text", "kolibri1", "laguna", "minimax_m3_vl", "sarvam_moe"),
             *("minimax_m3_vl_text", "muse_spark", "muse_spark_text", "nemotron_h", "sarvam_mla"),
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
-            *("lfm2_moe", "mimo_v2_flash", "glm5_next", "glm5_next_text"),
+            *("lfm2_moe", "mimo_v2_flash", "glm5_next", "glm5_next_text", "step3p5", "step3p7"),
         ),
         FamilyInfo(scoring="sigmoid"),
     ),

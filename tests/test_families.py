@@ -70,7 +70,7 @@ SHARED = {
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
-            *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4", "glm5_next_text"),
+            *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4", "glm5_next_text", "step3p5"),
         ),
         "shared_experts",
     ),

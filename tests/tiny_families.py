@@ -113,6 +113,10 @@ TUNED: dict[str, dict[str, Any]] = {
     "qwen3_omni_moe_text": {  # the thinker's text model; M-RoPE sections must sum to head_dim / 2 = 4
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
     },
+    "step3p5": {  # Step-3.7's text model; its default has dense MLPs in the first 3 layers
+        **{"mlp_layer_types": ["sparse", "sparse"], "num_local_experts": 8, "share_expert_dim": 32},
+        **{"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8},
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -134,6 +138,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "qwen4_exp_text": _GATES_2,
     "glm5_next_text": _BASE_GATES_2,
     "qwen3_omni_moe_text": _BASE_GATES_2,
+    "step3p5": _BASE_GATES_2,
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -160,7 +165,10 @@ _HAND_PATHS: dict[str, list[str]] = {
     "granitemoehybrid": _SPARSE_ROUTERS_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
-MODEL_CLASS: dict[str, str] = {"qwen3_omni_moe_text": "Qwen3OmniMoeThinkerTextModel"}
+MODEL_CLASS: dict[str, str] = {
+    "qwen3_omni_moe_text": "Qwen3OmniMoeThinkerTextModel",
+    "step3p5": "Step3p7TextModel",
+}
 """Text configs that no auto class maps: the transformers class built from them."""
 
 
@@ -337,7 +345,7 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
             weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
-            if model_type in ("deepseek_v3", "mimo_v2_flash", "glm5_next_text"):
+            if model_type in ("deepseek_v3", "mimo_v2_flash", "glm5_next_text", "step3p5"):
                 module.get_buffer("e_score_correction_bias").normal_(0.0, 0.02)
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
