@@ -71,6 +71,7 @@ SHARED = {
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
             *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4", "glm5_next_text", "step3p5"),
+            *("deepseek_ocr2_text", "unlimited_ocr_text"),
         ),
         "shared_experts",
     ),

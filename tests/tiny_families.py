@@ -117,6 +117,7 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"mlp_layer_types": ["sparse", "sparse"], "num_local_experts": 8, "share_expert_dim": 32},
         **{"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8},
     },
+    **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _SPARSE),  # OCR models' DeepSeek-V2 LMs
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -139,6 +140,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "glm5_next_text": _BASE_GATES_2,
     "qwen3_omni_moe_text": _BASE_GATES_2,
     "step3p5": _BASE_GATES_2,
+    **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _BASE_GATES_2),
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
 HAND: dict[str, dict[str, Any]] = {
@@ -168,6 +170,8 @@ FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
 MODEL_CLASS: dict[str, str] = {
     "qwen3_omni_moe_text": "Qwen3OmniMoeThinkerTextModel",
     "step3p5": "Step3p7TextModel",
+    "deepseek_ocr2_text": "DeepseekOcr2TextModel",
+    "unlimited_ocr_text": "UnlimitedOcrTextModel",
 }
 """Text configs that no auto class maps: the transformers class built from them."""
 
