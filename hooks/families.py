@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus"]
-SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus")
+Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus", "probs"]
+SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus", "probs")
+"""`probs`: the router's first output is already its softmax probabilities (Gemma 4), not logits."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,12 @@ FAMILIES: dict[str, FamilyInfo] = {
     "deepseek_v4": FamilyInfo(
         scoring="sqrtsoftplus",
         note="scores are sqrt(softplus(logits)); hash-routed layers (`hash_moe`) are not recorded",
+    ),
+    **dict.fromkeys(
+        ("gemma4", "gemma4_text", "diffusion_gemma", "diffusion_gemma_text"),
+        FamilyInfo(
+            scoring="probs", note="the router returns softmax probabilities where others return logits"
+        ),
     ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),

@@ -142,6 +142,8 @@ def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
     """The router's expert scores as a distribution: softmax, or sigmoid (DeepSeek-V4: √softplus) scores
     normalised to sum 1."""
     logits = logits.float()
+    if scoring == "probs":  # already probabilities (Gemma 4's router): only renormalised
+        return logits / logits.sum(dim=-1, keepdim=True).clamp_min(1e-20)
     if scoring in ("sigmoid", "sqrtsoftplus"):
         scores = logits.sigmoid() if scoring == "sigmoid" else torch.nn.functional.softplus(logits).sqrt()
         return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)

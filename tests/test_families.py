@@ -315,6 +315,8 @@ def test_assignments_equal_router_outputs(families: Callable[[str], Family], fam
 def _reference_probs(fam: Family, sample: int) -> np.ndarray:
     logits = torch.cat(fam.logits[sample])
     scoring = family_info(fam.name).scoring
+    if scoring == "probs":  # the router returned its softmax probabilities (Gemma 4): no second softmax
+        return (logits / logits.sum(-1, keepdim=True)).numpy()
     if scoring in ("sigmoid", "sqrtsoftplus"):  # the model's own score function (DeepSeek-V4: √softplus)
         scores = ACT2FN[scoring](logits)
         return (scores / scores.sum(-1, keepdim=True)).numpy()

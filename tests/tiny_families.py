@@ -118,6 +118,9 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8},
     },
     **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _SPARSE),  # OCR models' DeepSeek-V2 LMs
+    "diffusion_gemma_text": {  # its prefix encoder (causal over input_ids); MoE in every layer once num_experts is set
+        **{"num_experts": 8, "top_k_experts": 2, "sliding_window": 8},
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -140,6 +143,7 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "glm5_next_text": _BASE_GATES_2,
     "qwen3_omni_moe_text": _BASE_GATES_2,
     "step3p5": _BASE_GATES_2,
+    "diffusion_gemma_text": ["layers.0.router", "layers.1.router"],
     **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _BASE_GATES_2),
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
@@ -172,6 +176,7 @@ MODEL_CLASS: dict[str, str] = {
     "step3p5": "Step3p7TextModel",
     "deepseek_ocr2_text": "DeepseekOcr2TextModel",
     "unlimited_ocr_text": "UnlimitedOcrTextModel",
+    "diffusion_gemma_text": "DiffusionGemmaEncoderTextModel",
 }
 """Text configs that no auto class maps: the transformers class built from them."""
 
