@@ -110,5 +110,6 @@ def test_probability_routers_have_a_probs_row() -> None:
         source = "".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("modeling_*.py")))
         if _PROBS.search(source) and family_info(name).scoring != "probs":
             missing.append(name)
-    assert "gemma4_text" in FAMILIES and family_info("gemma4_text").scoring == "probs"
+    assert "gemma4_text" in FAMILIES
+    assert family_info("gemma4_text").scoring == "probs"
     assert not missing, f"routers returning probabilities without a probs row in hooks/families.py: {missing}"

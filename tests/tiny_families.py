@@ -118,9 +118,7 @@ TUNED: dict[str, dict[str, Any]] = {
         **{"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8},
     },
     **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _SPARSE),  # OCR models' DeepSeek-V2 LMs
-    "diffusion_gemma_text": {  # its prefix encoder (causal over input_ids); MoE in every layer once num_experts is set
-        **{"num_experts": 8, "top_k_experts": 2, "sliding_window": 8},
-    },
+    "diffusion_gemma_text": {"num_experts": 8, "top_k_experts": 2, "sliding_window": 8},  # prefix encoder
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
