@@ -23,6 +23,9 @@ class FamilyInfo:
     scoring: Scoring = "softmax"
     """Function that turns router logits into expert scores; the recorded `probs` are these scores
     normalised to sum to 1 (softmax scores already do)."""
+    skip_class: bool = False
+    """The router's last logit is a no-compute skip class, which it returns as expert 0 with weight 0
+    (ZAYA): RouteScope records it as the last expert, listed in the manifest's `zero_experts`."""
     note: str = ""
 
 
@@ -58,6 +61,9 @@ FAMILIES: dict[str, FamilyInfo] = {
         FamilyInfo(
             scoring="probs", note="the router returns softmax probabilities where others return logits"
         ),
+    ),
+    "zaya": FamilyInfo(
+        skip_class=True, note="8 + 1 classes: the last, a skip, is returned as (expert 0, weight 0)"
     ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -76,6 +76,8 @@ class RouterSpec:
     zero_experts: list[int] = field(default_factory=list)
     """Expert ids that compute nothing (identity or zero output: LongCat-Flash's zero experts); they are
     recorded like any choice and left out of load and specialization (docs/format.md)."""
+    skip_expert: int | None = None
+    """The no-compute skip class a router returns as (expert 0, weight 0) (ZAYA); see DecodeRule."""
 
     @property
     def rule(self) -> DecodeRule:
@@ -86,10 +88,14 @@ class RouterSpec:
             pnorm=self.pnorm,
             capacity_factor=self.capacity_factor,
             weight_scale=self.weight_scale,
+            skip_expert=self.skip_expert,
         )
 
     def to_manifest(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["skip_expert"] is None:  # only ZAYA's routers have the key
+            del out["skip_expert"]
+        return out
 
 
 def layer_of(path: str) -> int | None:
@@ -263,6 +269,8 @@ def describe_from_outputs(
             )
         decoded = normalise(first, rule)
         n_experts = int(decoded.probs.shape[-1])
+        if info.skip_class and rule.convention == "triple" and rule.skip_expert is None:
+            rule = replace(rule, skip_expert=n_experts - 1)
         lowered = path.lower()
         specs.append(
             RouterSpec(
@@ -283,7 +291,10 @@ def describe_from_outputs(
                 choice="expert" if rule.convention == "expert_choice" else "token",
                 capacity_factor=rule.capacity_factor,
                 weight_scale=rule.weight_scale,
-                zero_experts=zero_expert_ids(parent, n_experts),
+                zero_experts=[rule.skip_expert]
+                if rule.skip_expert is not None
+                else zero_expert_ids(parent, n_experts),
+                skip_expert=rule.skip_expert,
             )
         )
     return specs

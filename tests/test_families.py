@@ -49,7 +49,7 @@ EXPERTS_ATTR = {
     "nllb-moe": "num_experts",
 }
 TOP_K = {"switch_transformers": 1, "nllb-moe": 2, "dbrx": 2}
-N_EXPERTS = {"longcat_flash": 10}
+N_EXPERTS = {"longcat_flash": 10, "zaya": 9}
 """Families whose routers score more experts than the config's count: LongCat-Flash's 8 + 2 zero experts."""
 BATCHES = {"nllb-moe": [[0, 1], [2]]}
 DISPATCH = {"dbrx": "experts"}
@@ -257,6 +257,12 @@ def _expected_assignments(fam: Family, sample: int) -> tuple[np.ndarray, np.ndar
             experts.append(expert.reshape(-1))
             weights.append(weight.reshape(-1))
             dropped.append(weight.reshape(-1) == 0)
+        elif fam.name == "zaya":  # its choice, from the logits and balancing biases: the skip class is 8
+            bias = fam.model.get_submodule(path).get_buffer("balancing_biases")
+            expert = torch.topk(torch.softmax(out[0], -1) + bias, 1, dim=-1).indices
+            experts.append(expert.reshape(-1))
+            weights.append(out[1].reshape(-1))
+            dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
         else:
             experts.append(out[2].reshape(-1))
             weights.append(out[1].reshape(-1))
@@ -340,10 +346,17 @@ def test_probs_equal_output_router_logits(families: Callable[[str], Family], fam
         np.testing.assert_allclose(got["max_prob"].to_numpy(), top[:, 0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers", "nllb-moe"])
+@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers", "nllb-moe", "zaya"])
 def test_family_specific_choice(families: Callable[[str], Family], family: str) -> None:
     fam = families(family)
     table = fam.runs["nnsight"].assignments()
+    if family == "zaya":  # the skip class (8), which the router returns as (0, weight 0), is recorded as 8
+        assert [(r["zero_experts"], r["skip_expert"]) for r in fam.runs["nnsight"].routers] == [([8], 8)] * 2
+        skipped = table[table["expert"] == 8]
+        assert len(skipped) > 0
+        assert (skipped["weight"] == 0.0).all()
+        assert (table.loc[table["expert"] != 8, "weight"] > 0).all()
+        return
     if family in ("switch_transformers", "nllb-moe"):
         dropped = table[table["dropped"]]
         assert len(dropped) > 0

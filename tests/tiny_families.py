@@ -151,6 +151,11 @@ HAND: dict[str, dict[str, Any]] = {
         "attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
         "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2},
     },
+    "zaya": {  # top-1 (validate_architecture requires it) of 8 experts + a skip class; a 16-wide router MLP
+        **{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
+        **{"num_experts": 8, "num_experts_per_tok": 1, "moe_intermediate_size": 32, "head_dim": 8},
+        "router_hidden_size": 16,
+    },
     "granitemoehybrid": {  # a Mamba-2 layer, then an attention layer, both with an MoE and a shared MLP
         **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
         **{
@@ -167,6 +172,7 @@ HAND: dict[str, dict[str, Any]] = {
 _HAND_PATHS: dict[str, list[str]] = {
     "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
     "granitemoehybrid": _SPARSE_ROUTERS_2,
+    "zaya": _GATES_2,
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
 MODEL_CLASS: dict[str, str] = {
@@ -357,6 +363,10 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
         for name, buffer in model.named_buffers():
+            if model_type == "zaya" and name.endswith(
+                "balancing_biases"
+            ):  # the skip class's -1: never chosen
+                buffer[-1] = 0.01  # so that some tokens skip (probabilities are ~1/9 each)
             if model_type == "lfm2_moe" and name.endswith(
                 "feed_forward.expert_bias"
             ):  # biases the choice only
