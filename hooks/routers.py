@@ -147,19 +147,34 @@ def candidate_paths(
     classes = tuple(_router_classes(model))
     if classes:
         found = [path for path, module in names.items() if isinstance(module, classes)]
+        # a declared MoE *block* holding no experts itself but sub-blocks with their own routers
+        # (ERNIE-4.5-VL's text and vision MoEs): record those routers, whose output says what was chosen
+        found = [inner for path in found for inner in (_inner_routers(names, path) or [path])]
         if found:
             return found
-    found = []
-    for path, _module in names.items():
-        parent_path, _, leaf = path.rpartition(".")
-        parent = names.get(parent_path) if parent_path else model
-        if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):
-            found.append(path)
+    found = _inner_routers(names, "")
     if not found:
         raise NoRoutersError(
             f"no routers found in {type(model).__name__}: searched transformers' router_logits declaration "
             f"and modules named {'/'.join(HEURISTIC_NAMES)} beside `experts`; declare them with routers=[...]"
         )
+    return found
+
+
+def _inner_routers(names: dict[str, torch.nn.Module], prefix: str) -> list[str]:
+    """Heuristic routers under `prefix` ("" = the whole model): modules named gate/router/gating/wg whose
+    parent holds `experts`; none when the module at `prefix` holds `experts` itself (it is a router's
+    parent, or a router)."""
+    if prefix and hasattr(names[prefix], "experts"):
+        return []
+    found = []
+    for path in names:
+        if prefix and not path.startswith(f"{prefix}."):
+            continue
+        parent_path, _, leaf = path.rpartition(".")
+        parent = names.get(parent_path)
+        if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):
+            found.append(path)
     return found
 
 

@@ -61,6 +61,7 @@ SHARED = {
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
     "granitemoehybrid": "{layer}.shared_mlp",  # beside the MoE block, not in it
+    "ernie4_5_vl_moe_text": "{layer}.shared_experts",  # beside the text and vision sub-blocks
     **dict.fromkeys(
         ("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint", "qwen4_exp_text"), "shared_expert"
     ),

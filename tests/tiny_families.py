@@ -156,6 +156,12 @@ HAND: dict[str, dict[str, Any]] = {
         **{"num_experts": 8, "num_experts_per_tok": 1, "moe_intermediate_size": 32, "head_dim": 8},
         "router_hidden_size": 16,
     },
+    "ernie4_5_vl_moe_text": {  # modality-isolated MoE blocks: text and vision experts, each with its router
+        **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        **{"num_key_value_heads": 2, "moe_num_experts": 8, "moe_k": 2, "moe_intermediate_size": [32, 16]},
+        **{"moe_num_shared_experts": 1, "mlp_layer_types": ["sparse", "sparse"]},
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    },
     "granitemoehybrid": {  # a Mamba-2 layer, then an attention layer, both with an MoE and a shared MLP
         **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
         **{
@@ -173,6 +179,7 @@ _HAND_PATHS: dict[str, list[str]] = {
     "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
     "granitemoehybrid": _SPARSE_ROUTERS_2,
     "zaya": _GATES_2,
+    "ernie4_5_vl_moe_text": ["layers.0.mlp.text_moe.gate", "layers.1.mlp.text_moe.gate"],  # text inputs only
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
 MODEL_CLASS: dict[str, str] = {
@@ -181,6 +188,7 @@ MODEL_CLASS: dict[str, str] = {
     "deepseek_ocr2_text": "DeepseekOcr2TextModel",
     "unlimited_ocr_text": "UnlimitedOcrTextModel",
     "diffusion_gemma_text": "DiffusionGemmaEncoderTextModel",
+    "ernie4_5_vl_moe_text": "Ernie4_5_VLMoeTextModel",
 }
 """Text configs that no auto class maps: the transformers class built from them."""
 
