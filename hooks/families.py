@@ -49,6 +49,7 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("minimax_m3_vl_text", "muse_spark", "muse_spark_text", "nemotron_h", "sarvam_mla"),
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
             *("lfm2_moe", "mimo_v2_flash", "glm5_next", "glm5_next_text", "step3p5", "step3p7"),
+            "nemo_speechlm",  # Nemotron-3.5-Transcribe: its language model is nemotron_h
         ),
         FamilyInfo(scoring="sigmoid"),
     ),

@@ -48,7 +48,7 @@ EXPERTS_ATTR = {
     "jetmoe": "num_local_experts",
     "nllb-moe": "num_experts",
 }
-TOP_K = {"switch_transformers": 1, "nllb-moe": 2, "dbrx": 2}
+TOP_K = {"switch_transformers": 1, "nllb-moe": 2, "dbrx": 2, "nemo_speechlm": 2}
 N_EXPERTS = {"longcat_flash": 10, "zaya": 9}
 """Families whose routers score more experts than the config's count: LongCat-Flash's 8 + 2 zero experts."""
 BATCHES = {"nllb-moe": [[0, 1], [2]]}
@@ -72,7 +72,7 @@ SHARED = {
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
             *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4", "glm5_next_text", "step3p5"),
-            *("deepseek_ocr2_text", "unlimited_ocr_text"),
+            *("deepseek_ocr2_text", "unlimited_ocr_text", "nemo_speechlm"),
         ),
         "shared_experts",
     ),
@@ -162,7 +162,15 @@ def _reference(fam: Family) -> None:
             for handle in handles:
                 handle.remove()
         encdec = fam.encoder_decoder
-        raw = (*out.encoder_router_logits, *out.decoder_router_logits) if encdec else out.router_logits
+        raw = (
+            (*out.encoder_router_logits, *out.decoder_router_logits)
+            if encdec
+            else getattr(out, "router_logits", None)
+        )
+        if (
+            raw is None
+        ):  # Nemotron-3.5-Transcribe's output drops its language model's: the routers' own logits
+            raw = [seen[path][0] for path in paths]
         for row, sample in enumerate(batch):
             n, b = lengths[sample], len(batch)
             fam.hooked.append({path: _row_of(value, b, row, n) for path, value in seen.items()})

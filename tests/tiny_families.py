@@ -145,6 +145,8 @@ _TUNED_PATHS: dict[str, list[str]] = {
     **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _BASE_GATES_2),
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
+_SMALL_AUDIO = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+_SMALL_AUDIO = {**_SMALL_AUDIO, "num_mel_bins": 16}
 HAND: dict[str, dict[str, Any]] = {
     "dbrx": {  # transformers 5.24's DbrxAttention reads `rope_theta` and clamps by `clip_qkv` unconditionally
         **{"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 128},
@@ -161,6 +163,28 @@ HAND: dict[str, dict[str, Any]] = {
         **{"num_key_value_heads": 2, "moe_num_experts": 8, "moe_k": 2, "moe_intermediate_size": [32, 16]},
         **{"moe_num_shared_experts": 1, "mlp_layer_types": ["sparse", "sparse"]},
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    },
+    "nemo_speechlm": {  # Nemotron-3.5-Transcribe on text: the language model is the `nemotron_h` family's
+        "text_config": "nemotron_h",  # replaced by the nemotron_h tiny config (below `_CONFIGS`)
+        "audio_config": {  # 1-layer, 16-wide speech recognition encoder and diarization model (~1.5M in all)
+            "asr_config": _SMALL_AUDIO,
+            "diarization_config": {
+                **{"model_type": "nemotron3_diarization", "audio_config": _SMALL_AUDIO},
+                "head_config": {"hidden_size": 8, "num_speakers": 2, "audio_hidden_size": 16},
+                "streaming_config": {"num_speakers": 2, "fifo_length": 8, "speaker_cache_length": 8},
+                **{
+                    "fifo_length": 8,
+                    "speaker_cache_update_period": 8,
+                    "chunk_length": 16,
+                    "chunk_right_context": 4,
+                },
+            },
+        },
+        "word_timestamp_config": {
+            **{"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+            **{"vocab_size": 32, "blank_token_id": 31},
+        },
+        "audio_token_id": 299,  # a byte-tokenizer id; text inputs never use it
     },
     "granitemoehybrid": {  # a Mamba-2 layer, then an attention layer, both with an MoE and a shared MLP
         **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
@@ -179,6 +203,7 @@ _HAND_PATHS: dict[str, list[str]] = {
     "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
     "granitemoehybrid": _SPARSE_ROUTERS_2,
     "zaya": _GATES_2,
+    "nemo_speechlm": ["model.language_model.layers.1.mixer.gate"],
     "ernie4_5_vl_moe_text": ["layers.0.mlp.text_moe.gate", "layers.1.mlp.text_moe.gate"],  # text inputs only
 }
 FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
@@ -189,6 +214,7 @@ MODEL_CLASS: dict[str, str] = {
     "unlimited_ocr_text": "UnlimitedOcrTextModel",
     "diffusion_gemma_text": "DiffusionGemmaEncoderTextModel",
     "ernie4_5_vl_moe_text": "Ernie4_5_VLMoeTextModel",
+    "nemo_speechlm": "Nemotron3_5TranscribeForConditionalGeneration",
 }
 """Text configs that no auto class maps: the transformers class built from them."""
 
@@ -300,6 +326,11 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     **dict.fromkeys(WIDE, _WIDE),
     **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
     **HAND,
+}
+
+_CONFIGS["nemo_speechlm"] = {
+    **_CONFIGS["nemo_speechlm"],
+    "text_config": {**_COMMON, **_CONFIGS["nemotron_h"], "model_type": "nemotron_h"},
 }
 
 _ROUTER_PATHS: dict[str, list[str]] = {
