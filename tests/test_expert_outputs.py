@@ -1,12 +1,16 @@
 """`record(expert_stats=True)`: `assignments.output_norm` is ‖f_e(x)‖₂ of each chosen expert before its gate.
 
-Checked three ways against an independent, unpadded batch-1 forward of the same model, with forward hooks
-on its experts modules: (1) from the weights — the fused SwiGLU experts of Mixtral-style families computed
-by hand from `gate_up_proj`/`down_proj`, Switch's from its per-expert modules; (2) for every tiny family,
-the generic property: the per-rank outputs the mechanism computes add up, gate-weighted, to what the
-experts module returned, and their norms are what the run holds (non-null, finite, positive; null exactly
-where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm; (4) the
-shared experts' table holds ‖shared(x)‖ and, for Qwen2-MoE, sigmoid(shared_expert_gate(x)).
+Checked against an independent, unpadded batch-1 forward of the same model (NLLB-MoE: the recording's
+batches, its capacity being per batch), with forward hooks on its routers or experts modules: (1) from the
+weights — the fused SwiGLU experts of Mixtral-style families from `gate_up_proj`/`down_proj`, Switch's from
+its per-expert modules, Llama4's stacked experts on the unscaled token, JetMoE's FFN experts and attention
+experts (MoA, attention by hand) from `input_linear`/`output_linear`, NLLB-MoE's from the expert modules
+transformers 5.24/5.25 actually runs (not the router's choice: `NLLB_RAN`); (2) for every other tiny
+family, the generic property: the per-rank outputs the mechanism computes add up, gate-weighted, to what
+the experts module returned, and their norms are what the run holds (non-null, finite, positive; null
+exactly where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm and,
+generating, on the three families whose norms wait for the decoded choices or are read from the run;
+(4) the shared experts' table holds ‖shared(x)‖ and, for Qwen2-MoE, sigmoid(shared_expert_gate(x)).
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ def _experts_calls(model: Any, text: str, paths: list[str]) -> Calls:
 
 
 def _rows(run: Run, sample: int, router: int) -> pd.DataFrame:
-    table = run.assignments()
+    return _rows_of(run.assignments(), sample, router)
+
+
+def _rows_of(table: pd.DataFrame, sample: int, router: int) -> pd.DataFrame:
     return table.query("sample == @sample and router == @router").sort_values(["position", "rank"])
 
 
@@ -352,11 +359,73 @@ def test_engines_agree_on_moe_lm(tmp_path: Any) -> None:
     pd.testing.assert_frame_equal(runs[0].tokens(), runs[1].tokens())
 
 
-def test_experts_that_cannot_be_called_per_rank_are_refused(store: Store) -> None:
+@pytest.mark.parametrize("family", OTHER_SHAPES)
+def test_engines_agree_while_generating(tmp_path: Any, family: str) -> None:
+    """Norms resolved when the batch is written (NLLB-MoE, Llama4) or read from the run (JetMoE) line up with
+    the router calls of every generation step, on both engines."""
+    model = tiny_model(family)
+    tables = [
+        record_family(
+            model, Store(tmp_path / engine), family, expert_stats=True, max_new_tokens=2, engine=engine
+        ).assignments()
+        for engine in ("nnsight", "hooks")
+    ]
+    assert sorted(tables[0]["step"].unique()) == [0, 1]
+    routed = tables[0].loc[~tables[0]["dropped"], "output_norm"].to_numpy(dtype=float)
+    assert np.isfinite(routed).all()
+    assert (routed > 0).all()
+    assert tables[0].loc[tables[0]["dropped"], "output_norm"].isna().all()
+    pd.testing.assert_frame_equal(*tables)
+
+
+def test_module_list_experts_record_their_members_norms(store: Store) -> None:
+    """A hand-written block whose experts are a `ModuleList` of `Linear`s (tests/test_record.py's ToyMoE), in
+    text recording: each chosen member's ‖W_e x + b_e‖ on the router's input, for the recorded choice."""
     torch.manual_seed(0)
+    model = ToyMoE()
+    ids = [[1, 2, 3, 4, 5], [6, 7, 8]]
+    table = routescope.record(
+        model, ids, store=store, name="toy", batch_size=2, progress=False, expert_stats=True
+    ).assignments()
+    inputs: dict[str, torch.Tensor] = {}
+    paths = ["blocks.0.gate", "blocks.1.gate"]
+    for sample, row in enumerate(ids):
+        handles = [
+            model.get_submodule(p).register_forward_hook(
+                lambda _m, args, _o, p=p, seen=inputs: seen.__setitem__(p, args[0][0])
+            )
+            for p in paths
+        ]
+        try:
+            with torch.no_grad():
+                model(torch.tensor([row]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for router, path in enumerate(paths):
+            rows = _rows_of(table, sample, router)
+            experts = model.get_submodule(path.rpartition(".")[0] + ".experts")
+            with torch.no_grad():
+                expected = [
+                    float(
+                        torch.nn.functional.linear(inputs[path][p], experts[e].weight, experts[e].bias).norm()
+                    )
+                    for p, e in zip(rows["position"], rows["expert"], strict=True)
+                ]
+            np.testing.assert_allclose(
+                rows["output_norm"].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-6
+            )
+
+
+def test_experts_that_cannot_be_evaluated_are_refused(store: Store) -> None:
+    torch.manual_seed(0)
+    model = ToyMoE()
+    for block in model.blocks:
+        block.experts = torch.nn.Linear(16, 16)  # one module of one argument: none of the four shapes
     with pytest.raises(InputError, match="expert_stats needs experts") as caught:
-        routescope.record(ToyMoE(), [[1, 2, 3]], store=store, name="toy", progress=False, expert_stats=True)
+        routescope.record(model, [[1, 2, 3]], store=store, name="toy", progress=False, expert_stats=True)
     assert caught.value.field == "expert_stats"
+    assert "\n" not in str(caught.value)
     assert not store.exists("toy")
 
 
