@@ -293,8 +293,8 @@ def probe_norms(
     r), in slices of at most `MAX_ELEMENTS` outputs. An id outside the module's experts gets weight 0."""
     tokens, k = expert.shape
     n_experts = weights.shape[1]
-    if k == n_experts:  # every expert chosen: the per-expert and per-rank forms coincide in shape
-        return rank_norms(module, hidden, routing, weights)
+    if k == n_experts and torch.equal(routing.long().cpu(), expert.long().cpu()):
+        return rank_norms(module, hidden, routing, weights)  # k = E: the routing was per-rank ids after all
     if hidden.dim() != 2 or hidden.shape[0] != tokens:
         raise InputError(
             f"{REFUSAL}; {type(module).__name__} got hidden {tuple(hidden.shape)} "
