@@ -202,6 +202,7 @@ def checkpoint_series(store: Store, run: Run) -> None:
         "saturation",
         run,
         table=table,
+        series=series,
         name=f"{run.name}-saturation",
         key=state.scoped(state.COMPARE_SERIES_CHART, run.name, *picked),
     )
