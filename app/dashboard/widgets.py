@@ -207,9 +207,9 @@ def show_kind(
 ) -> go.Figure:
     """Figure kind `kind` of `run` (and `other`, or the runs of a `series`) with its export menu (as
     `show_figure`). Its table is the cached table of the analysis kind the figure names, unless the page
-    passes the `table` it already has; `shown` is the table offered for export (default: the drawn one, its `layer` rows where one layer is drawn);
-    `options` go to the builder (metrics, axis names, phases). The export's file name defaults to
-    `RUN[-vs-OTHER][-layerL]-KIND`."""
+    passes the `table` it already has; `shown` is the table offered for export (default: the drawn one,
+    its `layer` rows where one layer is drawn); `options` go to the builder (metrics, axis names,
+    phases). The export's file name defaults to `RUN[-vs-OTHER][-layerL]-KIND`."""
     if name is None:
         parts = [
             run.name,
