@@ -38,7 +38,7 @@ from routescope.store.schema import IMAGES, SHARED_EXPERTS
 from .capture import Capturer, Engine
 from .dimensions import image_rows, samples_table, steps_table
 from .driver import record_source
-from .expert_outputs import ExpertNorms, experts_paths
+from .expert_outputs import ExpertNorms, experts_paths, resolve_norms
 from .loaded import LoadedModel
 from .manifest import ManifestFacts, model_facts
 from .normalise import normalise
@@ -124,14 +124,15 @@ class _DiffusionSession:
             for spec in self.specs:
                 calls = None if norms is None else norms.get(spec.path, [])
                 for call, output in enumerate(captured.outputs.get(spec.path, [])):
+                    decoded = normalise(output, spec.rule)
                     assignments, decisions = router_call_tables(
-                        normalise(output, spec.rule),
+                        decoded,
                         per_sample if spec.positions == "none" else layout,
                         spec,
                         step=state["step"],
                         call=call,
                         with_probs=self.with_probs,
-                        norms=None if calls is None else calls[call],
+                        norms=None if calls is None else resolve_norms(calls[call], output, decoded.expert),
                     )
                     self.writer.write("assignments", assignments)
                     self.writer.write("decisions", decisions)
@@ -273,10 +274,7 @@ class DiffusionSource(BaseSource):
         rows, cols = self.grid
         norms = shared = None
         if self.expert_stats:
-            rules = {spec.path: spec.rule for spec in self.specs}
-            norms = ExpertNorms(
-                self.torch_model, self.experts, lambda path, out: normalise(out, rules[path]).expert
-            )
+            norms = ExpertNorms(self.torch_model, self.experts)
             shared = SharedNorms(self.torch_model, self.shared_paths) or None
         session = _DiffusionSession(
             self.specs,

@@ -265,18 +265,28 @@ def _sorted_slots(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     expert [E], logits [T, E])`: slot `t·k + r` is token t's r-th choice (topk order); sorting the slots by
     expert puts `counts[e]` slots of expert e together, and the MoE block scales each sorted slot's expert
     output by its gate. Undo the sort: the expert and gate of every (token, rank)."""
-    order, _token, gates, counts, logits = output
+    _order, _token, gates, counts, logits = output
+    order = sorted_slot_order(output)
     logits = logits.reshape(-1, logits.shape[-1])
     n_slots, n_tokens = order.numel(), logits.shape[0]
     if n_tokens == 0 or n_slots % n_tokens:
         raise ValueError(f"{n_slots} slots for {n_tokens} tokens")
     counts = torch.as_tensor(list(counts), dtype=torch.long)
     slot_expert = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-    order = order.reshape(-1).long()
     expert = torch.empty(n_slots, dtype=torch.long).index_put_((order,), slot_expert)
-    weight = torch.empty(n_slots, dtype=torch.float32).index_put_((order,), gates.reshape(-1).float())
+    weight = torch.empty(n_slots, dtype=torch.float32).index_put_((order,), gates.reshape(-1).float().cpu())
     k = n_slots // n_tokens
     return expert.reshape(n_tokens, k), weight.reshape(n_tokens, k), logits
+
+
+def sorted_slot_order(output: Any) -> torch.Tensor:
+    """`[T·k]` int64 CPU: the slot `t·k + r` of each sorted slot of a `sorted_slots` router output (JetMoE):
+    sorted slot i holds token `order[i] // k`'s rank-`order[i] % k` choice."""
+    if not isinstance(output, tuple | list) or len(output) != 5 or not isinstance(output[0], torch.Tensor):
+        raise RouterOutputError(
+            "expected a sorted_slots router output (slot order, tokens, gates, counts, logits)"
+        )
+    return output[0].reshape(-1).long().cpu()
 
 
 def _top2_combine(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from routescope.store.errors import InputError
 
 from .capture import Captured, Capturer, Engine
 from .expert_means import ExpertInputs
-from .expert_outputs import ExpertNorms, experts_paths
+from .expert_outputs import Entry, ExpertNorms, experts_kind, experts_paths, resolve_norms
 from .loaded import LoadedModel
 from .normalise import normalise
 from .output_logprobs import check_vocabulary, logprob_rows, output_logits
@@ -73,8 +73,9 @@ class _Prepared:
     decoder: Padded | None
     keep: torch.Tensor | None
     captured: Captured
-    norms: dict[str, list[torch.Tensor]] | None = None
-    """Router path → per call, the `[T, k]` output norms of its chosen experts (`expert_stats`)."""
+    norms: dict[str, list[Entry]] | None = None
+    """Router path → per call, the `[T, k]` output norms of its chosen experts or what computes them once
+    the call's router output is decoded (`expert_stats`, hooks/expert_outputs.py)."""
     shared: dict[str, list[torch.Tensor]] | None = None
     """Shared expert (or gate) path → per call, its `[T]` output norms (gate: sigmoids)."""
     means: dict[str, list[tuple[torch.Tensor, ...]]] | None = None
@@ -149,7 +150,15 @@ class _Session:
         if self.encoder_decoder:
             raise InputError("expert_means needs a decoder-only model", field="expert_means")
         try:
-            return ExpertInputs(self.model, experts_paths(self.model, paths))
+            experts = experts_paths(self.model, paths)
+            for router, path in experts.items():
+                if experts_kind(self.model, router, path) != "called":  # every expert on every token
+                    raise InputError(
+                        f"expert_stats needs experts called as experts(hidden_states, indices, weights); "
+                        f"router {router}'s are not",
+                        field="expert_stats",
+                    )
+            return ExpertInputs(self.model, experts)
         except InputError as exc:
             raise InputError(str(exc).replace("expert_stats", "expert_means"), field="expert_means") from None
 
@@ -252,14 +261,15 @@ class _Session:
                     layout = self._layout(decoder, step, alive, keep)
                 else:
                     layout = self._layout(batch, step, alive, None)
+                decoded = normalise(output, spec.rule)
                 assignments, decisions = router_call_tables(
-                    normalise(output, spec.rule),
+                    decoded,
                     layout,
                     spec,
                     step=step,
                     call=call,
                     with_probs=self.with_probs,
-                    norms=None if norms is None else norms[index],
+                    norms=None if norms is None else resolve_norms(norms[index], output, decoded.expert),
                 )
                 writer.write("assignments", assignments)
                 writer.write("decisions", decisions)

@@ -410,6 +410,22 @@ def test_compare_page_puts_two_runs_side_by_side_with_their_agreement(
     np.testing.assert_allclose(array(dots["x"]), table["count@text"])
 
 
+def test_compare_page_draws_a_checkpoint_series_against_the_picked_run(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_page(store_dir, monkeypatch, "compare.py", state.COMPARE_RUN, "text")
+    at.selectbox(key=S(state.COMPARE_OTHER, "text")).set_value("text-b").run()
+    at.multiselect(key=S(state.COMPARE_SERIES, "text")).set_value(["text-b"]).run()
+    assert not at.exception
+    store = Store(store_dir)
+    expected = A.saturation_series(store.open("text"), [store.open("text-b")])
+    lines = charts(at)[S(state.COMPARE_SERIES_CHART, "text", "text-b")]["data"]
+    assert len(lines) == expected["layer"].nunique()
+    for line, (_, part) in zip(lines, expected.groupby("layer"), strict=True):
+        np.testing.assert_allclose(array(line["y"]), part["saturation"])
+    assert 0 < expected["saturation"].min() <= expected["saturation"].max() <= 1
+
+
 def test_compare_page_reports_a_label_the_other_run_lacks(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,12 +1,16 @@
 """`record(expert_stats=True)`: `assignments.output_norm` is ‖f_e(x)‖₂ of each chosen expert before its gate.
 
-Checked three ways against an independent, unpadded batch-1 forward of the same model, with forward hooks
-on its experts modules: (1) from the weights — the fused SwiGLU experts of Mixtral-style families computed
-by hand from `gate_up_proj`/`down_proj`, Switch's from its per-expert modules; (2) for every tiny family,
-the generic property: the per-rank outputs the mechanism computes add up, gate-weighted, to what the
-experts module returned, and their norms are what the run holds (non-null, finite, positive; null exactly
-where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm; (4) the
-shared experts' table holds ‖shared(x)‖ and, for Qwen2-MoE, sigmoid(shared_expert_gate(x)).
+Checked against an independent, unpadded batch-1 forward of the same model (NLLB-MoE: the recording's
+batches, its capacity being per batch), with forward hooks on its routers or experts modules: (1) from the
+weights — the fused SwiGLU experts of Mixtral-style families from `gate_up_proj`/`down_proj`, Switch's from
+its per-expert modules, Llama4's stacked experts on the unscaled token, JetMoE's FFN experts and attention
+experts (MoA, attention by hand) from `input_linear`/`output_linear`, NLLB-MoE's from the expert modules
+transformers 5.24/5.25 actually runs (not the router's choice: `NLLB_RAN`); (2) for every other tiny
+family, the generic property: the per-rank outputs the mechanism computes add up, gate-weighted, to what
+the experts module returned, and their norms are what the run holds (non-null, finite, positive; null
+exactly where Switch dropped a token); (3) both engines write the same norms on the bundled moe-lm and,
+generating, on the three families whose norms wait for the decoded choices or are read from the run;
+(4) the shared experts' table holds ‖shared(x)‖ and, for Qwen2-MoE, sigmoid(shared_expert_gate(x)).
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ def _experts_calls(model: Any, text: str, paths: list[str]) -> Calls:
 
 
 def _rows(run: Run, sample: int, router: int) -> pd.DataFrame:
-    table = run.assignments()
+    return _rows_of(run.assignments(), sample, router)
+
+
+def _rows_of(table: pd.DataFrame, sample: int, router: int) -> pd.DataFrame:
     return table.query("sample == @sample and router == @router").sort_values(["position", "rank"])
 
 
@@ -130,22 +137,181 @@ def test_switch_norms_equal_its_expert_modules_and_dropped_are_null(
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
-REFUSED = {"jetmoe", "llama4_text", "nllb-moe"}
-"""Families whose experts are not one module called as experts(hidden, indices, weights): expert_stats
-refuses them in one line and writes nothing."""
+OTHER_SHAPES = ("jetmoe", "llama4_text", "nllb-moe")
+"""Families whose experts are not called per rank as experts(hidden, ids, weights) (hooks/expert_outputs.py):
+NLLB-MoE's call takes per-expert mask and weights, Llama4's experts are stacked (every expert on every
+token), JetMoE's run on slots sorted by expert; each is checked against its weights below."""
 
 
-@pytest.mark.parametrize("family", sorted(REFUSED))
-def test_families_without_callable_experts_are_refused(store: Store, family: str) -> None:
-    with pytest.raises(InputError, match="expert_stats") as caught:
-        record_family(tiny_model(family), store, family, expert_stats=True)
-    assert caught.value.field == "expert_stats"
-    assert "\n" not in str(caught.value)
-    assert not store.exists(family)
-    assert store.runs() == []
+def _router_io(model: Any, inputs: dict[str, torch.Tensor], paths: list[str]) -> dict[str, tuple[Any, Any]]:
+    """Router path → (its input `[T, H]`, its output) on one forward of `inputs`."""
+    seen: dict[str, tuple[Any, Any]] = {}
+
+    def keep(path: str) -> Callable[..., None]:
+        def hook(_module: Any, args: tuple[Any, ...], output: Any) -> None:
+            hidden = args[0].detach().clone()
+            seen[path] = (hidden.reshape(-1, hidden.shape[-1]), output)
+
+        return hook
+
+    handles = [model.get_submodule(p).register_forward_hook(keep(p)) for p in paths]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in REFUSED])
+def test_llama4_norms_are_its_stacked_experts_on_the_unscaled_token(
+    recorded: Callable[[str], tuple[Any, Run]],
+) -> None:
+    """Llama4 feeds each expert score · x; output_norm is ‖f_e(x)‖ of the router's top-k (its dispatch), from
+    `gate_up_proj`/`down_proj`: f_e(x) = (up · act(gate)) down_e with [gate, up] = x gate_up_e."""
+    model, run = recorded("llama4_text")
+    paths = router_paths("llama4_text")
+    k = model.config.num_experts_per_tok
+    for sample, text in enumerate(TEXTS):
+        io = _router_io(model, _inputs(model, text), paths)
+        for router, path in enumerate(paths):
+            hidden, (_scores, logits) = io[path]
+            experts = model.get_submodule(path.rpartition(".")[0] + ".experts")
+            chosen = torch.topk(logits, k, dim=-1).indices
+            with torch.no_grad():
+                gate, up = torch.einsum("th,tkhf->tkf", hidden, experts.gate_up_proj[chosen]).chunk(2, dim=-1)
+                out = torch.einsum("tkf,tkfh->tkh", up * experts.act_fn(gate), experts.down_proj[chosen])
+            rows = _rows(run, sample, router)
+            np.testing.assert_array_equal(rows["expert"].to_numpy(), chosen.reshape(-1).numpy())
+            expected = out.norm(dim=-1).reshape(-1).numpy()
+            np.testing.assert_allclose(
+                rows["output_norm"].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-6
+            )
+
+
+def _jetmoe_attention_outputs(
+    model: Any, path: str, hidden: torch.Tensor, chosen: torch.Tensor
+) -> torch.Tensor:
+    """`[T, k, H]`: JetMoE's attention experts (MoA) by hand for one unpadded sequence: rank r's heads query
+    with W_in[e_{t,r}] x_t, attend causally over the rotated keys and values of `kv_proj`, and W_out[e_{t,r}]
+    projects their outputs (the block's bias, added once after the gated sum, is no expert's)."""
+    from transformers.models.jetmoe.modeling_jetmoe import apply_rotary_pos_emb
+
+    attention = model.get_submodule(path.removesuffix(".experts.router"))
+    moa = attention.experts
+    tokens, k = chosen.shape
+    kv_heads, head_dim = attention.num_key_value_heads, attention.head_dim
+    query = torch.einsum("th,tkdh->tkd", hidden, moa.input_linear.weight[chosen])  # [T, k, kv·hd]
+    query = query.reshape(tokens, k * kv_heads, head_dim).transpose(0, 1)[None]  # head r·kv + j
+    key, value = (
+        t.reshape(tokens, kv_heads, head_dim).transpose(0, 1)[None]
+        for t in attention.kv_proj(hidden).chunk(2, -1)
+    )
+    cos, sin = model.model.rotary_emb(hidden[None], torch.arange(tokens)[None])
+    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    key, value = key.repeat(1, k, 1, 1), value.repeat(1, k, 1, 1)  # head h reads kv head h % kv_heads
+    scores = query @ key.transpose(-1, -2) * attention.scaling
+    causal = torch.ones(tokens, tokens, dtype=torch.bool).tril()
+    mixed = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1) @ value  # [1, heads, T, hd]
+    per_rank = mixed[0].transpose(0, 1).reshape(tokens, k, kv_heads * head_dim)
+    return torch.einsum("tkd,tkhd->tkh", per_rank, moa.output_linear.weight[chosen])
+
+
+def test_jetmoe_norms_equal_its_ffn_and_attention_experts_from_the_weights(
+    recorded: Callable[[str], tuple[Any, Run]],
+) -> None:
+    """JetMoE's norms are read from its own run (the sorted-slot rows of `output_linear`); here they are
+    computed from `input_linear`/`output_linear` weights: FFN experts W_out_e(act(g) · u), [g, u] = W_in_e x;
+    attention experts as `_jetmoe_attention_outputs`. Choices: the router's top-k of its logits."""
+    model, run = recorded("jetmoe")
+    paths = router_paths("jetmoe")
+    k = model.config.num_experts_per_tok
+    for sample, text in enumerate(TEXTS):
+        io = _router_io(model, _inputs(model, text), paths)
+        for router, path in enumerate(paths):
+            hidden, output = io[path]
+            chosen = torch.topk(output[4], k, dim=-1).indices
+            with torch.no_grad():
+                if ".self_attention." in path:
+                    out = _jetmoe_attention_outputs(model, path, hidden, chosen)
+                else:
+                    mlp = model.get_submodule(path.rpartition(".")[0])
+                    inner = torch.einsum("th,tkfh->tkf", hidden, mlp.input_linear.weight[chosen])
+                    gate, up = inner.chunk(2, dim=-1)
+                    out = torch.einsum(
+                        "tkf,tkhf->tkh", mlp.activation(gate) * up, mlp.output_linear.weight[chosen]
+                    )
+            rows = _rows(run, sample, router)
+            np.testing.assert_array_equal(rows["expert"].to_numpy(), chosen.reshape(-1).numpy())
+            expected = out.norm(dim=-1).reshape(-1).numpy()
+            np.testing.assert_allclose(
+                rows["output_norm"].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-6
+            )
+
+
+NLLB_RAN = (1, 0)
+"""The expert module transformers 5.24/5.25's `NllbMoeExperts` runs for each rank, whatever the router chose:
+it indexes its experts by the top-1 mask's values (docs/routers.md), so `expert_1` for every kept first
+choice and `expert_0` for every second. A transformers that fixes this fails the test below, on purpose."""
+
+
+def test_nllb_norms_are_those_of_the_experts_it_ran(recorded: Callable[[str], tuple[Any, Run]]) -> None:
+    """NLLB-MoE: output_norm = (1 − moe_token_dropout) · ‖expert_{NLLB_RAN[r]}(x)‖ from fc1/fc2 (the scale is
+    applied inside the experts call), on the recording's batches (its capacity is per batch); null where the
+    capacity refused the choice. It is not the norm of the router's chosen expert (checked: they differ)."""
+    model, run = recorded("nllb-moe")
+    paths = router_paths("nllb-moe")
+    experts = experts_paths(model, paths)
+    scale = 1.0 - model.config.moe_token_dropout
+    lengths = [len(byte_tokenizer()(text)["input_ids"]) for text in TEXTS]
+    differs = False
+    for batch in ([0, 1], [2]):  # record_family's batches (batch_size=2), right-padded as record() pads
+        ids = [byte_tokenizer()(TEXTS[i])["input_ids"] for i in batch]
+        width = max(lengths[i] for i in batch)
+        inputs = {
+            "input_ids": torch.tensor([row + [0] * (width - len(row)) for row in ids]),
+            "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+            "decoder_input_ids": torch.full((len(batch), 1), model.config.decoder_start_token_id),
+        }
+        calls: Calls = {}
+        handles = [
+            model.get_submodule(experts[p]).register_forward_hook(
+                lambda _m, args, out, p=p, seen=calls: seen.__setitem__(p, (*args, out))
+            )
+            for p in paths
+        ]
+        try:
+            with torch.no_grad():
+                model(**inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for router, path in enumerate(paths):
+            module = model.get_submodule(experts[path])
+            hidden = calls[path][0].reshape(len(batch), -1, calls[path][0].shape[-1])
+            for row, sample in enumerate(batch):
+                x = hidden[row, : min(lengths[sample], hidden.shape[1])]  # the decoder has 1 start token
+                rows = _rows(run, sample, router)
+                norms = rows["output_norm"].to_numpy(dtype=float).reshape(-1, 2)
+                dropped = rows["dropped"].to_numpy().reshape(-1, 2)
+                chosen = rows["expert"].to_numpy().reshape(-1, 2)
+                assert np.isnan(norms[dropped]).all()
+                with torch.no_grad():
+                    ran = [module[f"expert_{e}"](x).norm(dim=-1) * scale for e in NLLB_RAN]
+                expected = torch.stack(ran, dim=-1).numpy()
+                np.testing.assert_allclose(norms[~dropped], expected[~dropped], rtol=1e-4, atol=1e-6)
+                with torch.no_grad():
+                    choice = np.array(
+                        [
+                            [float(module[f"expert_{e}"](x[t]).norm()) * scale for e in chosen[t]]
+                            for t in range(len(x))
+                        ]
+                    )
+                differs |= not np.allclose(norms[~dropped], choice[~dropped], rtol=1e-3)
+    assert differs
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in OTHER_SHAPES])
 def test_rank_outputs_add_up_to_the_experts_output(
     recorded: Callable[[str], tuple[Any, Run]], family: str
 ) -> None:
@@ -193,11 +359,73 @@ def test_engines_agree_on_moe_lm(tmp_path: Any) -> None:
     pd.testing.assert_frame_equal(runs[0].tokens(), runs[1].tokens())
 
 
-def test_experts_that_cannot_be_called_per_rank_are_refused(store: Store) -> None:
+@pytest.mark.parametrize("family", OTHER_SHAPES)
+def test_engines_agree_while_generating(tmp_path: Any, family: str) -> None:
+    """Norms resolved when the batch is written (NLLB-MoE, Llama4) or read from the run (JetMoE) line up with
+    the router calls of every generation step, on both engines."""
+    model = tiny_model(family)
+    tables = [
+        record_family(
+            model, Store(tmp_path / engine), family, expert_stats=True, max_new_tokens=2, engine=engine
+        ).assignments()
+        for engine in ("nnsight", "hooks")
+    ]
+    assert sorted(tables[0]["step"].unique()) == [0, 1]
+    routed = tables[0].loc[~tables[0]["dropped"], "output_norm"].to_numpy(dtype=float)
+    assert np.isfinite(routed).all()
+    assert (routed > 0).all()
+    assert tables[0].loc[tables[0]["dropped"], "output_norm"].isna().all()
+    pd.testing.assert_frame_equal(*tables)
+
+
+def test_module_list_experts_record_their_members_norms(store: Store) -> None:
+    """A hand-written block whose experts are a `ModuleList` of `Linear`s (tests/test_record.py's ToyMoE), in
+    text recording: each chosen member's ‖W_e x + b_e‖ on the router's input, for the recorded choice."""
     torch.manual_seed(0)
+    model = ToyMoE()
+    ids = [[1, 2, 3, 4, 5], [6, 7, 8]]
+    table = routescope.record(
+        model, ids, store=store, name="toy", batch_size=2, progress=False, expert_stats=True
+    ).assignments()
+    inputs: dict[str, torch.Tensor] = {}
+    paths = ["blocks.0.gate", "blocks.1.gate"]
+    for sample, row in enumerate(ids):
+        handles = [
+            model.get_submodule(p).register_forward_hook(
+                lambda _m, args, _o, p=p, seen=inputs: seen.__setitem__(p, args[0][0])
+            )
+            for p in paths
+        ]
+        try:
+            with torch.no_grad():
+                model(torch.tensor([row]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for router, path in enumerate(paths):
+            rows = _rows_of(table, sample, router)
+            experts = model.get_submodule(path.rpartition(".")[0] + ".experts")
+            with torch.no_grad():
+                expected = [
+                    float(
+                        torch.nn.functional.linear(inputs[path][p], experts[e].weight, experts[e].bias).norm()
+                    )
+                    for p, e in zip(rows["position"], rows["expert"], strict=True)
+                ]
+            np.testing.assert_allclose(
+                rows["output_norm"].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-6
+            )
+
+
+def test_experts_that_cannot_be_evaluated_are_refused(store: Store) -> None:
+    torch.manual_seed(0)
+    model = ToyMoE()
+    for block in model.blocks:
+        block.experts = torch.nn.Linear(16, 16)  # one module of one argument: none of the four shapes
     with pytest.raises(InputError, match="expert_stats needs experts") as caught:
-        routescope.record(ToyMoE(), [[1, 2, 3]], store=store, name="toy", progress=False, expert_stats=True)
+        routescope.record(model, [[1, 2, 3]], store=store, name="toy", progress=False, expert_stats=True)
     assert caught.value.field == "expert_stats"
+    assert "\n" not in str(caught.value)
     assert not store.exists("toy")
 
 

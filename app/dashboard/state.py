@@ -157,6 +157,8 @@ COMPARE_TABLE = "compare.table"
 COMPARE_RANK_CHART = "compare.rank_chart"
 COMPARE_FLIPS_CHART = "compare.flips_chart"
 COMPARE_REPLAY_CHART = "compare.replay_chart"
+COMPARE_SERIES = "compare.series"
+COMPARE_SERIES_CHART = "compare.series_chart"
 
 # Interventions page widgets and charts.
 PROBE_MODEL_SOURCE = "probe.model_source"

@@ -202,13 +202,14 @@ def show_kind(
     by: str | None = None,
     expert: int | None = None,
     other: Run | None = None,
+    series: Sequence[Run] = (),
     **options: Any,
 ) -> go.Figure:
-    """Figure kind `kind` of `run` with its export menu (as `show_figure`). Its table is the cached table of
-    the analysis kind the figure names, unless the page passes the `table` it already has; `shown` is the
-    table offered for export (default: the drawn one, its `layer` rows where one layer is drawn);
-    `options` go to the builder (metrics, axis names, phases). The export's file name defaults to
-    `RUN[-vs-OTHER][-layerL]-KIND`."""
+    """Figure kind `kind` of `run` (and `other`, or the runs of a `series`) with its export menu (as
+    `show_figure`). Its table is the cached table of the analysis kind the figure names, unless the page
+    passes the `table` it already has; `shown` is the table offered for export (default: the drawn one,
+    its `layer` rows where one layer is drawn); `options` go to the builder (metrics, axis names,
+    phases). The export's file name defaults to `RUN[-vs-OTHER][-layerL]-KIND`."""
     if name is None:
         parts = [
             run.name,
@@ -216,7 +217,9 @@ def show_kind(
             *([f"layer{layer}"] if layer is not None else []),
         ]
         name = "-".join([*parts, kind])
-    request = FigureRequest(run=run, layer=layer, by=by, expert=expert, other=other, draw=options)
+    request = FigureRequest(
+        run=run, layer=layer, by=by, expert=expert, other=other, series=tuple(series), draw=options
+    )
     if table is None:
         analysis, compute_options = figure_table(kind, request)
         second = compute_options.pop("other", None)

@@ -247,6 +247,8 @@ class DiTMoE(nn.Module):
     """
 
     _can_record_outputs = {"router_logits": MoEGate}  # noqa: RUF012 — RouteScope's declarative discovery
+    block_type: type[nn.Module] = DiTBlock
+    """The transformer block (a subclass swaps in its own MoE: switch-dit-digits' timestep-gated block)."""
 
     def __init__(self, config: DiTDigitsConfig) -> None:
         super().__init__()
@@ -259,7 +261,7 @@ class DiTMoE(nn.Module):
         self.y_embedder = nn.Embedding(config.n_classes + 1, d)
         rows, cols = self.patch_grid
         self.register_buffer("pos_embed", sincos_position_embedding(d, rows, cols)[None], persistent=False)
-        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(self.block_type(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(d, p, config.in_channels)
         self._initialize()
 

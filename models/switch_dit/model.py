@@ -27,11 +27,10 @@ from torch import nn
 
 from ..dit_digits.model import (
     Attention,
+    DiTMoE,
+    DiTOutput,
     ExpertMLP,
-    FinalLayer,
-    TimestepEmbedder,
     modulate,
-    sincos_position_embedding,
 )
 from .config import SwitchDiTConfig
 
@@ -123,71 +122,20 @@ class SwitchOutput:
     """[N, depth, E] softmax of each block's gate for each batch row."""
 
 
-class SwitchDiT(nn.Module):
+class SwitchDiT(DiTMoE):
     """Class-conditional Switch-DiT predicting the noise ε of a DDPM (the same call as dit-digits' DiTMoE).
 
     `forward(x [N, 1, H, W], t [N] long DDPM timesteps, y [N] long class ids; n_classes = null class)`
-    returns ε̂ [N, 1, H, W].
+    returns ε̂ [N, 1, H, W]. Embeddings, patch grid, initialisation and output layer are DiTMoE's; the
+    blocks are `SwitchBlock`s, whose gates read the timestep embedding only.
     """
 
     _can_record_outputs = {"router_logits": TimestepGate}  # noqa: RUF012 — RouteScope's declarative discovery
+    block_type = SwitchBlock
+    config: SwitchDiTConfig
 
     def __init__(self, config: SwitchDiTConfig) -> None:
-        super().__init__()
-        if config.image_size % config.patch_size:
-            raise ValueError(f"image size {config.image_size} is not a multiple of patch {config.patch_size}")
-        self.config = config
-        d, p = config.hidden_size, config.patch_size
-        self.x_embedder = nn.Conv2d(config.in_channels, d, kernel_size=p, stride=p)
-        self.t_embedder = TimestepEmbedder(d, config.frequency_embedding_size)
-        self.y_embedder = nn.Embedding(config.n_classes + 1, d)
-        rows, cols = self.patch_grid
-        self.register_buffer("pos_embed", sincos_position_embedding(d, rows, cols)[None], persistent=False)
-        self.blocks = nn.ModuleList(SwitchBlock(config) for _ in range(config.depth))
-        self.final_layer = FinalLayer(d, p, config.in_channels)
-        self._initialize()
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        """(rows, cols) of the patch-token grid; token i sits at (i // cols, i % cols)."""
-        g = self.config.image_size // self.config.patch_size
-        return g, g
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def null_class(self) -> int:
-        return self.config.n_classes
-
-    def _initialize(self) -> None:
-        """DiT's initialisation: Xavier linears, zeroed adaLN modulations and output layer (adaLN-Zero)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        w = self.x_embedder.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.bias)
-        nn.init.normal_(self.y_embedder.weight, std=0.02)
-        for layer in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[N, T, p·p·C] → [N, C, H, W]."""
-        n = tokens.shape[0]
-        p, c = self.config.patch_size, self.config.in_channels
-        rows, cols = self.patch_grid
-        x = tokens.reshape(n, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(n, c, rows * p, cols * p)
+        super().__init__(config)
 
     def forward_with_probs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> SwitchOutput:
         """The forward pass plus every block's gate probabilities (for the diffusion-prior loss)."""
@@ -200,6 +148,9 @@ class SwitchDiT(nn.Module):
             probs.append(p)
         eps = self.unpatchify(self.final_layer(h, c))
         return SwitchOutput(eps=eps, probs=torch.stack(probs, dim=1))
+
+    def forward_with_stats(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> DiTOutput:
+        raise NotImplementedError("Switch-DiT has no balance loss: use forward_with_probs")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.forward_with_probs(x, t, y).eps

@@ -8,7 +8,10 @@ top-1 expert and the mean top-k overlap (OLMoE's router saturation). Runs on dif
 decisions, and the page says so. *Consistency* goes further on the same pairs: routing replay per sample
 (`replay-samples`: which inputs' expert sets differ in any layer) and, for two runs recorded with
 probabilities, Kendall τ of the router scores per layer (`rank-consistency`) and the flip share of expert
-sets by the first run's top-k boundary margin (`boundary-flips`).
+sets by the first run's top-k boundary margin (`boundary-flips`). *Checkpoint series* draws OLMoE's
+saturation figure: the picked run is the reference (the final checkpoint) and any number of other runs,
+in the order picked, are the checkpoints (`saturation`, the same table as `routescope report --kind
+saturation --run REF --compare A B C`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import inspect
 
 import streamlit as st
 
-from routescope.analysis import ANALYSES, keys_of, label_choices
+from routescope.analysis import ANALYSES, compute, keys_of, label_choices
 from routescope.analysis.registry import parameters
 from routescope.dashboard import cache, state
 from routescope.dashboard.markup import literal
@@ -181,6 +184,30 @@ def consistency(run: Run, other: Run) -> None:
         )
 
 
+def checkpoint_series(store: Store, run: Run) -> None:
+    """OLMoE's saturation figure: the runs picked, in order, against `run` as the reference checkpoint."""
+    st.subheader("Checkpoint series")
+    st.caption(
+        f"Router saturation of each checkpoint against {literal(run.name)} (the reference, e.g. the final "
+        "checkpoint): the mean share of its top-k experts the checkpoint also chooses, per layer. Pick "
+        "runs recorded on the same inputs, earliest first."
+    )
+    others = [name for name in store.runs() if name != run.name]
+    picked = st.multiselect("Checkpoints, in order", others, key=state.scoped(state.COMPARE_SERIES, run.name))
+    if not picked:
+        return
+    series = tuple(cache.run(store, str(name)) for name in picked)
+    table = compute("saturation", run, series=series)
+    show_kind(
+        "saturation",
+        run,
+        table=table,
+        series=series,
+        name=f"{run.name}-saturation",
+        key=state.scoped(state.COMPARE_SERIES_CHART, run.name, *picked),
+    )
+
+
 def main() -> None:
     st.title("Compare")
     st.caption("Two runs side by side for any metric, and how often they choose the same experts.")
@@ -196,6 +223,9 @@ def main() -> None:
     if shared:
         with user_errors(runs=(run, other)):
             consistency(run, other)
+    st.divider()
+    with user_errors(runs=(run,)):
+        checkpoint_series(store, run)
 
 
 if __name__ == "__main__":
