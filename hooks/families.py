@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus"]
-SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus")
+Scoring = Literal["softmax", "sigmoid", "sqrtsoftplus", "probs"]
+SCORINGS: tuple[Scoring, ...] = ("softmax", "sigmoid", "sqrtsoftplus", "probs")
+"""`probs`: the router's first output is already its softmax probabilities (Gemma 4), not logits."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +23,9 @@ class FamilyInfo:
     scoring: Scoring = "softmax"
     """Function that turns router logits into expert scores; the recorded `probs` are these scores
     normalised to sum to 1 (softmax scores already do)."""
+    skip_class: bool = False
+    """The router's last logit is a no-compute skip class, which it returns as expert 0 with weight 0
+    (ZAYA): RouteScope records it as the last expert, listed in the manifest's `zero_experts`."""
     note: str = ""
 
 
@@ -44,12 +48,23 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("hy_v4", "hy_v4_vl", "hy_v4_vl_text", "kolibri1", "laguna", "minimax_m3_vl", "sarvam_moe"),
             *("minimax_m3_vl_text", "muse_spark", "muse_spark_text", "nemotron_h", "sarvam_mla"),
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
+            *("lfm2_moe", "mimo_v2_flash", "glm5_next", "glm5_next_text", "step3p5", "step3p7"),
+            "nemo_speechlm",  # Nemotron-3.5-Transcribe: its language model is nemotron_h
         ),
         FamilyInfo(scoring="sigmoid"),
     ),
     "deepseek_v4": FamilyInfo(
         scoring="sqrtsoftplus",
         note="scores are sqrt(softplus(logits)); hash-routed layers (`hash_moe`) are not recorded",
+    ),
+    **dict.fromkeys(
+        ("gemma4", "gemma4_text", "diffusion_gemma", "diffusion_gemma_text"),
+        FamilyInfo(
+            scoring="probs", note="the router returns softmax probabilities where others return logits"
+        ),
+    ),
+    "zaya": FamilyInfo(
+        skip_class=True, note="8 + 1 classes: the last, a skip, is returned as (expert 0, weight 0)"
     ),
     "llama4_text": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),
     "llama4": FamilyInfo(scoring="sigmoid", note="router returns (scores, logits)"),

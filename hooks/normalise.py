@@ -88,6 +88,10 @@ class DecodeRule:
     weight_scale: float = 1.0
     """Only for `expert_choice`: the constant the block multiplies the (renormalised) weights by
     (NucleusMoE's `route_scale`)."""
+    skip_expert: int | None = None
+    """Only for `triple`: the id of a no-compute *skip* class that the router rewrites to expert 0 with
+    weight 0 before returning (ZAYA); a slot of weight exactly 0 is recorded as this expert. A real
+    choice's weight, a softmax probability, is never exactly 0."""
 
 
 def _is_int(t: Any) -> bool:
@@ -142,6 +146,8 @@ def scores_to_probs(logits: torch.Tensor, scoring: Scoring) -> torch.Tensor:
     """The router's expert scores as a distribution: softmax, or sigmoid (DeepSeek-V4: √softplus) scores
     normalised to sum 1."""
     logits = logits.float()
+    if scoring == "probs":  # already probabilities (Gemma 4's router): only renormalised
+        return logits / logits.sum(dim=-1, keepdim=True).clamp_min(1e-20)
     if scoring in ("sigmoid", "sqrtsoftplus"):
         scores = logits.sigmoid() if scoring == "sigmoid" else torch.nn.functional.softplus(logits).sqrt()
         return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-20)
@@ -167,6 +173,8 @@ def _decode(output: Any, rule: DecodeRule) -> Decoded:
         n_experts = logits.shape[-1]
         expert = indices.reshape(-1, indices.shape[-1]).long()
         weight = weights.reshape(expert.shape).float()
+        if rule.skip_expert is not None:
+            expert = torch.where(weight == 0, rule.skip_expert, expert)
         logits = logits.reshape(-1, n_experts)
         probs = scores_to_probs(logits, rule.scoring)
         dropped = torch.zeros_like(expert, dtype=torch.bool)

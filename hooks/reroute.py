@@ -44,6 +44,8 @@ RowRoutes = Mapping[int, Sequence[int]]
 def router_scores(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     """[T, E] float32 expert scores the family computes from its logits (softmax or sigmoid)."""
     x = logits.float()
+    if scoring == "probs":  # the router returned probabilities (Gemma 4), not logits
+        return x
     return torch.sigmoid(x) if scoring == "sigmoid" else torch.softmax(x, dim=-1)
 
 

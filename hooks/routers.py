@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -76,6 +76,8 @@ class RouterSpec:
     zero_experts: list[int] = field(default_factory=list)
     """Expert ids that compute nothing (identity or zero output: LongCat-Flash's zero experts); they are
     recorded like any choice and left out of load and specialization (docs/format.md)."""
+    skip_expert: int | None = None
+    """The no-compute skip class a router returns as (expert 0, weight 0) (ZAYA); see DecodeRule."""
 
     @property
     def rule(self) -> DecodeRule:
@@ -86,10 +88,14 @@ class RouterSpec:
             pnorm=self.pnorm,
             capacity_factor=self.capacity_factor,
             weight_scale=self.weight_scale,
+            skip_expert=self.skip_expert,
         )
 
     def to_manifest(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["skip_expert"] is None:  # only ZAYA's routers have the key
+            del out["skip_expert"]
+        return out
 
 
 def layer_of(path: str) -> int | None:
@@ -141,19 +147,34 @@ def candidate_paths(
     classes = tuple(_router_classes(model))
     if classes:
         found = [path for path, module in names.items() if isinstance(module, classes)]
+        # a declared MoE *block* holding no experts itself but sub-blocks with their own routers
+        # (ERNIE-4.5-VL's text and vision MoEs): record those routers, whose output says what was chosen
+        found = [inner for path in found for inner in (_inner_routers(names, path) or [path])]
         if found:
             return found
-    found = []
-    for path, _module in names.items():
-        parent_path, _, leaf = path.rpartition(".")
-        parent = names.get(parent_path) if parent_path else model
-        if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):
-            found.append(path)
+    found = _inner_routers(names, "")
     if not found:
         raise NoRoutersError(
             f"no routers found in {type(model).__name__}: searched transformers' router_logits declaration "
             f"and modules named {'/'.join(HEURISTIC_NAMES)} beside `experts`; declare them with routers=[...]"
         )
+    return found
+
+
+def _inner_routers(names: dict[str, torch.nn.Module], prefix: str) -> list[str]:
+    """Heuristic routers under `prefix` ("" = the whole model): modules named gate/router/gating/wg whose
+    parent holds `experts`; none when the module at `prefix` holds `experts` itself (it is a router's
+    parent, or a router)."""
+    if prefix and hasattr(names[prefix], "experts"):
+        return []
+    found = []
+    for path in names:
+        if prefix and not path.startswith(f"{prefix}."):
+            continue
+        parent_path, _, leaf = path.rpartition(".")
+        parent = names.get(parent_path)
+        if leaf in HEURISTIC_NAMES and parent is not None and hasattr(parent, "experts"):
+            found.append(path)
     return found
 
 
@@ -263,6 +284,8 @@ def describe_from_outputs(
             )
         decoded = normalise(first, rule)
         n_experts = int(decoded.probs.shape[-1])
+        if info.skip_class and rule.convention == "triple" and rule.skip_expert is None:
+            rule = replace(rule, skip_expert=n_experts - 1)
         lowered = path.lower()
         specs.append(
             RouterSpec(
@@ -283,7 +306,10 @@ def describe_from_outputs(
                 choice="expert" if rule.convention == "expert_choice" else "token",
                 capacity_factor=rule.capacity_factor,
                 weight_scale=rule.weight_scale,
-                zero_experts=zero_expert_ids(parent, n_experts),
+                zero_experts=[rule.skip_expert]
+                if rule.skip_expert is not None
+                else zero_expert_ids(parent, n_experts),
+                skip_expert=rule.skip_expert,
             )
         )
     return specs

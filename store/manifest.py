@@ -162,6 +162,9 @@ class RouterInfo(_Record):
     zero_experts: tuple[int, ...] = ()
     """Expert ids that compute nothing (LongCat-Flash's identity experts): recorded, but not counted in
     load, balance or specialization."""
+    skip_expert: int | None = None
+    """The no-compute skip class (ZAYA), also in `zero_experts`: the router returns it as (expert 0,
+    weight 0) and the recording restores its id. Absent on other routers."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 

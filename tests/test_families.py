@@ -48,23 +48,31 @@ EXPERTS_ATTR = {
     "jetmoe": "num_local_experts",
     "nllb-moe": "num_experts",
 }
-TOP_K = {"switch_transformers": 1, "nllb-moe": 2}
-N_EXPERTS = {"longcat_flash": 10}
+TOP_K = {"switch_transformers": 1, "nllb-moe": 2, "dbrx": 2, "nemo_speechlm": 2}
+N_EXPERTS = {"longcat_flash": 10, "zaya": 9}
 """Families whose routers score more experts than the config's count: LongCat-Flash's 8 + 2 zero experts."""
 BATCHES = {"nllb-moe": [[0, 1], [2]]}
+DISPATCH = {"dbrx": "experts"}
+"""Families whose router returns logits only: their reference is what the MoE block passed to this sibling
+of the router, `(hidden, top_k_index, top_k_weights)`, kept as the triple `(logits, weights, indices)`."""
 """Families whose reference runs the recording's batches (batch_size=2): their capacity is per batch."""
 SHARED = {
     "qwen2_moe": "shared_expert",
     "lara_mini": "shared_expert",
     "hunyuan_v1_moe": "shared_mlp",
-    **dict.fromkeys(("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint"), "shared_expert"),
+    "granitemoehybrid": "{layer}.shared_mlp",  # beside the MoE block, not in it
+    "ernie4_5_vl_moe_text": "{layer}.shared_experts",  # beside the text and vision sub-blocks
+    **dict.fromkeys(
+        ("llama4_text", "qwen3_next", "qwen3_5_moe_text", "flint", "qwen4_exp_text"), "shared_expert"
+    ),
     **dict.fromkeys(
         (
             *("deepseek_v3", "kolibri1", "aria_text", "ernie4_5_moe", "exaone_moe", "solar_open", "glm4_moe"),
             *("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text", "glm_moe_dsa", "sarvam_mla"),
             *("sarvam_moe", "minimax_m3_vl_text", "glm4_moe_lite", "hy_v3", "hy_v4", "laguna"),
             *("mistral_large4_text", "nemotron_h", "afmoe", "inkling_text", "bailing_hybrid", "kimi_linear"),
-            *("deepseek_v4", "hy_v4_vl_text"),
+            *("deepseek_v4", "hy_v4_vl_text", "dots1", "mistral4", "glm5_next_text", "step3p5"),
+            *("deepseek_ocr2_text", "unlimited_ocr_text", "nemo_speechlm"),
         ),
         "shared_experts",
     ),
@@ -116,8 +124,19 @@ def _row_of(value: Any, batch: int, row: int, length: int) -> Any:
 
 
 def _keep(seen: dict[str, Any], path: str) -> Callable[..., None]:
-    def hook(_module: torch.nn.Module, _args: Any, output: tuple[Any, ...]) -> None:
+    def hook(_module: torch.nn.Module, _args: Any, output: tuple[Any, ...] | torch.Tensor) -> None:
+        output = (output,) if isinstance(output, torch.Tensor) else output
         seen[path] = tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in output)
+
+    return hook
+
+
+def _dispatched(seen: dict[str, Any], path: str) -> Callable[..., None]:
+    """Pre-hook on the experts beside a logits-only router: append the indices and weights they were given."""
+
+    def hook(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        _hidden, index, weights = args[:3]
+        seen[path] = (*seen[path][:1], weights.detach().clone(), index.detach().clone())
 
     return hook
 
@@ -131,6 +150,11 @@ def _reference(fam: Family) -> None:
         seen: dict[str, Any] = {}
         paths = router_paths(fam.name)
         handles = [model.get_submodule(p).register_forward_hook(_keep(seen, p)) for p in paths]
+        if fam.name in DISPATCH:
+            siblings = [(p, f"{p.rpartition('.')[0]}.{DISPATCH[fam.name]}") for p in paths]
+            handles += [
+                model.get_submodule(s).register_forward_pre_hook(_dispatched(seen, p)) for p, s in siblings
+            ]
         try:
             with torch.no_grad():
                 out = model(**_inputs(model, [TEXTS[i] for i in batch]), output_router_logits=True)
@@ -138,7 +162,15 @@ def _reference(fam: Family) -> None:
             for handle in handles:
                 handle.remove()
         encdec = fam.encoder_decoder
-        raw = (*out.encoder_router_logits, *out.decoder_router_logits) if encdec else out.router_logits
+        raw = (
+            (*out.encoder_router_logits, *out.decoder_router_logits)
+            if encdec
+            else getattr(out, "router_logits", None)
+        )
+        if (
+            raw is None
+        ):  # Nemotron-3.5-Transcribe's output drops its language model's: the routers' own logits
+            raw = [seen[path][0] for path in paths]
         for row, sample in enumerate(batch):
             n, b = lengths[sample], len(batch)
             fam.hooked.append({path: _row_of(value, b, row, n) for path, value in seen.items()})
@@ -196,7 +228,10 @@ def test_discovery_matches_golden_paths(families: Callable[[str], Family], famil
     assert kinds == (["attention", "ffn"] * 2 if family == "jetmoe" else ["ffn"] * n)
     for r in routers:
         parent = r["path"].rpartition(".")[0]
-        assert r["shared_experts"] == ([f"{parent}.{SHARED[family]}"] if family in SHARED else [])
+        shared = SHARED.get(family, "").format(layer=parent.rpartition(".")[0])
+        assert r["shared_experts"] == (
+            [shared if "{" in SHARED[family] else f"{parent}.{shared}"] if shared else []
+        )
         n_experts = getattr(fam.model.config, EXPERTS_ATTR[family]) if family in EXPERTS_ATTR else 8
         assert r["n_experts"] == N_EXPERTS.get(family, n_experts)
         top_k = TOP_K[family] if family in TOP_K else fam.model.config.num_experts_per_tok  # noqa: SIM401
@@ -231,6 +266,12 @@ def _expected_assignments(fam: Family, sample: int) -> tuple[np.ndarray, np.ndar
             experts.append(expert.reshape(-1))
             weights.append(weight.reshape(-1))
             dropped.append(weight.reshape(-1) == 0)
+        elif fam.name == "zaya":  # its choice, from the logits and balancing biases: the skip class is 8
+            bias = fam.model.get_submodule(path).get_buffer("balancing_biases")
+            expert = torch.topk(torch.softmax(out[0], -1) + bias, 1, dim=-1).indices
+            experts.append(expert.reshape(-1))
+            weights.append(out[1].reshape(-1))
+            dropped.append(torch.zeros_like(expert.reshape(-1), dtype=torch.bool))
         else:
             experts.append(out[2].reshape(-1))
             weights.append(out[1].reshape(-1))
@@ -289,6 +330,8 @@ def test_assignments_equal_router_outputs(families: Callable[[str], Family], fam
 def _reference_probs(fam: Family, sample: int) -> np.ndarray:
     logits = torch.cat(fam.logits[sample])
     scoring = family_info(fam.name).scoring
+    if scoring == "probs":  # the router returned its softmax probabilities (Gemma 4): no second softmax
+        return (logits / logits.sum(-1, keepdim=True)).numpy()
     if scoring in ("sigmoid", "sqrtsoftplus"):  # the model's own score function (DeepSeek-V4: √softplus)
         scores = ACT2FN[scoring](logits)
         return (scores / scores.sum(-1, keepdim=True)).numpy()
@@ -312,10 +355,17 @@ def test_probs_equal_output_router_logits(families: Callable[[str], Family], fam
         np.testing.assert_allclose(got["max_prob"].to_numpy(), top[:, 0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers", "nllb-moe"])
+@pytest.mark.parametrize("family", ["deepseek_v3", "switch_transformers", "nllb-moe", "zaya"])
 def test_family_specific_choice(families: Callable[[str], Family], family: str) -> None:
     fam = families(family)
     table = fam.runs["nnsight"].assignments()
+    if family == "zaya":  # the skip class (8), which the router returns as (0, weight 0), is recorded as 8
+        assert [(r["zero_experts"], r["skip_expert"]) for r in fam.runs["nnsight"].routers] == [([8], 8)] * 2
+        skipped = table[table["expert"] == 8]
+        assert len(skipped) > 0
+        assert (skipped["weight"] == 0.0).all()
+        assert (table.loc[table["expert"] != 8, "weight"] > 0).all()
+        return
     if family in ("switch_transformers", "nllb-moe"):
         dropped = table[table["dropped"]]
         assert len(dropped) > 0

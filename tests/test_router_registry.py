@@ -95,3 +95,21 @@ def test_sigmoid_routers_have_a_sigmoid_row() -> None:
         if _SIGMOID.search(source) and family_info(name).scoring != "sigmoid":
             missing.append(name)
     assert not missing, f"sigmoid routers without a sigmoid row in hooks/families.py: {missing}"
+
+
+_PROBS = re.compile(r"return router_probabilities, top_k_weights, top_k_index")
+
+
+def test_probability_routers_have_a_probs_row() -> None:
+    """A tested family whose router returns softmax probabilities where others return logits (Gemma 4) has
+    `scoring="probs"` (else RouteScope would softmax them a second time: flatter `probs`, higher entropy)."""
+    root = Path(transformers.__file__).parent / "models"
+    missing = []
+    for name in FAMILIES:
+        folder = root / model_type_to_module_name(name)
+        source = "".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("modeling_*.py")))
+        if _PROBS.search(source) and family_info(name).scoring != "probs":
+            missing.append(name)
+    assert "gemma4_text" in FAMILIES
+    assert family_info("gemma4_text").scoring == "probs"
+    assert not missing, f"routers returning probabilities without a probs row in hooks/families.py: {missing}"

@@ -88,6 +88,37 @@ TUNED: dict[str, dict[str, Any]] = {
     "hy_v4_vl_text": {  # M-RoPE sections must sum to qk_rope_head_dim / 2 = 4
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
     },  # top-k routers (hash-routed layers are not recorded)
+    "dots1": {"n_shared_experts": 1},  # the default (None) does not build
+    "lfm2_moe": {"num_dense_layers": 0, "layer_types": ["conv", "full_attention"]},  # sigmoid + expert bias
+    "mistral4": {"head_dim": 16},  # qk_nope_head_dim + qk_rope_head_dim; no causal-LM class: the base model
+    "mimo_v2_flash": {  # DeepSeek-V3-style sigmoid router
+        **{"head_dim": 16, "v_head_dim": 16, "sliding_window": 8, "mlp_layer_types": ["sparse", "sparse"]},
+        "num_key_value_heads": 2,  # sliding-window layers double it, and need at most the 4 query heads
+        "rope_parameters": {  # the default rotary fraction 0.334 leaves no rotary dims
+            layer: {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+            for layer in ("full_attention", "sliding_attention")
+        },
+    },
+    "qwen4_exp_text": {  # a GatedDeltaNet layer, then an indexed-attention one (the default: 3 linear first)
+        "layer_types": ["linear_attention", "indexed_attention"],
+        **{"linear_key_head_dim": 8, "linear_value_head_dim": 8, "linear_num_key_heads": 2},
+        **{"linear_num_value_heads": 4, "hc_lowrank": 8, "indexer_n_heads": 2, "indexer_kv_heads": 1},
+        **{"indexer_head_dim": 8, "indexer_budget": 8, "indexer_compress_ratio": 2, "num_key_value_heads": 2},
+    },
+    "glm5_next_text": {  # a KDA linear-attention layer, then a DSA one (NoPE: qk_rope_head_dim 0); both MoE
+        **{"mlp_layer_types": ["sparse", "sparse"], "layer_types": ["linear_attention", "indexed_attention"]},
+        **{"qk_rope_head_dim": 0, "n_shared_experts": 1, "index_topk": 16, "index_kpool": 4},
+        **{"index_head_dim": 8, "index_n_heads": 2, "linear_head_dim": 8, "linear_num_heads": 4},
+    },
+    "qwen3_omni_moe_text": {  # the thinker's text model; M-RoPE sections must sum to head_dim / 2 = 4
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    },
+    "step3p5": {  # Step-3.7's text model; its default has dense MLPs in the first 3 layers
+        **{"mlp_layer_types": ["sparse", "sparse"], "num_local_experts": 8, "share_expert_dim": 32},
+        **{"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8},
+    },
+    **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _SPARSE),  # OCR models' DeepSeek-V2 LMs
+    "diffusion_gemma_text": {"num_experts": 8, "top_k_experts": 2, "sliding_window": 8},  # prefix encoder
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -102,9 +133,90 @@ _TUNED_PATHS: dict[str, list[str]] = {
     "jamba": _FEED_FORWARD_2,
     "longcat_flash": _MLP_ROUTERS_2,
     "deepseek_v4": _GATES_2,
+    "dots1": _GATES_2,
+    "lfm2_moe": ["model.layers.0.feed_forward.gate", "model.layers.1.feed_forward.gate"],
+    "mistral4": _BASE_GATES_2,
+    "mimo_v2_flash": _GATES_2,
+    "qwen4_exp_text": _GATES_2,
+    "glm5_next_text": _BASE_GATES_2,
+    "qwen3_omni_moe_text": _BASE_GATES_2,
+    "step3p5": _BASE_GATES_2,
+    "diffusion_gemma_text": ["layers.0.router", "layers.1.router"],
+    **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _BASE_GATES_2),
     "hy_v4_vl_text": ["layers.1.mlp.gate"],  # the text model (no causal-LM class); layer 0 is dense
 }
-FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED)
+_SMALL_AUDIO = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+_SMALL_AUDIO = {**_SMALL_AUDIO, "num_mel_bins": 16}
+HAND: dict[str, dict[str, Any]] = {
+    "dbrx": {  # transformers 5.24's DbrxAttention reads `rope_theta` and clamps by `clip_qkv` unconditionally
+        **{"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 128},
+        "attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
+        "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2},
+    },
+    "zaya": {  # top-1 (validate_architecture requires it) of 8 experts + a skip class; a 16-wide router MLP
+        **{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
+        **{"num_experts": 8, "num_experts_per_tok": 1, "moe_intermediate_size": 32, "head_dim": 8},
+        "router_hidden_size": 16,
+    },
+    "ernie4_5_vl_moe_text": {  # modality-isolated MoE blocks: text and vision experts, each with its router
+        **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        **{"num_key_value_heads": 2, "moe_num_experts": 8, "moe_k": 2, "moe_intermediate_size": [32, 16]},
+        **{"moe_num_shared_experts": 1, "mlp_layer_types": ["sparse", "sparse"]},
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    },
+    "nemo_speechlm": {  # Nemotron-3.5-Transcribe on text: the language model is the `nemotron_h` family's
+        "text_config": "nemotron_h",  # replaced by the nemotron_h tiny config (below `_CONFIGS`)
+        "audio_config": {  # 1-layer, 16-wide speech recognition encoder and diarization model (~1.5M in all)
+            "asr_config": _SMALL_AUDIO,
+            "diarization_config": {
+                **{"model_type": "nemotron3_diarization", "audio_config": _SMALL_AUDIO},
+                "head_config": {"hidden_size": 8, "num_speakers": 2, "audio_hidden_size": 16},
+                "streaming_config": {"num_speakers": 2, "fifo_length": 8, "speaker_cache_length": 8},
+                **{
+                    "fifo_length": 8,
+                    "speaker_cache_update_period": 8,
+                    "chunk_length": 16,
+                    "chunk_right_context": 4,
+                },
+            },
+        },
+        "word_timestamp_config": {
+            **{"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+            **{"vocab_size": 32, "blank_token_id": 31},
+        },
+        "audio_token_id": 299,  # a byte-tokenizer id; text inputs never use it
+    },
+    "granitemoehybrid": {  # a Mamba-2 layer, then an attention layer, both with an MoE and a shared MLP
+        **{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        **{
+            "num_key_value_heads": 2,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "shared_intermediate_size": 32,
+        },
+        "layer_types": ["mamba", "attention"],
+        **{"mamba_n_heads": 4, "mamba_d_state": 8, "mamba_d_head": 16, "mamba_chunk_size": 16},
+    },
+}
+"""Families whose config shares nothing with `_GENERIC`: written out in full."""
+_HAND_PATHS: dict[str, list[str]] = {
+    "dbrx": ["transformer.blocks.0.ffn.router", "transformer.blocks.1.ffn.router"],  # logits only
+    "granitemoehybrid": _SPARSE_ROUTERS_2,
+    "zaya": _GATES_2,
+    "nemo_speechlm": ["model.language_model.layers.1.mixer.gate"],
+    "ernie4_5_vl_moe_text": ["layers.0.mlp.text_moe.gate", "layers.1.mlp.text_moe.gate"],  # text inputs only
+}
+FAMILIES = (*FAMILIES, *GENERIC, *WIDE, *TUNED, *HAND)
+MODEL_CLASS: dict[str, str] = {
+    "qwen3_omni_moe_text": "Qwen3OmniMoeThinkerTextModel",
+    "step3p5": "Step3p7TextModel",
+    "deepseek_ocr2_text": "DeepseekOcr2TextModel",
+    "unlimited_ocr_text": "UnlimitedOcrTextModel",
+    "diffusion_gemma_text": "DiffusionGemmaEncoderTextModel",
+    "ernie4_5_vl_moe_text": "Ernie4_5_VLMoeTextModel",
+    "nemo_speechlm": "Nemotron3_5TranscribeForConditionalGeneration",
+}
+"""Text configs that no auto class maps: the transformers class built from them."""
 
 
 _COMMON: dict[str, Any] = {
@@ -213,6 +325,12 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     **dict.fromkeys(GENERIC, _GENERIC),
     **dict.fromkeys(WIDE, _WIDE),
     **{name: {**_WIDE, **tuned} for name, tuned in TUNED.items()},
+    **HAND,
+}
+
+_CONFIGS["nemo_speechlm"] = {
+    **_CONFIGS["nemo_speechlm"],
+    "text_config": {**_COMMON, **_CONFIGS["nemotron_h"], "model_type": "nemotron_h"},
 }
 
 _ROUTER_PATHS: dict[str, list[str]] = {
@@ -232,6 +350,7 @@ _ROUTER_PATHS: dict[str, list[str]] = {
     **GENERIC,
     **WIDE,
     **_TUNED_PATHS,
+    **_HAND_PATHS,
     "jetmoe": [  # execution order: each layer's attention-head router runs before its FFN router
         "model.layers.0.self_attention.experts.router",
         "model.layers.0.mlp.router",
@@ -264,7 +383,10 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     if type(config) not in auto._model_mapping:  # a VLM's text config: its base model holds the routers
         auto = AutoModel
-    model = auto.from_config(config)  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
+    if model_type in MODEL_CLASS:
+        model = getattr(transformers, MODEL_CLASS[model_type])(config)
+    else:  # Switch/NLLB-MoE *ForConditionalGeneration, *ForCausalLM, base
+        model = auto.from_config(config)
     model = model.to(device="cpu", dtype=torch.float32).eval()
     router_class = _router_class(model)
     with torch.no_grad():
@@ -275,10 +397,19 @@ def tiny_model(model_type: str, *, seed: int = 0, **overrides: Any) -> transform
             weight = next(p for name, p in module.named_parameters() if name.endswith("weight"))
             if weight.std() == 0:
                 weight.normal_(0.0, 0.02)
-            if model_type == "deepseek_v3":
+            if model_type in ("deepseek_v3", "mimo_v2_flash", "glm5_next_text", "step3p5"):
                 module.get_buffer("e_score_correction_bias").normal_(0.0, 0.02)
             if model_type == "gpt_oss" and module.get_parameter("bias").abs().max() == 0:
                 module.get_parameter("bias").normal_(0.0, 0.02)
+        for name, buffer in model.named_buffers():
+            if model_type == "zaya" and name.endswith(
+                "balancing_biases"
+            ):  # the skip class's -1: never chosen
+                buffer[-1] = 0.01  # so that some tokens skip (probabilities are ~1/9 each)
+            if model_type == "lfm2_moe" and name.endswith(
+                "feed_forward.expert_bias"
+            ):  # biases the choice only
+                buffer.normal_(0.0, 0.02)
     return model
 
 
