@@ -182,6 +182,7 @@ def rank_outputs(
     """`[k, T, H]`: rank r's chosen expert's output f_{e_r}(x) for every token, unweighted — the module's
     own forward called once on k copies of the tokens, copy r routed to rank r's expert alone with weight
     1.0 (rows whose expert did not run are zero)."""
+    hidden = token_rows(hidden, index)
     if hidden.dim() != 2 or index.shape[0] != hidden.shape[0] or weights.shape[:2] != index.shape[:2]:
         raise InputError(
             f"{REFUSAL}; {type(module).__name__} got hidden {tuple(hidden.shape)}, "
@@ -206,6 +207,14 @@ def rank_outputs(
             return forward(module, repeated, twice, weight).reshape(k, tokens, -1)
 
 
+def token_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`hidden` as `[T, H]` rows when an experts module is given `[B, S, H]` states with `[B·S, k]`
+    indices (DBRX, transformers ≥ 5.25); anything else as it is."""
+    if hidden.dim() > 2 and index.dim() >= 1 and hidden.shape[:-1].numel() == index.shape[0]:
+        return hidden.reshape(-1, hidden.shape[-1])
+    return hidden
+
+
 MAX_ELEMENTS = 1 << 25
 """Output elements (k copies × tokens × hidden) one extra experts call may produce; longer batches are
 evaluated in slices of tokens, so the extra memory stays bounded (128 MB in float32)."""
@@ -216,6 +225,7 @@ def rank_norms(
 ) -> torch.Tensor:
     """`[T, k]` float32 CPU: ‖f_{e_r}(x)‖₂ of every token's rank-r expert (`rank_outputs`, in slices of
     tokens of at most `MAX_ELEMENTS` outputs)."""
+    hidden = token_rows(hidden, index)
     tokens, k = index.shape[:2]
     step = max(1, MAX_ELEMENTS // max(k * hidden.shape[-1], 1))
     parts = []

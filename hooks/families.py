@@ -50,6 +50,8 @@ FAMILIES: dict[str, FamilyInfo] = {
             *("inkling_text", "inkling_mm_model", "bailing_hybrid", "kimi_linear", "beam", "flint"),
             *("lfm2_moe", "mimo_v2_flash", "glm5_next", "glm5_next_text", "step3p5", "step3p7"),
             "nemo_speechlm",  # Nemotron-3.5-Transcribe: its language model is nemotron_h
+            *("ergo", "minicpm5_moe", "kolibri1_1"),
+            "param2moe",  # a config of its own that builds GLM-4.5's MoE (Glm4MoeForCausalLM)
         ),
         FamilyInfo(scoring="sigmoid"),
     ),

@@ -226,13 +226,14 @@ def expert_choice_rule(parent: torch.nn.Module | None, scoring: str) -> DecodeRu
 
 
 def zero_expert_ids(parent: torch.nn.Module | None, n_experts: int) -> list[int]:
-    """Ids of zero-computation experts: those after the experts module's `num_routed_experts` when it also
-    declares `zero_expert_num` (LongCat-Flash: the identity experts E_routed … E_routed + Z − 1)."""
-    experts = getattr(parent, "experts", None)
-    zero, routed = getattr(experts, "zero_expert_num", None), getattr(experts, "num_routed_experts", None)
-    if not isinstance(zero, int) or not isinstance(routed, int) or zero <= 0:
-        return []
-    return [e for e in range(routed, routed + zero) if e < n_experts]
+    """Ids of zero-computation experts: those after `num_routed_experts` when the MoE block (transformers
+    ≥ 5.25) or its experts module (earlier) also declares `zero_expert_num` (LongCat-Flash: the identity
+    experts E_routed … E_routed + Z − 1)."""
+    for holder in (parent, getattr(parent, "experts", None)):
+        zero, routed = getattr(holder, "zero_expert_num", None), getattr(holder, "num_routed_experts", None)
+        if isinstance(zero, int) and isinstance(routed, int) and zero > 0:
+            return [e for e in range(routed, routed + zero) if e < n_experts]
+    return []
 
 
 def _pnorm_hint(parent: torch.nn.Module | None) -> float | None:

@@ -329,7 +329,7 @@ def test_rank_outputs_add_up_to_the_experts_output(
             hidden, index, weights, output = calls[path]
             per_rank = rank_outputs(model.get_submodule(experts[path]), hidden, index, weights)
             weighted = (per_rank * weights.transpose(0, 1).reshape(per_rank.shape[0], -1, 1)).sum(0)
-            torch.testing.assert_close(weighted, output, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(weighted, output.reshape(weighted.shape), rtol=1e-4, atol=1e-5)
             rows = _rows(run, sample, router)
             expected = per_rank.norm(dim=-1).transpose(0, 1).reshape(-1).numpy()
             got = rows["output_norm"].to_numpy(dtype=float)

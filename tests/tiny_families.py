@@ -59,7 +59,8 @@ their router paths."""
 WIDE: dict[str, list[str]] = {
     **dict.fromkeys(("axk1", "axk2", "deepseek_v2", "deepseek_v32", "dots3_note_text"), _GATES_2),
     **dict.fromkeys(("glm_moe_dsa", "inkling2_loop_text", "sarvam_mla", "sarvam_moe"), _GATES_2),
-    **dict.fromkeys(("minimax_m3_vl_text", "inkling_text"), _GATES_2),
+    **dict.fromkeys(("minimax_m3_vl_text", "inkling_text", "minicpm5_moe", "param2moe"), _GATES_2),
+    "ergo": _GATE_1,  # layer 0 is dense (`num_dense_blocks`)
     **dict.fromkeys(("glm4_moe_lite", "hy_v3", "hy_v4", "laguna"), _GATE_1),
     **dict.fromkeys(("mistral_large4_text", "muse_spark_text", "qwen3_vl_moe_text"), _BASE_GATES_2),
     "openai_privacy_filter": ["layers.0.mlp.router", "layers.1.mlp.router"],
@@ -119,6 +120,12 @@ TUNED: dict[str, dict[str, Any]] = {
     },
     **dict.fromkeys(("deepseek_ocr2_text", "unlimited_ocr_text"), _SPARSE),  # OCR models' DeepSeek-V2 LMs
     "diffusion_gemma_text": {"num_experts": 8, "top_k_experts": 2, "sliding_window": 8},  # prefix encoder
+    "kolibri1_1": {  # a sliding-window layer, then an indexed-attention (indexer) one; both MoE
+        **{"layer_types": ["sliding_attention", "indexed_attention"], "sliding_window": 8, "head_dim": 16},
+        **{"mlp_only_layers": [], "index_layers": [1], "kv_source_layers": [0, 1], "index_num_heads": 1},
+        **{"index_topk": 8, "index_pool_size": 32, "index_compression": 4, "index_num_local_tokens": 4},
+        "index_num_sink_tokens": 1,
+    },
     "longcat_flash": {  # 8 routed + 2 zero-computation (identity) experts, 2 layers of 2 sublayers each
         **{"num_hidden_layers": 4, "zero_expert_num": 2, "moe_topk": 2},  # num_layers = 4 // 2
         **{"ffn_hidden_size": 32, "expert_ffn_hidden_size": 16},
@@ -129,6 +136,7 @@ layer) within 2 layers: their defaults put linear attention or dense MLPs in the
 _TUNED_PATHS: dict[str, list[str]] = {
     **dict.fromkeys(("qwen3_next", "qwen3_5_moe_text", "bailing_hybrid", "kimi_linear", "beam"), _GATES_2),
     "flint": _GATES_2,
+    "kolibri1_1": _GATES_2,
     "gemma4_text": ["model.layers.0.router", "model.layers.1.router"],
     "jamba": _FEED_FORWARD_2,
     "longcat_flash": _MLP_ROUTERS_2,
