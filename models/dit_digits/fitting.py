@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +44,12 @@ class Schedule:
     null_class: int = 10
     max_seconds: float | None = None
     log_every: int = 100
+
+    @classmethod
+    def for_config(cls, config: Any, **settings: Any) -> Schedule:
+        """The schedule with the label dropout and null class of a model config (`class_dropout`,
+        `null_class`); `settings` are the other fields."""
+        return cls(class_dropout=config.class_dropout, null_class=config.null_class, **settings)
 
 
 @dataclass

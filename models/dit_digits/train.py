@@ -73,14 +73,13 @@ def train(
     if steps < 1:
         raise ValueError("steps must be at least 1")
     config = config or DiTDigitsConfig()
-    schedule = Schedule(
+    schedule = Schedule.for_config(
+        config,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         warmup=warmup,
         ema_decay=ema_decay,
-        class_dropout=config.class_dropout,
-        null_class=config.null_class,
         max_seconds=max_seconds,
         log_every=log_every,
     )

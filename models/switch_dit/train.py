@@ -80,14 +80,13 @@ def train(
     if init is not None:
         config = SwitchDiTConfig.load(Path(init) / CONFIG_FILE)
     config = config or SwitchDiTConfig()
-    schedule = Schedule(
+    schedule = Schedule.for_config(
+        config,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
         warmup=warmup,
         ema_decay=ema_decay,
-        class_dropout=config.class_dropout,
-        null_class=config.null_class,
         max_seconds=max_seconds,
         log_every=log_every,
     )
