@@ -88,6 +88,9 @@ EXPERTS_TOKENS_TABLE = "experts.tokens_table"
 EXPERTS_CRITERION = "experts.criterion"
 EXPERTS_SALIENCY_CHART = "experts.saliency_chart"
 EXPERTS_LOSS_CHART = "experts.loss_chart"
+EXPERTS_MODALITY_CHART = "experts.modality_chart"
+EXPERTS_MODALITY_LAYER = "experts.modality_layer"
+EXPERTS_MODALITY_LIFT_CHART = "experts.modality_lift_chart"
 
 # Noise steps page widgets and charts.
 NOISE_RUN = "noise.run"
