@@ -9,8 +9,10 @@ field in the `.jsonl` rows (a path or a list of paths, relative to the file's fo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from routescope.store import InputError
 
@@ -21,32 +23,34 @@ class Inputs:
     labels: dict[str, list[str | None]] = field(default_factory=dict)
     targets: list[str] | None = None
     """Decoder targets of encoder–decoder models (`--target-column` of a .jsonl file)."""
-    images: list[list[str]] | None = None
-    """Image file paths per input (vision-language models); None: a text-only recording."""
+    images: list[list[Any]] | None = None
+    """Images per input (vision-language models): file paths, or decoded images (the dashboard's uploads);
+    None: a text-only recording."""
 
 
 IMAGE_FIELD = "image"
 """The `.jsonl` field that holds an input's image path (or list of paths)."""
 
 
-def attach_images(inputs: Inputs, paths: list[str] | None) -> Inputs:
-    """`--image PATH` options onto the inputs: one per text, or all of them onto a single text."""
-    if not paths:
+def attach_images(inputs: Inputs, images: Sequence[Any] | None, *, noun: str = "--image") -> Inputs:
+    """Images (`--image PATH` options, or the dashboard's uploads) onto the inputs: one per text, or all of
+    them onto a single text. `noun` names them in errors."""
+    if not images:
         return inputs
     if inputs.images is not None:
         raise InputError(
-            "give images either with --image or in the .jsonl image field, not both", field="images"
+            f"give images either with {noun} or in the .jsonl image field, not both", field="images"
         )
     texts = len(inputs.texts)
-    if len(paths) == texts:
-        inputs.images = [[path] for path in paths]
+    if len(images) == texts:
+        inputs.images = [[image] for image in images]
     elif texts == 1:
-        inputs.images = [list(paths)]
+        inputs.images = [list(images)]
     else:
-        raise InputError(
-            f"{len(paths)} --image for {texts} inputs; give one --image per --text (or one --text)",
-            field="images",
+        one_each = (
+            "one --image per --text (or one --text)" if noun == "--image" else "one per input (or one input)"
         )
+        raise InputError(f"{len(images)} {noun} for {texts} inputs; give {one_each}", field="images")
     return inputs
 
 

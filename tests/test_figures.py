@@ -63,6 +63,7 @@ from routescope.figures.axes import nice_stride
 from routescope.figures.theme import CATEGORICAL, FONT_PT
 from routescope.store import InputError, Store
 from tests.planted import planted_run
+from tests.planted_modality import modality_run
 
 SKEWED = {0: [[0]] * 6 + [[1]] * 2, 1: [[0], [1], [2], [3]] * 2}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,7 +120,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         alternatives=3,
         tokens=30,
     )
-    return {"lm": lm, "dit": dit, "store": store, "prune": study.base, "reroute": reroute}
+    vlm = modality_run(store, "vlm", planted=True, seed=0)
+    return {"lm": lm, "dit": dit, "store": store, "prune": study.base, "reroute": reroute, "vlm": vlm}
 
 
 def z_of(fig: go.Figure, trace: int = 0) -> np.ndarray:
@@ -548,6 +550,8 @@ AXIS_TITLES = {
     "replay-samples": "share differing between runs",
     "reroute-margin": "share with a better route",
     "reroute-entropy": "share with a better route",
+    "modality": "modality",
+    "modality-specialization": "TVD of top-1 experts",
 }
 
 
@@ -570,6 +574,7 @@ def test_every_kind_exports_to_svg_in_one_browser(
         run = runs["dit"] if "diffusion" in kind.requires or "steps" in kind.requires else runs["lm"]
         run = runs["prune"] if name == "prune-curve" else run
         run = runs["reroute"] if kind.analysis == "reroute-share" else run
+        run = runs["vlm"] if kind.analysis.startswith("modality") else run
         options = {
             "layer": 1 if kind.layer != "no" else None,
             "by": "domain" if kind.label == "required" else None,

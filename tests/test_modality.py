@@ -7,99 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from routescope.analysis import compute
-from routescope.store import InputError, Run, Store
-from routescope.store.schema import STEPS, assignments_schema, decisions_schema, samples_schema, tokens_schema
-from routescope.store.writer import RunWriter
-from tests.planted import planted_routers, planted_run
-
-N_EXPERTS, LAYERS = 4, [0, 1]
-
-
-def modality_run(store: Store, name: str, *, planted: bool, seed: int, n_samples: int = 12) -> Run:
-    """Samples of 6 image then 10 text tokens, top-1 routing; `planted`: image tokens go to experts 0–1
-    and text tokens to 2–3 at layer 1 (layer 0 is always drawn at random); else all layers at random."""
-    rng = np.random.default_rng(seed)
-    n_image, n_text = 6, 10
-    n = n_image + n_text
-    modality = np.array(["image"] * n_image + ["text"] * n_text)
-    schemas = {
-        "samples": samples_schema([]),
-        "tokens": tokens_schema(with_modality=True),
-        "assignments": assignments_schema(),
-        "decisions": decisions_schema(False),
-        "steps": STEPS,
-    }
-    manifest = {
-        "model": {"spec": "planted"},
-        "routers": planted_routers(LAYERS, N_EXPERTS, 1),
-        "labels": [],
-        "options": {"images": True},
-    }
-    with RunWriter(store, name, schemas=schemas, manifest=manifest, overwrite=True) as writer:
-        for router, layer in enumerate(LAYERS):
-            experts = rng.integers(0, N_EXPERTS, size=(n_samples, n))
-            if planted and layer == 1:
-                experts = np.where(modality == "image", rng.integers(0, 2, (n_samples, n)), 2 + experts % 2)
-            keys = {
-                "sample": np.repeat(np.arange(n_samples), n).astype(np.int32),
-                "position": np.tile(np.arange(n), n_samples).astype(np.int32),
-                "step": 0,
-                "router": router,
-                "layer": layer,
-                "call": 0,
-            }
-            rows = pd.DataFrame(
-                {**keys, "rank": 0, "expert": experts.reshape(-1), "weight": 1.0, "dropped": False}
-            )
-            writer.write("assignments", pa.Table.from_pandas(rows, preserve_index=False))
-            stats = {"entropy": 1.0, "margin": 0.1, "max_prob": 0.5}
-            writer.write(
-                "decisions", pa.Table.from_pandas(pd.DataFrame({**keys, **stats}), preserve_index=False)
-            )
-        grid = np.arange(n_image)
-        total = n_samples * n
-        visual = np.tile(modality == "image", n_samples)
-        tokens = {
-            "sample": np.repeat(np.arange(n_samples), n),
-            "position": np.tile(np.arange(n), n_samples),
-            "token_id": np.where(visual, 3, 50),
-            "token": ["x"] * total,
-            "generated": np.zeros(total, bool),
-            "stack": ["decoder"] * total,
-            "row": pa.array(
-                np.where(visual, np.tile(np.r_[grid // 3, np.zeros(n_text)], n_samples), 0),
-                pa.int32(),
-                mask=~visual,
-            ),
-            "col": pa.array(
-                np.where(visual, np.tile(np.r_[grid % 3, np.zeros(n_text)], n_samples), 0),
-                pa.int32(),
-                mask=~visual,
-            ),
-            "modality": np.tile(modality, n_samples),
-            "image": pa.array(np.zeros(total, np.int32), mask=~visual),
-            "frame": pa.array(np.zeros(total, np.int32), mask=~visual),
-        }
-        writer.write("tokens", pa.table(tokens))
-        writer.write(
-            "samples",
-            pa.table(
-                {
-                    "sample": np.arange(n_samples),
-                    "text": ["x"] * n_samples,
-                    "n_tokens": np.full(n_samples, n),
-                    "n_generated": np.zeros(n_samples),
-                    "generated": pa.nulls(n_samples, pa.string()),
-                }
-            ),
-        )
-        writer.write("steps", pa.table({"step": [0], "timestep": [None], "sigma": [None]}))
-        path = writer.publish()
-    return Run(path)
+from routescope.store import InputError, Store
+from tests.planted import planted_run
+from tests.planted_modality import modality_run
 
 
 def test_load_shares_by_modality(tmp_path) -> None:
@@ -150,3 +63,58 @@ def test_runs_without_modality_are_refused(tmp_path) -> None:
         with pytest.raises(InputError, match="no token modality; record it with images") as info:
             compute(kind, run)
         assert info.value.field == "images"
+
+
+def test_modality_figures_draw_the_tables_and_mark_only_the_planted_layer(tmp_path) -> None:
+    from routescope.figures import make_figure, standard_set
+
+    store = Store(tmp_path)
+    run = modality_run(store, "planted", planted=True, seed=0)
+    fig, table = make_figure("modality-specialization", run)
+    line = next(trace for trace in fig.data if trace.name == "visual vs text")
+    null = next(trace for trace in fig.data if trace.name == "permutation null (mean)")
+    assert list(line.y) == pytest.approx(table.sort_values("layer")["tvd"].tolist())
+    assert list(null.y) == pytest.approx(table.sort_values("layer")["null_mean"].tolist())
+    filled = [colour != "white" for colour in line.marker.color]
+    assert filled == (table.sort_values("layer")["p_value"] < 0.05).tolist() == [False, True]
+    assert (line.customdata[0][1], line.customdata[0][3]) == (12, "sample")  # unit and its count on hover
+
+    fig, table = make_figure("modality", run, layer=1)
+    heat = fig.data[0]
+    assert list(heat.x) == ["image", "text"]
+    assert list(heat.y) == ["0", "1", "2", "3"]
+    lift = table.set_index(["expert", "modality"])["lift"]
+    assert heat.customdata[0][0] == pytest.approx(lift[(0, "image")])
+    assert heat.customdata[2][0] == 0.0
+    assert heat.customdata[2][1] == pytest.approx(lift[(2, "text")])
+    assert heat.z[0][0] > 0 > heat.z[0][1]  # expert 0 prefers image tokens (log₂ lift)
+
+    names = {figure.kind for figure in standard_set(run)}
+    assert {"modality", "modality-specialization"} <= names
+    text_only = planted_run(store, "text", experts={0: [[0, 1], [1, 2]]})
+    assert not {"modality", "modality-specialization"} & {figure.kind for figure in standard_set(text_only)}
+
+
+def test_experts_page_shows_the_modality_section_of_a_run_with_images(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routescope.dashboard import state
+    from tests.test_dashboard_pages import array, charts, open_page
+
+    store = Store(tmp_path / "store")
+    run = modality_run(store, "vlm", planted=True, seed=0)
+    planted_run(store, "text", experts={0: [[0, 1], [1, 2]]})
+    at = open_page(store.path, monkeypatch, "experts.py", state.EXPERTS_RUN, "vlm")
+    at.selectbox(key=state.scoped(state.EXPERTS_MODALITY_LAYER, "vlm")).set_value(1).run()
+    assert not at.exception
+    drawn = charts(at)
+    test = compute("modality-specialization", run).sort_values("layer")
+    line = drawn[state.scoped(state.EXPERTS_MODALITY_CHART, "vlm")]["data"][0]
+    np.testing.assert_allclose(array(line["y"]), test["tvd"])
+    lift = compute("modality", run, layer=1).pivot(index="expert", columns="modality", values="lift")
+    heat = drawn[state.scoped(state.EXPERTS_MODALITY_LIFT_CHART, "vlm", 1)]["data"][0]
+    np.testing.assert_allclose(array(heat["customdata"]), lift.fillna(0.0).to_numpy())
+
+    at.selectbox(key=state.EXPERTS_RUN).set_value("text").run()  # a run without images: no section
+    assert not at.exception
+    assert not [key for key in charts(at) if key.startswith(state.EXPERTS_MODALITY_CHART)]

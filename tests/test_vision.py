@@ -353,3 +353,36 @@ def test_tokens_page_draws_each_image_as_its_patch_grid(
     a = a[(a["sample"] == 2) & (a["router"] == 1) & (a["rank"] == 0)].set_index("position")["expert"]
     assert {int(p): int(e) for p, e in cells} == {int(p): int(a[p]) for p in patches["position"]}
     assert grid.count("<tr>") == 3  # the 24×8 image: 3 rows of 1 merged patch
+
+
+def test_run_page_uploads_record_as_the_cli_records_image_files(
+    recorded: Callable[[str], Recorded], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Run page's uploaded images (bytes, decoded in memory) give the tables `--image PATH` gives."""
+    from routescope.dashboard.recording import TextOptions, text_request, typed_inputs, uploaded_images
+
+    rec = recorded("qwen3_vl_moe")
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for seed, path in enumerate(paths):
+        Image.fromarray(random_image(16, 24, seed=seed)).save(path)
+    store = tmp_path / "store"
+    texts = ["first picture", "second picture"]
+    args = ["record", str(rec.vlm.folder), "--store", str(store), "--name", "cli"]
+    code, err = _cli(
+        [*args, *[a for t in texts for a in ("--text", t)], *[a for p in paths for a in ("--image", str(p))]],
+        capsys,
+    )
+    assert code == 0, err
+    inputs = uploaded_images(typed_inputs("\n".join(texts)), [(p.name, p.read_bytes()) for p in paths])
+    request = text_request(inputs, TextOptions(), name="page")
+    request.execute(rec.loaded, store=Store(store))
+    cli, page = Store(store).open("cli"), Store(store).open("page")
+    pd.testing.assert_frame_equal(cli.assignments(), page.assignments())
+    pd.testing.assert_frame_equal(cli.tokens(), page.tokens())
+    assert (page.tokens()["modality"] == "image").sum() == 2 * 6  # 16×24 px → a 2×3 merged grid each
+
+    bad = [("notes.png", b"not an image at all")]
+    with pytest.raises(InputError, match=r"notes\.png cannot be decoded as an image"):
+        uploaded_images(typed_inputs("x"), bad)
+    with pytest.raises(InputError, match="3 uploaded images for 2 inputs; give one per input"):
+        uploaded_images(typed_inputs("a\nb"), [(p.name, p.read_bytes()) for p in [*paths, paths[0]]])

@@ -7,9 +7,12 @@ loading is passed in (`load`), so the dashboard can hand over its cached loader.
 
 from __future__ import annotations
 
+import io
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from routescope.store import InputError, RunExistsError, Store
 from routescope.store.reader import check_run_name
@@ -18,7 +21,7 @@ from ..datasets import load_dataset
 from ..default_runs import DEFAULT_RUNS as DEFAULT_RUNS  # re-exported: defined with `demo`
 from ..default_runs import DefaultRun as DefaultRun
 from ..default_runs import record_default as record_default
-from ..inputs import Inputs, read_inputs
+from ..inputs import Inputs, attach_images, read_inputs
 from ..requests import DiffusionRequest, RecordRequest
 from ..requests import Progress as Progress
 
@@ -67,6 +70,23 @@ def uploaded_inputs(filename: str, data: bytes, text_column: str, label_columns:
             return read_inputs(None, str(path), label_columns, text_column or "text")
         except InputError as exc:
             raise InputError(str(exc).replace(str(path), base)) from None
+
+
+def uploaded_images(inputs: Inputs, files: Sequence[tuple[str, bytes]]) -> Inputs:
+    """Uploaded image files (name, bytes) decoded and attached to the inputs as `--image` attaches paths:
+    one per input, or all of them onto a single input. A file that does not decode is a one-line error."""
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[Any] = []
+    for name, data in files:
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                images.append(opened.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(
+                f"{Path(name).name} cannot be decoded as an image ({exc})", field="images"
+            ) from None
+    return attach_images(inputs, images, noun="uploaded images")
 
 
 def dataset_inputs(spec: str = "bundled:domains") -> Inputs:

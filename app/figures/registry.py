@@ -40,6 +40,7 @@ from .kinds import (
 )
 from .labels import figure_embedding, figure_nmi, figure_sensitivity, figure_specialization
 from .load import figure_balance, figure_load
+from .modality import figure_modality_specialization
 from .pairs import figure_coactivation, figure_expert_similarity, figure_transitions
 from .paths import figure_paths
 from .placement import PLACEMENT_FIGURES
@@ -236,6 +237,20 @@ FIGURES: dict[str, FigureKind] = {
         "per layer, the CDF of the share of a predicted token routed to its top expert",
         requires=("text",),
         standard=("text",),
+    ),
+    "modality": FigureKind(
+        analysis="modality",
+        build=figure_specialization,
+        options=lambda r: {"layer": r.layer, "sort": False},
+        description="vision-language runs: expert × modality (text / image / video) lift at one layer",
+        layer="required",
+    ),
+    "modality-specialization": FigureKind(
+        analysis="modality-specialization",
+        build=figure_modality_specialization,
+        description="vision-language runs: per layer, TVD of the visual and text top-1 expert distributions "
+        "beside its within-input permutation null (filled: p < 0.05)",
+        paper_table=True,
     ),
     "uncertain-labels": FigureKind(
         analysis="uncertain-labels",

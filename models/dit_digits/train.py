@@ -12,10 +12,8 @@ without guidance. The output folder holds `config.json`, `model.safetensors`, `m
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +21,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from .config import DiTDigitsConfig
 from .data import load_digits_arrays, to_model_space
 from .diffusion import NoiseSchedule, sample, training_loss
 from .figure import write_grid_png
+from .fitting import Schedule, fit
 from .model import DiTMoE
 from .quality import DigitClassifier, class_accuracy
 
@@ -39,20 +39,12 @@ METRICS_FILE = "metrics.json"
 FIGURE_FILE = "samples.png"
 
 
-def save_model(model: DiTMoE, out_dir: Path) -> None:
+def save_model(model: nn.Module, out_dir: Path, name: str = "dit-digits") -> None:
     """Write `config.json` and `model.safetensors` (float32, contiguous) into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.config.save(out_dir / CONFIG_FILE)
     state = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", "model": "dit-digits"})
-
-
-def _lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", "model": name})
 
 
 def train(
@@ -81,6 +73,16 @@ def train(
     if steps < 1:
         raise ValueError("steps must be at least 1")
     config = config or DiTDigitsConfig()
+    schedule = Schedule.for_config(
+        config,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        ema_decay=ema_decay,
+        max_seconds=max_seconds,
+        log_every=log_every,
+    )
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -88,95 +90,52 @@ def train(
         generator = torch.Generator().manual_seed(seed)
         images, labels = load_digits_arrays()
         data = to_model_space(images, config.image_size)
-        targets = torch.as_tensor(labels)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global RNG is untouched
             torch.manual_seed(seed)
             model = DiTMoE(config).train()
-        ema = copy.deepcopy(model).eval().requires_grad_(False)
-        schedule = NoiseSchedule.from_config(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        order = torch.randperm(len(data), generator=generator)
-        cursor = 0
-        curve: list[dict[str, float]] = []
-        window: dict[str, float] = {"loss": 0.0, "mse": 0.0, "balance": 0.0, "n": 0}
-        load_sum = torch.zeros(config.depth, config.n_routed_experts)
-        load_batches = 0
-        done = 0
-        for step in range(steps):
-            if cursor + batch_size > len(order):
-                order, cursor = torch.randperm(len(data), generator=generator), 0
-            idx = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            y = targets[idx].clone()
-            drop = torch.rand(len(idx), generator=generator) < config.class_dropout
-            y[drop] = config.null_class
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, steps, lr, warmup)
-            parts = training_loss(model, schedule, data[idx], y, generator)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    p_ema.lerp_(p, 1 - decay)
-            done = step + 1
-            window["loss"] += parts.total.item()
-            window["mse"] += parts.mse.item()
-            window["balance"] += parts.balance.item()
-            window["n"] += 1
-            if steps - step <= max(1, min(200, steps // 5)):  # expert load over the last part of training
-                load_sum += parts.load
-                load_batches += 1
-            elapsed = time.perf_counter() - started
-            out_of_time = max_seconds is not None and elapsed > max_seconds
-            if done % log_every == 0 or done == steps or out_of_time:
-                n = window.pop("n")
-                point = {"step": done, "seconds": round(elapsed, 1)} | {
-                    k: round(v / n, 5) for k, v in window.items()
-                }
-                curve.append(point)
-                log.info("dit-digits step %d/%d %s", done, steps, point)
-                window = {"loss": 0.0, "mse": 0.0, "balance": 0.0, "n": 0}
-            if out_of_time:
-                log.warning("dit-digits: stopping after %d steps (max_seconds=%s)", done, max_seconds)
-                break
-        train_seconds = time.perf_counter() - started
-        save_model(ema, out_dir)
-        load = (load_sum / max(1, load_batches)).tolist()
+        noise = NoiseSchedule.from_config(config)
+        tail = max(1, min(200, steps // 5))  # expert load is averaged over the last `tail` steps
+        load = {"sum": torch.zeros(config.depth, config.n_routed_experts), "batches": 0}
+
+        def objective(
+            step: int, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+        ) -> dict[str, torch.Tensor]:
+            parts = training_loss(model, noise, x0, y, gen)
+            if steps - step <= tail:
+                load["sum"] += parts.load
+                load["batches"] += 1
+            return {"loss": parts.total, "mse": parts.mse, "balance": parts.balance}
+
+        fitted = fit(model, objective, data, torch.as_tensor(labels), schedule, generator, name="dit-digits")
+        save_model(fitted.ema, out_dir)
+        mean_load = (load["sum"] / max(1, load["batches"])).tolist()
         metrics: dict[str, Any] = {
             "model": "dit-digits",
             "seed": seed,
             "steps_requested": steps,
-            "steps": done,
+            "steps": fitted.steps,
             "batch_size": batch_size,
             "lr": lr,
             "ema_decay": ema_decay,
             "threads": threads,
-            "train_seconds": round(train_seconds, 1),
+            "train_seconds": round(fitted.seconds, 1),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "curve": curve,
-            "final": curve[-1] if curve else {},
+            "curve": fitted.curve,
+            "final": fitted.curve[-1] if fitted.curve else {},
             "expert_load_end_of_training": {
                 "note": "share of routed assignments per expert, per layer, averaged over the last batches",
-                "batches": load_batches,
-                "per_layer": [[round(v, 4) for v in row] for row in load],
-                "max_over_mean": [round(max(row) * len(row), 3) for row in load],
+                "batches": load["batches"],
+                "per_layer": [[round(v, 4) for v in row] for row in mean_load],
+                "max_over_mean": [round(max(row) * len(row), 3) for row in mean_load],
             },
         }
         if eval_per_class > 0:
             metrics["quality"] = evaluate(
-                ema, per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
+                fitted.ema, per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
             )
-            figure = sample(
-                ema,
-                torch.arange(config.n_classes).repeat_interleave(10),
-                steps=eval_steps,
-                cfg_scale=eval_cfg_scale,
-                seed=seed + 1,
+            draw_samples(
+                fitted.ema, out_dir / FIGURE_FILE, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
             )
-            write_grid_png(out_dir / FIGURE_FILE, figure, rows=config.n_classes, cols=10)
         metrics["total_seconds"] = round(time.perf_counter() - started, 1)
         (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         return metrics
@@ -184,7 +143,7 @@ def train(
         torch.set_num_threads(previous_threads)
 
 
-def evaluate(model: DiTMoE, *, per_class: int, steps: int, cfg_scale: float, seed: int) -> dict[str, Any]:
+def evaluate(model: nn.Module, *, per_class: int, steps: int, cfg_scale: float, seed: int) -> dict[str, Any]:
     """Class accuracy of generated samples with guidance (cfg_scale) and without (scale 1 = conditional)."""
     classifier = DigitClassifier.fit()
     return {
@@ -199,16 +158,55 @@ def evaluate(model: DiTMoE, *, per_class: int, steps: int, cfg_scale: float, see
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the bundled dit-digits DiT-MoE on CPU.")
+def draw_samples(model: nn.Module, path: Path, *, steps: int, cfg_scale: float, seed: int) -> None:
+    """The model card's figure: one row per class, ten guided samples each (seed + 1)."""
+    n_classes = model.config.n_classes
+    images = sample(
+        model,
+        torch.arange(n_classes).repeat_interleave(10),
+        steps=steps,
+        cfg_scale=cfg_scale,
+        seed=seed + 1,
+    )
+    write_grid_png(path, images, rows=n_classes, cols=10)
+
+
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, *, default_steps: int, default_threads: int
+) -> None:
+    """The command-line options both digit recipes take (their `train` keywords of the same names)."""
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--steps", type=int, default=default_steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--max-seconds", type=float, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-per-class", type=int, default=20)
+
+
+def recipe_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """`train` keywords from the options `add_recipe_arguments` defines."""
+    names = ("steps", "seed", "batch_size", "max_seconds", "threads", "lr", "eval_per_class")
+    return {name: getattr(args, name) for name in names}
+
+
+def log_summary(name: str, metrics: dict[str, Any]) -> None:
+    """One line: steps, seconds and the class accuracy with and without guidance."""
+    quality = metrics.get("quality", {})
+    log.info(
+        "%s: %d steps in %.0f s; class accuracy with CFG %s, without %s",
+        name,
+        metrics["steps"],
+        metrics["train_seconds"],
+        quality.get("with_cfg", {}).get("accuracy"),
+        quality.get("without_cfg", {}).get("accuracy"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the bundled dit-digits DiT-MoE on CPU.")
+    add_recipe_arguments(parser, default_steps=DEFAULT_STEPS, default_threads=2)
     parser.add_argument("--image-size", type=int, default=None, help="override the config's image size")
     parser.add_argument("--beta-schedule", choices=["linear", "cosine"], default=None)
     args = parser.parse_args(argv)
@@ -218,25 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, image_size=args.image_size)
     if args.beta_schedule is not None:
         config = replace(config, beta_schedule=args.beta_schedule)
-    metrics = train(
-        args.out,
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        max_seconds=args.max_seconds,
-        threads=args.threads,
-        lr=args.lr,
-        eval_per_class=args.eval_per_class,
-        config=config,
-    )
-    quality = metrics.get("quality", {})
-    log.info(
-        "dit-digits: %d steps in %.0f s; class accuracy with CFG %s, without %s",
-        metrics["steps"],
-        metrics["train_seconds"],
-        quality.get("with_cfg", {}).get("accuracy"),
-        quality.get("without_cfg", {}).get("accuracy"),
-    )
+    log_summary("dit-digits", train(args.out, config=config, **recipe_keywords(args)))
     return 0
 
 

@@ -9,7 +9,9 @@ with it, and its load across steps (diffusion steps, or generation steps of text
 Runs recorded with expert stats (`output_norms`) add a saliency heatmap to the overview (one pruning
 criterion at a time: REAP, EAN, max activation, frequency) and the expert's REAP, mean and max output norm
 to its card; runs recorded with token loss add the mean loss of the tokens each expert takes first. A run
-without them says on the card how to record them.
+without them says on the card how to record them. Runs recorded with images add the modality section:
+per layer, how far visual and text tokens' top-1 experts differ (TVD, with its within-input permutation
+null) and, at one layer, each expert's lift for image and text tokens.
 """
 
 from __future__ import annotations
@@ -75,7 +77,25 @@ def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         )
     if run.info.expert_stats:
         saliency_overview(run)
+    if run.info.modality:
+        modality_overview(run)
     return label, load, specialization
+
+
+def modality_overview(run: Run) -> None:
+    """Visual against text tokens: the TVD per layer and the expert × modality lift at one layer."""
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**By modality**: TVD of visual and text tokens' top-1 experts, per layer")
+        show_kind("modality-specialization", run, key=state.scoped(state.EXPERTS_MODALITY_CHART, run.name))
+    with right:
+        layer = pick_layer(run, state.EXPERTS_MODALITY_LAYER, label="Modality lift at layer")
+        show_kind(
+            "modality",
+            run,
+            layer=layer,
+            key=state.scoped(state.EXPERTS_MODALITY_LIFT_CHART, run.name, layer),
+        )
 
 
 def saliency_overview(run: Run) -> None:

@@ -4,7 +4,9 @@ The recording runs as a background job (`jobs.py`): a click elsewhere does not s
 follows it again when it is opened again (other pages show it in the sidebar).
 
 Text models: typed text (one input per line), an uploaded .txt/.jsonl file or the bundled domain set;
-the page then shows the inputs and any generated text. The diffusion model: classes, samples per class,
+the page then shows the inputs and any generated text. Vision-language models also take uploaded images,
+one per input or several for a single input (`recording.uploaded_images`, as `--image` on the command
+line). The diffusion model: classes, samples per class,
 steps, CFG scale and seed; the page shows the generated digits and x̂₀ at chosen steps.
 """
 
@@ -30,6 +32,7 @@ from routescope.dashboard.recording import (
     image_request,
     text_request,
     typed_inputs,
+    uploaded_images,
     uploaded_inputs,
 )
 from routescope.dashboard.widgets import open_store, pick_run, show_error, show_images
@@ -69,6 +72,16 @@ def text_inputs() -> tuple[Callable[[], Inputs], TextOptions]:
     else:
         st.caption("bundled:domains: moe-lm's held-out set, 100 texts in 5 domains, label `domain`")
         read = partial(dataset_inputs, "bundled:domains")
+    images = st.file_uploader(
+        "Images (vision-language models; optional)",
+        type=["png", "jpg", "jpeg", "webp", "bmp"],
+        accept_multiple_files=True,
+        key=state.RUN_IMAGES,
+        help="one image per input, or several for a single input; the model's own processor places them "
+        "(tokens get modality, image and patch row/col)",
+    )
+    if images:
+        read = partial(_with_images, read, list(images))
     max_new = st.number_input("Tokens to generate after each input", 0, 256, 0, key=state.RUN_MAX_NEW_TOKENS)
     columns = st.columns(3)
     probs = columns[0].checkbox("Keep full router probabilities", key=state.RUN_PROBS)
@@ -93,6 +106,10 @@ def _uploaded(upload: UploadedFile | None, text_column: str, label_columns: list
     if upload is None:
         raise InputError("upload a .txt or .jsonl file first")
     return uploaded_inputs(upload.name, upload.getvalue(), text_column, label_columns)
+
+
+def _with_images(read: Callable[[], Inputs], images: list[UploadedFile]) -> Inputs:
+    return uploaded_images(read(), [(image.name, image.getvalue()) for image in images])
 
 
 def record_form(store: Store) -> None:
