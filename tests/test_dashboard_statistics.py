@@ -109,6 +109,36 @@ def test_expert_card_shows_saliency_and_loss_beside_load_and_lift(
     np.testing.assert_allclose(array(ean), grid(saliency, "ean"), equal_nan=True)
 
 
+def test_experts_page_token_routing_views_draw_the_cli_figures(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routescope.figures import make_figure
+
+    at = open_page(store_dir, monkeypatch, "experts.py", state.EXPERTS_RUN, "stats")
+    run = Store(store_dir).open("stats")
+    view = at.radio(key=S(state.EXPERTS_TOKEN_VIEW, "stats"))
+    assert list(view.options) == [
+        "Vocabulary (input token)",
+        "Vocabulary (predicted next token)",
+        "Paths through depth",
+        "Consecutive tokens",
+    ]
+    for kind in ("vocabulary", "vocabulary-predicted", "paths", "repeat"):
+        at.radio(key=S(state.EXPERTS_TOKEN_VIEW, "stats")).set_value(kind).run()
+        assert not at.exception
+        drawn = charts(at)[S(state.EXPERTS_TOKEN_CHART, "stats", kind)]["data"]
+        expected, _table = make_figure(kind, run)
+        assert len(drawn) == len(expected.data)
+        for shown, trace in zip(drawn, expected.data, strict=True):
+            np.testing.assert_allclose(array(shown["x"]), np.asarray(trace.x, dtype=float), equal_nan=True)
+
+    at.selectbox(key=state.EXPERTS_RUN).set_value("plain").run()  # no token loss: no predicted-token view
+    assert not at.exception
+    assert (
+        "Vocabulary (predicted next token)" not in at.radio(key=S(state.EXPERTS_TOKEN_VIEW, "plain")).options
+    )
+
+
 def test_expert_card_of_a_run_without_statistics_says_how_to_record_them(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

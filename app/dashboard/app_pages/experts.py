@@ -11,7 +11,9 @@ criterion at a time: REAP, EAN, max activation, frequency) and the expert's REAP
 to its card; runs recorded with token loss add the mean loss of the tokens each expert takes first. A run
 without them says on the card how to record them. Runs recorded with images add the modality section:
 per layer, how far visual and text tokens' top-1 experts differ (TVD, with its within-input permutation
-null) and, at one layer, each expert's lift for image and text tokens.
+null) and, at one layer, each expert's lift for image and text tokens. Text runs add the token-routing
+section (token_routing.py): vocabulary specialization by input and predicted token, paths through depth
+and consecutive-token repeats, each beside its chance level.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from routescope.analysis import label_choices, peak_lift
 from routescope.dashboard import cache, state
 from routescope.dashboard.hints import how_to_record
 from routescope.dashboard.markup import literal
+from routescope.dashboard.token_routing import token_routing
 from routescope.dashboard.widgets import (
     open_store,
     pick_layer,
@@ -79,6 +82,8 @@ def overview(run: Run) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         saliency_overview(run)
     if run.info.modality:
         modality_overview(run)
+    if not run.info.is_diffusion:
+        token_routing(run)
     return label, load, specialization
 
 
