@@ -50,3 +50,23 @@ def test_groups_of_several_columns_and_bad_options() -> None:
         mean_intervals(per_unit, ["layer"], n_boot=5)
     with pytest.raises(InputError, match="level"):
         mean_intervals(per_unit, ["layer"], level=1.5)
+
+
+def test_groups_in_chunks_read_the_same_resamples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many groups (a token label) are bootstrapped a chunk at a time; each chunk draws the same resamples,
+    so the intervals equal those of one pass."""
+    import routescope.analysis.intervals as intervals
+
+    rng = np.random.default_rng(0)
+    per_unit = pd.DataFrame(
+        {
+            "g": rng.integers(0, 9, 300),
+            "unit": rng.integers(0, 40, 300),
+            "total": rng.gamma(2.0, 1.0, 300),
+            "count": rng.integers(1, 4, 300),
+        }
+    ).drop_duplicates(["g", "unit"])
+    whole = mean_intervals(per_unit, ["g"], n_boot=200, seed=3)
+    monkeypatch.setattr(intervals, "GROUP_CHUNK", 2)
+    chunked = mean_intervals(per_unit, ["g"], n_boot=200, seed=3)
+    pd.testing.assert_frame_equal(whole, chunked)
