@@ -7,7 +7,9 @@ the sum of the value and the count of rows (in SQL, once); each bootstrap resamp
 replacement as multinomial weights and recomputes every group's mean as Σ w·sum / Σ w·count. The weights
 depend only on the number of units and the seed, so every group of a table (and every layer, when the
 caller asks layer by layer) is read from the same resamples. The interval is the percentile interval at
-`level`; resamples that leave a group with no row are skipped for that group.
+`level`; resamples that leave a group with no row are skipped for that group. A group that only one
+unit holds has no interval (NaN): every resample that holds it gives the same mean, and a zero-width
+interval would claim a certainty one unit cannot give.
 
 Memory stays bounded for tables with many groups (a label such as `token_id`): the per-unit sums are a
 sparse units × groups matrix (one entry per input row), and the groups are bootstrapped in chunks of
@@ -65,6 +67,7 @@ def mean_intervals(
     counts = sparse.csc_matrix(
         (per_unit[count].to_numpy(dtype=np.float64), (codes, group_codes)), shape=shape
     )
+    held_by = np.diff((counts > 0).astype(np.int64).tocsc().indptr)  # units with a row of each group
     low, high = np.empty(n_groups), np.empty(n_groups)
     for start in range(0, n_groups, GROUP_CHUNK):
         columns = slice(start, min(start + GROUP_CHUNK, n_groups))
@@ -83,5 +86,7 @@ def mean_intervals(
         if len(keys) > 1
         else pd.DataFrame({keys[0]: np.asarray(group_values)})
     )
+    single = held_by < 2
+    low[single], high[single] = np.nan, np.nan
     out["ci_low"], out["ci_high"] = low, high
     return out

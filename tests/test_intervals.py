@@ -70,3 +70,12 @@ def test_groups_in_chunks_read_the_same_resamples(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(intervals, "GROUP_CHUNK", 2)
     chunked = mean_intervals(per_unit, ["g"], n_boot=200, seed=3)
     pd.testing.assert_frame_equal(whole, chunked)
+
+
+def test_a_group_only_one_unit_holds_has_no_interval() -> None:
+    per_unit = pd.DataFrame({"g": [0, 0, 1], "unit": [0, 1, 1], "total": [2.0, 6.0, 5.0], "count": [1, 2, 1]})
+    out = mean_intervals(per_unit, ["g"], n_boot=500).set_index("g")
+    assert out.loc[0, "ci_low"] == pytest.approx(2.0)
+    assert out.loc[0, "ci_high"] == pytest.approx(3.0)
+    assert np.isnan(out.loc[1, "ci_low"])
+    assert np.isnan(out.loc[1, "ci_high"])
