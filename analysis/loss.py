@@ -12,8 +12,9 @@ the routing facts in DuckDB and finish on the small result in pandas:
   tokens (what sequences share — domain, difficulty — stays in the null), across units when each holds one;
 - `loss_by_label`: mean nll per label value (a sample label or a token column).
 
-The mean nll of an entropy bin and of an expert comes with a percentile bootstrap interval over the same
-units (`ci_low`, `ci_high` at `level`; `intervals.mean_intervals`), so a figure can show how sure the mean
+The mean nll of an entropy bin, of an expert and of a label value comes with a percentile bootstrap
+interval over the same units (`ci_low`, `ci_high` at `level`; `intervals.mean_intervals`), so a figure can
+show how sure the mean
 is without treating the tokens of one sequence as independent.
 
 A run without token loss is refused in one line (`field="token_loss"`).
@@ -186,10 +187,21 @@ def loss_by_expert(
     return pd.concat(out, ignore_index=True)
 
 
-def loss_by_label(run: Run, label: str) -> pd.DataFrame:
-    """`<label>, tokens, mean_nll, total_nll`: the loss of the tokens of each label value (a sample label
-    such as `domain`, or a token column such as `token`, `token_id`, `position`), highest mean first."""
+def loss_by_label(
+    run: Run,
+    label: str,
+    n_boot: int = DEFAULT_BOOT,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+    unit: str | None = None,
+) -> pd.DataFrame:
+    """`<label>, tokens, mean_nll, total_nll, ci_low, ci_high, level, unit`: the loss of the tokens of each
+    label value (a sample label such as `domain`, or a token column such as `token`, `token_id`,
+    `position`), highest mean first, with a percentile bootstrap interval of the mean over units of
+    independence (`n_boot` resamples, `seed`): a value's tokens are resampled with the sequences that hold
+    them, never one by one."""
     require_token_loss(run)
+    check_bootstrap(n_boot, level)
     if label in run.label_columns:
         join, expr = "JOIN samples s ON s.sample = t.sample", f's."{label}"'
     elif label in (*TOKEN_LABELS, "position", "stack"):
@@ -197,9 +209,20 @@ def loss_by_label(run: Run, label: str) -> pd.DataFrame:
     else:
         choices = [*run.label_columns, *TOKEN_LABELS, "position", "stack"]
         raise InputError(f"run {run.name!r} has no label {label!r}; labels: {', '.join(choices)}", field="by")
-    return sql(
+    name = unit_name(run, unit)
+    unit_join, unit_expr = unit_sql(run, name, fact="t")
+    per_unit = sql(
         run,
-        f"""SELECT {expr} AS "{label}", count(*) AS tokens, avg(t.nll) AS mean_nll, sum(t.nll) AS total_nll
-            FROM tokens t {join} WHERE t.nll IS NOT NULL
-            GROUP BY ALL ORDER BY mean_nll DESC, "{label}" """,
+        f"""SELECT {expr} AS "{label}", {unit_expr} AS unit, count(*) AS count, sum(t.nll) AS total
+            FROM tokens t {join} {unit_join} WHERE t.nll IS NOT NULL GROUP BY ALL""",
     )
+    table = per_unit.groupby(label, as_index=False, dropna=False)[["count", "total"]].sum()
+    table = table.rename(columns={"count": "tokens", "total": "total_nll"})
+    table["tokens"] = table["tokens"].astype(np.int64)
+    table.insert(2, "mean_nll", table["total_nll"] / table["tokens"])
+    if table.empty:
+        return table.assign(ci_low=np.nan, ci_high=np.nan, level=float(level), unit=name)
+    intervals = mean_intervals(per_unit, [label], n_boot=n_boot, level=level, seed=seed)
+    table = table.merge(intervals, on=label, how="left")
+    table = table.sort_values(["mean_nll", label], ascending=[False, True], kind="stable", ignore_index=True)
+    return table.assign(level=float(level), unit=name)

@@ -544,7 +544,7 @@ AXIS_TITLES = {
     "saliency": "REAP",
     "loss-by-uncertainty": "router entropy (norm.)",
     "loss-by-expert": "loss (nats) ± 95% CI",
-    "loss-by-label": "next-token loss (nats)",
+    "loss-by-label": "loss (nats) ± 95% CI",
     "rank-consistency": "agreement of the two runs",
     "boundary-flips": "top-k boundary margin",
     "replay-samples": "share differing between runs",

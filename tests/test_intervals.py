@@ -50,3 +50,32 @@ def test_groups_of_several_columns_and_bad_options() -> None:
         mean_intervals(per_unit, ["layer"], n_boot=5)
     with pytest.raises(InputError, match="level"):
         mean_intervals(per_unit, ["layer"], level=1.5)
+
+
+def test_groups_in_chunks_read_the_same_resamples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many groups (a token label) are bootstrapped a chunk at a time; each chunk draws the same resamples,
+    so the intervals equal those of one pass."""
+    import routescope.analysis.intervals as intervals
+
+    rng = np.random.default_rng(0)
+    per_unit = pd.DataFrame(
+        {
+            "g": rng.integers(0, 9, 300),
+            "unit": rng.integers(0, 40, 300),
+            "total": rng.gamma(2.0, 1.0, 300),
+            "count": rng.integers(1, 4, 300),
+        }
+    ).drop_duplicates(["g", "unit"])
+    whole = mean_intervals(per_unit, ["g"], n_boot=200, seed=3)
+    monkeypatch.setattr(intervals, "GROUP_CHUNK", 2)
+    chunked = mean_intervals(per_unit, ["g"], n_boot=200, seed=3)
+    pd.testing.assert_frame_equal(whole, chunked)
+
+
+def test_a_group_only_one_unit_holds_has_no_interval() -> None:
+    per_unit = pd.DataFrame({"g": [0, 0, 1], "unit": [0, 1, 1], "total": [2.0, 6.0, 5.0], "count": [1, 2, 1]})
+    out = mean_intervals(per_unit, ["g"], n_boot=500).set_index("g")
+    assert out.loc[0, "ci_low"] == pytest.approx(2.0)
+    assert out.loc[0, "ci_high"] == pytest.approx(3.0)
+    assert np.isnan(out.loc[1, "ci_low"])
+    assert np.isnan(out.loc[1, "ci_high"])

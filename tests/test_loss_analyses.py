@@ -69,6 +69,30 @@ def test_loss_by_label_and_null_losses(tmp_path: object) -> None:
     assert table["tokens"].tolist() == [1, 2]
     assert table["mean_nll"].tolist() == pytest.approx([4.0, 2.0])
     assert table["total_nll"].tolist() == pytest.approx([4.0, 4.0])
+    assert set(table["unit"]) == {"sample"}
+    by_domain = table.set_index("domain")
+    assert (by_domain.loc["a", "ci_low"], by_domain.loc["a", "ci_high"]) == pytest.approx((1.0, 3.0))
+    assert np.isnan(by_domain.loc["b", "ci_low"])  # one scored token (one sequence): no interval
+
+
+def test_loss_by_label_interval_resamples_units_not_tokens(tmp_path: object) -> None:
+    """Domain `a` holds document 0 (three tokens, nll 1) and document 1 (one token, nll 3): resampling the
+    two documents gives means 1, 1.5 and 3 (a quarter of resamples at each end), so the 95 % interval is
+    [1, 3]; resampling the four tokens alone would rarely reach either end."""
+    nll = np.array([1.0, 1.0, 1.0, 3.0, 2.0, 2.0])
+    run = planted_run(
+        Store(tmp_path),
+        "units",
+        experts={0: [[0, 1]] * 6},
+        nll=nll,
+        labels={"domain": ["a", "a", "a", "a", "b", "b"], "doc": ["0", "0", "0", "1", "2", "3"]},
+    )
+    table = compute("loss-by-label", run, label="domain", unit="doc", n_boot=2000).set_index("domain")
+    assert table.loc["a", "mean_nll"] == pytest.approx(1.5)
+    assert (table.loc["a", "ci_low"], table.loc["a", "ci_high"]) == pytest.approx((1.0, 3.0))
+    assert (table.loc["b", "ci_low"], table.loc["b", "ci_high"]) == pytest.approx((2.0, 2.0))
+    assert set(table["unit"]) == {"doc"}
+    assert table["level"].tolist() == [0.95, 0.95]
 
 
 def test_saliency_matches_the_reap_formula(tmp_path: object) -> None:
