@@ -11,7 +11,9 @@ them with vectorised numpy: one fixed-width value per decision keeps this to abo
 of a 100 M-row run (`../shared/notes/perf-anchors.md`, benchmarks/analysis_scale.py). Layers with more
 than 64 experts fall back to a self-join. Decisions are those with an assignment, except at expert-choice
 layers, where a token no expert picked is a decision too (counted from `decisions`), so P(a) stays the
-share of all the layer's tokens.
+share of all the layer's tokens. Zero-computation experts (manifest `routers[].zero_experts`, LongCat-Flash's
+identity experts) are no one's partner and have no row: a token that chose a real expert and an identity
+one used one expert. Its decision still counts in P(a)'s denominator, as a token of the layer.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ def coactivation(run: Run, layer: int, *, ranks: str = "all", weight: str = "cou
                 "n"
             ].iloc[0]
         )
+    zero = sorted({e for r in routers for e in r.zero_experts if e < n_experts})
+    if zero:  # identity experts compute nothing: no pairs with them, no rows of their own
+        pairs[zero, :] = 0
+        pairs[:, zero] = 0
+        singles[zero] = 0
     if any(r.choice == "expert" for r in routers):  # tokens with no expert are decisions too
         decisions = float(
             sql(run, f"SELECT count(*) AS n FROM decisions WHERE layer = {int(layer)}")["n"].iloc[0]

@@ -30,6 +30,11 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", help="label: domain, class, token_id, row, step, ... (specialization, nmi)")
     parser.add_argument("--expert", type=int, help="the expert of top-tokens")
     parser.add_argument(
+        "--criterion",
+        help="saliency: reap (gate × output norm, the default), ean (mean output norm), max_activation or "
+        "frequency",
+    )
+    parser.add_argument(
         "--compare",
         metavar="NAME",
         nargs="+",
@@ -51,7 +56,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     run = store.open(args.run)
     if args.kind:
         return _one(args, store, run)
-    for option in ("layer", "expert", "compare"):
+    for option in ("layer", "expert", "compare", "criterion"):
         if getattr(args, option) is not None:
             raise InputError(f"--all draws the first and last MoE layer; --{option} goes with --kind")
     return _standard(args, run)
@@ -78,6 +83,7 @@ def _one(args: argparse.Namespace, store: Store, run: Run) -> int:
         other=None if series or not compared else compared[0],
         series=compared if series else (),
         width=args.width,
+        criterion=args.criterion,
     )
     export_figures([(fig, path)], dpi=args.dpi)
     out(f"wrote {path}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from routescope.store import CorruptRunError, RouteScopeError, Store
-from routescope.store.reader import owner_alive, read_manifest
+from routescope.store import CorruptRunError, RouteScopeError, Run, Store
+from routescope.store.reader import owner_alive
 from routescope.store.shards import pending_shards
 
 from .console import out
@@ -18,13 +18,12 @@ def shown(text: str) -> str:
 
 
 def _damage(store: Store, name: str) -> str:
-    """Why a folder in the store is not a complete run."""
+    """Why a folder in the store is not a complete run: the reader's own one-line reason (a damaged or
+    foreign manifest, a status other than complete), else its name."""
     try:
-        manifest = read_manifest(store.path / name)
+        Run(store.path / name)
     except CorruptRunError as exc:
         return str(exc)
-    if manifest["status"] != "complete":
-        return f"its manifest says {manifest['status']!r}, not complete"
     return "its name is not a run name"
 
 

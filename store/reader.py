@@ -37,7 +37,7 @@ from .errors import (
     first_damage,
 )
 from .manifest import RunManifest, read_manifest
-from .schema import CORE_TABLES, table_file
+from .schema import CORE_TABLES, MANIFEST_FILE, table_file
 
 INCOMPLETE_DIR = ".incomplete"
 TRASH_DIR = ".trash"
@@ -87,8 +87,14 @@ class Run:
         """The manifest as read (a dict, kept for compatibility): new code reads `info`."""
         self.info = RunManifest.from_dict(self.manifest)
         """The typed manifest (`RunManifest`): `run.info.is_diffusion`, `run.info.routers`, ..."""
-        if self.manifest.get("status") != "complete":
+        status = self.manifest.get("status")
+        if status == "incomplete":
             raise CorruptRunError(f"{self.path}: run is not complete; re-record it")
+        if status != "complete":
+            raise CorruptRunError(
+                f"{self.path / MANIFEST_FILE}: status {status!r} is not one RouteScope writes "
+                "(complete, incomplete); re-record the run"
+            )
         for table in self.manifest["tables"]:
             self._check_file(table)
 

@@ -117,6 +117,7 @@ def test_experts_page_overview_and_card_equal_the_analyses(
             S(state.EXPERTS_TOKENS_CHART, "text", 1, busiest),
             S(state.EXPERTS_PARTNERS_CHART, "text", 1, busiest),
             S(state.EXPERTS_STEPS_CHART, "text", busiest),
+            S(state.EXPERTS_TOKEN_CHART, "text", "vocabulary"),  # the token-routing section's first view
         ]
     )
     np.testing.assert_allclose(

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from routescope.cli import main
@@ -188,6 +188,9 @@ MANIFEST_DAMAGE = st.one_of(
 
 @FUZZ
 @given(damage=MANIFEST_DAMAGE)
+@example(
+    damage=edit_manifest(lambda m: m.__setitem__("status", ""))
+)  # once found: named the run, not the file
 def test_damaged_manifest(pristine: Path, damage: Callable[[Path], None]) -> None:
     count("manifests")
     with damaged_copy(pristine) as store:

@@ -77,6 +77,32 @@ def test_saliency_heatmap_is_the_chosen_criterion(runs: dict[str, Any]) -> None:
         figure_saliency(table, criterion="norm")  # type: ignore[arg-type]
 
 
+def test_saliency_criterion_from_make_figure_and_the_cli(
+    runs: dict[str, Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routescope.cli import main
+
+    run = runs["full"]
+    fig, table = make_figure("saliency", run, criterion="ean")
+    expected = table.pivot(index="layer", columns="expert", values="ean").to_numpy(dtype=float)
+    np.testing.assert_allclose(values(fig.data[0].z), expected, equal_nan=True)
+    base = ["figure", "--store", str(runs["store"].path), "--run", "full"]
+    out = tmp_path / "ean.svg"
+    assert main([*base, "--kind", "saliency", "--criterion", "ean", "--out", str(out)]) == 0
+    assert "mean output norm (EAN)" in out.read_text()
+    capsys.readouterr()
+    for bad, message in (
+        (["--kind", "load", "--criterion", "ean"], "figure load takes no criterion"),
+        (["--kind", "saliency", "--criterion", "norm"], "unknown saliency criterion 'norm'"),
+        (["--all", "--criterion", "ean"], "--criterion goes with --kind"),
+    ):
+        assert main([*base, *bad, "--out", str(tmp_path / "bad.svg")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert message in lines[0]
+    assert not (tmp_path / "bad.svg").exists()
+
+
 def test_loss_by_uncertainty_lines_are_the_binned_means(runs: dict[str, Any]) -> None:
     run = runs["full"]
     fig, table = make_figure("loss-by-uncertainty", run)

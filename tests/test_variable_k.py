@@ -17,6 +17,7 @@ import torch
 
 import routescope
 from routescope.analysis.balance import balance, expert_load
+from routescope.analysis.coactivation import coactivation
 from routescope.analysis.specialization import specialization
 from routescope.hooks.normalise import Decoded, DecodeRule, normalise
 from routescope.hooks.routers import RouterSpec
@@ -179,6 +180,13 @@ def test_balance_and_specialization_with_k_varying_and_zero_experts(tmp_path: Pa
             assert got["lift"] == pytest.approx((c[e] / c.sum()) / share[e])
             assert got["uniform_lift"] == pytest.approx(c[e] / c.sum() * 4)
     assert not any(e >= 4 for _, e in spec.index)
+    pairs = coactivation(run, 0).set_index(["expert_a", "expert_b"])
+    # computing pairs: (0, 1) once, (1, 2), (1, 3), (2, 3) once each; (2, 4) and (0, 5) involve zero experts
+    assert sorted(pairs.index) == [(0, 1), (1, 0), (1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)]
+    assert (pairs["count"] == 1).all()
+    decisions = 7  # the sample with no expert has no assignment; the one with only expert 5 is a token
+    assert pairs.loc[(0, 1), "lift"] == pytest.approx((1 / decisions) / ((3 / decisions) * (2 / decisions)))
+    assert pairs.loc[(0, 1), "p_b_given_a"] == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize(

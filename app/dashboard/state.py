@@ -92,8 +92,8 @@ EXPERTS_LOSS_CHART = "experts.loss_chart"
 EXPERTS_MODALITY_CHART = "experts.modality_chart"
 EXPERTS_MODALITY_LAYER = "experts.modality_layer"
 EXPERTS_MODALITY_LIFT_CHART = "experts.modality_lift_chart"
-EXPERTS_TOKEN_VIEW = "experts.token_view"
-EXPERTS_TOKEN_CHART = "experts.token_chart"
+EXPERTS_TOKEN_VIEW = "experts.token_routing_view"
+EXPERTS_TOKEN_CHART = "experts.token_routing_chart"
 
 # Noise steps page widgets and charts.
 NOISE_RUN = "noise.run"

@@ -49,7 +49,7 @@ from .pruning import figure_prune_curve
 from .reroute import REROUTE_FIGURES
 from .saturation import figure_saturation
 from .sequence import figure_agreement, figure_repeat, figure_top_tokens
-from .statistics import STATISTICS_FIGURES
+from .statistics import CRITERIA, STATISTICS_FIGURES
 from .theme import Width
 from .uncertainty import figure_uncertain_labels, figure_uncertainty, figure_uncertainty_histogram
 from .vocabulary import figure_vocabulary
@@ -352,11 +352,26 @@ def make_figure(
     other: Run | None = None,
     series: Sequence[Run] = (),
     width: Width = "single",
+    criterion: str | None = None,
 ) -> tuple[go.Figure, pd.DataFrame]:
     """Figure `name` of `run` and the table it was drawn from (`series`: the runs a series figure compares
-    with `run`, in order); bad options are one-line `InputError`s."""
+    with `run`, in order; `criterion`: which saliency criterion `saliency` shows, REAP by default); bad
+    options are one-line `InputError`s."""
+    if criterion is not None:
+        if name != "saliency":
+            raise InputError(f"figure {name} takes no criterion (only saliency does)", field="criterion")
+        if criterion not in CRITERIA:
+            choices = ", ".join(CRITERIA)
+            raise InputError(f"unknown saliency criterion {criterion!r}; choose {choices}", field="criterion")
     request = FigureRequest(
-        run=run, layer=layer, by=by, expert=expert, other=other, series=tuple(series), width=width
+        run=run,
+        layer=layer,
+        by=by,
+        expert=expert,
+        other=other,
+        series=tuple(series),
+        width=width,
+        draw={"criterion": criterion} if criterion else {},
     )
     kind = check_request(name, request)
     analysis, options = table_call(kind, request)
