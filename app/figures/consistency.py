@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 
 from .kinds import FigureKind
 from .lines import integer_axis, series
-from .parts import require
-from .theme import CATEGORICAL, TICK_PT, Layout, paper_layout, pt
+from .parts import note_above, require
+from .theme import CATEGORICAL, Layout, paper_layout
 
 RANK_SERIES = {"mean_tau": "Kendall τ (mean)", "share_same_set": "same top-k set"}
 REPLAY_SERIES = {"share_differing": "tokens differing in any layer", "share_decisions": "decisions differing"}
@@ -71,16 +71,8 @@ def figure_boundary_flips(table: pd.DataFrame, **layout: Unpack[Layout]) -> go.F
         )
     if "spearman" in table.columns and "layer" not in table.columns:
         rho = float(table["spearman"].iloc[0])
-        fig.add_annotation(
-            text="Spearman ρ(margin, flips) = " + ("n/a (no spread)" if np.isnan(rho) else f"{rho:.2f}"),
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1,
-            xanchor="left",
-            yanchor="bottom",
-            showarrow=False,
-            font={"size": pt(TICK_PT)},
+        note_above(
+            fig, "Spearman ρ(margin, flips) = " + ("n/a (no spread)" if np.isnan(rho) else f"{rho:.2f}")
         )
     top = float(np.nanmax(table["flip_share"].to_numpy(dtype=float)))
     fig.update_layout(barmode="group", showlegend=len(groups) > 1)

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from routescope.store import InputError
 
-from .theme import DIVERGING, LIFT_RANGE, SEQUENTIAL, axis_title
+from .theme import DIVERGING, LIFT_RANGE, SEQUENTIAL, TICK_PT, axis_title, pt
 
 GAP_GREY = "#D9D9D9"
 VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -121,6 +121,23 @@ def grey_gaps(fig: go.Figure) -> go.Figure:
     """A grey plot background, so undefined cells of a lift map are not mistaken for neutral white."""
     fig.update_layout(plot_bgcolor=GAP_GREY)
     return fig
+
+
+def note_above(fig: go.Figure, text: str) -> None:
+    """A one-line note in tick-sized type above the plot's top-left corner (a test's p-value, a
+    correlation), with the top margin it needs."""
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=1,
+        xanchor="left",
+        yanchor="bottom",
+        showarrow=False,
+        font={"size": pt(TICK_PT)},
+    )
+    fig.update_layout(margin={"t": round(pt(14))})
 
 
 def _power_of_two(exponent: float) -> str:

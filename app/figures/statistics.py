@@ -22,8 +22,8 @@ from routescope.store import InputError
 
 from .kinds import FigureKind, FigureRequest
 from .lines import group_colours, integer_axis
-from .parts import full_range, grey_gaps, heatmap, label_axes, matrix, pick_layer, plain, require
-from .theme import CATEGORICAL, TICK_PT, Layout, axis_title, paper_layout, pt
+from .parts import full_range, grey_gaps, heatmap, label_axes, matrix, note_above, pick_layer, plain, require
+from .theme import CATEGORICAL, Layout, axis_title, paper_layout
 
 Criterion = Literal["frequency", "ean", "reap", "max_activation"]
 CRITERIA: dict[str, str] = {
@@ -154,18 +154,7 @@ def figure_loss_by_expert(
     overall = float(np.average(part["mean_nll"].to_numpy(dtype=float), weights=tokens))
     fig.add_hline(y=overall, line={"color": "grey", "dash": "dash", "width": 1})
     if "p_value" in part.columns:
-        fig.add_annotation(
-            text=f"spread between experts: p = {float(part['p_value'].iloc[0]):.3g}",
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1,
-            xanchor="left",
-            yanchor="bottom",
-            showarrow=False,
-            font={"size": pt(TICK_PT)},
-        )
-        fig.update_layout(margin={"t": round(pt(14))})
+        note_above(fig, f"spread between experts: p = {float(part['p_value'].iloc[0]):.3g}")
     fig.update_xaxes(title_text=axis_title("expert"), type="category")
     fig.update_yaxes(title_text=_loss_title(part), rangemode="tozero")
     fig.update_layout(showlegend=False)

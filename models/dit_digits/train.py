@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .config import DiTDigitsConfig
 from .data import load_digits_arrays, to_model_space
 from .diffusion import NoiseSchedule, sample, training_loss
 from .figure import write_grid_png
-from .fitting import Schedule, fit
+from .fitting import Fitted, Schedule, fit
 from .model import DiTMoE
 from .quality import DigitClassifier, class_accuracy
 
@@ -109,19 +109,11 @@ def train(
         fitted = fit(model, objective, data, torch.as_tensor(labels), schedule, generator, name="dit-digits")
         save_model(fitted.ema, out_dir)
         mean_load = (load["sum"] / max(1, load["batches"])).tolist()
-        metrics: dict[str, Any] = {
-            "model": "dit-digits",
-            "seed": seed,
-            "steps_requested": steps,
-            "steps": fitted.steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "ema_decay": ema_decay,
-            "threads": threads,
-            "train_seconds": round(fitted.seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "curve": fitted.curve,
-            "final": fitted.curve[-1] if fitted.curve else {},
+        metrics = run_metrics(
+            "dit-digits", fitted, seed=seed, steps_requested=steps, batch_size=batch_size, lr=lr,
+            ema_decay=ema_decay, threads=threads,
+        )  # fmt: skip
+        metrics |= {
             "expert_load_end_of_training": {
                 "note": "share of routed assignments per expert, per layer, averaged over the last batches",
                 "batches": load["batches"],
@@ -129,18 +121,64 @@ def train(
                 "max_over_mean": [round(max(row) * len(row), 3) for row in mean_load],
             },
         }
-        if eval_per_class > 0:
-            metrics["quality"] = evaluate(
-                fitted.ema, per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
-            )
-            draw_samples(
-                fitted.ema, out_dir / FIGURE_FILE, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
-            )
-        metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        return metrics
+        evaluation = Evaluation(
+            per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
+        )
+        return finish(fitted.ema, out_dir, metrics, evaluation, started)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The sample-quality check after training (`per_class = 0` skips it and the figure)."""
+
+    per_class: int
+    steps: int
+    cfg_scale: float
+    seed: int
+
+
+def run_metrics(name: str, fitted: Fitted, **settings: Any) -> dict[str, Any]:
+    """The metrics both digit recipes write: the model, its settings, the steps done, the time, the size
+    and the loss curve; each recipe adds what is its own."""
+    parameters = sum(p.numel() for p in fitted.ema.parameters())
+    head = {"model": name, "seed": settings.pop("seed"), "steps_requested": settings.pop("steps_requested")}
+    return (
+        head
+        | {"steps": fitted.steps}
+        | settings
+        | {
+            "train_seconds": round(fitted.seconds, 1),
+            "parameters": parameters,
+            "curve": fitted.curve,
+            "final": fitted.curve[-1] if fitted.curve else {},
+        }
+    )
+
+
+def finish(
+    ema: nn.Module, out_dir: Path, metrics: dict[str, Any], evaluation: Evaluation, started: float
+) -> dict[str, Any]:
+    """The quality check and the samples figure (unless skipped), then `metrics.json`; returns the metrics."""
+    if evaluation.per_class > 0:
+        metrics["quality"] = evaluate(
+            ema,
+            per_class=evaluation.per_class,
+            steps=evaluation.steps,
+            cfg_scale=evaluation.cfg_scale,
+            seed=evaluation.seed,
+        )
+        draw_samples(
+            ema,
+            out_dir / FIGURE_FILE,
+            steps=evaluation.steps,
+            cfg_scale=evaluation.cfg_scale,
+            seed=evaluation.seed,
+        )
+    metrics["total_seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
 
 
 def evaluate(model: nn.Module, *, per_class: int, steps: int, cfg_scale: float, seed: int) -> dict[str, Any]:

@@ -11,7 +11,6 @@ over all T timesteps. The folder gets `config.json`, `model.safetensors`, `metri
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,14 +25,13 @@ from ..dit_digits.diffusion import NoiseSchedule
 from ..dit_digits.fitting import Schedule, fit
 from ..dit_digits.train import (
     CONFIG_FILE,
-    FIGURE_FILE,
-    METRICS_FILE,
     WEIGHTS_FILE,
+    Evaluation,
     add_recipe_arguments,
-    draw_samples,
-    evaluate,
+    finish,
     log_summary,
     recipe_keywords,
+    run_metrics,
     save_model,
 )
 from .config import SwitchDiTConfig
@@ -121,36 +119,22 @@ def train(
             model, objective, data, torch.as_tensor(labels), schedule, generator, name="switch-dit-digits"
         )
         save_model(fitted.ema, out_dir, "switch-dit-digits")
-        metrics: dict[str, Any] = {
-            "model": "switch-dit-digits",
-            "seed": seed,
-            "steps_requested": steps,
-            "steps": fitted.steps,
-            "init": None if init is None else str(init),
-            "batch_size": batch_size,
-            "lr": lr,
-            "ema_decay": ema_decay,
-            "threads": threads,
-            "train_seconds": round(fitted.seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "curve": fitted.curve,
-            "final": fitted.curve[-1] if fitted.curve else {},
+        metrics = run_metrics(
+            "switch-dit-digits", fitted, seed=seed, steps_requested=steps,
+            init=None if init is None else str(init), batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+            threads=threads,
+        )  # fmt: skip
+        metrics |= {
             "gate_usage_by_timestep_decile": {
                 "note": "share of DDPM timesteps in each tenth of 0..T-1 (noisiest last) whose gate picks "
                 "each expert, per block; from the saved EMA gates",
                 "usage": gate_usage(fitted.ema),
             },
         }
-        if eval_per_class > 0:
-            metrics["quality"] = evaluate(
-                fitted.ema, per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
-            )
-            draw_samples(
-                fitted.ema, out_dir / FIGURE_FILE, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
-            )
-        metrics["total_seconds"] = round(time.perf_counter() - started, 1)
-        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        return metrics
+        evaluation = Evaluation(
+            per_class=eval_per_class, steps=eval_steps, cfg_scale=eval_cfg_scale, seed=seed
+        )
+        return finish(fitted.ema, out_dir, metrics, evaluation, started)
     finally:
         torch.set_num_threads(previous_threads)
 
