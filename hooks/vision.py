@@ -15,6 +15,7 @@ Forward recording only: no generation, chunking, shards or remote traces with im
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ from .text_session import _input_device
 from .units import Layout
 
 ImageLike = Any
-"""A PIL image, an `[H, W]` / `[H, W, C]` uint8 or float array, or a path to an image file."""
+"""A PIL image, an `[H, W]` / `[H, W, C]` uint8 or float array, a path to an image file, or an image
+file's bytes (an upload)."""
 
 
 def vision_token_ids(model: torch.nn.Module, processor: Any) -> dict[str, int]:
@@ -66,7 +68,8 @@ def is_vision_model(model: torch.nn.Module) -> bool:
 
 
 def decode_image(image: ImageLike, where: str) -> Any:
-    """An RGB PIL image from a PIL image, an array or a file path; anything else is a one-line error."""
+    """An RGB PIL image from a PIL image, an array, a file path or a file's bytes; anything else is a
+    one-line error."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
@@ -80,6 +83,15 @@ def decode_image(image: ImageLike, where: str) -> Any:
                 f"{where} is an array of shape {array.shape}; give [H, W] or [H, W, C]", field="images"
             )
         return Image.fromarray(array).convert("RGB")
+    if isinstance(image, bytes):
+        try:
+            with Image.open(io.BytesIO(image)) as opened:
+                opened.load()
+                return opened.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise InputError(
+                f"{where} cannot be decoded as an image; give a PNG or JPEG file", field="images"
+            ) from None
     if isinstance(image, str | Path):
         try:
             with Image.open(image) as opened:
@@ -93,7 +105,8 @@ def decode_image(image: ImageLike, where: str) -> Any:
                 field="images",
             ) from None
     raise InputError(
-        f"{where} is a {type(image).__name__}; give a PIL image, an array or a file path", field="images"
+        f"{where} is a {type(image).__name__}; give a PIL image, an array, a file path or its bytes",
+        field="images",
     )
 
 

@@ -7,12 +7,10 @@ loading is passed in (`load`), so the dashboard can hand over its cached loader.
 
 from __future__ import annotations
 
-import io
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from routescope.store import InputError, RunExistsError, Store
 from routescope.store.reader import check_run_name
@@ -75,17 +73,9 @@ def uploaded_inputs(filename: str, data: bytes, text_column: str, label_columns:
 def uploaded_images(inputs: Inputs, files: Sequence[tuple[str, bytes]]) -> Inputs:
     """Uploaded image files (name, bytes) decoded and attached to the inputs as `--image` attaches paths:
     one per input, or all of them onto a single input. A file that does not decode is a one-line error."""
-    from PIL import Image, UnidentifiedImageError
+    from routescope.hooks.vision import decode_image  # torch and PIL: only when images are uploaded
 
-    images: list[Any] = []
-    for name, data in files:
-        try:
-            with Image.open(io.BytesIO(data)) as opened:
-                images.append(opened.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(
-                f"{Path(name).name} cannot be decoded as an image ({exc})", field="images"
-            ) from None
+    images = [decode_image(data, Path(name).name) for name, data in files]
     return attach_images(inputs, images, noun="uploaded images")
 
 
